@@ -1,0 +1,135 @@
+//! Session affinity: what a request asks for, and what the proxy decides.
+//!
+//! [`CookieAffinity`] is one pool's cookie-insertion policy, built once at start-up: the value
+//! table and the ready-made `Set-Cookie` header values for each backend. [`CookieAffinity::pinned`]
+//! reads a request's `Cookie` headers and says which backend (if any) the client is pinned to;
+//! [`Outcome`] names what happened to the request, for the response and the log.
+
+pub mod cookie;
+
+use crate::config::{AffinityConfig, PoolConfig};
+use http::HeaderValue;
+
+/// What the affinity lookup found in a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pin {
+    /// No affinity cookie at all.
+    #[default]
+    Absent,
+    /// A cookie that names no backend of this pool (unknown, forged, malformed, stale).
+    Invalid,
+    /// A valid cookie naming this backend index.
+    Backend(usize),
+}
+
+/// What happened to a request's affinity, reported in the response and the log
+/// (the values of the `outcome` field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Outcome {
+    /// No decision yet, or affinity is off for the pool.
+    #[default]
+    None,
+    /// A new session: balanced, and a cookie issued.
+    New,
+    /// Sent to the backend its cookie names.
+    Sticky,
+    /// Its backend could not serve; moved to another and a new cookie issued.
+    Rebalanced,
+    /// The backend opted this response out of affinity; no cookie issued.
+    OptedOut,
+    /// No backend could serve the request.
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::None => "none",
+            Outcome::New => "new",
+            Outcome::Sticky => "sticky",
+            Outcome::Rebalanced => "rebalanced",
+            Outcome::OptedOut => "opted_out",
+            Outcome::Failed => "failed",
+        }
+    }
+
+    /// Does a response with this outcome carry a fresh affinity cookie?
+    pub fn issues_cookie(self) -> bool {
+        matches!(self, Outcome::New | Outcome::Rebalanced)
+    }
+}
+
+/// One pool's cookie-insertion affinity, prepared at start-up.
+#[derive(Debug)]
+pub struct CookieAffinity {
+    pub config: AffinityConfig,
+    table: cookie::CookieTable,
+    /// Per backend index: the `Set-Cookie` value, and the twin's if configured.
+    set_cookie: Vec<(HeaderValue, Option<HeaderValue>)>,
+}
+
+impl CookieAffinity {
+    /// Build from a validated pool; `None` when the pool has affinity switched off.
+    pub fn for_pool(pool: &PoolConfig) -> Option<Self> {
+        let config = pool.affinity.clone()?;
+        let cookie_config = &config.cookie;
+        let names = pool.backends.iter().map(|b| b.name.as_str());
+        let table = cookie::CookieTable::new(&cookie_config.format, &pool.name, names);
+        let set_cookie = pool
+            .backends
+            .iter()
+            .map(|b| {
+                let value = cookie::value_text(&cookie_config.format, &pool.name, &b.name);
+                let main =
+                    cookie::set_cookie_line(cookie_config, &cookie_config.name, &value, false);
+                let twin = cookie_config
+                    .twin_name
+                    .as_ref()
+                    .map(|twin| cookie::set_cookie_line(cookie_config, twin, &value, true));
+                (header_value(main), twin.map(header_value))
+            })
+            .collect();
+        Some(CookieAffinity {
+            config,
+            table,
+            set_cookie,
+        })
+    }
+
+    /// The names of the proxy's own cookies (main, then twin).
+    pub fn cookie_names(&self) -> impl Iterator<Item = &[u8]> {
+        std::iter::once(self.config.cookie.name.as_bytes())
+            .chain(self.config.cookie.twin_name.as_deref().map(str::as_bytes))
+    }
+
+    /// Find the backend that the request's affinity cookies name.
+    ///
+    /// `cookie_headers` are all `Cookie` header values of the request (HTTP/2 clients may send
+    /// several). The first value, main or twin cookie, that names a backend wins; if cookies are
+    /// present but none is valid the result is [`Pin::Invalid`].
+    pub fn pinned<'a>(&self, cookie_headers: impl Iterator<Item = &'a [u8]>) -> Pin {
+        let mut pin = Pin::Absent;
+        for header in cookie_headers {
+            for name in self.cookie_names() {
+                for value in cookie::cookie_values(header, name) {
+                    match self.table.lookup(value) {
+                        Some(index) => return Pin::Backend(index),
+                        None => pin = Pin::Invalid,
+                    }
+                }
+            }
+        }
+        pin
+    }
+
+    /// The prebuilt `Set-Cookie` values for a backend index.
+    pub fn set_cookie_for(&self, backend: usize) -> Option<&(HeaderValue, Option<HeaderValue>)> {
+        self.set_cookie.get(backend)
+    }
+}
+
+fn header_value(line: String) -> HeaderValue {
+    // Names and attributes were validated as visible ASCII and values are hex, so the line is
+    // always a valid header value; the fallback only keeps this free of a panic path.
+    HeaderValue::from_str(&line).unwrap_or_else(|_| HeaderValue::from_static(""))
+}

@@ -1,0 +1,187 @@
+//! Configuration: the validated, typed model of our `sticky:` section, and how it is loaded.
+//!
+//! The YAML file is Pingora's own configuration file; Pingora ignores keys it does not know, so
+//! our section lives beside its keys. [`load_str`] parses the section with serde ([`raw`]), then
+//! [`validate`] checks every value and builds [`Config`]. Every failure is a [`ConfigError`]
+//! whose one-line message names the field and the value, e.g.
+//! `sticky.pools[0].backends[1].addr: not a socket address: "10.0.0.1"`.
+
+pub mod raw;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub use raw::{RawBalance as Balance, RawHealthCheckKind as HealthCheckKind};
+
+/// The validated `sticky:` section.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listeners: Vec<ListenerConfig>,
+    pub pools: Vec<PoolConfig>,
+    /// Lower-case response header names removed before the client sees them.
+    pub hide_headers: Vec<http::HeaderName>,
+}
+
+/// One plain-HTTP listener and the pool it serves.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub addr: SocketAddr,
+    /// Index into [`Config::pools`].
+    pub pool: usize,
+}
+
+/// A named group of backends with its balancing, health checks and affinity.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub name: String,
+    pub balance: Balance,
+    pub backends: Vec<BackendConfig>,
+    pub health_check: Option<HealthCheckConfig>,
+    pub timeouts: TimeoutConfig,
+    /// `None` when affinity is switched off for the pool.
+    pub affinity: Option<AffinityConfig>,
+    /// The response header with which a backend opts out of affinity; always removed from
+    /// responses, and from requests so that clients cannot smuggle it.
+    pub opt_out_header: http::HeaderName,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthCheckConfig {
+    pub kind: HealthCheckKind,
+    pub path: String,
+    pub host: String,
+    pub expect_status: u16,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct TimeoutConfig {
+    pub connect: Duration,
+    pub read: Duration,
+    pub write: Duration,
+    pub idle: Duration,
+}
+
+/// Cookie-insertion affinity for a pool.
+#[derive(Debug, Clone)]
+pub struct AffinityConfig {
+    pub cookie: CookieConfig,
+}
+
+#[derive(Clone)]
+pub struct CookieConfig {
+    pub name: String,
+    pub format: CookieFormat,
+    pub path: String,
+    pub domain: Option<String>,
+    pub http_only: bool,
+    pub secure: bool,
+    pub same_site: Option<SameSite>,
+    pub max_age: Option<Duration>,
+    pub twin_name: Option<String>,
+    pub indirect: bool,
+    pub nocache: bool,
+}
+
+// Hand-written so that a secret never reaches a log line.
+impl fmt::Debug for CookieConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CookieConfig")
+            .field("name", &self.name)
+            .field("format", &self.format)
+            .field("path", &self.path)
+            .field("domain", &self.domain)
+            .field("twin_name", &self.twin_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a cookie value is derived from a backend name.
+#[derive(Clone)]
+pub enum CookieFormat {
+    /// HMAC-SHA256 under this secret.
+    Keyed { secret: Vec<u8> },
+    /// ARR's unkeyed SHA-256 of the backend name.
+    Arr,
+}
+
+impl fmt::Debug for CookieFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CookieFormat::Keyed { .. } => f.write_str("Keyed { secret: <hidden> }"),
+            CookieFormat::Arr => f.write_str("Arr"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    Lax,
+    Strict,
+    None,
+}
+
+/// A configuration error: the field's path and what is wrong with its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Parse and validate the `sticky:` section of a whole Pingora YAML document.
+pub fn load_str(yaml: &str) -> Result<Config, ConfigError> {
+    let deserializer = serde_yaml::Deserializer::from_str(yaml);
+    let document: raw::Document = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." {
+            "sticky".to_string()
+        } else {
+            path
+        };
+        ConfigError::new(field, one_line(&e.into_inner().to_string()))
+    })?;
+    let sticky = document
+        .sticky
+        .ok_or_else(|| ConfigError::new("sticky", "section missing from the configuration file"))?;
+    validate::validate(sticky)
+}
+
+/// Read the file at `path` and [`load_str`] it.
+pub fn load_file(path: &str) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new("-c", format!("cannot read {path:?}: {e}")))?;
+    load_str(&text)
+}
+
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}

@@ -1,0 +1,283 @@
+//! The file format of our `sticky:` section: plain serde structs that mirror the YAML.
+//!
+//! Every struct denies unknown keys, so a typo is a start-up error naming the field. Defaults
+//! live here (as `#[serde(default = ...)]`) so that the README's table and the code agree in one
+//! place. Nothing here is validated beyond its type: `super::validate` turns these into the typed
+//! model in `super` (socket addresses, durations, header names, secrets).
+
+use serde::Deserialize;
+
+/// The whole YAML document as we see it: Pingora's own keys are ignored here (Pingora reads them),
+/// only `sticky:` is ours.
+#[derive(Debug, Deserialize)]
+pub struct Document {
+    pub sticky: Option<RawSticky>,
+}
+
+/// `sticky:` — our section.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSticky {
+    #[serde(default)]
+    pub listeners: Vec<RawListener>,
+    #[serde(default)]
+    pub pools: Vec<RawPool>,
+    /// Response headers removed before the client sees them (NGINX `proxy_hide_header`).
+    #[serde(default)]
+    pub hide_headers: Vec<String>,
+}
+
+/// `sticky.listeners[i]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub addr: String,
+    /// The pool this listener serves; may be left out when there is exactly one pool.
+    pub pool: Option<String>,
+}
+
+/// `sticky.pools[i]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPool {
+    pub name: String,
+    #[serde(default)]
+    pub balance: RawBalance,
+    #[serde(default)]
+    pub backends: Vec<RawBackend>,
+    pub health_check: Option<RawHealthCheck>,
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    #[serde(default)]
+    pub affinity: RawAffinity,
+}
+
+/// How new sessions are spread over a pool.
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawBalance {
+    #[default]
+    RoundRobin,
+    Random,
+    LeastRequests,
+}
+
+/// `sticky.pools[i].backends[j]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    pub name: String,
+    pub addr: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// `sticky.pools[i].health_check`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    #[serde(rename = "type")]
+    pub kind: RawHealthCheckKind,
+    /// HTTP only: the path probed with `GET`.
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    /// HTTP only: the `Host` header of the probe.
+    #[serde(default = "default_health_host")]
+    pub host: String,
+    /// HTTP only: the status that counts as healthy.
+    #[serde(default = "default_expect_status")]
+    pub expect_status: u16,
+    #[serde(default = "default_interval_ms")]
+    pub interval_ms: u64,
+    #[serde(default = "default_health_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Consecutive successes that bring an unhealthy backend back (HAProxy `rise`).
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    /// Consecutive failures that take a healthy backend out (HAProxy `fall`).
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawHealthCheckKind {
+    Tcp,
+    Http,
+}
+
+fn default_health_path() -> String {
+    "/".to_string()
+}
+fn default_health_host() -> String {
+    "localhost".to_string()
+}
+fn default_expect_status() -> u16 {
+    200
+}
+fn default_interval_ms() -> u64 {
+    2000
+}
+fn default_health_timeout_ms() -> u64 {
+    1000
+}
+fn default_rise() -> u32 {
+    2
+}
+fn default_fall() -> u32 {
+    3
+}
+
+/// `sticky.pools[i].timeouts` — per-pool upstream timeouts.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    #[serde(default = "default_connect_ms")]
+    pub connect_ms: u64,
+    #[serde(default = "default_read_ms")]
+    pub read_ms: u64,
+    #[serde(default = "default_write_ms")]
+    pub write_ms: u64,
+    #[serde(default = "default_idle_ms")]
+    pub idle_ms: u64,
+}
+
+impl Default for RawTimeouts {
+    fn default() -> Self {
+        RawTimeouts {
+            connect_ms: default_connect_ms(),
+            read_ms: default_read_ms(),
+            write_ms: default_write_ms(),
+            idle_ms: default_idle_ms(),
+        }
+    }
+}
+
+fn default_connect_ms() -> u64 {
+    3000
+}
+fn default_read_ms() -> u64 {
+    60_000
+}
+fn default_write_ms() -> u64 {
+    60_000
+}
+fn default_idle_ms() -> u64 {
+    60_000
+}
+
+/// `sticky.pools[i].affinity`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAffinity {
+    /// `false` switches affinity off for the pool (ARR's `web.config` way): no cookie is issued
+    /// and incoming ones are ignored.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub cookie: RawCookie,
+    /// The response header with which a backend opts a response out of affinity.
+    #[serde(default = "default_opt_out_header")]
+    pub opt_out_header: String,
+}
+
+impl Default for RawAffinity {
+    fn default() -> Self {
+        RawAffinity {
+            enabled: true,
+            cookie: RawCookie::default(),
+            opt_out_header: default_opt_out_header(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_opt_out_header() -> String {
+    "Arr-Disable-Session-Affinity".to_string()
+}
+
+/// `sticky.pools[i].affinity.cookie`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCookie {
+    #[serde(default = "default_cookie_name")]
+    pub name: String,
+    #[serde(default)]
+    pub format: RawCookieFormat,
+    /// `keyed` only: the HMAC secret, inline (prefer `secret_file` or `secret_env`).
+    pub secret: Option<String>,
+    /// `keyed` only: a file whose contents (trailing newline trimmed) are the secret.
+    pub secret_file: Option<String>,
+    /// `keyed` only: an environment variable holding the secret.
+    pub secret_env: Option<String>,
+    #[serde(default = "default_cookie_path")]
+    pub path: String,
+    pub domain: Option<String>,
+    #[serde(default = "default_true")]
+    pub http_only: bool,
+    #[serde(default)]
+    pub secure: bool,
+    pub same_site: Option<RawSameSite>,
+    pub max_age_seconds: Option<u64>,
+    /// Name of the twin cookie sent with `SameSite=None; Secure` (ARR's `ARRAffinitySameSite`).
+    pub same_site_none_twin: Option<String>,
+    /// Remove the proxy's cookies from the `Cookie` header sent to the backend (HAProxy `indirect`).
+    #[serde(default = "default_true")]
+    pub indirect: bool,
+    /// Mark responses that insert the cookie `Cache-Control: private` (HAProxy `nocache`).
+    #[serde(default = "default_true")]
+    pub nocache: bool,
+}
+
+impl Default for RawCookie {
+    fn default() -> Self {
+        RawCookie {
+            name: default_cookie_name(),
+            format: RawCookieFormat::default(),
+            secret: None,
+            secret_file: None,
+            secret_env: None,
+            path: default_cookie_path(),
+            domain: None,
+            http_only: true,
+            secure: false,
+            same_site: None,
+            max_age_seconds: None,
+            same_site_none_twin: None,
+            indirect: true,
+            nocache: true,
+        }
+    }
+}
+
+fn default_cookie_name() -> String {
+    "ARRAffinity".to_string()
+}
+fn default_cookie_path() -> String {
+    "/".to_string()
+}
+
+/// How the cookie value is derived from the backend name.
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawCookieFormat {
+    /// HMAC-SHA256 under a secret: nobody without the secret can mint a value.
+    #[default]
+    Keyed,
+    /// ARR's own: hex SHA-256 of the backend name.
+    Arr,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawSameSite {
+    Lax,
+    Strict,
+    None,
+}

@@ -1,0 +1,2 @@
+//! Unit tests for config validation.
+use super::super::load_str;

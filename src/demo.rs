@@ -1,0 +1,79 @@
+//! The demo backend: a tiny HTTP/1.1 server that behaves like the IIS sites of ARR's
+//! walkthrough, used by `make run` (through the `demo-backend` binary) and by the tests.
+//!
+//! Every path answers `hello <name>\n` with `X-ServerName: <name>` and `X-Powered-By: demo`.
+//! Paths starting with `/disable-affinity` add `Arr-Disable-Session-Affinity: true`; `/login`
+//! adds `Set-Cookie: JSESSIONID=<fresh id>; Path=/`; `/healthz` answers 200. Every request is
+//! also echoed back in `X-Echo-*` headers (cookie, forwarding headers) so tests can see what
+//! reached the backend.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// Serve the demo backend called `name` on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, name: String) {
+    let name: Arc<str> = name.into();
+    let counter = Arc::new(AtomicU64::new(0));
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let name = name.clone();
+        let counter = counter.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let response = respond(&name, &counter, &req);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
+                .await;
+        });
+    }
+}
+
+/// The demo backend's answer to one request.
+pub fn respond(name: &str, counter: &AtomicU64, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    let mut builder = Response::builder()
+        .header("Content-Type", "text/plain; charset=utf-8")
+        .header("X-ServerName", name)
+        .header("X-Powered-By", "demo");
+    if path.starts_with("/disable-affinity") {
+        builder = builder.header("Arr-Disable-Session-Affinity", "true");
+    }
+    if path == "/login" {
+        let id = counter.fetch_add(1, Relaxed);
+        builder = builder.header("Set-Cookie", format!("JSESSIONID={name}-{id:08x}; Path=/"));
+    }
+    for (echo, header) in [
+        ("X-Echo-Cookie", "cookie"),
+        ("X-Echo-Forwarded-For", "x-forwarded-for"),
+        ("X-Echo-Forwarded-Proto", "x-forwarded-proto"),
+        ("X-Echo-Forwarded-Host", "x-forwarded-host"),
+        ("X-Echo-Opt-Out", "arr-disable-session-affinity"),
+    ] {
+        let values: Vec<&[u8]> = req
+            .headers()
+            .get_all(header)
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        if !values.is_empty() {
+            if let Ok(v) = http::HeaderValue::from_bytes(&values.join(&b" | "[..])) {
+                builder = builder.header(echo, v);
+            }
+        }
+    }
+    builder
+        .body(Full::new(Bytes::from(format!("hello {name}\n"))))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::from_static(b"demo error\n"))))
+}

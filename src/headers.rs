@@ -1,0 +1,114 @@
+//! Pure header decisions: what `Cache-Control` a cookie-inserting response gets, whether a
+//! backend opted out, which client-sent headers must not reach a backend. No I/O, no sessions:
+//! the hooks in `proxy` apply these to Pingora's header types.
+
+use http::header::HeaderName;
+
+/// Forwarding headers that the proxy sets itself; client-sent copies are removed first so that
+/// a client cannot spoof them.
+pub static FORWARDING_HEADERS: [HeaderName; 5] = [
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("forwarded"),
+];
+
+/// Is this opt-out header value a "yes"? (`true`, any case, surrounding spaces ignored.)
+pub fn is_opt_out(value: &[u8]) -> bool {
+    value.trim_ascii().eq_ignore_ascii_case(b"true")
+}
+
+/// The `Cache-Control` value a response needs when the proxy inserts its cookie into it
+/// (HAProxy's `nocache`), given the backend's own `Cache-Control` values.
+///
+/// `None` means "leave the response as it is": the backend already forbids shared caching
+/// (`private` or `no-store`). Otherwise the directives that allow shared caching (`public`,
+/// `s-maxage`) are dropped and `private` is added, keeping every other directive.
+pub fn cache_control_for_insert<'a>(existing: impl Iterator<Item = &'a [u8]>) -> Option<Vec<u8>> {
+    let mut kept: Vec<&[u8]> = Vec::new();
+    for value in existing {
+        for directive in value.split(|b| *b == b',') {
+            let directive = directive.trim_ascii();
+            if directive.is_empty() {
+                continue;
+            }
+            let name = directive
+                .split(|b| *b == b'=')
+                .next()
+                .unwrap_or_default()
+                .trim_ascii();
+            if name.eq_ignore_ascii_case(b"private") || name.eq_ignore_ascii_case(b"no-store") {
+                return None;
+            }
+            if name.eq_ignore_ascii_case(b"public") || name.eq_ignore_ascii_case(b"s-maxage") {
+                continue;
+            }
+            kept.push(directive);
+        }
+    }
+    let mut out = Vec::new();
+    for directive in kept {
+        out.extend_from_slice(directive);
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(b"private");
+    Some(out)
+}
+
+/// The short plain-text body of an error the proxy answers itself. It names only the status:
+/// never a backend, an address or internal error text.
+pub fn error_body(status: u16) -> &'static str {
+    match status {
+        400 => "400 Bad Request\n",
+        404 => "404 Not Found\n",
+        502 => "502 Bad Gateway\n",
+        503 => "503 Service Unavailable\n",
+        504 => "504 Gateway Timeout\n",
+        _ => "error\n",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cc(values: &[&str]) -> Option<String> {
+        cache_control_for_insert(values.iter().map(|v| v.as_bytes()))
+            .map(|v| String::from_utf8(v).unwrap())
+    }
+
+    #[test]
+    fn opt_out_value_is_case_insensitive_true_only() {
+        assert!(is_opt_out(b"true"));
+        assert!(is_opt_out(b" TRUE "));
+        assert!(is_opt_out(b"True"));
+        assert!(!is_opt_out(b"false"));
+        assert!(!is_opt_out(b"1"));
+        assert!(!is_opt_out(b""));
+    }
+
+    #[test]
+    fn cookie_response_without_cache_control_becomes_private() {
+        assert_eq!(cc(&[]).as_deref(), Some("private"));
+    }
+
+    #[test]
+    fn backend_that_already_forbids_shared_caching_is_left_alone() {
+        assert_eq!(cc(&["private, max-age=60"]), None);
+        assert_eq!(cc(&["no-store"]), None);
+        assert_eq!(cc(&["max-age=0", "No-Store"]), None);
+    }
+
+    #[test]
+    fn shared_caching_directives_are_replaced_by_private() {
+        assert_eq!(
+            cc(&["public, max-age=60, s-maxage=600"]).as_deref(),
+            Some("max-age=60, private")
+        );
+        assert_eq!(
+            cc(&["no-cache", "must-revalidate"]).as_deref(),
+            Some("no-cache, must-revalidate, private")
+        );
+    }
+}

@@ -1,0 +1,46 @@
+//! The `sticky-proxy` binary: wiring only. Pingora's command line (`-c`, `-t`, `-d`, `-u`) →
+//! [`sticky_proxy::config`] validates our `sticky:` section (before bootstrap, so `-t` covers it)
+//! → [`sticky_proxy::build_server`] → run.
+
+use pingora_core::server::configuration::{Opt, ServerConf};
+use std::process::exit;
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let mut opt = Opt::parse_args();
+    let Some(path) = opt.conf.take() else {
+        eprintln!("sticky-proxy: a configuration file is required: -c <file.yaml>");
+        exit(2);
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("sticky-proxy: cannot read {path:?}: {e}");
+            exit(2);
+        }
+    };
+    let config = match sticky_proxy::config::load_str(&text) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("sticky-proxy: {path}: {e}");
+            exit(2);
+        }
+    };
+    let server_conf = match ServerConf::from_yaml(&text) {
+        Ok(conf) => conf,
+        Err(e) => {
+            // Pingora's error repeats the whole file; keep its first line.
+            let message = e.to_string();
+            let first = message.lines().next().unwrap_or_default();
+            eprintln!("sticky-proxy: {path}: Pingora settings: {first}");
+            exit(2);
+        }
+    };
+    let test_only = opt.test;
+    let mut server = sticky_proxy::build_server(Some(opt), server_conf, &config);
+    if test_only {
+        println!("sticky-proxy: {path}: configuration OK");
+    }
+    server.bootstrap();
+    server.run_forever();
+}

@@ -1,0 +1,296 @@
+//! Backend pools at run time: each backend's live state, health checks, and the choice of a
+//! backend for a new session.
+//!
+//! Selection goes through `pingora-load-balancing`'s `LoadBalancer::select_with`, whose `accept`
+//! callback is where our own per-backend state (health mirrored from the health checker,
+//! admin state, the backends a request already failed on) is applied. `least_requests`, which
+//! the crate lacks, is built on the same call. The hot path reads only atomics of our own
+//! [`BackendSlot`]s: no locks, no maps.
+
+use crate::affinity::CookieAffinity;
+use crate::config::{Balance, HealthCheckConfig, HealthCheckKind, PoolConfig};
+use async_trait::async_trait;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
+use pingora_load_balancing::selection::{Random, RoundRobin};
+use pingora_load_balancing::{Backend, LoadBalancer};
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+
+/// One configured backend and its live state.
+#[derive(Debug)]
+pub struct BackendSlot {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub weight: u32,
+    /// Mirrored from the health checker; `true` until a check says otherwise.
+    pub healthy: AtomicBool,
+    /// Requests currently being served.
+    pub in_flight: AtomicUsize,
+    /// Requests sent to this backend since start.
+    pub requests: AtomicU64,
+    /// Template for the upstream peer (address and timeouts).
+    peer: HttpPeer,
+}
+
+impl BackendSlot {
+    /// Can this backend take a request right now?
+    pub fn is_usable(&self) -> bool {
+        self.healthy.load(Relaxed)
+    }
+}
+
+/// The backends of a pool, shared with the health checker.
+pub type Slots = Arc<[BackendSlot]>;
+
+enum Balancer {
+    RoundRobin(Arc<LoadBalancer<RoundRobin>>),
+    Random(Arc<LoadBalancer<Random>>),
+    LeastRequests(Arc<LoadBalancer<RoundRobin>>),
+}
+
+/// A pool at run time.
+pub struct Pool {
+    pub name: String,
+    pub slots: Slots,
+    pub affinity: Option<CookieAffinity>,
+    pub opt_out_header: http::HeaderName,
+    balancer: Balancer,
+}
+
+/// A background task that health-checks one pool (run by Pingora as a background service).
+pub type HealthService = Box<dyn pingora_core::services::ServiceWithDependents>;
+
+impl Pool {
+    /// Build a pool and, if it has a health check, the background service that runs it.
+    pub fn new(config: &PoolConfig) -> (Arc<Pool>, Option<HealthService>) {
+        let slots: Slots = config
+            .backends
+            .iter()
+            .map(|b| {
+                let mut peer = HttpPeer::new(b.addr, false, String::new());
+                let t = &config.timeouts;
+                peer.options.connection_timeout = Some(t.connect);
+                peer.options.read_timeout = Some(t.read);
+                peer.options.write_timeout = Some(t.write);
+                peer.options.idle_timeout = Some(t.idle);
+                BackendSlot {
+                    name: b.name.clone(),
+                    addr: b.addr,
+                    weight: b.weight,
+                    healthy: AtomicBool::new(true),
+                    in_flight: AtomicUsize::new(0),
+                    requests: AtomicU64::new(0),
+                    peer,
+                }
+            })
+            .collect();
+
+        let health = config.health_check.as_ref();
+        let (balancer, service) = match config.balance {
+            Balance::RoundRobin => {
+                let (lb, svc) = load_balancer::<RoundRobin>(&config.name, &slots, health);
+                (Balancer::RoundRobin(lb), svc)
+            }
+            Balance::Random => {
+                let (lb, svc) = load_balancer::<Random>(&config.name, &slots, health);
+                (Balancer::Random(lb), svc)
+            }
+            Balance::LeastRequests => {
+                let (lb, svc) = load_balancer::<RoundRobin>(&config.name, &slots, health);
+                (Balancer::LeastRequests(lb), svc)
+            }
+        };
+        let pool = Pool {
+            name: config.name.clone(),
+            affinity: CookieAffinity::for_pool(config),
+            opt_out_header: config.opt_out_header.clone(),
+            slots,
+            balancer,
+        };
+        (Arc::new(pool), service)
+    }
+
+    /// The index of the slot with this address.
+    fn index_of(&self, addr: &pingora_core::protocols::l4::socket::SocketAddr) -> Option<usize> {
+        let addr = addr.as_inet()?;
+        self.slots.iter().position(|s| &s.addr == addr)
+    }
+
+    /// Pick a backend for a new session: usable, and not one of `excluded` (backends this request
+    /// already failed on). `None` when no backend qualifies.
+    pub fn select_new(&self, excluded: &[usize]) -> Option<usize> {
+        let accept = |index: usize| !excluded.contains(&index) && self.slots[index].is_usable();
+        let n = self.slots.len();
+        let chosen = match &self.balancer {
+            Balancer::RoundRobin(lb) => {
+                lb.select_with(b"", 2 * n, |b, _| self.index_of(b).is_some_and(accept))
+            }
+            Balancer::Random(lb) => {
+                lb.select_with(b"", 4 * n, |b, _| self.index_of(b).is_some_and(accept))
+            }
+            Balancer::LeastRequests(lb) => {
+                // Fewest in-flight requests relative to weight; the round-robin order breaks
+                // ties so that idle backends share new sessions evenly.
+                let best = (0..n)
+                    .filter(|i| accept(*i))
+                    .map(|i| load_score(&self.slots[i]))
+                    .min()?;
+                lb.select_with(b"", 2 * n, |b, _| {
+                    self.index_of(b)
+                        .is_some_and(|i| accept(i) && load_score(&self.slots[i]) <= best)
+                })
+                .or_else(|| {
+                    // The loads moved under us; any acceptable backend will do.
+                    lb.select_with(b"", 2 * n, |b, _| self.index_of(b).is_some_and(accept))
+                })
+            }
+        }?;
+        self.index_of(&chosen.addr)
+    }
+
+    /// The peer to connect to for a backend index.
+    pub fn peer(&self, index: usize) -> Box<HttpPeer> {
+        Box::new(self.slots[index].peer.clone())
+    }
+}
+
+/// In-flight requests per unit of weight, scaled to stay an integer.
+fn load_score(slot: &BackendSlot) -> u64 {
+    (slot.in_flight.load(Relaxed) as u64 * 1_000_000) / u64::from(slot.weight.max(1))
+}
+
+fn load_balancer<S>(
+    pool: &str,
+    slots: &Slots,
+    health: Option<&HealthCheckConfig>,
+) -> (Arc<LoadBalancer<S>>, Option<HealthService>)
+where
+    S: pingora_load_balancing::selection::BackendSelection + Send + Sync + 'static,
+    S::Iter: pingora_load_balancing::selection::BackendIter,
+{
+    let backends: BTreeSet<Backend> = slots
+        .iter()
+        .map(|s| Backend {
+            addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(s.addr),
+            weight: s.weight as usize,
+            ext: http::Extensions::new(),
+        })
+        .collect();
+    let discovery = pingora_load_balancing::discovery::Static::new(backends);
+    let mut lb = LoadBalancer::<S>::from_backends(pingora_load_balancing::Backends::new(discovery));
+    // Static discovery resolves immediately and cannot fail.
+    if let Some(Err(e)) = futures_now(lb.update()) {
+        log::error!("pool {pool}: static backend discovery failed: {e}");
+    }
+    let Some(health) = health else {
+        return (Arc::new(lb), None);
+    };
+    lb.set_health_check(Box::new(MirroredHealthCheck {
+        inner: build_check(health),
+        slots: slots.clone(),
+    }));
+    lb.health_check_frequency = Some(health.interval);
+    lb.parallel_health_check = true;
+    let service =
+        pingora_core::services::background::background_service(&format!("health check {pool}"), lb);
+    let lb = service.task();
+    (lb, Some(Box::new(service)))
+}
+
+/// Poll a future that is known to complete without waiting.
+fn futures_now<F: std::future::Future>(future: F) -> Option<F::Output> {
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    let mut future = std::pin::pin!(future);
+    match future.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
+}
+
+fn build_check(config: &HealthCheckConfig) -> Box<dyn HealthCheck + Send + Sync> {
+    match config.kind {
+        HealthCheckKind::Tcp => {
+            let mut check = TcpHealthCheck::new();
+            check.consecutive_success = config.rise as usize;
+            check.consecutive_failure = config.fall as usize;
+            check.peer_template.options.connection_timeout = Some(config.timeout);
+            check
+        }
+        HealthCheckKind::Http => {
+            let mut check = HttpHealthCheck::new(&config.host, false);
+            check.consecutive_success = config.rise as usize;
+            check.consecutive_failure = config.fall as usize;
+            check.peer_template.options.connection_timeout = Some(config.timeout);
+            check.peer_template.options.read_timeout = Some(config.timeout);
+            // Path and host were validated at start-up.
+            if let Ok(mut req) =
+                pingora_http::RequestHeader::build("GET", config.path.as_bytes(), None)
+            {
+                let _ = req.append_header("Host", config.host.as_str());
+                let _ = req.append_header("User-Agent", "sticky-proxy-health-check");
+                check.req = req;
+            }
+            let expected = config.expect_status;
+            check.validator = Some(Box::new(move |resp| {
+                if resp.status.as_u16() == expected {
+                    Ok(())
+                } else {
+                    pingora_core::Error::e_explain(
+                        pingora_core::ErrorType::CustomCode(
+                            "unexpected status",
+                            resp.status.as_u16(),
+                        ),
+                        "during http health check",
+                    )
+                }
+            }));
+            Box::new(check)
+        }
+    }
+}
+
+/// Wraps a Pingora health check and mirrors every health flip into our [`BackendSlot`]s, so the
+/// request path reads one atomic instead of the balancer's health map.
+struct MirroredHealthCheck {
+    inner: Box<dyn HealthCheck + Send + Sync>,
+    slots: Slots,
+}
+
+#[async_trait]
+impl HealthCheck for MirroredHealthCheck {
+    async fn check(&self, target: &Backend) -> pingora_core::Result<()> {
+        self.inner.check(target).await
+    }
+
+    async fn health_status_change(&self, target: &Backend, healthy: bool) {
+        if let Some(slot) = target
+            .addr
+            .as_inet()
+            .and_then(|addr| self.slots.iter().find(|s| &s.addr == addr))
+        {
+            slot.healthy.store(healthy, Relaxed);
+            log::warn!(
+                "backend {} is now {}",
+                slot.name,
+                if healthy { "healthy" } else { "unhealthy" }
+            );
+        }
+        self.inner.health_status_change(target, healthy).await;
+    }
+
+    fn backend_summary(&self, target: &Backend) -> String {
+        target
+            .addr
+            .as_inet()
+            .and_then(|addr| self.slots.iter().find(|s| &s.addr == addr))
+            .map_or_else(|| format!("{target:?}"), |s| format!("backend {}", s.name))
+    }
+
+    fn health_threshold(&self, success: bool) -> usize {
+        self.inner.health_threshold(success)
+    }
+}
