@@ -3,9 +3,13 @@
 //!
 //! Every path answers `hello <name>\n` with `X-ServerName: <name>` and `X-Powered-By: demo`.
 //! Paths starting with `/disable-affinity` add `Arr-Disable-Session-Affinity: true`; `/login`
-//! adds `Set-Cookie: JSESSIONID=<fresh id>; Path=/`; `/healthz` answers 200. Every request is
-//! also echoed back in `X-Echo-*` headers (cookie, forwarding headers) so tests can see what
-//! reached the backend.
+//! adds `Set-Cookie: JSESSIONID=<fresh id>; Path=/`; `/healthz` answers 200.
+//!
+//! Test aids (same `hello <name>` body): every request is echoed back in `X-Echo-*` headers
+//! (cookie, forwarding headers, opt-out header, body length) so tests can see what reached the
+//! backend; `/slow/<ms>` answers after `<ms>` milliseconds; `/cache-control/<value>` sends
+//! `Cache-Control: <value>` (`_` stands for a space); `/opt-out/<value>` sends the opt-out header
+//! with `<value>`; `/header/<name>/<value>` sends any header.
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -28,9 +32,10 @@ pub async fn serve(listener: TcpListener, name: String) {
         let name = name.clone();
         let counter = counter.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let response = respond(&name, &counter, &req);
-                async move { Ok::<_, Infallible>(response) }
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let name = name.clone();
+                let counter = counter.clone();
+                async move { Ok::<_, Infallible>(handle(&name, &counter, req).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -40,8 +45,34 @@ pub async fn serve(listener: TcpListener, name: String) {
     }
 }
 
-/// The demo backend's answer to one request.
-pub fn respond(name: &str, counter: &AtomicU64, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+/// Read the request body, wait if asked to, and answer.
+pub async fn handle(
+    name: &str,
+    counter: &AtomicU64,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    if let Some(ms) = req
+        .uri()
+        .path()
+        .strip_prefix("/slow/")
+        .and_then(|ms| ms.parse::<u64>().ok())
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(ms.min(60_000))).await;
+    }
+    let (parts, body) = req.into_parts();
+    let body_len = http_body_util::BodyExt::collect(body)
+        .await
+        .map(|b| b.to_bytes().len())
+        .unwrap_or(0);
+    let mut response = respond(name, counter, &Request::from_parts(parts, ()));
+    if let Ok(v) = http::HeaderValue::from_str(&body_len.to_string()) {
+        response.headers_mut().insert("X-Echo-Body-Length", v);
+    }
+    response
+}
+
+/// The demo backend's answer to one request (its body already read).
+pub fn respond<B>(name: &str, counter: &AtomicU64, req: &Request<B>) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     let mut builder = Response::builder()
         .header("Content-Type", "text/plain; charset=utf-8")
@@ -49,6 +80,23 @@ pub fn respond(name: &str, counter: &AtomicU64, req: &Request<Incoming>) -> Resp
         .header("X-Powered-By", "demo");
     if path.starts_with("/disable-affinity") {
         builder = builder.header("Arr-Disable-Session-Affinity", "true");
+    }
+    if let Some(value) = path.strip_prefix("/cache-control/") {
+        builder = builder.header("Cache-Control", value.replace('_', " "));
+    }
+    if let Some(value) = path.strip_prefix("/opt-out/") {
+        builder = builder.header("Arr-Disable-Session-Affinity", value);
+    }
+    if let Some((header, value)) = path
+        .strip_prefix("/header/")
+        .and_then(|rest| rest.split_once('/'))
+    {
+        if let (Ok(h), Ok(v)) = (
+            http::HeaderName::from_bytes(header.as_bytes()),
+            http::HeaderValue::from_str(&value.replace('_', " ")),
+        ) {
+            builder = builder.header(h, v);
+        }
     }
     if path == "/login" {
         let id = counter.fetch_add(1, Relaxed);

@@ -1,0 +1,48 @@
+# The two commands a newcomer needs: `make run` (the demo) and `make test` (every test).
+CARGO ?= cargo
+SHELL := /bin/bash
+
+.PHONY: setup run build test lint unit check-conf bench bench-load clean
+
+setup:
+	@./scripts/setup.sh
+
+build: setup
+	$(CARGO) build --release --bins
+
+## run: the demo — proxy on 127.0.0.1:6188 in front of demo backends iis1/iis2
+run: build
+	./scripts/demo.sh
+
+## test: formatting, lints, unit + integration tests, doc tests, every conf/ example checked with -t
+test: setup lint unit check-conf
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+unit:
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(CARGO) nextest run --no-fail-fast; \
+	else \
+		$(CARGO) test --no-fail-fast; \
+	fi
+	$(CARGO) test --doc
+
+check-conf:
+	$(CARGO) build --bin sticky-proxy
+	@for f in conf/*.yaml; do \
+		echo "check-conf: $$f"; \
+		./target/debug/sticky-proxy -t -c $$f || exit 1; \
+	done
+
+## bench: criterion micro-benchmarks
+bench: setup
+	$(CARGO) bench --bench hot_path
+
+## bench-load: side-by-side load benchmark against HAProxy and NGINX (see benches/README.md)
+bench-load: setup
+	./benches/load/run.sh
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# `make run`: the demo backends iis1/iis2 on 127.0.0.1:9001-9002 and the proxy on
+# 127.0.0.1:6188 with conf/demo.yaml. Ctrl-C stops everything.
+set -euo pipefail
+bin=${CARGO_TARGET_DIR:-target}/release
+"$bin/demo-backend" iis1=127.0.0.1:9001 iis2=127.0.0.1:9002 &
+backends=$!
+trap 'kill $backends $proxy 2>/dev/null || true' EXIT INT TERM
+RUST_LOG=${RUST_LOG:-info} "$bin/sticky-proxy" -c conf/demo.yaml &
+proxy=$!
+sleep 1
+cat <<'TXT'
+
+sticky-proxy is listening on http://127.0.0.1:6188 (backends iis1, iis2). Try:
+
+  curl -i http://127.0.0.1:6188/                       # hello iis1 + Set-Cookie: ARRAffinity=...
+  curl -s -c /tmp/jar http://127.0.0.1:6188/           # keep the cookie in a jar ...
+  for i in 1 2 3 4; do curl -s -b /tmp/jar http://127.0.0.1:6188/; done   # ... same backend every time
+  for i in 1 2 3 4; do curl -s http://127.0.0.1:6188/; done               # no cookie: iis1, iis2, iis1, ...
+  curl -i http://127.0.0.1:6188/disable-affinity       # no ARRAffinity cookie, no opt-out header
+
+Press Ctrl-C to stop.
+TXT
+wait $proxy

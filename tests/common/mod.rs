@@ -1,0 +1,367 @@
+//! Test harness: real demo backends on `127.0.0.1:0`, the real `sticky-proxy` binary as a child
+//! process on a loopback port with a generated config, and a real HTTP client.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A demo backend (same answers as `make run`'s) that can be stopped and started again on the
+/// same address, counting the requests it served.
+pub struct TestBackend {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicUsize>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestBackend {
+    pub async fn start(name: &str) -> TestBackend {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut backend = TestBackend {
+            name: name.to_string(),
+            addr,
+            hits: Arc::new(AtomicUsize::new(0)),
+            task: None,
+        };
+        backend.serve(listener);
+        backend
+    }
+
+    fn serve(&mut self, listener: tokio::net::TcpListener) {
+        let name: Arc<str> = self.name.clone().into();
+        let hits = self.hits.clone();
+        let counter = Arc::new(AtomicU64::new(0));
+        self.task = Some(tokio::spawn(async move {
+            // Connections live in this set, so stopping the backend closes them all.
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (name, hits, counter) = (name.clone(), hits.clone(), counter.clone());
+                connections.spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let (name, hits, counter) = (name.clone(), hits.clone(), counter.clone());
+                        async move {
+                            hits.fetch_add(1, Relaxed);
+                            Ok::<_, std::convert::Infallible>(
+                                sticky_proxy::demo::handle(&name, &counter, req).await,
+                            )
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .with_upgrades()
+                        .await;
+                });
+                while connections.try_join_next().is_some() {}
+            }
+        }));
+    }
+
+    /// Stop listening and close every open connection: connects are refused from now on.
+    pub async fn stop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// Listen again on the same address.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("cannot re-bind {}: {e}", self.addr),
+            }
+        };
+        self.serve(listener);
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Relaxed)
+    }
+
+    /// `{ name: .., addr: .. }` for a config's backend list.
+    pub fn yaml(&self) -> String {
+        format!("{{ name: {}, addr: \"{}\" }}", self.name, self.addr)
+    }
+}
+
+impl Drop for TestBackend {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// A free loopback port for a proxy listener, chosen below Linux's ephemeral range
+/// (32768–60999) so that backends bound to port 0 can never take it between our check and the
+/// proxy's bind.
+pub fn free_port() -> u16 {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    loop {
+        let port = rng.gen_range(20_000..32_000);
+        if StdListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// The Pingora keys every test config starts with.
+pub fn pingora_keys(dir: &std::path::Path) -> String {
+    format!(
+        "version: 1\nthreads: 2\npid_file: {dir}/proxy.pid\nupgrade_sock: {dir}/upgrade.sock\n\
+         grace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 1\n",
+        dir = dir.display()
+    )
+}
+
+/// The running proxy binary.
+pub struct Proxy {
+    child: Child,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+}
+
+impl Proxy {
+    /// Start the proxy with this `sticky:` section; `{listen}` in it is replaced by the proxy's
+    /// address. Waits until the proxy accepts connections.
+    pub async fn start(sticky_section: &str) -> Proxy {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        Self::start_on(sticky_section, &listen).await
+    }
+
+    /// Like [`Proxy::start`] on a given address.
+    pub async fn start_on(sticky_section: &str, listen: &str) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = format!(
+            "{}{}",
+            pingora_keys(dir.path()),
+            sticky_section.replace("{listen}", listen)
+        );
+        let config_path = dir.path().join("proxy.yaml");
+        std::fs::write(&config_path, yaml).unwrap();
+        let log = std::fs::File::create(dir.path().join("proxy.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_sticky-proxy"))
+            .arg("-c")
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut proxy = Proxy {
+            child,
+            addr: listen.parse().unwrap(),
+            dir,
+            config_path,
+        };
+        proxy.wait_ready().await;
+        proxy
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("proxy exited early ({status}):\n{}", self.log());
+            }
+            if TcpStream::connect(self.addr).is_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "proxy not ready:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// What the proxy wrote to stderr so far (its log).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("proxy.log")).unwrap_or_default()
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// An HTTP client without a cookie jar, redirects or proxies: every cookie is explicit.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// A finished response, reduced to what tests look at.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    /// The backend that answered, from the demo body `hello <name>`.
+    pub fn backend(&self) -> &str {
+        self.body.trim().strip_prefix("hello ").unwrap_or("")
+    }
+
+    /// Every `Set-Cookie` line.
+    pub fn set_cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// The value the proxy set for cookie `name`, if any.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.set_cookies().iter().find_map(|line| {
+            let pair = line.split(';').next()?;
+            let (n, v) = pair.split_once('=')?;
+            (n.trim() == name).then(|| v.trim().to_string())
+        })
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    }
+}
+
+/// GET `url` with an optional `Cookie` header.
+pub async fn get(client: &reqwest::Client, url: &str, cookie: Option<&str>) -> Reply {
+    let mut request = client.get(url);
+    if let Some(cookie) = cookie {
+        request = request.header("Cookie", cookie);
+    }
+    into_reply(request.send().await.unwrap()).await
+}
+
+pub async fn into_reply(response: reqwest::Response) -> Reply {
+    Reply {
+        status: response.status().as_u16(),
+        headers: response.headers().clone(),
+        body: response.text().await.unwrap(),
+    }
+}
+
+/// Send raw bytes as one HTTP/1.1 request on a fresh connection; return the raw response text
+/// (read until the server closes or 2 s pass).
+pub fn raw_request(addr: SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                out.extend_from_slice(&buf[..n]);
+                if response_complete(&out) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A response with a `Content-Length` body fully read.
+fn response_complete(bytes: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(bytes);
+    let Some(end) = text.find("\r\n\r\n") else {
+        return false;
+    };
+    let head = text[..end].to_ascii_lowercase();
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    match length {
+        Some(n) => bytes.len() >= end + 4 + n,
+        None => false,
+    }
+}
+
+/// The status code of a raw response (0 if there is none).
+pub fn raw_status(response: &str) -> u16 {
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Poll `check` until it is true or `timeout` passes; returns whether it became true.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A `sticky:` section with one pool of these backends and cookie affinity (keyed, test secret),
+/// plus `extra_pool` lines appended to the pool (indented 6 spaces).
+pub fn one_pool(backends: &[&TestBackend], extra_pool: &str) -> String {
+    let list: Vec<String> = backends.iter().map(|b| b.yaml()).collect();
+    format!(
+        "sticky:\n  listeners:\n    - addr: \"{{listen}}\"\n  hide_headers: [X-ServerName, X-Powered-By]\n  pools:\n    - name: web\n      backends: [{}]\n{}",
+        list.join(", "),
+        extra_pool
+    )
+}
+
+/// The affinity block most tests use (keyed format with a fixed secret).
+pub const KEYED_AFFINITY: &str =
+    "      affinity:\n        cookie:\n          secret: test-secret-0123456789abcdef\n";
