@@ -26,12 +26,15 @@ fn main() {
             exit(2);
         }
     };
-    let server_conf = match ServerConf::from_yaml(&text) {
+    // Parsed here rather than with `ServerConf::from_yaml`, whose error repeats the whole file
+    // and hides the cause.
+    let server_conf = match serde_yaml::from_str::<ServerConf>(&text)
+        .map_err(|e| e.to_string())
+        .and_then(|conf| conf.validate().map_err(|e| e.to_string()))
+    {
         Ok(conf) => conf,
         Err(e) => {
-            // Pingora's error repeats the whole file; keep its first line.
-            let message = e.to_string();
-            let first = message.lines().next().unwrap_or_default();
+            let first = e.lines().next().unwrap_or_default();
             eprintln!("sticky-proxy: {path}: Pingora settings: {first}");
             exit(2);
         }

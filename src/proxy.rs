@@ -417,14 +417,19 @@ mod tests {
     fn error_statuses_name_no_internal_detail() {
         let e = Error::explain(ErrorType::HTTPStatus(503), "x");
         assert_eq!(error_status(&e), 503);
-        let mut e = Error::new(ErrorType::ConnectTimedout);
-        e.set_source(ErrorSource::Upstream);
-        assert_eq!(error_status(&e), 504);
-        let mut e = Error::new(ErrorType::ConnectRefused);
-        e.set_source(ErrorSource::Upstream);
-        assert_eq!(error_status(&e), 502);
-        let mut e = Error::new(ErrorType::ConnectionClosed);
-        e.set_source(ErrorSource::Downstream);
-        assert_eq!(error_status(&e), 0);
+        assert_eq!(
+            error_status(&Error::new_up(ErrorType::ConnectTimedout)),
+            504
+        );
+        assert_eq!(error_status(&Error::new_up(ErrorType::ReadTimedout)), 504);
+        assert_eq!(error_status(&Error::new_up(ErrorType::ConnectRefused)), 502);
+        assert_eq!(
+            error_status(&Error::new_down(ErrorType::ConnectionClosed)),
+            0
+        );
+        assert_eq!(
+            error_status(&Error::new_down(ErrorType::InvalidHTTPHeader)),
+            400
+        );
     }
 }

@@ -167,7 +167,15 @@ pub fn load_str(yaml: &str) -> Result<Config, ConfigError> {
         } else {
             path
         };
-        ConfigError::new(field, one_line(&e.into_inner().to_string()))
+        let message = one_line(&e.into_inner().to_string());
+        // serde_yaml usually starts its message with the enclosing path already; keep that
+        // form ("sticky.pools[0]: unknown field `x`") rather than repeating the path.
+        match message.split_once(": ") {
+            Some((prefix, rest)) if field.starts_with(prefix) && prefix.starts_with("sticky") => {
+                ConfigError::new(prefix, rest)
+            }
+            _ => ConfigError::new(field, message),
+        }
     })?;
     let sticky = document
         .sticky

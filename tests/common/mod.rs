@@ -2,7 +2,6 @@
 //! process on a loopback port with a generated config, and a real HTTP client.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -283,25 +282,26 @@ pub async fn into_reply(response: reqwest::Response) -> Reply {
 }
 
 /// Send raw bytes as one HTTP/1.1 request on a fresh connection; return the raw response text
-/// (read until the server closes or 2 s pass).
-pub fn raw_request(addr: SocketAddr, request: &[u8]) -> String {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
-    stream.write_all(request).unwrap();
+/// (read until the response is complete, the server closes, or 3 s pass). Async, so that the
+/// test's own backends keep running on the same runtime.
+pub async fn raw_request(addr: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     let mut out = Vec::new();
-    let mut buf = [0u8; 65536];
+    if stream.write_all(request).await.is_err() {
+        // The proxy may refuse a huge request before reading all of it; read its answer.
+    }
+    let mut buf = vec![0u8; 65536];
     loop {
-        match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => {
                 out.extend_from_slice(&buf[..n]);
                 if response_complete(&out) {
                     break;
                 }
             }
-            Err(_) => break,
         }
     }
     String::from_utf8_lossy(&out).into_owned()

@@ -1,2 +1,119 @@
-//! Unit tests for config validation.
-use super::super::load_str;
+//! Unit tests for config validation: defaults, and the error for each impossible value.
+
+use super::super::{load_str, Balance, CookieFormat, HealthCheckKind, SameSite};
+use std::time::Duration;
+
+const MINIMAL: &str = "sticky:\n  listeners: [{ addr: \"127.0.0.1:6188\" }]\n  pools:\n    - name: web\n      backends: [{ name: iis1, addr: \"127.0.0.1:9001\" }]\n      affinity: { cookie: { secret: \"0123456789abcdef\" } }\n";
+
+fn error_of(yaml: &str) -> String {
+    load_str(yaml).unwrap_err().to_string()
+}
+
+#[test]
+fn a_minimal_config_gets_the_documented_defaults() {
+    let config = load_str(MINIMAL).unwrap();
+    let pool = &config.pools[0];
+    assert_eq!(pool.balance, Balance::RoundRobin);
+    assert_eq!(pool.backends[0].weight, 1);
+    assert!(pool.health_check.is_none());
+    assert_eq!(pool.timeouts.connect, Duration::from_secs(3));
+    assert_eq!(pool.timeouts.read, Duration::from_secs(60));
+    assert_eq!(pool.opt_out_header.as_str(), "arr-disable-session-affinity");
+    let cookie = &pool.affinity.as_ref().unwrap().cookie;
+    assert_eq!(cookie.name, "ARRAffinity");
+    assert!(matches!(cookie.format, CookieFormat::Keyed { .. }));
+    assert_eq!(cookie.path, "/");
+    assert!(cookie.http_only && !cookie.secure && cookie.indirect && cookie.nocache);
+    assert_eq!(cookie.same_site, None);
+    assert_eq!(cookie.max_age, None);
+    assert_eq!(cookie.twin_name, None);
+    assert_eq!(config.listeners[0].pool, 0);
+    assert!(config.hide_headers.is_empty());
+}
+
+#[test]
+fn health_check_defaults_follow_haproxy() {
+    let yaml = MINIMAL.replace(
+        "      affinity:",
+        "      health_check: { type: http }\n      affinity:",
+    );
+    let check = load_str(&yaml).unwrap().pools[0]
+        .health_check
+        .clone()
+        .unwrap();
+    assert_eq!(check.kind, HealthCheckKind::Http);
+    assert_eq!(check.path, "/");
+    assert_eq!(check.expect_status, 200);
+    assert_eq!(check.interval, Duration::from_secs(2));
+    assert_eq!((check.rise, check.fall), (2, 3));
+}
+
+#[test]
+fn same_site_none_is_accepted_with_secure() {
+    let yaml = MINIMAL.replace(
+        "secret: \"0123456789abcdef\"",
+        "secret: \"0123456789abcdef\", secure: true, same_site: none",
+    );
+    let config = load_str(&yaml).unwrap();
+    let cookie = &config.pools[0].affinity.as_ref().unwrap().cookie;
+    assert_eq!(cookie.same_site, Some(SameSite::None));
+}
+
+#[test]
+fn disabled_affinity_still_validates_its_cookie_section() {
+    let yaml = MINIMAL.replace("affinity: { cookie:", "affinity: { enabled: false, cookie:");
+    assert!(load_str(&yaml).unwrap().pools[0].affinity.is_none());
+    let bad = yaml.replace("secret: \"0123456789abcdef\"", "name: \"a b\", format: arr");
+    assert!(error_of(&bad).starts_with("sticky.pools[0].affinity.cookie.name:"));
+}
+
+#[test]
+fn impossible_values_name_their_field_and_value() {
+    let cases = [
+        (
+            "\"127.0.0.1:9001\" }]",
+            "\"127.0.0.1:99999\" }]",
+            "sticky.pools[0].backends[0].addr: not a socket address: \"127.0.0.1:99999\"",
+        ),
+        (
+            "name: iis1",
+            "name: \"\"",
+            "sticky.pools[0].backends[0].name: must not be empty",
+        ),
+        (
+            "- name: web",
+            "- name: \"\"",
+            "sticky.pools[0].name: must not be empty",
+        ),
+        (
+            "\"0123456789abcdef\"",
+            "\"0123456789abcdef\", path: nope",
+            "sticky.pools[0].affinity.cookie.path: must start with '/': \"nope\"",
+        ),
+        (
+            "\"0123456789abcdef\"",
+            "\"0123456789abcdef\", domain: \"\"",
+            "sticky.pools[0].affinity.cookie.domain: must not be empty",
+        ),
+        (
+            "\"0123456789abcdef\"",
+            "\"0123456789abcdef\", secret_env: X",
+            "sticky.pools[0].affinity.cookie.secret: format \"keyed\" needs exactly one of",
+        ),
+    ];
+    for (from, to, expected) in cases {
+        let yaml = MINIMAL.replace(from, to);
+        assert_ne!(yaml, MINIMAL, "{from} not found");
+        let error = error_of(&yaml);
+        assert!(error.starts_with(expected), "{error}\nexpected: {expected}");
+    }
+}
+
+#[test]
+fn the_secret_never_appears_in_an_error_or_a_debug_print() {
+    let yaml = MINIMAL.replace("0123456789abcdef", "tooshort");
+    let error = error_of(&yaml);
+    assert!(!error.contains("tooshort"), "{error}");
+    let config = load_str(MINIMAL).unwrap();
+    assert!(!format!("{config:?}").contains("0123456789abcdef"));
+}
