@@ -33,7 +33,7 @@ check-conf:
 	$(CARGO) build --bin sticky-proxy
 	@for f in conf/*.yaml; do \
 		echo "check-conf: $$f"; \
-		./target/debug/sticky-proxy -t -c $$f || exit 1; \
+		$${CARGO_TARGET_DIR:-target}/debug/sticky-proxy -t -c $$f || exit 1; \
 	done
 
 ## bench: criterion micro-benchmarks
