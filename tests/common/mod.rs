@@ -149,12 +149,27 @@ impl Proxy {
 
     /// Like [`Proxy::start`] on a given address.
     pub async fn start_on(sticky_section: &str, listen: &str) -> Proxy {
+        Self::start_full(
+            |dir| {
+                format!(
+                    "{}{}",
+                    pingora_keys(dir),
+                    sticky_section.replace("{listen}", listen)
+                )
+            },
+            listen,
+        )
+        .await
+    }
+
+    /// Start with a whole YAML file (Pingora keys included), made from the proxy's temp dir;
+    /// `listen` is where it will accept connections.
+    pub async fn start_full(
+        make_yaml: impl FnOnce(&std::path::Path) -> String,
+        listen: &str,
+    ) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
-        let yaml = format!(
-            "{}{}",
-            pingora_keys(dir.path()),
-            sticky_section.replace("{listen}", listen)
-        );
+        let yaml = make_yaml(dir.path());
         let config_path = dir.path().join("proxy.yaml");
         std::fs::write(&config_path, yaml).unwrap();
         let log = std::fs::File::create(dir.path().join("proxy.log")).unwrap();

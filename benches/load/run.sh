@@ -1,0 +1,465 @@
+#!/usr/bin/env bash
+# Side-by-side load benchmark: sticky-proxy (cookie affinity / affinity off) vs HAProxy vs NGINX,
+# same NGINX backends, loopback only, interleaved rounds. See benches/README.md.
+#
+#   benches/load/run.sh                      # defaults: THREADS="1 2" ROUNDS=3 DURATION=4s
+#   DURATION=5s ROUNDS=5 THREADS=2 benches/load/run.sh
+#
+# Environment (all optional):
+#   DURATION=4s      wrk duration per measured run (whole seconds)
+#   ROUNDS=3         rounds; each round runs every workload on every proxy, in turn
+#   THREADS="1 2"    worker threads per proxy (Pingora threads / HAProxy nbthread / NGINX workers)
+#   WARMUP=1s        unrecorded warm-up per proxy after each start
+#   CONNS=32         wrk connections (one wrk thread)
+#   PIN=1            pin CPUs with taskset (see README); PIN=0 leaves placement to the scheduler
+#   TIME_LIMIT=580   seconds since start after which no new run begins (the report notes it)
+#   CARGO_TARGET_DIR (default: target)   where `cargo build --release` puts sticky-proxy
+#   STICKY_BIN=path  use this sticky-proxy binary and skip the build
+#   KEEP_TMP=1       keep the temporary directory (configs, logs)
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/../.." && pwd)"
+LIB="$HERE/benchlib.py"
+LUA="$HERE/cycle.lua"
+
+DURATION="${DURATION:-4s}"
+ROUNDS="${ROUNDS:-3}"
+THREADS="${THREADS:-1 2}"
+WARMUP="${WARMUP:-1s}"
+CONNS="${CONNS:-32}"
+PIN="${PIN:-1}"
+TIME_LIMIT="${TIME_LIMIT:-580}"
+DUR_S="${DURATION%s}"
+WARM_S="${WARMUP%s}"
+[[ "$DUR_S" =~ ^[0-9]+$ && "$WARM_S" =~ ^[0-9]+$ && "$ROUNDS" =~ ^[0-9]+$ ]] || {
+  echo "run.sh: DURATION and WARMUP must be whole seconds (e.g. 4s), ROUNDS a number" >&2
+  exit 2
+}
+
+# Loopback only. Backends are fixed by the benchmark's definition; proxies get their own ports.
+BACKEND_PORTS=(9101 9102 9103)
+declare -A PORT=([sticky-cookie]=6201 [sticky-noaff]=6202 [haproxy]=6203 [nginx]=6204)
+# The `sdk` workload: HAProxy and NGINX have an application-cookie hash mode, served on a second
+# port of the same process; sticky-proxy has none, so it gets the same port as always.
+declare -A SDK_PORT=([sticky-cookie]=6201 [sticky-noaff]=6202 [haproxy]=6213 [nginx]=6214)
+PROXIES=(sticky-cookie sticky-noaff haproxy nginx)
+WORKLOADS=(new returning rotating sdk)
+
+log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+
+# ---------------------------------------------------------------------------------------------
+# Tools
+need=()
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v taskset >/dev/null 2>&1 || need+=(util-linux)
+if [ -z "${STICKY_BIN:-}" ]; then command -v cmake >/dev/null 2>&1 || need+=(cmake); fi
+if [ ${#need[@]} -gt 0 ]; then
+  log "installing ${need[*]}"
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get install -y -qq "${need[@]}" >/dev/null 2>&1 || {
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq "${need[@]}"
+  }
+fi
+export PATH="$PATH:/usr/sbin:/sbin"
+
+# The Debian packages start system services where systemd runs; nothing here uses them, and the
+# ports used below are checked to be free.
+for p in "${BACKEND_PORTS[@]}" "${PORT[@]}" "${SDK_PORT[@]}"; do
+  if ss -Hltn "sport = :$p" 2>/dev/null | grep -q .; then
+    echo "run.sh: port 127.0.0.1:$p is in use; stop what listens there first" >&2
+    exit 1
+  fi
+done
+
+# ---------------------------------------------------------------------------------------------
+# sticky-proxy
+if [ -n "${STICKY_BIN:-}" ]; then
+  BIN="$STICKY_BIN"
+else
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+  log "building sticky-proxy (cargo build --release, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+  (cd "$REPO" && cargo build --release --bin sticky-proxy)
+  case "$CARGO_TARGET_DIR" in
+    /*) BIN="$CARGO_TARGET_DIR/release/sticky-proxy" ;;
+    *) BIN="$REPO/$CARGO_TARGET_DIR/release/sticky-proxy" ;;
+  esac
+fi
+[ -x "$BIN" ] || { echo "run.sh: no sticky-proxy binary at $BIN" >&2; exit 1; }
+
+# ---------------------------------------------------------------------------------------------
+# Process bookkeeping: everything started is killed on exit, whatever happens.
+TMP="$(mktemp -d /tmp/sticky-bench.XXXXXX)"
+STARTED=()
+declare -A ROOT=()
+
+stop_pid() { # pid signal: signal the process tree, wait up to 5 s, then SIGKILL what is left
+  local pid=$1 sig=${2:-TERM} tree i st
+  tree=$(python3 "$LIB" tree "$pid" 2>/dev/null || echo "$pid")
+  kill -"$sig" "$pid" 2>/dev/null || true
+  for ((i = 0; i < 50; i++)); do
+    st=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) || break
+    [ "$st" = Z ] && break
+    sleep 0.1
+  done
+  for p in $tree; do kill -KILL "$p" 2>/dev/null || true; done
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  for pid in "${STARTED[@]}"; do
+    [ -d "/proc/$pid" ] && stop_pid "$pid" TERM
+  done
+  if [ "${KEEP_TMP:-0}" = 1 ]; then log "kept $TMP"; else rm -rf "$TMP"; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+wait_http() { # port: wait (10 s at most) until GET / answers 200
+  local port=$1 i
+  for ((i = 0; i < 100; i++)); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$port/")" = 200 ] && return 0
+    sleep 0.1
+  done
+  echo "run.sh: nothing answers 200 on 127.0.0.1:$port" >&2
+  return 1
+}
+
+NCPU=$(nproc)
+if [ "$PIN" = 1 ] && [ "$NCPU" -ge 2 ]; then
+  LAST=$((NCPU - 1))
+  AUX_PIN=(taskset -c "$LAST")            # wrk and the backends: the last CPU
+else
+  PIN=0
+  AUX_PIN=()
+fi
+proxy_pin() { # threads → taskset prefix for the proxy (N=1: CPU 0 only, away from wrk)
+  if [ "$PIN" = 1 ] && [ "$1" -lt "$NCPU" ]; then
+    echo "taskset -c 0-$(($1 - 1))"
+  fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# Backends: one NGINX, three server blocks iis1..iis3 on 127.0.0.1:9101-9103.
+mkdir -p "$TMP/backends"
+{
+  echo "worker_processes 1; daemon off; master_process on; pid $TMP/backends/nginx.pid;"
+  echo "error_log $TMP/backends/error.log warn;"
+  echo "events { worker_connections 4096; }"
+  echo "http {"
+  echo "  access_log off; default_type text/plain;"
+  echo "  keepalive_requests 10000000; keepalive_timeout 300s;"
+  for t in client_body proxy fastcgi uwsgi scgi; do echo "  ${t}_temp_path $TMP/backends/$t;"; done
+  for i in 1 2 3; do
+    echo "  server { listen 127.0.0.1:$((9100 + i)); location / { return 200 \"hello iis$i\\n\"; } }"
+  done
+  echo "}"
+} >"$TMP/backends/nginx.conf"
+"${AUX_PIN[@]}" nginx -p "$TMP/backends" -e "$TMP/backends/error.log" -c "$TMP/backends/nginx.conf" &
+STARTED+=($!)
+for p in "${BACKEND_PORTS[@]}"; do wait_http "$p"; done
+
+# ---------------------------------------------------------------------------------------------
+# Proxy configurations
+sticky_conf() { # name threads port affinity(true|false)
+  local name=$1 n=$2 port=$3 aff=$4
+  cat <<EOF
+version: 1
+threads: $n
+pid_file: $TMP/$name.pid
+upgrade_sock: $TMP/$name.sock
+grace_period_seconds: 1
+graceful_shutdown_timeout_seconds: 1
+sticky:
+  listeners:
+    - addr: 127.0.0.1:$port
+  hide_headers: []
+  pools:
+    - name: web
+      balance: round_robin
+      backends:
+        - { name: iis1, addr: 127.0.0.1:9101, weight: 1 }
+        - { name: iis2, addr: 127.0.0.1:9102, weight: 1 }
+        - { name: iis3, addr: 127.0.0.1:9103, weight: 1 }
+EOF
+  if [ "$aff" = true ]; then
+    cat <<EOF
+      affinity:
+        enabled: true
+        cookie:
+          name: ARRAffinity
+          format: keyed
+          secret: bench-secret-0123456789abcdef-0123456789
+          path: /
+          http_only: true
+          indirect: true
+          nocache: true
+EOF
+  else
+    echo "      affinity: { enabled: false }"
+  fi
+}
+
+haproxy_conf() { # threads
+  cat <<EOF
+global
+  nbthread $1
+  maxconn 20000
+defaults
+  mode http
+  timeout connect 3s
+  timeout client 60s
+  timeout server 60s
+  timeout http-keep-alive 60s
+  http-reuse always
+  # The same header work as sticky-proxy: X-Forwarded-For/-Proto/-Host.
+  option forwardfor
+  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+frontend fe_cookie
+  bind 127.0.0.1:${PORT[haproxy]}
+  default_backend be_cookie
+backend be_cookie
+  balance roundrobin
+  cookie ARRAffinity insert indirect nocache
+  server iis1 127.0.0.1:9101 cookie iis1
+  server iis2 127.0.0.1:9102 cookie iis2
+  server iis3 127.0.0.1:9103 cookie iis3
+frontend fe_sdk
+  bind 127.0.0.1:${SDK_PORT[haproxy]}
+  default_backend be_sdk
+backend be_sdk
+  balance hash req.cook(CUserID)
+  hash-type consistent
+  server iis1 127.0.0.1:9101
+  server iis2 127.0.0.1:9102
+  server iis3 127.0.0.1:9103
+EOF
+}
+
+nginx_conf() { # threads dir
+  local n=$1 dir=$2 t
+  echo "worker_processes $n; daemon off; master_process on; pid $dir/nginx.pid;"
+  echo "error_log $dir/error.log warn;"
+  echo "events { worker_connections 4096; }"
+  echo "http {"
+  echo "  access_log off;"
+  echo "  keepalive_requests 10000000; keepalive_timeout 300s;"
+  for t in client_body proxy fastcgi uwsgi scgi; do echo "  ${t}_temp_path $dir/$t;"; done
+  for up in "cookie ARRAffinity" "sdk CUserID"; do
+    set -- $up
+    cat <<EOF
+  upstream bench_$1 {
+    hash \$cookie_$2 consistent;
+    server 127.0.0.1:9101; server 127.0.0.1:9102; server 127.0.0.1:9103;
+    keepalive 64; keepalive_requests 10000000; keepalive_timeout 300s;
+  }
+EOF
+  done
+  for s in "cookie ${PORT[nginx]}" "sdk ${SDK_PORT[nginx]}"; do
+    set -- $s
+    cat <<EOF
+  server {
+    listen 127.0.0.1:$2;
+    location / {
+      proxy_pass http://bench_$1;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$remote_addr;
+      proxy_set_header X-Forwarded-Proto http;
+      proxy_set_header X-Forwarded-Host \$host;
+    }
+  }
+EOF
+  done
+  echo "}"
+}
+
+start_proxies() { # threads
+  local n=$1 pin dir
+  pin=$(proxy_pin "$n")
+  for name in sticky-cookie sticky-noaff; do
+    local aff=true
+    [ "$name" = sticky-noaff ] && aff=false
+    sticky_conf "$name" "$n" "${PORT[$name]}" "$aff" >"$TMP/$name-${n}t.yaml"
+    # RUST_LOG=warn: no per-request access log line (HAProxy and NGINX log nothing either).
+    RUST_LOG=warn $pin "$BIN" -c "$TMP/$name-${n}t.yaml" >"$TMP/$name-${n}t.log" 2>&1 &
+    ROOT[$name]=$!
+    STARTED+=($!)
+  done
+  haproxy_conf "$n" >"$TMP/haproxy-${n}t.cfg"
+  haproxy -c -q -f "$TMP/haproxy-${n}t.cfg"
+  $pin haproxy -db -f "$TMP/haproxy-${n}t.cfg" >"$TMP/haproxy-${n}t.log" 2>&1 &
+  ROOT[haproxy]=$!
+  STARTED+=($!)
+  dir="$TMP/nginx-${n}t"
+  mkdir -p "$dir"
+  nginx_conf "$n" "$dir" >"$dir/nginx.conf"
+  $pin nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" &
+  ROOT[nginx]=$!
+  STARTED+=($!)
+  for name in "${PROXIES[@]}"; do
+    wait_http "${PORT[$name]}"
+    wait_http "${SDK_PORT[$name]}"
+  done
+}
+
+stop_proxies() {
+  stop_pid "${ROOT[sticky-cookie]}" INT
+  stop_pid "${ROOT[sticky-noaff]}" INT
+  stop_pid "${ROOT[haproxy]}" TERM
+  stop_pid "${ROOT[nginx]}" TERM
+}
+
+# ---------------------------------------------------------------------------------------------
+# Cookies: ask each proxy for the values it issues.
+declare -A VALID=()   # proxy → space-separated affinity values (one per backend)
+collect_cookies() { # proxy
+  local name=$1 port=${PORT[$1]} seen="" v i
+  for ((i = 0; i < 30; i++)); do
+    v=$(curl -s -D - -o /dev/null "http://127.0.0.1:$port/" |
+      sed -n 's/^[Ss]et-[Cc]ookie: ARRAffinity=\([^;]*\).*/\1/p' | tr -d '\r' | head -1)
+    [ -n "$v" ] && [[ " $seen " != *" $v "* ]] && seen="$seen $v"
+    [ "$(wc -w <<<"$seen")" -ge 3 ] && break
+  done
+  [ "$(wc -w <<<"$seen")" -eq 3 ] || { echo "run.sh: $name issued ${seen:-no} cookies, expected 3" >&2; exit 1; }
+  VALID[$name]="${seen# }"
+}
+check_sticky() { # proxy value: the cookie must pin 5 requests to one backend
+  local port=${PORT[$1]} bodies
+  bodies=$(for i in 1 2 3 4 5; do curl -s -H "Cookie: ARRAffinity=$2" "http://127.0.0.1:$port/"; done | sort -u)
+  [ "$(wc -l <<<"$bodies")" -eq 1 ] || { echo "run.sh: $1 is not sticky: $bodies" >&2; exit 1; }
+}
+
+# ---------------------------------------------------------------------------------------------
+# One measured run
+RAW=""
+TRUNCATED=0
+measure() { # threads round workload proxy
+  local n=$1 round=$2 workload=$3 proxy=$4 port url c0 c1 h t0 t1 wall
+  local opts=() sargs=()
+  port=${PORT[$proxy]}
+  case "$workload" in
+    new) ;;
+    returning) opts=(-H "Cookie: ARRAffinity=${RETURNING[$proxy]}") ;;
+    rotating) opts=(-s "$LUA"); sargs=(-- "$TMP/rotating-$proxy.txt") ;;
+    sdk) opts=(-s "$LUA"); sargs=(-- "$TMP/sdk.txt"); port=${SDK_PORT[$proxy]} ;;
+  esac
+  url="http://127.0.0.1:$port/"
+  python3 "$LIB" reset-hwm "${ROOT[$proxy]}"
+  c0=$(python3 "$LIB" ticks "${ROOT[$proxy]}")
+  t0=$(date +%s.%N)
+  timeout -k 2 $((DUR_S + 20)) "${AUX_PIN[@]}" wrk -t1 -c"$CONNS" -d"$DURATION" --timeout 2s --latency \
+    "${opts[@]}" "$url" "${sargs[@]}" >"$TMP/wrk.out" 2>&1 || {
+    echo "run.sh: wrk failed for $proxy/$workload:" >&2
+    cat "$TMP/wrk.out" >&2
+    exit 1
+  }
+  t1=$(date +%s.%N)
+  c1=$(python3 "$LIB" ticks "${ROOT[$proxy]}")
+  h=$(python3 "$LIB" hwm "${ROOT[$proxy]}")
+  wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+  {
+    echo "=== threads=$n round=$round workload=$workload proxy=$proxy url=$url"
+    cat "$TMP/wrk.out"
+    python3 "$LIB" record threads="$n" round="$round" workload="$workload" proxy="$proxy" \
+      wall_s="$wall" cpu0="$c0" cpu1="$c1" hwm_kb="$h" "$TMP/wrk.out" | tee "$TMP/last.rec"
+  } >>"$RAW"
+  python3 - "$TMP/last.rec" <<'EOF' >&2
+import json, sys
+r = json.loads(open(sys.argv[1]).read()[7:])
+print(f"  {r['threads']}t r{r['round']} {r['workload']:9} {r['proxy']:13} {r['rps']:9.0f} req/s"
+      f"  p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  {r['cpu_us_per_req']:.1f} µs/req"
+      f"  {r['rss_mib']:.1f} MiB  errors {r['errors']}")
+EOF
+}
+
+# ---------------------------------------------------------------------------------------------
+# Main
+N_THREADS=$(wc -w <<<"$THREADS")
+EST=$((N_THREADS * (ROUNDS * ${#WORKLOADS[@]} * ${#PROXIES[@]} * (DUR_S + 1) + ${#PROXIES[@]} * (WARM_S + 1) + 8)))
+log "plan: THREADS='$THREADS' ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS PIN=$PIN; about ${EST}s of measuring (limit ${TIME_LIMIT}s since start, ${SECONDS}s used)"
+
+python3 "$LIB" cookies "$TMP/sdk.txt" 1000 "CUserID="
+python3 "$LIB" cookies "$TMP/rotating-nginx.txt" 10000 "ARRAffinity="
+declare -A RETURNING=()
+
+for n in $THREADS; do
+  RAW="$HERE/results-${n}t.txt"
+  {
+    echo "# sticky-proxy load benchmark raw output: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "# commit $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')" \
+      "(uncommitted changes under src/: $(git -C "$REPO" status --porcelain -- src 2>/dev/null | wc -l) files)"
+    echo "# binary $BIN"
+    echo "# $(uname -srm); nproc $NCPU; $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')"
+    echo "# $(haproxy -v | head -1); $(nginx -v 2>&1); $(wrk -v 2>&1 | head -1)"
+    echo "# threads=$n rounds=$ROUNDS duration=$DURATION conns=$CONNS wrk-threads=1 pin=$PIN" \
+      "(proxy: $(proxy_pin "$n" | sed 's/^$/unpinned/'); wrk+backends: ${AUX_PIN[*]:-unpinned})"
+  } >"$RAW"
+
+  log "starting the proxies with $n worker thread(s)"
+  start_proxies "$n"
+  collect_cookies sticky-cookie
+  collect_cookies haproxy
+  for p in sticky-cookie haproxy; do
+    for v in ${VALID[$p]}; do check_sticky "$p" "$v"; done
+  done
+  # returning: a valid cookie of that proxy. sticky-noaff ignores cookies: it gets sticky-cookie's
+  # (same request bytes); NGINX issues none and hashes any value: it gets HAProxy's.
+  RETURNING=([sticky-cookie]="${VALID[sticky-cookie]%% *}" [sticky-noaff]="${VALID[sticky-cookie]%% *}"
+    [haproxy]="${VALID[haproxy]%% *}" [nginx]="${VALID[haproxy]%% *}")
+  # rotating: 10,000 values = the proxy's 3 valid values + 9,997 ids it never issued (NGINX: all
+  # 10,000 are distinct hash keys). The unknown ids are the same 64-hex strings for every proxy.
+  python3 "$LIB" cookies "$TMP/rotating-sticky-cookie.txt" 10000 "ARRAffinity=" ${VALID[sticky-cookie]}
+  cp "$TMP/rotating-sticky-cookie.txt" "$TMP/rotating-sticky-noaff.txt"
+  python3 "$LIB" cookies "$TMP/rotating-haproxy.txt" 10000 "ARRAffinity=" ${VALID[haproxy]}
+  echo "# cookies: sticky-cookie=${VALID[sticky-cookie]} haproxy=${VALID[haproxy]}" >>"$RAW"
+
+  for p in "${PROXIES[@]}"; do
+    "${AUX_PIN[@]}" wrk -t1 -c"$CONNS" -d"$WARMUP" "http://127.0.0.1:${PORT[$p]}/" >/dev/null 2>&1
+  done
+
+  for ((round = 1; round <= ROUNDS; round++)); do
+    for workload in "${WORKLOADS[@]}"; do
+      # Rotate which proxy goes first each round so that position effects cancel out too.
+      for ((k = 0; k < ${#PROXIES[@]}; k++)); do
+        proxy=${PROXIES[$(((k + round - 1) % ${#PROXIES[@]}))]}
+        if ((SECONDS + DUR_S + 2 > TIME_LIMIT)); then
+          TRUNCATED=1
+          break 3
+        fi
+        measure "$n" "$round" "$workload" "$proxy"
+      done
+    done
+  done
+  if [ "$TRUNCATED" = 1 ]; then
+    echo "NOTE **Truncated**: TIME_LIMIT=${TIME_LIMIT}s reached during the ${n}-thread matrix; later runs were skipped." >>"$RAW"
+  fi
+  log "stopping the proxies"
+  stop_proxies
+  [ "$TRUNCATED" = 1 ] && break
+done
+
+# ---------------------------------------------------------------------------------------------
+# Report
+SUMMARY="$HERE/summary.md"
+RAWS=()
+for n in $THREADS; do [ -f "$HERE/results-${n}t.txt" ] && RAWS+=("$HERE/results-${n}t.txt"); done
+{
+  echo "<!-- generated by benches/load/run.sh on $(date -u +%Y-%m-%dT%H:%M:%SZ); raw: ${RAWS[*]#$REPO/} -->"
+  python3 "$LIB" report "${RAWS[@]}"
+} >"$SUMMARY"
+echo
+cat "$SUMMARY"
+echo
+log "done in ${SECONDS}s; raw output: ${RAWS[*]#$REPO/}; table: ${SUMMARY#$REPO/}"
