@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Helpers for benches/load/run.sh (standard library only).
 
+  benchlib.py tree ROOTPID             ROOTPID and all its descendants
   benchlib.py ticks ROOTPID            user+sys CPU ticks of ROOTPID and all its descendants
   benchlib.py reset-hwm ROOTPID        reset VmHWM (peak RSS) of the tree: /proc/<pid>/clear_refs = 5
   benchlib.py hwm ROOTPID              sum of VmHWM (kB) over the tree's processes
@@ -217,7 +218,9 @@ def report(paths):
 
 def main():
     cmd, *args = sys.argv[1:]
-    if cmd == "ticks":
+    if cmd == "tree":
+        print(" ".join(str(p) for p in tree(int(args[0]))))
+    elif cmd == "ticks":
         print(ticks(int(args[0])))
     elif cmd == "reset-hwm":
         reset_hwm(int(args[0]))

@@ -191,10 +191,11 @@ sticky:
         - { name: iis2, addr: 127.0.0.1:9102, weight: 1 }
         - { name: iis3, addr: 127.0.0.1:9103, weight: 1 }
 EOF
-  if [ "$aff" = true ]; then
-    cat <<EOF
+  # With affinity off the validator (at f7b6ff2) still asks for the keyed secret, so both
+  # variants carry the same cookie section; only `enabled` differs.
+  cat <<EOF
       affinity:
-        enabled: true
+        enabled: $aff
         cookie:
           name: ARRAffinity
           format: keyed
@@ -204,16 +205,13 @@ EOF
           indirect: true
           nocache: true
 EOF
-  else
-    echo "      affinity: { enabled: false }"
-  fi
 }
 
 haproxy_conf() { # threads
   cat <<EOF
 global
   nbthread $1
-  maxconn 20000
+  maxconn 4096
 defaults
   mode http
   timeout connect 3s
@@ -221,11 +219,11 @@ defaults
   timeout server 60s
   timeout http-keep-alive 60s
   http-reuse always
-  # The same header work as sticky-proxy: X-Forwarded-For/-Proto/-Host.
+  # The same header work as sticky-proxy: X-Forwarded-For/-Proto/-Host (set per frontend).
   option forwardfor
+frontend fe_cookie
   http-request set-header X-Forwarded-Proto http
   http-request set-header X-Forwarded-Host %[req.hdr(host)]
-frontend fe_cookie
   bind 127.0.0.1:${PORT[haproxy]}
   default_backend be_cookie
 backend be_cookie
@@ -235,6 +233,8 @@ backend be_cookie
   server iis2 127.0.0.1:9102 cookie iis2
   server iis3 127.0.0.1:9103 cookie iis3
 frontend fe_sdk
+  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
   bind 127.0.0.1:${SDK_PORT[haproxy]}
   default_backend be_sdk
 backend be_sdk
@@ -298,7 +298,7 @@ start_proxies() { # threads
     STARTED+=($!)
   done
   haproxy_conf "$n" >"$TMP/haproxy-${n}t.cfg"
-  haproxy -c -q -f "$TMP/haproxy-${n}t.cfg"
+  haproxy -c -q -f "$TMP/haproxy-${n}t.cfg" || haproxy -c -f "$TMP/haproxy-${n}t.cfg"
   $pin haproxy -db -f "$TMP/haproxy-${n}t.cfg" >"$TMP/haproxy-${n}t.log" 2>&1 &
   ROOT[haproxy]=$!
   STARTED+=($!)
