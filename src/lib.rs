@@ -32,7 +32,10 @@ use std::sync::Arc;
 /// services) and one proxy service per listener. Nothing listens until the server runs.
 pub fn build_server(opt: Option<Opt>, server_conf: ServerConf, config: &config::Config) -> Server {
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
-    let hide_headers: Arc<[http::HeaderName]> = config.hide_headers.clone().into();
+    let settings = Arc::new(proxy::ProxySettings {
+        hide_headers: config.hide_headers.clone(),
+        trusted_proxies: config.trusted_proxies.clone(),
+    });
     let mut pools = Vec::with_capacity(config.pools.len());
     for pool_config in &config.pools {
         let (pool, health_service) = pool::Pool::new(pool_config);
@@ -46,7 +49,7 @@ pub fn build_server(opt: Option<Opt>, server_conf: ServerConf, config: &config::
         let name = format!("proxy {} → pool {}", listener.addr, pool.name);
         let mut service = pingora_proxy::http_proxy_service_with_name(
             &server.configuration,
-            proxy::StickyProxy::new(pool, hide_headers.clone()),
+            proxy::StickyProxy::new(pool, settings.clone()),
             &name,
         );
         service.add_tcp(&listener.addr.to_string());

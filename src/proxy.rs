@@ -10,8 +10,10 @@
 //! | `fail_to_proxy` | answers errors with a short plain body that leaks nothing |
 //! | `logging` | releases the in-flight count and writes the decision line |
 
-use crate::affinity::{Outcome, Pin};
+use crate::affinity::key::RequestView;
+use crate::affinity::{client_ip, Outcome, Pin};
 use crate::headers;
+use crate::pool::ring::RingPick;
 use crate::pool::{Pool, Slots};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -26,15 +28,24 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// The proxy service for one listener: the pool it serves and the headers it hides.
+/// Settings shared by every listener.
+#[derive(Debug, Default)]
+pub struct ProxySettings {
+    /// Response headers removed before the client sees them (and client-sent copies).
+    pub hide_headers: Vec<HeaderName>,
+    /// Proxies whose forwarding headers are believed for the client IP.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// The proxy service for one listener: the pool it serves.
 pub struct StickyProxy {
     pool: Arc<Pool>,
-    hide_headers: Arc<[HeaderName]>,
+    settings: Arc<ProxySettings>,
 }
 
 impl StickyProxy {
-    pub fn new(pool: Arc<Pool>, hide_headers: Arc<[HeaderName]>) -> Self {
-        StickyProxy { pool, hide_headers }
+    pub fn new(pool: Arc<Pool>, settings: Arc<ProxySettings>) -> Self {
+        StickyProxy { pool, settings }
     }
 }
 
@@ -70,35 +81,79 @@ pub struct RequestCtx {
     /// The backend of the current attempt.
     selected: Option<usize>,
     outcome: Outcome,
+    /// Whether the response gets the affinity cookie for `selected`.
+    issue_cookie: bool,
     in_flight: Option<InFlight>,
 }
 
-/// Decide where a request goes.
+/// Where a request goes, and what to report about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub backend: Option<usize>,
+    pub outcome: Outcome,
+    /// The response carries a fresh affinity cookie for `backend`.
+    pub issue_cookie: bool,
+}
+
+/// Decide where a request goes: a valid cookie wins, then the hash key, then the balancer.
 ///
-/// `pin` is what its cookie said (`None` when the pool has no affinity), `usable` says whether a
-/// backend can take it, `failed` lists backends this request already failed on, and
-/// `select_new` balances a new session. Returns the backend and the outcome to report.
+/// - `pin`: what the affinity cookie said (`None` when the pool inserts no cookie);
+/// - `failed`: backends this request already failed on;
+/// - `usable`: whether a backend can take a request now;
+/// - `hashed`: the ring's pick for the request's hash key, skipping `failed`; the outer `None`
+///   means the request has no key (or the pool no hashing), the inner one that no backend can
+///   take it;
+/// - `select_new`: the balancer's pick for a new session, skipping `failed`.
 pub fn decide(
     pin: Option<Pin>,
     failed: &[usize],
     usable: impl Fn(usize) -> bool,
+    hashed: impl FnOnce(&[usize]) -> Option<Option<RingPick>>,
     select_new: impl FnOnce(&[usize]) -> Option<usize>,
-) -> (Option<usize>, Outcome) {
+) -> Decision {
+    let cookies = pin.is_some();
+    let was_pinned = matches!(pin, Some(Pin::Backend(_)));
     if let Some(Pin::Backend(index)) = pin {
         if usable(index) && !failed.contains(&index) {
-            return (Some(index), Outcome::Sticky);
+            return Decision {
+                backend: Some(index),
+                outcome: Outcome::Sticky,
+                issue_cookie: false,
+            };
         }
     }
-    match select_new(failed) {
-        None => (None, Outcome::Failed),
-        Some(index) => {
-            let outcome = match pin {
-                None => Outcome::None,
-                Some(Pin::Backend(_)) => Outcome::Rebalanced,
-                Some(Pin::Absent | Pin::Invalid) => Outcome::New,
-            };
-            (Some(index), outcome)
-        }
+    let failed_decision = Decision {
+        backend: None,
+        outcome: Outcome::Failed,
+        issue_cookie: false,
+    };
+    if let Some(pick) = hashed(failed) {
+        let Some(pick) = pick else {
+            return failed_decision;
+        };
+        return Decision {
+            backend: Some(pick.backend),
+            outcome: if pick.home && !was_pinned {
+                Outcome::Sticky
+            } else {
+                Outcome::Rebalanced
+            },
+            // A cookie that named a backend which cannot serve is replaced.
+            issue_cookie: was_pinned,
+        };
+    }
+    let Some(index) = select_new(failed) else {
+        return failed_decision;
+    };
+    let outcome = match pin {
+        None => Outcome::None,
+        Some(Pin::Backend(_)) => Outcome::Rebalanced,
+        Some(Pin::Absent | Pin::Invalid) => Outcome::New,
+    };
+    Decision {
+        backend: Some(index),
+        outcome,
+        issue_cookie: cookies,
     }
 }
 
@@ -133,6 +188,7 @@ impl ProxyHttp for StickyProxy {
             failed: Vec::new(),
             selected: None,
             outcome: Outcome::None,
+            issue_cookie: false,
             in_flight: None,
         }
     }
@@ -144,22 +200,36 @@ impl ProxyHttp for StickyProxy {
     ) -> Result<Box<HttpPeer>> {
         let pool = &self.pool;
         if ctx.pin.is_none() {
-            if let Some(affinity) = &pool.affinity {
+            if let Some(cookie) = &pool.cookie {
                 let cookies = session.req_header().headers.get_all(COOKIE);
-                ctx.pin = Some(affinity.pinned(cookies.iter().map(|v| v.as_bytes())));
+                ctx.pin = Some(cookie.pinned(cookies.iter().map(|v| v.as_bytes())));
             }
         }
         // A retry: the previous attempt no longer counts as in flight.
         ctx.in_flight = None;
-        let (chosen, outcome) = decide(
+        let decision = decide(
             ctx.pin,
             &ctx.failed,
             |i| pool.slots.get(i).is_some_and(|s| s.is_usable()),
+            |failed| {
+                let hash = pool.hash.as_ref()?;
+                let req = session.req_header();
+                let view = RequestView {
+                    uri: &req.uri,
+                    headers: &req.headers,
+                    client_ip: session.client_addr().and_then(|a| a.as_inet()).map(|a| {
+                        client_ip::resolve(a.ip(), &req.headers, &self.settings.trusted_proxies)
+                    }),
+                };
+                let key = crate::affinity::key::first_key(&hash.sources, &view)?;
+                Some(hash.select(&key, &pool.slots, failed))
+            },
             |failed| pool.select_new(failed),
         );
-        ctx.outcome = outcome;
-        ctx.selected = chosen;
-        let Some(index) = chosen else {
+        ctx.outcome = decision.outcome;
+        ctx.selected = decision.backend;
+        ctx.issue_cookie = decision.issue_cookie;
+        let Some(index) = decision.backend else {
             return Error::e_explain(ErrorType::HTTPStatus(503), "no usable backend in the pool");
         };
         ctx.in_flight = Some(InFlight::start(&pool.slots, index));
@@ -194,14 +264,14 @@ impl ProxyHttp for StickyProxy {
         for name in headers::FORWARDING_HEADERS.iter() {
             upstream_request.remove_header(name);
         }
-        for name in self.hide_headers.iter() {
+        for name in self.settings.hide_headers.iter() {
             upstream_request.remove_header(name);
         }
         upstream_request.remove_header(&self.pool.opt_out_header);
 
-        if let Some(affinity) = &self.pool.affinity {
-            if affinity.config.cookie.indirect {
-                strip_affinity_cookies(upstream_request, affinity);
+        if let Some(cookie) = &self.pool.cookie {
+            if cookie.config.indirect {
+                strip_affinity_cookies(upstream_request, cookie);
             }
         }
 
@@ -238,17 +308,17 @@ impl ProxyHttp for StickyProxy {
             .iter()
             .any(|v| headers::is_opt_out(v.as_bytes()));
         upstream_response.remove_header(&self.pool.opt_out_header);
-        for name in self.hide_headers.iter() {
+        for name in self.settings.hide_headers.iter() {
             upstream_response.remove_header(name);
         }
-        let Some(affinity) = &self.pool.affinity else {
+        let Some(affinity) = &self.pool.cookie else {
             return Ok(());
         };
         if opted_out {
             ctx.outcome = Outcome::OptedOut;
             return Ok(());
         }
-        if !ctx.outcome.issues_cookie() {
+        if !ctx.issue_cookie {
             return Ok(());
         }
         let Some((main, twin)) = ctx.selected.and_then(|i| affinity.set_cookie_for(i)) else {
@@ -258,7 +328,7 @@ impl ProxyHttp for StickyProxy {
         if let Some(twin) = twin {
             upstream_response.append_header(SET_COOKIE, twin.clone())?;
         }
-        if affinity.config.cookie.nocache {
+        if affinity.config.nocache {
             let existing = upstream_response.headers.get_all(CACHE_CONTROL);
             if let Some(value) =
                 headers::cache_control_for_insert(existing.iter().map(|v| v.as_bytes()))
@@ -362,55 +432,108 @@ fn strip_affinity_cookies(req: &mut RequestHeader, affinity: &crate::affinity::C
 mod tests {
     use super::*;
 
-    #[test]
-    fn valid_pin_to_usable_backend_is_sticky() {
-        let (b, o) = decide(Some(Pin::Backend(1)), &[], |_| true, |_| Some(0));
-        assert_eq!((b, o), (Some(1), Outcome::Sticky));
+    fn no_key(_: &[usize]) -> Option<Option<RingPick>> {
+        None
+    }
+
+    fn d(backend: Option<usize>, outcome: Outcome, issue_cookie: bool) -> Decision {
+        Decision {
+            backend,
+            outcome,
+            issue_cookie,
+        }
     }
 
     #[test]
-    fn pin_to_unusable_backend_is_rebalanced() {
-        let (b, o) = decide(Some(Pin::Backend(1)), &[], |i| i != 1, |_| Some(0));
-        assert_eq!((b, o), (Some(0), Outcome::Rebalanced));
+    fn valid_pin_to_usable_backend_is_sticky() {
+        let got = decide(Some(Pin::Backend(1)), &[], |_| true, no_key, |_| Some(0));
+        assert_eq!(got, d(Some(1), Outcome::Sticky, false));
+    }
+
+    #[test]
+    fn pin_to_unusable_backend_is_rebalanced_with_a_new_cookie() {
+        let got = decide(Some(Pin::Backend(1)), &[], |i| i != 1, no_key, |_| Some(0));
+        assert_eq!(got, d(Some(0), Outcome::Rebalanced, true));
     }
 
     #[test]
     fn pin_to_backend_that_failed_this_request_is_rebalanced_elsewhere() {
-        let (b, o) = decide(
+        let got = decide(
             Some(Pin::Backend(1)),
             &[1],
             |_| true,
+            no_key,
             |failed| (0..3).find(|i| !failed.contains(i)),
         );
-        assert_eq!((b, o), (Some(0), Outcome::Rebalanced));
+        assert_eq!(got, d(Some(0), Outcome::Rebalanced, true));
     }
 
     #[test]
     fn absent_or_invalid_cookie_is_a_new_session() {
+        for pin in [Pin::Absent, Pin::Invalid] {
+            let got = decide(Some(pin), &[], |_| true, no_key, |_| Some(2));
+            assert_eq!(got, d(Some(2), Outcome::New, true));
+        }
+    }
+
+    #[test]
+    fn pool_without_cookies_or_key_reports_none_and_issues_nothing() {
+        let got = decide(None, &[], |_| true, no_key, |_| Some(0));
+        assert_eq!(got, d(Some(0), Outcome::None, false));
+    }
+
+    #[test]
+    fn a_hash_key_goes_to_its_home_without_a_cookie() {
+        let home = |_: &[usize]| {
+            Some(Some(RingPick {
+                backend: 2,
+                home: true,
+            }))
+        };
+        let got = decide(Some(Pin::Absent), &[], |_| true, home, |_| Some(0));
+        assert_eq!(got, d(Some(2), Outcome::Sticky, false));
+        let got = decide(None, &[], |_| true, home, |_| Some(0));
+        assert_eq!(got, d(Some(2), Outcome::Sticky, false));
+    }
+
+    #[test]
+    fn a_hash_key_away_from_home_is_rebalanced() {
+        let next = |_: &[usize]| {
+            Some(Some(RingPick {
+                backend: 1,
+                home: false,
+            }))
+        };
         assert_eq!(
-            decide(Some(Pin::Absent), &[], |_| true, |_| Some(2)),
-            (Some(2), Outcome::New)
-        );
-        assert_eq!(
-            decide(Some(Pin::Invalid), &[], |_| true, |_| Some(2)),
-            (Some(2), Outcome::New)
+            decide(None, &[], |_| true, next, |_| Some(0)),
+            d(Some(1), Outcome::Rebalanced, false)
         );
     }
 
     #[test]
-    fn pool_without_affinity_reports_none() {
+    fn a_valid_cookie_beats_the_hash_key_and_a_dead_one_is_replaced() {
+        let home = |_: &[usize]| {
+            Some(Some(RingPick {
+                backend: 2,
+                home: true,
+            }))
+        };
         assert_eq!(
-            decide(None, &[], |_| true, |_| Some(0)),
-            (Some(0), Outcome::None)
+            decide(Some(Pin::Backend(0)), &[], |_| true, home, |_| Some(1)),
+            d(Some(0), Outcome::Sticky, false)
+        );
+        assert_eq!(
+            decide(Some(Pin::Backend(0)), &[], |i| i != 0, home, |_| Some(1)),
+            d(Some(2), Outcome::Rebalanced, true)
         );
     }
 
     #[test]
     fn nothing_usable_fails() {
-        assert_eq!(
-            decide(Some(Pin::Backend(0)), &[], |_| false, |_| None),
-            (None, Outcome::Failed)
-        );
+        let got = decide(Some(Pin::Backend(0)), &[], |_| false, no_key, |_| None);
+        assert_eq!(got, d(None, Outcome::Failed, false));
+        let got = decide(None, &[], |_| false, |_| Some(None), |_| Some(0));
+        assert_eq!(got, d(None, Outcome::Failed, false));
     }
 
     #[test]

@@ -92,7 +92,10 @@ impl CookieTable {
 ///
 /// Works on raw bytes, so a header with non-UTF-8 bytes elsewhere still yields our cookie; a
 /// quoted value (`name="v"`) is unquoted. Allocation-free.
-pub fn cookie_values<'h>(header: &'h [u8], name: &'h [u8]) -> impl Iterator<Item = &'h [u8]> + 'h {
+pub fn cookie_values<'h: 'n, 'n>(
+    header: &'h [u8],
+    name: &'n [u8],
+) -> impl Iterator<Item = &'h [u8]> + 'n {
     header.split(|b| *b == b';').filter_map(move |pair| {
         let pair = trim_ows(pair);
         let eq = pair.iter().position(|b| *b == b'=')?;

@@ -5,9 +5,11 @@
 //! reads a request's `Cookie` headers and says which backend (if any) the client is pinned to;
 //! [`Outcome`] names what happened to the request, for the response and the log.
 
+pub mod client_ip;
 pub mod cookie;
+pub mod key;
 
-use crate::config::{AffinityConfig, PoolConfig};
+use crate::config::{CookieConfig, PoolConfig};
 use http::HeaderValue;
 
 /// What the affinity lookup found in a request.
@@ -26,14 +28,15 @@ pub enum Pin {
 /// (the values of the `outcome` field).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Outcome {
-    /// No decision yet, or affinity is off for the pool.
+    /// No decision yet, or no affinity applied (affinity off, or no key and no cookie).
     #[default]
     None,
     /// A new session: balanced, and a cookie issued.
     New,
-    /// Sent to the backend its cookie names.
+    /// Sent to the backend its cookie names, or its hash key's home backend.
     Sticky,
-    /// Its backend could not serve; moved to another and a new cookie issued.
+    /// Its backend (cookie or hash home) could not serve; moved to another (with a new cookie
+    /// when cookies are on).
     Rebalanced,
     /// The backend opted this response out of affinity; no cookie issued.
     OptedOut,
@@ -52,27 +55,22 @@ impl Outcome {
             Outcome::Failed => "failed",
         }
     }
-
-    /// Does a response with this outcome carry a fresh affinity cookie?
-    pub fn issues_cookie(self) -> bool {
-        matches!(self, Outcome::New | Outcome::Rebalanced)
-    }
 }
 
 /// One pool's cookie-insertion affinity, prepared at start-up.
 #[derive(Debug)]
 pub struct CookieAffinity {
-    pub config: AffinityConfig,
+    pub config: CookieConfig,
     table: cookie::CookieTable,
     /// Per backend index: the `Set-Cookie` value, and the twin's if configured.
     set_cookie: Vec<(HeaderValue, Option<HeaderValue>)>,
 }
 
 impl CookieAffinity {
-    /// Build from a validated pool; `None` when the pool has affinity switched off.
+    /// Build from a validated pool; `None` when the pool inserts no cookie.
     pub fn for_pool(pool: &PoolConfig) -> Option<Self> {
-        let config = pool.affinity.clone()?;
-        let cookie_config = &config.cookie;
+        let config = pool.affinity.as_ref()?.cookie.clone()?;
+        let cookie_config = &config;
         let names = pool.backends.iter().map(|b| b.name.as_str());
         let table = cookie::CookieTable::new(&cookie_config.format, &pool.name, names);
         let set_cookie = pool
@@ -98,8 +96,8 @@ impl CookieAffinity {
 
     /// The names of the proxy's own cookies (main, then twin).
     pub fn cookie_names(&self) -> impl Iterator<Item = &[u8]> {
-        std::iter::once(self.config.cookie.name.as_bytes())
-            .chain(self.config.cookie.twin_name.as_deref().map(str::as_bytes))
+        std::iter::once(self.config.name.as_bytes())
+            .chain(self.config.twin_name.as_deref().map(str::as_bytes))
     }
 
     /// Find the backend that the request's affinity cookies name.

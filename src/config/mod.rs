@@ -22,6 +22,8 @@ pub struct Config {
     pub pools: Vec<PoolConfig>,
     /// Lower-case response header names removed before the client sees them.
     pub hide_headers: Vec<http::HeaderName>,
+    /// Proxies whose forwarding headers are believed for the client IP.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// One plain-HTTP listener and the pool it serves.
@@ -74,10 +76,41 @@ pub struct TimeoutConfig {
     pub idle: Duration,
 }
 
-/// Cookie-insertion affinity for a pool.
+/// A pool's affinity: cookie insertion, rule-based hashing, or both (a valid cookie wins, then
+/// the hash key, then the balancer).
 #[derive(Debug, Clone)]
 pub struct AffinityConfig {
-    pub cookie: CookieConfig,
+    pub cookie: Option<CookieConfig>,
+    pub hash: Option<HashConfig>,
+}
+
+/// Rule-based hashing onto the pool's consistent ring.
+#[derive(Debug, Clone)]
+pub struct HashConfig {
+    pub sources: Vec<KeySourceConfig>,
+    pub balance_factor: Option<f64>,
+}
+
+/// Where a hash key comes from (see [`crate::affinity::key`]).
+#[derive(Debug, Clone)]
+pub enum KeySourceConfig {
+    Cookie {
+        name: String,
+        regex: Option<regex::bytes::Regex>,
+    },
+    Header {
+        name: http::HeaderName,
+    },
+    Query {
+        params: Vec<String>,
+    },
+    Path,
+    PathAndQuery,
+    Host,
+    ClientIp {
+        ipv4_prefix: u8,
+        ipv6_prefix: u8,
+    },
 }
 
 #[derive(Clone)]

@@ -25,6 +25,10 @@ pub struct RawSticky {
     /// Response headers removed before the client sees them (NGINX `proxy_hide_header`).
     #[serde(default)]
     pub hide_headers: Vec<String>,
+    /// Networks (CIDR) of proxies in front of us whose `X-Forwarded-For` / `Forwarded` is
+    /// believed for the client-IP key (NGINX `set_real_ip_from`).
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 /// `sticky.listeners[i]`
@@ -174,12 +178,14 @@ fn default_idle_ms() -> u64 {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAffinity {
-    /// `false` switches affinity off for the pool (ARR's `web.config` way): no cookie is issued
-    /// and incoming ones are ignored.
+    /// `false` switches affinity off for the pool (ARR's `web.config` way): no cookie is issued,
+    /// incoming ones and hash keys are ignored.
     #[serde(default = "default_true")]
     pub enabled: bool,
-    #[serde(default)]
-    pub cookie: RawCookie,
+    /// Cookie insertion; absent: no cookie is inserted.
+    pub cookie: Option<RawCookie>,
+    /// Rule-based hashing onto a consistent ring; absent: no hashing.
+    pub hash: Option<RawHash>,
     /// The response header with which a backend opts a response out of affinity.
     #[serde(default = "default_opt_out_header")]
     pub opt_out_header: String,
@@ -189,10 +195,55 @@ impl Default for RawAffinity {
     fn default() -> Self {
         RawAffinity {
             enabled: true,
-            cookie: RawCookie::default(),
+            cookie: None,
+            hash: None,
             opt_out_header: default_opt_out_header(),
         }
     }
+}
+
+/// `sticky.pools[i].affinity.hash`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHash {
+    /// Ordered key sources; the first one present in a request is the key.
+    pub sources: Vec<RawKeySource>,
+    /// Bounded load (HAProxy `hash-balance-factor`, Envoy `hash_balance_factor`): no backend
+    /// takes more than this multiple of the average in-flight requests; > 1.0.
+    pub balance_factor: Option<f64>,
+}
+
+/// One key source, e.g. `- { type: cookie, name: CUserID }`, `- { type: path }`,
+/// `- { type: client_ip, ipv4_prefix: 24 }`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RawKeySource {
+    /// An application cookie's value, or the first capture group of `regex` on that value.
+    Cookie { name: String, regex: Option<String> },
+    /// A request header's value (ARR's "server variable hash").
+    Header { name: String },
+    /// Query-string parameters, values concatenated in this order (ARR's "query string hash").
+    Query { params: Vec<String> },
+    /// The URL path (ARR's "request hash").
+    Path,
+    /// The URL path and query string.
+    PathAndQuery,
+    /// The `Host` header.
+    Host,
+    /// The client IP, masked to a prefix (NGINX `ip_hash` uses /24).
+    ClientIp {
+        #[serde(default = "default_ipv4_prefix")]
+        ipv4_prefix: u8,
+        #[serde(default = "default_ipv6_prefix")]
+        ipv6_prefix: u8,
+    },
+}
+
+fn default_ipv4_prefix() -> u8 {
+    32
+}
+fn default_ipv6_prefix() -> u8 {
+    128
 }
 
 fn default_true() -> bool {
@@ -233,27 +284,6 @@ pub struct RawCookie {
     /// Mark responses that insert the cookie `Cache-Control: private` (HAProxy `nocache`).
     #[serde(default = "default_true")]
     pub nocache: bool,
-}
-
-impl Default for RawCookie {
-    fn default() -> Self {
-        RawCookie {
-            name: default_cookie_name(),
-            format: RawCookieFormat::default(),
-            secret: None,
-            secret_file: None,
-            secret_env: None,
-            path: default_cookie_path(),
-            domain: None,
-            http_only: true,
-            secure: false,
-            same_site: None,
-            max_age_seconds: None,
-            same_site_none_twin: None,
-            indirect: true,
-            nocache: true,
-        }
-    }
 }
 
 fn default_cookie_name() -> String {

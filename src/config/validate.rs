@@ -4,12 +4,12 @@
 //! offending value. Limits that protect the process (weights, secret length) live here too.
 
 use super::raw::{
-    RawAffinity, RawBackend, RawCookie, RawCookieFormat, RawHealthCheck, RawPool, RawSameSite,
-    RawSticky, RawTimeouts,
+    RawAffinity, RawBackend, RawCookie, RawCookieFormat, RawHash, RawHealthCheck, RawKeySource,
+    RawPool, RawSameSite, RawSticky, RawTimeouts,
 };
 use super::{
-    AffinityConfig, BackendConfig, Config, ConfigError, CookieConfig, CookieFormat,
-    HealthCheckConfig, ListenerConfig, PoolConfig, SameSite, TimeoutConfig,
+    AffinityConfig, BackendConfig, Config, ConfigError, CookieConfig, CookieFormat, HashConfig,
+    HealthCheckConfig, KeySourceConfig, ListenerConfig, PoolConfig, SameSite, TimeoutConfig,
 };
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -89,10 +89,25 @@ pub(super) fn validate(raw: RawSticky) -> Result<Config> {
         )?);
     }
 
+    let mut trusted_proxies = Vec::with_capacity(raw.trusted_proxies.len());
+    for (i, net) in raw.trusted_proxies.iter().enumerate() {
+        let parsed = net
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| net.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| {
+                ConfigError::new(
+                    format!("sticky.trusted_proxies[{i}]"),
+                    format!("not a network (CIDR) or IP address: {net:?}"),
+                )
+            })?;
+        trusted_proxies.push(parsed);
+    }
+
     Ok(Config {
         listeners,
         pools,
         hide_headers,
+        trusted_proxies,
     })
 }
 
@@ -232,10 +247,116 @@ fn validate_timeouts(field: &str, raw: &RawTimeouts) -> Result<TimeoutConfig> {
 }
 
 fn validate_affinity(field: &str, raw: RawAffinity) -> Result<Option<AffinityConfig>> {
-    // The cookie section is checked even when affinity is off, so that switching it back on
-    // cannot reveal a latent error.
-    let cookie = validate_cookie(&format!("{field}.cookie"), raw.cookie)?;
-    Ok(raw.enabled.then_some(AffinityConfig { cookie }))
+    // Every part is checked even when affinity is off, so that switching it back on cannot
+    // reveal a latent error.
+    let cookie = raw
+        .cookie
+        .map(|c| validate_cookie(&format!("{field}.cookie"), c))
+        .transpose()?;
+    let hash = raw
+        .hash
+        .map(|h| validate_hash(&format!("{field}.hash"), h))
+        .transpose()?;
+    if !raw.enabled || (cookie.is_none() && hash.is_none()) {
+        return Ok(None);
+    }
+    Ok(Some(AffinityConfig { cookie, hash }))
+}
+
+fn validate_hash(field: &str, raw: RawHash) -> Result<HashConfig> {
+    if raw.sources.is_empty() {
+        return Err(ConfigError::new(
+            format!("{field}.sources"),
+            "at least one key source is required",
+        ));
+    }
+    if let Some(factor) = raw.balance_factor {
+        if !(factor > 1.0 && factor <= 100.0) {
+            return Err(ConfigError::new(
+                format!("{field}.balance_factor"),
+                format!("must be above 1.0 and at most 100: {factor}"),
+            ));
+        }
+    }
+    let mut sources = Vec::with_capacity(raw.sources.len());
+    for (i, source) in raw.sources.into_iter().enumerate() {
+        sources.push(validate_key_source(
+            &format!("{field}.sources[{i}]"),
+            source,
+        )?);
+    }
+    Ok(HashConfig {
+        sources,
+        balance_factor: raw.balance_factor,
+    })
+}
+
+fn validate_key_source(field: &str, raw: RawKeySource) -> Result<KeySourceConfig> {
+    Ok(match raw {
+        RawKeySource::Cookie { name, regex } => {
+            check_cookie_name(&format!("{field}.name"), &name)?;
+            let regex = regex
+                .map(|pattern| {
+                    let f = format!("{field}.regex");
+                    let compiled = regex::bytes::RegexBuilder::new(&pattern)
+                        .size_limit(1 << 20)
+                        .build()
+                        .map_err(|e| {
+                            let reason = e.to_string();
+                            let reason = reason.lines().last().unwrap_or_default().trim();
+                            ConfigError::new(
+                                &f,
+                                format!("not a valid regex: {pattern:?}: {reason}"),
+                            )
+                        })?;
+                    if compiled.captures_len() < 2 {
+                        return Err(ConfigError::new(
+                            f,
+                            format!("needs a capture group for the key: {pattern:?}"),
+                        ));
+                    }
+                    Ok(compiled)
+                })
+                .transpose()?;
+            KeySourceConfig::Cookie { name, regex }
+        }
+        RawKeySource::Header { name } => KeySourceConfig::Header {
+            name: parse_header_name(&format!("{field}.name"), &name)?,
+        },
+        RawKeySource::Query { params } => {
+            if params.is_empty() || params.iter().any(|p| p.is_empty()) {
+                return Err(ConfigError::new(
+                    format!("{field}.params"),
+                    format!("needs one or more non-empty parameter names: {params:?}"),
+                ));
+            }
+            KeySourceConfig::Query { params }
+        }
+        RawKeySource::Path => KeySourceConfig::Path,
+        RawKeySource::PathAndQuery => KeySourceConfig::PathAndQuery,
+        RawKeySource::Host => KeySourceConfig::Host,
+        RawKeySource::ClientIp {
+            ipv4_prefix,
+            ipv6_prefix,
+        } => {
+            if ipv4_prefix > 32 {
+                return Err(ConfigError::new(
+                    format!("{field}.ipv4_prefix"),
+                    format!("must be 0 to 32: {ipv4_prefix}"),
+                ));
+            }
+            if ipv6_prefix > 128 {
+                return Err(ConfigError::new(
+                    format!("{field}.ipv6_prefix"),
+                    format!("must be 0 to 128: {ipv6_prefix}"),
+                ));
+            }
+            KeySourceConfig::ClientIp {
+                ipv4_prefix,
+                ipv6_prefix,
+            }
+        }
+    })
 }
 
 fn validate_cookie(field: &str, raw: RawCookie) -> Result<CookieConfig> {

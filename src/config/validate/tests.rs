@@ -1,6 +1,6 @@
 //! Unit tests for config validation: defaults, and the error for each impossible value.
 
-use super::super::{load_str, Balance, CookieFormat, HealthCheckKind, SameSite};
+use super::super::{load_str, Balance, CookieFormat, HealthCheckKind, KeySourceConfig, SameSite};
 use std::time::Duration;
 
 const MINIMAL: &str = "sticky:\n  listeners: [{ addr: \"127.0.0.1:6188\" }]\n  pools:\n    - name: web\n      backends: [{ name: iis1, addr: \"127.0.0.1:9001\" }]\n      affinity: { cookie: { secret: \"0123456789abcdef\" } }\n";
@@ -19,7 +19,7 @@ fn a_minimal_config_gets_the_documented_defaults() {
     assert_eq!(pool.timeouts.connect, Duration::from_secs(3));
     assert_eq!(pool.timeouts.read, Duration::from_secs(60));
     assert_eq!(pool.opt_out_header.as_str(), "arr-disable-session-affinity");
-    let cookie = &pool.affinity.as_ref().unwrap().cookie;
+    let cookie = pool.affinity.as_ref().unwrap().cookie.as_ref().unwrap();
     assert_eq!(cookie.name, "ARRAffinity");
     assert!(matches!(cookie.format, CookieFormat::Keyed { .. }));
     assert_eq!(cookie.path, "/");
@@ -55,7 +55,13 @@ fn same_site_none_is_accepted_with_secure() {
         "secret: \"0123456789abcdef\", secure: true, same_site: none",
     );
     let config = load_str(&yaml).unwrap();
-    let cookie = &config.pools[0].affinity.as_ref().unwrap().cookie;
+    let cookie = config.pools[0]
+        .affinity
+        .as_ref()
+        .unwrap()
+        .cookie
+        .as_ref()
+        .unwrap();
     assert_eq!(cookie.same_site, Some(SameSite::None));
 }
 
@@ -116,4 +122,88 @@ fn the_secret_never_appears_in_an_error_or_a_debug_print() {
     assert!(!error.contains("tooshort"), "{error}");
     let config = load_str(MINIMAL).unwrap();
     assert!(!format!("{config:?}").contains("0123456789abcdef"));
+}
+
+#[test]
+fn a_pool_without_an_affinity_section_has_no_affinity() {
+    let yaml = MINIMAL.replace(
+        "      affinity: { cookie: { secret: \"0123456789abcdef\" } }\n",
+        "",
+    );
+    assert_ne!(yaml, MINIMAL);
+    assert!(load_str(&yaml).unwrap().pools[0].affinity.is_none());
+}
+
+#[test]
+fn hash_sources_are_parsed_in_order_with_their_options() {
+    let yaml = MINIMAL.replace(
+        "affinity: { cookie: { secret: \"0123456789abcdef\" } }",
+        "affinity:\n        hash:\n          balance_factor: 1.25\n          sources:\n            - { type: cookie, name: CUserID, regex: \"^([0-9.A-Za-z]+)\" }\n            - { type: header, name: X-Tenant }\n            - { type: query, params: [uid, t] }\n            - { type: path }\n            - { type: path_and_query }\n            - { type: host }\n            - { type: client_ip, ipv4_prefix: 24 }\n  trusted_proxies: [10.0.0.0/8, 192.168.1.1]",
+    );
+    let config = load_str(&yaml).unwrap();
+    let hash = config.pools[0]
+        .affinity
+        .as_ref()
+        .unwrap()
+        .hash
+        .as_ref()
+        .unwrap();
+    assert_eq!(hash.sources.len(), 7);
+    assert_eq!(hash.balance_factor, Some(1.25));
+    assert!(matches!(
+        hash.sources[6],
+        KeySourceConfig::ClientIp {
+            ipv4_prefix: 24,
+            ipv6_prefix: 128
+        }
+    ));
+    assert_eq!(config.trusted_proxies.len(), 2);
+}
+
+#[test]
+fn bad_hash_settings_name_their_field() {
+    let with = |hash: &str| {
+        MINIMAL.replace(
+            "affinity: { cookie: { secret: \"0123456789abcdef\" } }",
+            &format!("affinity: {{ hash: {hash} }}"),
+        )
+    };
+    let cases = [
+        (
+            "{ sources: [] }",
+            "sticky.pools[0].affinity.hash.sources: at least one key source is required",
+        ),
+        (
+            "{ sources: [{ type: path }], balance_factor: 1.0 }",
+            "sticky.pools[0].affinity.hash.balance_factor: must be above 1.0",
+        ),
+        (
+            "{ sources: [{ type: cookie, name: C, regex: \"(\" }] }",
+            "sticky.pools[0].affinity.hash.sources[0].regex: not a valid regex: \"(\"",
+        ),
+        (
+            "{ sources: [{ type: cookie, name: C, regex: \"^abc\" }] }",
+            "sticky.pools[0].affinity.hash.sources[0].regex: needs a capture group",
+        ),
+        (
+            "{ sources: [{ type: client_ip, ipv4_prefix: 33 }] }",
+            "sticky.pools[0].affinity.hash.sources[0].ipv4_prefix: must be 0 to 32: 33",
+        ),
+        (
+            "{ sources: [{ type: query, params: [] }] }",
+            "sticky.pools[0].affinity.hash.sources[0].params",
+        ),
+        (
+            "{ sources: [{ type: header, name: \"a b\" }] }",
+            "sticky.pools[0].affinity.hash.sources[0].name: not a header name",
+        ),
+        (
+            "{ sources: [{ type: url }] }",
+            "sticky.pools[0].affinity.hash.sources[0].type: unknown variant `url`",
+        ),
+    ];
+    for (hash, expected) in cases {
+        let error = error_of(&with(hash));
+        assert!(error.starts_with(expected), "{error}\nexpected: {expected}");
+    }
 }

@@ -7,11 +7,12 @@
 //! the crate lacks, is built on the same call. The hot path reads only atomics of our own
 //! [`BackendSlot`]s: no locks, no maps.
 
+mod health;
+pub mod ring;
+
 use crate::affinity::CookieAffinity;
-use crate::config::{Balance, HealthCheckConfig, HealthCheckKind, PoolConfig};
-use async_trait::async_trait;
+use crate::config::{Balance, HealthCheckConfig, PoolConfig};
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
 use pingora_load_balancing::selection::{Random, RoundRobin};
 use pingora_load_balancing::{Backend, LoadBalancer};
 use std::collections::BTreeSet;
@@ -55,7 +56,10 @@ enum Balancer {
 pub struct Pool {
     pub name: String,
     pub slots: Slots,
-    pub affinity: Option<CookieAffinity>,
+    /// Cookie insertion, if the pool has it.
+    pub cookie: Option<CookieAffinity>,
+    /// Rule-based hashing, if the pool has it.
+    pub hash: Option<ring::HashAffinity>,
     pub opt_out_header: http::HeaderName,
     balancer: Balancer,
 }
@@ -105,7 +109,12 @@ impl Pool {
         };
         let pool = Pool {
             name: config.name.clone(),
-            affinity: CookieAffinity::for_pool(config),
+            cookie: CookieAffinity::for_pool(config),
+            hash: config
+                .affinity
+                .as_ref()
+                .and_then(|a| a.hash.as_ref())
+                .map(|h| ring::HashAffinity::new(h, &slots)),
             opt_out_header: config.opt_out_header.clone(),
             slots,
             balancer,
@@ -113,10 +122,8 @@ impl Pool {
         (Arc::new(pool), service)
     }
 
-    /// The index of the slot with this address.
-    fn index_of(&self, addr: &pingora_core::protocols::l4::socket::SocketAddr) -> Option<usize> {
-        let addr = addr.as_inet()?;
-        self.slots.iter().position(|s| &s.addr == addr)
+    fn index_of(&self, backend: &Backend) -> Option<usize> {
+        slot_index(&self.slots, backend)
     }
 
     /// Pick a backend for a new session: usable, and not one of `excluded` (backends this request
@@ -148,13 +155,31 @@ impl Pool {
                 })
             }
         }?;
-        self.index_of(&chosen.addr)
+        self.index_of(&chosen)
     }
 
     /// The peer to connect to for a backend index.
     pub fn peer(&self, index: usize) -> Box<HttpPeer> {
         Box::new(self.slots[index].peer.clone())
     }
+}
+
+/// The index of the slot a balancer's [`Backend`] stands for.
+fn slot_index(slots: &[BackendSlot], backend: &Backend) -> Option<usize> {
+    let addr = backend.addr.as_inet()?;
+    slots.iter().position(|s| &s.addr == addr)
+}
+
+/// The crate's view of our backends (identity: address + weight).
+fn crate_backends(slots: &[BackendSlot]) -> BTreeSet<Backend> {
+    slots
+        .iter()
+        .map(|s| Backend {
+            addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(s.addr),
+            weight: s.weight as usize,
+            ext: http::Extensions::new(),
+        })
+        .collect()
 }
 
 /// In-flight requests per unit of weight, scaled to stay an integer.
@@ -171,14 +196,7 @@ where
     S: pingora_load_balancing::selection::BackendSelection + Send + Sync + 'static,
     S::Iter: pingora_load_balancing::selection::BackendIter,
 {
-    let backends: BTreeSet<Backend> = slots
-        .iter()
-        .map(|s| Backend {
-            addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(s.addr),
-            weight: s.weight as usize,
-            ext: http::Extensions::new(),
-        })
-        .collect();
+    let backends = crate_backends(slots);
     let discovery = pingora_load_balancing::discovery::Static::new(backends);
     let mut lb = LoadBalancer::<S>::from_backends(pingora_load_balancing::Backends::new(discovery));
     // Static discovery resolves immediately and cannot fail.
@@ -188,10 +206,7 @@ where
     let Some(health) = health else {
         return (Arc::new(lb), None);
     };
-    lb.set_health_check(Box::new(MirroredHealthCheck {
-        inner: build_check(health),
-        slots: slots.clone(),
-    }));
+    lb.set_health_check(health::mirrored(health, slots));
     lb.health_check_frequency = Some(health.interval);
     lb.parallel_health_check = true;
     let service =
@@ -208,89 +223,5 @@ fn futures_now<F: std::future::Future>(future: F) -> Option<F::Output> {
     match future.as_mut().poll(&mut cx) {
         std::task::Poll::Ready(v) => Some(v),
         std::task::Poll::Pending => None,
-    }
-}
-
-fn build_check(config: &HealthCheckConfig) -> Box<dyn HealthCheck + Send + Sync> {
-    match config.kind {
-        HealthCheckKind::Tcp => {
-            let mut check = TcpHealthCheck::new();
-            check.consecutive_success = config.rise as usize;
-            check.consecutive_failure = config.fall as usize;
-            check.peer_template.options.connection_timeout = Some(config.timeout);
-            check
-        }
-        HealthCheckKind::Http => {
-            let mut check = HttpHealthCheck::new(&config.host, false);
-            check.consecutive_success = config.rise as usize;
-            check.consecutive_failure = config.fall as usize;
-            check.peer_template.options.connection_timeout = Some(config.timeout);
-            check.peer_template.options.read_timeout = Some(config.timeout);
-            // Path and host were validated at start-up.
-            if let Ok(mut req) =
-                pingora_http::RequestHeader::build("GET", config.path.as_bytes(), None)
-            {
-                let _ = req.append_header("Host", config.host.as_str());
-                let _ = req.append_header("User-Agent", "sticky-proxy-health-check");
-                check.req = req;
-            }
-            let expected = config.expect_status;
-            check.validator = Some(Box::new(move |resp| {
-                if resp.status.as_u16() == expected {
-                    Ok(())
-                } else {
-                    pingora_core::Error::e_explain(
-                        pingora_core::ErrorType::CustomCode(
-                            "unexpected status",
-                            resp.status.as_u16(),
-                        ),
-                        "during http health check",
-                    )
-                }
-            }));
-            Box::new(check)
-        }
-    }
-}
-
-/// Wraps a Pingora health check and mirrors every health flip into our [`BackendSlot`]s, so the
-/// request path reads one atomic instead of the balancer's health map.
-struct MirroredHealthCheck {
-    inner: Box<dyn HealthCheck + Send + Sync>,
-    slots: Slots,
-}
-
-#[async_trait]
-impl HealthCheck for MirroredHealthCheck {
-    async fn check(&self, target: &Backend) -> pingora_core::Result<()> {
-        self.inner.check(target).await
-    }
-
-    async fn health_status_change(&self, target: &Backend, healthy: bool) {
-        if let Some(slot) = target
-            .addr
-            .as_inet()
-            .and_then(|addr| self.slots.iter().find(|s| &s.addr == addr))
-        {
-            slot.healthy.store(healthy, Relaxed);
-            log::warn!(
-                "backend {} is now {}",
-                slot.name,
-                if healthy { "healthy" } else { "unhealthy" }
-            );
-        }
-        self.inner.health_status_change(target, healthy).await;
-    }
-
-    fn backend_summary(&self, target: &Backend) -> String {
-        target
-            .addr
-            .as_inet()
-            .and_then(|addr| self.slots.iter().find(|s| &s.addr == addr))
-            .map_or_else(|| format!("{target:?}"), |s| format!("backend {}", s.name))
-    }
-
-    fn health_threshold(&self, success: bool) -> usize {
-        self.inner.health_threshold(success)
     }
 }

@@ -1,0 +1,100 @@
+//! Active health checks for a pool: Pingora's TCP and HTTP checks, wrapped so that every flip
+//! is mirrored into our [`BackendSlot`]s (the request path then reads one atomic) and logged
+//! with the backend's name.
+
+use super::{BackendSlot, Slots};
+use crate::config::{HealthCheckConfig, HealthCheckKind};
+use async_trait::async_trait;
+use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
+use pingora_load_balancing::Backend;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// The health check a pool's config describes, mirrored into `slots`.
+pub fn mirrored(config: &HealthCheckConfig, slots: &Slots) -> Box<dyn HealthCheck + Send + Sync> {
+    Box::new(MirroredHealthCheck {
+        inner: build_check(config),
+        slots: slots.clone(),
+    })
+}
+
+fn slot_of<'s>(slots: &'s [BackendSlot], target: &Backend) -> Option<&'s BackendSlot> {
+    let addr = target.addr.as_inet()?;
+    slots.iter().find(|s| &s.addr == addr)
+}
+
+fn build_check(config: &HealthCheckConfig) -> Box<dyn HealthCheck + Send + Sync> {
+    match config.kind {
+        HealthCheckKind::Tcp => {
+            let mut check = TcpHealthCheck::new();
+            check.consecutive_success = config.rise as usize;
+            check.consecutive_failure = config.fall as usize;
+            check.peer_template.options.connection_timeout = Some(config.timeout);
+            check
+        }
+        HealthCheckKind::Http => {
+            let mut check = HttpHealthCheck::new(&config.host, false);
+            check.consecutive_success = config.rise as usize;
+            check.consecutive_failure = config.fall as usize;
+            check.peer_template.options.connection_timeout = Some(config.timeout);
+            check.peer_template.options.read_timeout = Some(config.timeout);
+            // Path and host were validated at start-up.
+            if let Ok(mut req) =
+                pingora_http::RequestHeader::build("GET", config.path.as_bytes(), None)
+            {
+                let _ = req.append_header("Host", config.host.as_str());
+                let _ = req.append_header("User-Agent", "sticky-proxy-health-check");
+                check.req = req;
+            }
+            let expected = config.expect_status;
+            check.validator = Some(Box::new(move |resp| {
+                if resp.status.as_u16() == expected {
+                    Ok(())
+                } else {
+                    pingora_core::Error::e_explain(
+                        pingora_core::ErrorType::CustomCode(
+                            "unexpected status",
+                            resp.status.as_u16(),
+                        ),
+                        "during http health check",
+                    )
+                }
+            }));
+            Box::new(check)
+        }
+    }
+}
+
+/// Wraps a Pingora health check and mirrors every health flip into our [`BackendSlot`]s, so the
+/// request path reads one atomic instead of the balancer's health map.
+struct MirroredHealthCheck {
+    inner: Box<dyn HealthCheck + Send + Sync>,
+    slots: Slots,
+}
+
+#[async_trait]
+impl HealthCheck for MirroredHealthCheck {
+    async fn check(&self, target: &Backend) -> pingora_core::Result<()> {
+        self.inner.check(target).await
+    }
+
+    async fn health_status_change(&self, target: &Backend, healthy: bool) {
+        if let Some(slot) = slot_of(&self.slots, target) {
+            slot.healthy.store(healthy, Relaxed);
+            log::warn!(
+                "backend {} is now {}",
+                slot.name,
+                if healthy { "healthy" } else { "unhealthy" }
+            );
+        }
+        self.inner.health_status_change(target, healthy).await;
+    }
+
+    fn backend_summary(&self, target: &Backend) -> String {
+        slot_of(&self.slots, target)
+            .map_or_else(|| format!("{target:?}"), |s| format!("backend {}", s.name))
+    }
+
+    fn health_threshold(&self, success: bool) -> usize {
+        self.inner.health_threshold(success)
+    }
+}
