@@ -5,9 +5,13 @@
   benchlib.py ticks ROOTPID            user+sys CPU ticks of ROOTPID and all its descendants
   benchlib.py reset-hwm ROOTPID        reset VmHWM (peak RSS) of the tree: /proc/<pid>/clear_refs = 5
   benchlib.py hwm ROOTPID              sum of VmHWM (kB) over the tree's processes
+  benchlib.py busy                     busy CPU ticks of the whole machine (/proc/stat, all CPUs)
+  benchlib.py run-timed CPUFILE CMD... run CMD, write its children's user+sys CPU ticks to CPUFILE
   benchlib.py record K=V... WRKFILE    one "RESULT {json}" line for a finished wrk run
   benchlib.py cookies OUT N PREFIX [VALID...]  N cookie lines; VALID values spread evenly
   benchlib.py report RAWFILE...        Markdown tables of medians (and ratios to HAProxy)
+  benchlib.py callgrind FILE REQUESTS  self and inclusive instruction counts per function and
+                                       per request, with sticky_proxy's own functions listed apart
 
 CPU is read from /proc/<pid>/stat (utime+stime, fields 14 and 15, in clock ticks) for every
 process of the proxy (NGINX master + workers; HAProxy and sticky-proxy are one process each).
@@ -59,6 +63,25 @@ def ticks(root):
         # fields[0] is field 3 (state): utime = field 14, stime = field 15.
         total += int(fields[11]) + int(fields[12])
     return total
+
+
+def busy():
+    """Busy ticks of the machine: everything in /proc/stat's cpu line except idle and iowait."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal guest guest_nice (guest is inside user)
+    return sum(fields[:8]) - fields[3] - fields[4]
+
+
+def run_timed(args):
+    import resource
+    import subprocess
+    cpufile, *cmd = args
+    rc = subprocess.call(cmd)
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with open(cpufile, "w") as f:
+        f.write(f"{round((ru.ru_utime + ru.ru_stime) * CLK_TCK)}\n")
+    sys.exit(rc)
 
 
 def reset_hwm(root):
@@ -130,6 +153,15 @@ def record(args):
     with open(wrkfile) as f:
         rec.update(parse_wrk(f.read()))
     cpu_s = (rec.pop("cpu1") - rec.pop("cpu0")) / CLK_TCK
+    if "busy1" in rec:
+        # Everything else the machine did meanwhile: other processes, interrupts and softirq
+        # (loopback networking is partly accounted there, so this is never zero).
+        busy_s = (rec.pop("busy1") - rec.pop("busy0")) / CLK_TCK
+        back_s = (rec.pop("back1") - rec.pop("back0")) / CLK_TCK
+        wrk_s = rec.pop("wrk_ticks") / CLK_TCK
+        rec["wrk_cpu_pct"] = round(100 * wrk_s / rec["wall_s"], 1)
+        rec["backends_cpu_pct"] = round(100 * back_s / rec["wall_s"], 1)
+        rec["other_cpu_pct"] = round(100 * (busy_s - cpu_s - back_s - wrk_s) / rec["wall_s"], 1)
     rec["cpu_s"] = round(cpu_s, 3)
     rec["cpu_us_per_req"] = round(cpu_s * 1e6 / rec["requests"], 3) if rec["requests"] else None
     rec["cpu_pct"] = round(100 * cpu_s / rec["wall_s"], 1) if rec.get("wall_s") else None
@@ -191,7 +223,7 @@ def report(paths):
         head = ["workload", "proxy"]
         for _, title, _ in METRICS:
             head += [title, "×HA"]
-        head += ["proxy CPU %", "errors"]
+        head += ["proxy CPU %", "other CPU %", "errors"]
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + "|")
         for workload in WORKLOAD_ORDER:
@@ -209,11 +241,83 @@ def report(paths):
                             ratios.append(r[key] / b[key])
                     row.append(fmt(median(ratios), "{:.2f}"))
                 row.append(fmt(median([r["cpu_pct"] for r in rs]), "{:.0f}"))
+                row.append(fmt(median([r.get("other_cpu_pct") for r in rs]), "{:.0f}"))
                 row.append(str(sum(r["errors"] for r in rs)))
                 out.append("| " + " | ".join(row) + " |")
     for note in notes:
         out.append(f"\n{note}")
     print("\n".join(out).lstrip("\n"))
+
+
+def parse_callgrind(path):
+    """Self cost and inclusive cost (self + calls made) per function name, event Ir."""
+    names = {"fn": {}, "cfn": {}}
+    self_cost = defaultdict(int)
+    incl_calls = defaultdict(int)
+    fn = None
+    in_call = False
+    fn_names = {}
+
+    def name_of(value):
+        value = value.strip()
+        if value.startswith("("):
+            ident, _, rest = value.partition(")")
+            rest = rest.strip()
+            if rest:
+                fn_names[ident] = rest
+            return fn_names.get(ident, value)
+        return value
+
+    with open(path, errors="replace") as f:
+        for line in f:
+            if not line or line[0] == "#":
+                continue
+            c = line[0]
+            if c.isdigit() or c in "+-*":
+                parts = line.split()
+                cost = int(parts[1]) if len(parts) > 1 else 0
+                if in_call:
+                    incl_calls[fn] += cost
+                    in_call = False
+                else:
+                    self_cost[fn] += cost
+            elif line.startswith("fn="):
+                fn = name_of(line[3:])
+            elif line.startswith("cfn="):
+                name_of(line[4:])
+            elif line.startswith("calls="):
+                in_call = True
+    incl = {k: self_cost.get(k, 0) + incl_calls.get(k, 0) for k in set(self_cost) | set(incl_calls)}
+    return self_cost, incl
+
+
+def callgrind(args):
+    path, requests = args[0], int(args[1])
+    self_cost, incl = parse_callgrind(path)
+    total = sum(self_cost.values())
+    per = lambda v: v / requests
+    print(f"total {total:,} Ir (user space only; kernel time is not counted), "
+          f"{requests:,} requests, {per(total):,.0f} Ir/request\n")
+    print("## top self cost (exclusive)")
+    for name, v in sorted(self_cost.items(), key=lambda kv: -kv[1])[:30]:
+        print(f"{100 * v / total:6.2f}%  {per(v):9,.0f} Ir/req  {name[:160]}")
+    groups = {
+        "allocator (malloc/free/realloc/calloc)": re.compile(r"^(malloc|free|realloc|calloc|_int_malloc|_int_free|_int_realloc|malloc_consolidate|cfree|tcache|__libc_malloc|__libc_free|__libc_realloc|__libc_calloc|unlink_chunk)"),
+        "memcpy/memmove/memset/memcmp": re.compile(r"^(__)?(memcpy|memmove|memset|memcmp|bcmp)"),
+        "core::fmt / alloc::fmt (formatting)": re.compile(r"^(core::fmt|alloc::fmt|<.* as core::fmt::)"),
+    }
+    print("\n## self cost by category")
+    for title, rx in groups.items():
+        v = sum(c for n, c in self_cost.items() if rx.search(n))
+        print(f"{100 * v / total:6.2f}%  {per(v):9,.0f} Ir/req  {title}")
+    print("\n## inclusive cost of sticky_proxy's own functions (callees included; recursion may double count)")
+    ours = [(n, v) for n, v in incl.items() if "sticky_proxy::" in n and "{{closure}}" not in n or
+            re.search(r"sticky_proxy::proxy::.*(upstream_peer|upstream_request_filter|response_filter|logging)", n)]
+    for name, v in sorted(ours, key=lambda kv: -kv[1])[:30]:
+        print(f"{100 * v / total:6.2f}%  {per(v):9,.0f} Ir/req  {name[:160]}")
+    print("\n## inclusive cost, top functions")
+    for name, v in sorted(incl.items(), key=lambda kv: -kv[1])[:60]:
+        print(f"{100 * v / total:6.2f}%  {per(v):9,.0f} Ir/req  {name[:160]}")
 
 
 def main():
@@ -222,6 +326,10 @@ def main():
         print(" ".join(str(p) for p in tree(int(args[0]))))
     elif cmd == "ticks":
         print(ticks(int(args[0])))
+    elif cmd == "busy":
+        print(busy())
+    elif cmd == "run-timed":
+        run_timed(args)
     elif cmd == "reset-hwm":
         reset_hwm(int(args[0]))
     elif cmd == "hwm":
@@ -230,6 +338,8 @@ def main():
         record(args)
     elif cmd == "cookies":
         cookies(args)
+    elif cmd == "callgrind":
+        callgrind(args)
     elif cmd == "report":
         report(args)
     else:

@@ -165,6 +165,7 @@ mkdir -p "$TMP/backends"
   echo "}"
 } >"$TMP/backends/nginx.conf"
 "${AUX_PIN[@]}" nginx -p "$TMP/backends" -e "$TMP/backends/error.log" -c "$TMP/backends/nginx.conf" &
+BACKENDS=$!
 STARTED+=($!)
 for p in "${BACKEND_PORTS[@]}"; do wait_http "$p"; done
 
@@ -357,30 +358,36 @@ measure() { # threads round workload proxy
   esac
   url="http://127.0.0.1:$port/"
   python3 "$LIB" reset-hwm "${ROOT[$proxy]}"
+  b0=$(python3 "$LIB" ticks "$BACKENDS")
   c0=$(python3 "$LIB" ticks "${ROOT[$proxy]}")
+  s0=$(python3 "$LIB" busy)
   t0=$(date +%s.%N)
-  timeout -k 2 $((DUR_S + 20)) "${AUX_PIN[@]}" wrk -t1 -c"$CONNS" -d"$DURATION" --timeout 2s --latency \
+  python3 "$LIB" run-timed "$TMP/wrk.cpu" timeout -k 2 $((DUR_S + 20)) "${AUX_PIN[@]}" wrk -t1 -c"$CONNS" -d"$DURATION" --timeout 2s --latency \
     "${opts[@]}" "$url" "${sargs[@]}" >"$TMP/wrk.out" 2>&1 || {
     echo "run.sh: wrk failed for $proxy/$workload:" >&2
     cat "$TMP/wrk.out" >&2
     exit 1
   }
   t1=$(date +%s.%N)
+  s1=$(python3 "$LIB" busy)
   c1=$(python3 "$LIB" ticks "${ROOT[$proxy]}")
+  b1=$(python3 "$LIB" ticks "$BACKENDS")
   h=$(python3 "$LIB" hwm "${ROOT[$proxy]}")
   wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
   {
     echo "=== threads=$n round=$round workload=$workload proxy=$proxy url=$url"
     cat "$TMP/wrk.out"
     python3 "$LIB" record threads="$n" round="$round" workload="$workload" proxy="$proxy" \
-      wall_s="$wall" cpu0="$c0" cpu1="$c1" hwm_kb="$h" "$TMP/wrk.out" | tee "$TMP/last.rec"
+      wall_s="$wall" cpu0="$c0" cpu1="$c1" hwm_kb="$h" busy0="$s0" busy1="$s1" \
+      back0="$b0" back1="$b1" wrk_ticks="$(cat "$TMP/wrk.cpu")" "$TMP/wrk.out" | tee "$TMP/last.rec"
   } >>"$RAW"
   python3 - "$TMP/last.rec" <<'EOF' >&2
 import json, sys
 r = json.loads(open(sys.argv[1]).read()[7:])
 print(f"  {r['threads']}t r{r['round']} {r['workload']:9} {r['proxy']:13} {r['rps']:9.0f} req/s"
       f"  p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  {r['cpu_us_per_req']:.1f} µs/req"
-      f"  {r['rss_mib']:.1f} MiB  errors {r['errors']}")
+      f"  {r['rss_mib']:.1f} MiB  proxy {r['cpu_pct']:.0f}% wrk {r['wrk_cpu_pct']:.0f}%"
+      f" backends {r['backends_cpu_pct']:.0f}% other {r['other_cpu_pct']:.0f}%  errors {r['errors']}")
 EOF
 }
 
