@@ -300,12 +300,15 @@ async fn futures_collect<F: std::future::Future<Output = Reply>>(
     out
 }
 
+/// The path and headers of the request for key number `i`.
+type RequestFor = fn(usize) -> (String, Vec<(&'static str, String)>);
+
 #[tokio::test]
 async fn header_query_path_and_host_sources_pin_equal_keys_and_spread_different_ones() {
     let b = backends(3).await;
     let all = [&b[0], &b[1], &b[2]];
     let client = client();
-    let cases: [(&str, fn(usize) -> (String, Vec<(&'static str, String)>)); 4] = [
+    let cases: [(&str, RequestFor); 4] = [
         ("{ type: header, name: X-Tenant }", |i| {
             ("/".into(), vec![("X-Tenant", format!("t{i}"))])
         }),
