@@ -6,6 +6,8 @@
   benchlib.py reset-hwm ROOTPID        reset VmHWM (peak RSS) of the tree: /proc/<pid>/clear_refs = 5
   benchlib.py hwm ROOTPID              sum of VmHWM (kB) over the tree's processes
   benchlib.py busy                     busy CPU ticks of the whole machine (/proc/stat, all CPUs)
+  benchlib.py snap [--reset] PROXY BACK  one line: proxy ticks, backend ticks, machine busy ticks,
+                                       proxy VmHWM kB (--reset: reset VmHWM first)
   benchlib.py run-timed CPUFILE CMD... run CMD, write its children's user+sys CPU ticks to CPUFILE
   benchlib.py record K=V... WRKFILE    one "RESULT {json}" line for a finished wrk run
   benchlib.py cookies OUT N PREFIX [VALID...]  N cookie lines; VALID values spread evenly
@@ -71,6 +73,14 @@ def busy():
         fields = [int(x) for x in f.readline().split()[1:]]
     # user nice system idle iowait irq softirq steal guest guest_nice (guest is inside user)
     return sum(fields[:8]) - fields[3] - fields[4]
+
+
+def snap(args):
+    if args[0] == "--reset":
+        reset_hwm(int(args[1]))
+        args = args[1:]
+    proxy, back = int(args[0]), int(args[1])
+    print(ticks(proxy), ticks(back), busy(), hwm(proxy))
 
 
 def run_timed(args):
@@ -167,6 +177,12 @@ def record(args):
     rec["cpu_pct"] = round(100 * cpu_s / rec["wall_s"], 1) if rec.get("wall_s") else None
     rec["rss_mib"] = round(rec.pop("hwm_kb") / 1024, 1)
     print("RESULT " + json.dumps(rec, sort_keys=True))
+    r = rec
+    print(f"  {r['threads']}t r{r['round']} {r['workload']:9} {r['proxy']:13} {r['rps']:9.0f} req/s"
+          f"  p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  {r['cpu_us_per_req']:.1f} µs/req"
+          f"  {r['rss_mib']:.1f} MiB  proxy {r['cpu_pct']:.0f}% wrk {r.get('wrk_cpu_pct', 0):.0f}%"
+          f" backends {r.get('backends_cpu_pct', 0):.0f}% other {r.get('other_cpu_pct', 0):.0f}%"
+          f"  errors {r['errors']}", file=sys.stderr)
 
 
 def cookies(args):
@@ -326,6 +342,8 @@ def main():
         print(" ".join(str(p) for p in tree(int(args[0]))))
     elif cmd == "ticks":
         print(ticks(int(args[0])))
+    elif cmd == "snap":
+        snap(args)
     elif cmd == "busy":
         print(busy())
     elif cmd == "run-timed":

@@ -21,6 +21,8 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
 LIB="$HERE/benchlib.py"
+# The interpreter itself, not a version-manager shim: it is started several times per run.
+PY="$(python3 -c 'import sys; print(sys.executable)')"
 LUA="$HERE/cycle.lua"
 
 DURATION="${DURATION:-4s}"
@@ -101,7 +103,7 @@ declare -A ROOT=()
 
 stop_pid() { # pid signal: signal the process tree, wait up to 5 s, then SIGKILL what is left
   local pid=$1 sig=${2:-TERM} tree i st
-  tree=$(python3 "$LIB" tree "$pid" 2>/dev/null || echo "$pid")
+  tree=$("$PY" "$LIB" tree "$pid" 2>/dev/null || echo "$pid")
   kill -"$sig" "$pid" 2>/dev/null || true
   for ((i = 0; i < 50; i++)); do
     st=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) || break
@@ -347,7 +349,7 @@ check_sticky() { # proxy value: the cookie must pin 5 requests to one backend
 RAW=""
 TRUNCATED=0
 measure() { # threads round workload proxy
-  local n=$1 round=$2 workload=$3 proxy=$4 port url c0 c1 h t0 t1 wall
+  local n=$1 round=$2 workload=$3 proxy=$4 port url c0 c1 b0 b1 s0 s1 h t0 t1 wall
   local opts=() sargs=()
   port=${PORT[$proxy]}
   case "$workload" in
@@ -357,38 +359,25 @@ measure() { # threads round workload proxy
     sdk) opts=(-s "$LUA"); sargs=(-- "$TMP/sdk.txt"); port=${SDK_PORT[$proxy]} ;;
   esac
   url="http://127.0.0.1:$port/"
-  python3 "$LIB" reset-hwm "${ROOT[$proxy]}"
-  b0=$(python3 "$LIB" ticks "$BACKENDS")
-  c0=$(python3 "$LIB" ticks "${ROOT[$proxy]}")
-  s0=$(python3 "$LIB" busy)
+  read -r c0 b0 s0 _ < <("$PY" "$LIB" snap --reset "${ROOT[$proxy]}" "$BACKENDS")
   t0=$(date +%s.%N)
-  python3 "$LIB" run-timed "$TMP/wrk.cpu" timeout -k 2 $((DUR_S + 20)) "${AUX_PIN[@]}" wrk -t1 -c"$CONNS" -d"$DURATION" --timeout 2s --latency \
+  "$PY" "$LIB" run-timed "$TMP/wrk.cpu" timeout -k 2 $((DUR_S + 20)) \
+    "${AUX_PIN[@]}" wrk -t1 -c"$CONNS" -d"$DURATION" --timeout 2s --latency \
     "${opts[@]}" "$url" "${sargs[@]}" >"$TMP/wrk.out" 2>&1 || {
     echo "run.sh: wrk failed for $proxy/$workload:" >&2
     cat "$TMP/wrk.out" >&2
     exit 1
   }
   t1=$(date +%s.%N)
-  s1=$(python3 "$LIB" busy)
-  c1=$(python3 "$LIB" ticks "${ROOT[$proxy]}")
-  b1=$(python3 "$LIB" ticks "$BACKENDS")
-  h=$(python3 "$LIB" hwm "${ROOT[$proxy]}")
+  read -r c1 b1 s1 h < <("$PY" "$LIB" snap "${ROOT[$proxy]}" "$BACKENDS")
   wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
   {
     echo "=== threads=$n round=$round workload=$workload proxy=$proxy url=$url"
     cat "$TMP/wrk.out"
-    python3 "$LIB" record threads="$n" round="$round" workload="$workload" proxy="$proxy" \
+    "$PY" "$LIB" record threads="$n" round="$round" workload="$workload" proxy="$proxy" \
       wall_s="$wall" cpu0="$c0" cpu1="$c1" hwm_kb="$h" busy0="$s0" busy1="$s1" \
-      back0="$b0" back1="$b1" wrk_ticks="$(cat "$TMP/wrk.cpu")" "$TMP/wrk.out" | tee "$TMP/last.rec"
+      back0="$b0" back1="$b1" wrk_ticks="$(cat "$TMP/wrk.cpu")" "$TMP/wrk.out"
   } >>"$RAW"
-  python3 - "$TMP/last.rec" <<'EOF' >&2
-import json, sys
-r = json.loads(open(sys.argv[1]).read()[7:])
-print(f"  {r['threads']}t r{r['round']} {r['workload']:9} {r['proxy']:13} {r['rps']:9.0f} req/s"
-      f"  p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  {r['cpu_us_per_req']:.1f} µs/req"
-      f"  {r['rss_mib']:.1f} MiB  proxy {r['cpu_pct']:.0f}% wrk {r['wrk_cpu_pct']:.0f}%"
-      f" backends {r['backends_cpu_pct']:.0f}% other {r['other_cpu_pct']:.0f}%  errors {r['errors']}")
-EOF
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -397,8 +386,8 @@ N_THREADS=$(wc -w <<<"$THREADS")
 EST=$((N_THREADS * (ROUNDS * ${#WORKLOADS[@]} * ${#PROXIES[@]} * (DUR_S + 1) + ${#PROXIES[@]} * (WARM_S + 1) + 8)))
 log "plan: THREADS='$THREADS' ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS PIN=$PIN; about ${EST}s of measuring (limit ${TIME_LIMIT}s since start, ${SECONDS}s used)"
 
-python3 "$LIB" cookies "$TMP/sdk.txt" 1000 "CUserID="
-python3 "$LIB" cookies "$TMP/rotating-nginx.txt" 10000 "ARRAffinity="
+"$PY" "$LIB" cookies "$TMP/sdk.txt" 1000 "CUserID="
+"$PY" "$LIB" cookies "$TMP/rotating-nginx.txt" 10000 "ARRAffinity="
 declare -A RETURNING=()
 
 for n in $THREADS; do
@@ -427,9 +416,9 @@ for n in $THREADS; do
     [haproxy]="${VALID[haproxy]%% *}" [nginx]="${VALID[haproxy]%% *}")
   # rotating: 10,000 values = the proxy's 3 valid values + 9,997 ids it never issued (NGINX: all
   # 10,000 are distinct hash keys). The unknown ids are the same 64-hex strings for every proxy.
-  python3 "$LIB" cookies "$TMP/rotating-sticky-cookie.txt" 10000 "ARRAffinity=" ${VALID[sticky-cookie]}
+  "$PY" "$LIB" cookies "$TMP/rotating-sticky-cookie.txt" 10000 "ARRAffinity=" ${VALID[sticky-cookie]}
   cp "$TMP/rotating-sticky-cookie.txt" "$TMP/rotating-sticky-noaff.txt"
-  python3 "$LIB" cookies "$TMP/rotating-haproxy.txt" 10000 "ARRAffinity=" ${VALID[haproxy]}
+  "$PY" "$LIB" cookies "$TMP/rotating-haproxy.txt" 10000 "ARRAffinity=" ${VALID[haproxy]}
   echo "# cookies: sticky-cookie=${VALID[sticky-cookie]} haproxy=${VALID[haproxy]}" >>"$RAW"
 
   for p in "${PROXIES[@]}"; do
@@ -464,7 +453,7 @@ RAWS=()
 for n in $THREADS; do [ -f "$HERE/results-${n}t.txt" ] && RAWS+=("$HERE/results-${n}t.txt"); done
 {
   echo "<!-- generated by benches/load/run.sh on $(date -u +%Y-%m-%dT%H:%M:%SZ); raw: ${RAWS[*]#$REPO/} -->"
-  python3 "$LIB" report "${RAWS[@]}"
+  "$PY" "$LIB" report "${RAWS[@]}"
 } >"$SUMMARY"
 echo
 cat "$SUMMARY"
