@@ -1,0 +1,171 @@
+//! Criterion micro-benchmarks of the request hot path: cookie parse + verify, the affinity
+//! decision for a returning session, hash-key extraction per source, and ring lookup with 3, 16
+//! and 128 backends. Run with `make bench` (or `cargo bench --bench hot_path`).
+
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
+use std::sync::Arc;
+use sticky_proxy::affinity::key::{self, RequestView};
+use sticky_proxy::affinity::Pin;
+use sticky_proxy::config::{load_str, KeySourceConfig};
+use sticky_proxy::pool::Pool;
+use sticky_proxy::proxy::decide;
+
+fn pool_yaml(backends: usize, affinity: &str) -> String {
+    let list: Vec<String> = (0..backends)
+        .map(|i| format!("{{ name: app{i}, addr: \"127.0.0.1:{}\" }}", 10_000 + i))
+        .collect();
+    format!(
+        "sticky:\n  listeners: [{{ addr: \"127.0.0.1:6188\" }}]\n  pools:\n    - name: web\n      backends: [{}]\n      affinity:\n{affinity}",
+        list.join(", ")
+    )
+}
+
+const COOKIE: &str = "        cookie: { secret: bench-secret-0123456789abcdef }\n";
+const HASH: &str = "        hash: { sources: [{ type: cookie, name: CUserID }] }\n";
+
+fn pool(backends: usize, affinity: &str) -> Arc<Pool> {
+    let config = load_str(&pool_yaml(backends, affinity)).expect("bench config");
+    Pool::new(&config.pools[0]).0
+}
+
+fn cookie_value(pool: &Pool, backend: usize) -> String {
+    let format = &pool.cookie.as_ref().unwrap().config.format;
+    sticky_proxy::affinity::cookie::value_text(format, "web", &format!("app{backend}"))
+}
+
+fn bench_cookie(c: &mut Criterion) {
+    let pool = pool(3, COOKIE);
+    let cookie = pool.cookie.as_ref().unwrap();
+    let header = format!(
+        "_ga=GA1.2.3; theme=dark; ARRAffinity={}; CUserID=42",
+        cookie_value(&pool, 1)
+    );
+    let forged = format!("_ga=GA1.2.3; ARRAffinity={}", "0".repeat(64));
+    let mut group = c.benchmark_group("cookie");
+    group.bench_function("pinned: valid value among 4 cookies", |b| {
+        b.iter(|| cookie.pinned(std::iter::once(black_box(header.as_bytes()))))
+    });
+    group.bench_function("pinned: forged value", |b| {
+        b.iter(|| cookie.pinned(std::iter::once(black_box(forged.as_bytes()))))
+    });
+    group.bench_function(
+        "decision: returning session (parse, verify, lookup, select)",
+        |b| {
+            b.iter(|| {
+                let pin = cookie.pinned(std::iter::once(black_box(header.as_bytes())));
+                let decision = decide(
+                    Some(pin),
+                    &[],
+                    |i| pool.slots[i].is_usable(),
+                    |_| None,
+                    |failed| pool.select_new(failed),
+                );
+                assert_eq!(decision.backend, Some(1));
+                decision
+            })
+        },
+    );
+    group.bench_function("decision: new session (round robin pick)", |b| {
+        b.iter(|| {
+            decide(
+                Some(Pin::Absent),
+                &[],
+                |i| pool.slots[i].is_usable(),
+                |_| None,
+                |failed| pool.select_new(failed),
+            )
+        })
+    });
+    group.finish();
+}
+
+fn bench_keys(c: &mut Criterion) {
+    let uri: http::Uri = "/shop/cart?uid=123&region=eu&page=2".parse().unwrap();
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        "cookie",
+        "_ga=GA1.2.3; CUserID=sdk-user-42; theme=dark"
+            .parse()
+            .unwrap(),
+    );
+    headers.insert("x-tenant", "tenant-17".parse().unwrap());
+    headers.insert("host", "shop.example".parse().unwrap());
+    let view = RequestView {
+        uri: &uri,
+        headers: &headers,
+        client_ip: Some("198.51.100.77".parse().unwrap()),
+    };
+    let sources = [
+        (
+            "cookie",
+            KeySourceConfig::Cookie {
+                name: "CUserID".into(),
+                regex: None,
+            },
+        ),
+        (
+            "cookie + regex",
+            KeySourceConfig::Cookie {
+                name: "CUserID".into(),
+                regex: Some(regex::bytes::Regex::new("^([0-9.A-Za-z-]+)").unwrap()),
+            },
+        ),
+        (
+            "header",
+            KeySourceConfig::Header {
+                name: http::HeaderName::from_static("x-tenant"),
+            },
+        ),
+        (
+            "query (2 params)",
+            KeySourceConfig::Query {
+                params: vec!["uid".into(), "region".into()],
+            },
+        ),
+        (
+            "query (1 param)",
+            KeySourceConfig::Query {
+                params: vec!["uid".into()],
+            },
+        ),
+        ("path", KeySourceConfig::Path),
+        ("path_and_query", KeySourceConfig::PathAndQuery),
+        ("host", KeySourceConfig::Host),
+        (
+            "client_ip /24",
+            KeySourceConfig::ClientIp {
+                ipv4_prefix: 24,
+                ipv6_prefix: 64,
+            },
+        ),
+    ];
+    let mut group = c.benchmark_group("key extraction");
+    for (name, config) in sources {
+        let source = key::from_config(&config);
+        assert!(source.key(&view).is_some(), "{name} finds its key");
+        group.bench_function(name, |b| {
+            b.iter(|| source.key(black_box(&view)).map(|k| k.len()))
+        });
+    }
+    group.finish();
+}
+
+fn bench_ring(c: &mut Criterion) {
+    let mut group = c.benchmark_group("ring lookup");
+    for n in [3usize, 16, 128] {
+        let pool = pool(n, HASH);
+        let hash = pool.hash.as_ref().unwrap();
+        let keys: Vec<String> = (0..1024).map(|i| format!("user-{i}")).collect();
+        let mut i = 0;
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| {
+                i = (i + 1) & 1023;
+                hash.select(black_box(keys[i].as_bytes()), &pool.slots, &[])
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_cookie, bench_keys, bench_ring);
+criterion_main!(benches);
