@@ -1,5 +1,6 @@
 # The two commands a newcomer needs: `make run` (the demo) and `make test` (every test).
 CARGO ?= cargo
+CONF ?= conf/demo.yaml
 SHELL := /bin/bash
 
 .PHONY: setup run build test lint unit check-conf bench bench-load clean
@@ -10,9 +11,10 @@ setup:
 build: setup
 	$(CARGO) build --release --bins
 
-## run: the demo — proxy on 127.0.0.1:6188 in front of demo backends iis1/iis2
+## run: the demo — proxy on 127.0.0.1:6188 in front of demo backends iis1/iis2/iis3
+## (CONF=conf/<file>.yaml runs another example against the same backends)
 run: build
-	./scripts/demo.sh
+	CONF=$(CONF) ./scripts/demo.sh
 
 ## test: formatting, lints, unit + integration tests, doc tests, every conf/ example checked with -t
 test: setup lint unit check-conf

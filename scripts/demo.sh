@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# `make run`: the demo backends iis1/iis2 on 127.0.0.1:9001-9002 and the proxy on
-# 127.0.0.1:6188 with conf/demo.yaml. Ctrl-C stops everything.
+# `make run`: the demo backends iis1/iis2/iis3 on 127.0.0.1:9001-9003 and the proxy on
+# 127.0.0.1:6188 with conf/demo.yaml (or CONF=conf/<other>.yaml). Ctrl-C stops everything.
 set -euo pipefail
 bin=${CARGO_TARGET_DIR:-target}/release
-"$bin/demo-backend" iis1=127.0.0.1:9001 iis2=127.0.0.1:9002 &
+"$bin/demo-backend" iis1=127.0.0.1:9001 iis2=127.0.0.1:9002 iis3=127.0.0.1:9003 &
 backends=$!
 trap 'kill $backends $proxy 2>/dev/null || true' EXIT INT TERM
-RUST_LOG=${RUST_LOG:-info} "$bin/sticky-proxy" -c conf/demo.yaml &
+conf=${CONF:-conf/demo.yaml}
+RUST_LOG=${RUST_LOG:-info} "$bin/sticky-proxy" -c "$conf" &
 proxy=$!
 sleep 1
+[ "$conf" = conf/demo.yaml ] || { echo "sticky-proxy runs $conf on http://127.0.0.1:6188"; wait $proxy; exit; }
 cat <<'TXT'
 
 sticky-proxy is listening on http://127.0.0.1:6188 (backends iis1, iis2). Try:
