@@ -4,11 +4,11 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use std::sync::Arc;
+use sticky_proxy::affinity::decision::{decide, Mechanisms};
 use sticky_proxy::affinity::key::{self, RequestView};
 use sticky_proxy::affinity::Pin;
 use sticky_proxy::config::{load_str, KeySourceConfig};
 use sticky_proxy::pool::Pool;
-use sticky_proxy::proxy::decide;
 
 fn pool_yaml(backends: usize, affinity: &str) -> String {
     let list: Vec<String> = (0..backends)
@@ -54,7 +54,11 @@ fn bench_cookie(c: &mut Criterion) {
             b.iter(|| {
                 let pin = cookie.pinned(std::iter::once(black_box(header.as_bytes())));
                 let decision = decide(
-                    Some(pin),
+                    pin,
+                    Mechanisms {
+                        cookie: true,
+                        tables: false,
+                    },
                     &[],
                     |i| pool.slots[i].is_usable(),
                     |_| None,
@@ -68,7 +72,11 @@ fn bench_cookie(c: &mut Criterion) {
     group.bench_function("decision: new session (round robin pick)", |b| {
         b.iter(|| {
             decide(
-                Some(Pin::Absent),
+                Pin::Absent,
+                Mechanisms {
+                    cookie: true,
+                    tables: false,
+                },
                 &[],
                 |i| pool.slots[i].is_usable(),
                 |_| None,

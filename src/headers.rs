@@ -3,6 +3,7 @@
 //! the hooks in `proxy` apply these to Pingora's header types.
 
 use http::header::HeaderName;
+use pingora_core::{Error, ErrorSource, ErrorType};
 
 /// Forwarding headers that the proxy sets itself; client-sent copies are removed first so that
 /// a client cannot spoof them.
@@ -69,6 +70,26 @@ pub fn error_body(status: u16) -> &'static str {
     }
 }
 
+/// The status the proxy answers an error with (0: the client is gone, answer nothing).
+pub fn error_status(e: &Error) -> u16 {
+    match e.etype() {
+        ErrorType::HTTPStatus(code) => *code,
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+            if e.esource() == &ErrorSource::Upstream =>
+        {
+            504
+        }
+        _ => match e.esource() {
+            ErrorSource::Upstream => 502,
+            ErrorSource::Downstream => match e.etype() {
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                _ => 400,
+            },
+            ErrorSource::Internal | ErrorSource::Unset => 500,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +130,26 @@ mod tests {
         assert_eq!(
             cc(&["no-cache", "must-revalidate"]).as_deref(),
             Some("no-cache, must-revalidate, private")
+        );
+    }
+
+    #[test]
+    fn error_statuses_name_no_internal_detail() {
+        let e = Error::explain(ErrorType::HTTPStatus(503), "x");
+        assert_eq!(error_status(&e), 503);
+        assert_eq!(
+            error_status(&Error::new_up(ErrorType::ConnectTimedout)),
+            504
+        );
+        assert_eq!(error_status(&Error::new_up(ErrorType::ReadTimedout)), 504);
+        assert_eq!(error_status(&Error::new_up(ErrorType::ConnectRefused)), 502);
+        assert_eq!(
+            error_status(&Error::new_down(ErrorType::ConnectionClosed)),
+            0
+        );
+        assert_eq!(
+            error_status(&Error::new_down(ErrorType::InvalidHTTPHeader)),
+            400
         );
     }
 }

@@ -6,12 +6,13 @@
   benchlib.py reset-hwm ROOTPID        reset VmHWM (peak RSS) of the tree: /proc/<pid>/clear_refs = 5
   benchlib.py hwm ROOTPID              sum of VmHWM (kB) over the tree's processes
   benchlib.py busy                     busy CPU ticks of the whole machine (/proc/stat, all CPUs)
-  benchlib.py snap [--reset] PROXY BACK  one line: proxy ticks, backend ticks, machine busy ticks,
-                                       proxy VmHWM kB (--reset: reset VmHWM first)
+  benchlib.py snap [--reset] PROXY BACK  one line: proxy user and sys ticks, backend ticks, machine
+                                       busy ticks, proxy VmHWM kB (--reset: reset VmHWM first)
   benchlib.py run-timed CPUFILE CMD... run CMD, write its children's user+sys CPU ticks to CPUFILE
   benchlib.py record K=V... WRKFILE    one "RESULT {json}" line for a finished wrk run
   benchlib.py cookies OUT N PREFIX [VALID...]  N cookie lines; VALID values spread evenly
-  benchlib.py report RAWFILE...        Markdown tables of medians (and ratios to HAProxy)
+  benchlib.py report [--quiet=PCT] RAWFILE...  Markdown tables of medians (and ratios to HAProxy);
+                                       --quiet adds tables of the runs with other CPU ≤ PCT %
   benchlib.py callgrind FILE REQUESTS  self and inclusive instruction counts per function and
                                        per request, with sticky_proxy's own functions listed apart
 
@@ -53,8 +54,9 @@ def tree(root):
     return out
 
 
-def ticks(root):
-    total = 0
+def ticks(root, split=False):
+    """user+sys clock ticks of root's process tree; (user, sys) with split=True."""
+    user = system = 0
     for pid in tree(root):
         try:
             with open(f"/proc/{pid}/stat") as f:
@@ -63,8 +65,9 @@ def ticks(root):
             continue
         fields = stat[stat.rindex(")") + 2:].split()
         # fields[0] is field 3 (state): utime = field 14, stime = field 15.
-        total += int(fields[11]) + int(fields[12])
-    return total
+        user += int(fields[11])
+        system += int(fields[12])
+    return (user, system) if split else user + system
 
 
 def busy():
@@ -80,7 +83,8 @@ def snap(args):
         reset_hwm(int(args[1]))
         args = args[1:]
     proxy, back = int(args[0]), int(args[1])
-    print(ticks(proxy), ticks(back), busy(), hwm(proxy))
+    user, system = ticks(proxy, split=True)
+    print(user, system, ticks(back), busy(), hwm(proxy))
 
 
 def run_timed(args):
@@ -162,7 +166,12 @@ def record(args):
                 rec[key] = value
     with open(wrkfile) as f:
         rec.update(parse_wrk(f.read()))
-    cpu_s = (rec.pop("cpu1") - rec.pop("cpu0")) / CLK_TCK
+    user_s = (rec.pop("user1") - rec.pop("user0")) / CLK_TCK
+    sys_s = (rec.pop("sys1") - rec.pop("sys0")) / CLK_TCK
+    cpu_s = user_s + sys_s
+    if rec["requests"]:
+        rec["user_us_per_req"] = round(user_s * 1e6 / rec["requests"], 3)
+        rec["sys_us_per_req"] = round(sys_s * 1e6 / rec["requests"], 3)
     if "busy1" in rec:
         # Everything else the machine did meanwhile: other processes, interrupts and softirq
         # (loopback networking is partly accounted there, so this is never zero).
@@ -196,7 +205,7 @@ def cookies(args):
         f.write("\n".join(lines) + "\n")
 
 
-PROXY_ORDER = ["sticky-cookie", "sticky-noaff", "haproxy", "nginx"]
+PROXY_ORDER = ["sticky", "sticky-off", "haproxy", "nginx"]
 WORKLOAD_ORDER = ["new", "returning", "rotating", "sdk"]
 METRICS = [  # key, column title, format
     ("rps", "req/s", "{:,.0f}"),
@@ -216,9 +225,8 @@ def fmt(value, spec):
     return "–" if value is None else spec.format(value)
 
 
-def report(paths):
-    runs = []
-    notes = []
+def load_runs(paths):
+    runs, notes = [], []
     for path in paths:
         with open(path) as f:
             for line in f:
@@ -226,6 +234,10 @@ def report(paths):
                     runs.append(json.loads(line[7:]))
                 elif line.startswith("NOTE "):
                     notes.append(line[5:].rstrip())
+    return runs, notes
+
+
+def tables(runs, title_extra=""):
     by = defaultdict(list)
     for r in runs:
         by[(r["threads"], r["workload"], r["proxy"])].append(r)
@@ -233,13 +245,13 @@ def report(paths):
     out = []
     for threads in sorted({r["threads"] for r in runs}):
         rounds = len({r["round"] for r in runs if r["threads"] == threads})
-        out.append(f"\n### {threads} worker thread{'s' if threads > 1 else ''} per proxy "
-                   f"(median of {rounds} round{'s' if rounds > 1 else ''}; "
+        out.append(f"\n### {threads} worker thread{'s' if threads > 1 else ''} per proxy{title_extra} "
+                   f"(median of up to {rounds} round{'s' if rounds > 1 else ''}; "
                    "×HA = median over rounds of the ratio to HAProxy in the same round)\n")
-        head = ["workload", "proxy"]
+        head = ["workload", "proxy", "runs"]
         for _, title, _ in METRICS:
             head += [title, "×HA"]
-        head += ["proxy CPU %", "other CPU %", "errors"]
+        head += ["user / sys µs/req", "proxy CPU %", "other CPU %", "errors"]
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + "|")
         for workload in WORKLOAD_ORDER:
@@ -247,7 +259,7 @@ def report(paths):
                 rs = by.get((threads, workload, proxy))
                 if not rs:
                     continue
-                row = [workload, proxy]
+                row = [workload, proxy, str(len(rs))]
                 for key, _, spec in METRICS:
                     row.append(fmt(median([r[key] for r in rs]), spec))
                     ratios = []
@@ -256,13 +268,32 @@ def report(paths):
                         if b and b.get(key) and r.get(key) is not None:
                             ratios.append(r[key] / b[key])
                     row.append(fmt(median(ratios), "{:.2f}"))
+                row.append(fmt(median([r.get("user_us_per_req") for r in rs]), "{:.0f}") + " / " +
+                           fmt(median([r.get("sys_us_per_req") for r in rs]), "{:.0f}"))
                 row.append(fmt(median([r["cpu_pct"] for r in rs]), "{:.0f}"))
                 row.append(fmt(median([r.get("other_cpu_pct") for r in rs]), "{:.0f}"))
                 row.append(str(sum(r["errors"] for r in rs)))
                 out.append("| " + " | ".join(row) + " |")
+    return out
+
+
+def report(args):
+    quiet = None
+    if args and args[0].startswith("--quiet="):
+        quiet = float(args[0].split("=", 1)[1])
+        args = args[1:]
+    runs, notes = load_runs(args)
+    out = ["## All runs"] + tables(runs)
+    if quiet is not None:
+        calm = [r for r in runs if r.get("other_cpu_pct") is not None and r["other_cpu_pct"] <= quiet]
+        out += ["", f"## Quiet runs only (other CPU ≤ {quiet:g}% of one core during the run)", "",
+                "Runs during which the rest of the machine (other processes, interrupts, softirq) used "
+                f"at most {quiet:g}% of a core. A ratio needs HAProxy's run of the same round to be "
+                "quiet too; `–` where none was."]
+        out += tables(calm, ", quiet runs") if calm else ["", "(no quiet runs)"]
     for note in notes:
         out.append(f"\n{note}")
-    print("\n".join(out).lstrip("\n"))
+    print("\n".join(out))
 
 
 def parse_callgrind(path):

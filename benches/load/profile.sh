@@ -1,24 +1,31 @@
 #!/usr/bin/env bash
-# Profile sticky-proxy (cookie affinity, 1 worker thread) under the `returning` workload with
-# valgrind's callgrind, and print the top inclusive costs. Loopback only; stops by itself.
+# Where the CPU goes, per request, under the `returning` workload (1 worker thread, loopback only):
+#  1. callgrind (valgrind) on sticky-proxy, HAProxy and NGINX in turn: user-space instructions per
+#     request, and for sticky-proxy the top self / inclusive costs and its own functions;
+#  2. strace -c on each (not under valgrind): system calls per request.
+# Stops by itself; about 2 minutes.
 #
 #   benches/load/profile.sh                 # PROFILE_SECONDS=10 CONNS=8
 #
-# Writes benches/load/callgrind.out (raw) and benches/load/profile.txt (callgrind_annotate).
-# Under callgrind the proxy runs ~50x slower, so wrk's rate is low; the figures are instruction
-# counts (Ir), not time.
+# Writes benches/load/profile.txt and benches/load/callgrind.out (sticky-proxy's raw profile).
+# Under callgrind the proxies run 20-50x slower, so wrk's rate is low: the figures are
+# instruction counts (Ir), not time; kernel work is not in them (see the strace part).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
+. "$HERE/confs.sh"
 PROFILE_SECONDS="${PROFILE_SECONDS:-10}"
 CONNS="${CONNS:-8}"
 export PATH="$PATH:/usr/sbin:/sbin"
+PY="$(python3 -c 'import sys; print(sys.executable)')"
 
 need=()
-for t in wrk nginx curl valgrind; do command -v "$t" >/dev/null 2>&1 || need+=("$t"); done
+for t in wrk nginx haproxy curl valgrind strace; do command -v "$t" >/dev/null 2>&1 || need+=("$t"); done
 if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -qq "${need[@]}" >/dev/null 2>&1 || { apt-get update -qq; apt-get install -y -qq "${need[@]}"; }
+  $SUDO apt-get install -y -qq "${need[@]}" >/dev/null 2>&1 || { $SUDO apt-get update -qq; $SUDO apt-get install -y -qq "${need[@]}"; }
 fi
 if [ -n "${STICKY_BIN:-}" ]; then
   BIN="$STICKY_BIN"
@@ -31,75 +38,107 @@ fi
 TMP="$(mktemp -d /tmp/sticky-profile.XXXXXX)"
 PIDS=()
 cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   rm -rf "$TMP"
+  exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-mkdir -p "$TMP/b"
-{
-  echo "worker_processes 1; daemon off; master_process on; pid $TMP/b/nginx.pid; error_log $TMP/b/error.log warn;"
-  echo "events { worker_connections 1024; }"
-  echo "http { access_log off; default_type text/plain; keepalive_requests 10000000;"
-  for t in client_body proxy fastcgi uwsgi scgi; do echo "  ${t}_temp_path $TMP/b/$t;"; done
-  for i in 1 2 3; do echo "  server { listen 127.0.0.1:$((9100 + i)); location / { return 200 \"hello iis$i\\n\"; } }"; done
-  echo "}"
-} >"$TMP/b/nginx.conf"
-nginx -p "$TMP/b" -e "$TMP/b/error.log" -c "$TMP/b/nginx.conf" &
-PIDS+=($!)
+wait_http() {
+  local i
+  for ((i = 0; i < 300; i++)); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$1/")" = 200 ] && return 0
+    sleep 0.2
+  done
+  echo "profile.sh: nothing answers on 127.0.0.1:$1" >&2
+  return 1
+}
 
-cat >"$TMP/sticky.yaml" <<EOF
-version: 1
-threads: 1
-pid_file: $TMP/sticky.pid
-upgrade_sock: $TMP/sticky.sock
-grace_period_seconds: 1
-graceful_shutdown_timeout_seconds: 1
-sticky:
-  listeners:
-    - addr: 127.0.0.1:6201
-  hide_headers: []
-  pools:
-    - name: web
-      balance: round_robin
-      backends:
-        - { name: iis1, addr: 127.0.0.1:9101, weight: 1 }
-        - { name: iis2, addr: 127.0.0.1:9102, weight: 1 }
-        - { name: iis3, addr: 127.0.0.1:9103, weight: 1 }
-      affinity:
-        enabled: true
-        cookie:
-          name: ARRAffinity
-          format: keyed
-          secret: bench-secret-0123456789abcdef-0123456789
-          path: /
-          http_only: true
-          indirect: true
-          nocache: true
-EOF
-OUT="$HERE/callgrind.out"
-RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$OUT" --collect-atstart=yes \
-  "$BIN" -c "$TMP/sticky.yaml" >"$TMP/valgrind.log" 2>&1 &
-VG=$!
-PIDS+=($VG)
-for ((i = 0; i < 300; i++)); do
-  [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 http://127.0.0.1:6201/)" = 200 ] && break
-  sleep 0.2
-done
-COOKIE=$(curl -s -D - -o /dev/null http://127.0.0.1:6201/ | sed -n 's/^[Ss]et-[Cc]ookie: \(ARRAffinity=[^;]*\).*/\1/p' | tr -d '\r')
-[ -n "$COOKIE" ] || { echo "profile.sh: no cookie from the proxy" >&2; cat "$TMP/valgrind.log" >&2; exit 1; }
-# Zero the counters so start-up (config parsing, HMAC table, listener setup) is not counted.
-callgrind_control -z "$VG" >/dev/null 2>&1 || true
-timeout $((PROFILE_SECONDS + 30)) wrk -t1 -c"$CONNS" -d"${PROFILE_SECONDS}s" --timeout 5s \
-  -H "Cookie: $COOKIE" http://127.0.0.1:6201/ | tee "$TMP/wrk.out"
-kill -INT "$VG"
-wait "$VG" || true
-REQS=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' "$TMP/wrk.out")
+mkdir -p "$TMP/backends" "$TMP/nginx"
+backends_conf "$TMP/backends" >"$TMP/backends/nginx.conf"
+nginx -p "$TMP/backends" -e "$TMP/backends/error.log" -c "$TMP/backends/nginx.conf" &
+PIDS+=($!)
+for p in "${BACKEND_PORTS[@]}"; do wait_http "$p"; done
+
+sticky_conf "$TMP/sticky" 1 "${PORT[sticky]}" cookie >"$TMP/sticky.yaml"
+haproxy_conf 1 >"$TMP/haproxy.cfg"
+nginx_conf 1 "$TMP/nginx" off >"$TMP/nginx/nginx.conf" # one process: callgrind follows it
+declare -A CMD=(
+  [sticky]="$BIN -c $TMP/sticky.yaml"
+  [haproxy]="haproxy -db -f $TMP/haproxy.cfg"
+  [nginx]="nginx -p $TMP/nginx -e $TMP/nginx/error.log -c $TMP/nginx/nginx.conf"
+)
+cookie_for() { # proxy → the Cookie header of the returning workload
+  case $1 in
+    sticky)
+      curl -s -D - -o /dev/null "http://127.0.0.1:${PORT[sticky]}/" |
+        sed -n 's/^[Ss]et-[Cc]ookie: \(ARRAffinity=[^;]*\).*/\1/p' | tr -d '\r' ;;
+    *) echo "ARRAffinity=iis1" ;; # HAProxy's value for iis1; NGINX hashes whatever it gets
+  esac
+}
+requests_of() { sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' "$1"; }
+
+OUT="$TMP/profile.txt"
 {
-  echo "# callgrind, sticky-proxy threads=1, returning workload, $REQS requests ($PROFILE_SECONDS s, $CONNS conns)"
-  echo "# counters zeroed after start-up; totals include the shutdown after SIGINT"
-  callgrind_annotate --inclusive=yes --threshold=99 "$OUT" | head -150
-} >"$HERE/profile.txt"
-echo "requests profiled: $REQS; report: ${HERE#$REPO/}/profile.txt; raw: ${OUT#$REPO/}"
+  echo "# benches/load/profile.sh, $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')"
+  echo "# returning workload, 1 worker thread, wrk -c$CONNS for ${PROFILE_SECONDS}s per proxy"
+} >"$OUT"
+
+# 1. callgrind
+for proxy in sticky haproxy nginx; do
+  RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$TMP/$proxy.callgrind" \
+    ${CMD[$proxy]} >"$TMP/$proxy.valgrind.log" 2>&1 &
+  vg=$!
+  PIDS+=($vg)
+  wait_http "${PORT[$proxy]}"
+  cookie=$(cookie_for "$proxy")
+  # Zero the counters: start-up (config, tables, listeners) is not counted.
+  callgrind_control -z "$vg" >/dev/null 2>&1 || true
+  timeout $((PROFILE_SECONDS + 30)) wrk -t1 -c"$CONNS" -d"${PROFILE_SECONDS}s" --timeout 5s \
+    -H "Cookie: $cookie" "http://127.0.0.1:${PORT[$proxy]}/" >"$TMP/$proxy.wrk"
+  kill -INT "$vg" 2>/dev/null || true
+  wait "$vg" 2>/dev/null || true
+  reqs=$(requests_of "$TMP/$proxy.wrk")
+  echo "callgrind $proxy: $reqs requests"
+  {
+    echo
+    echo "## callgrind: $proxy ($reqs requests)"
+    if [ "$proxy" = sticky ]; then
+      "$PY" "$HERE/benchlib.py" callgrind "$TMP/$proxy.callgrind" "$reqs"
+      cp "$TMP/$proxy.callgrind" "$HERE/callgrind.out"
+    else
+      "$PY" "$HERE/benchlib.py" callgrind "$TMP/$proxy.callgrind" "$reqs" | sed -n '1p;3,15p'
+    fi
+  } >>"$OUT"
+done
+
+# 2. system calls per request (strace -c -f on the running proxy, 3 s of wrk)
+for proxy in sticky haproxy nginx; do
+  RUST_LOG=warn ${CMD[$proxy]} >"$TMP/$proxy.log" 2>&1 &
+  pid=$!
+  PIDS+=($pid)
+  wait_http "${PORT[$proxy]}"
+  cookie=$(cookie_for "$proxy")
+  timeout 10 strace -c -f -p "$pid" -o "$TMP/$proxy.strace" 2>/dev/null &
+  st=$!
+  sleep 1
+  timeout 20 wrk -t1 -c"$CONNS" -d3s -H "Cookie: $cookie" "http://127.0.0.1:${PORT[$proxy]}/" >"$TMP/$proxy.wrk"
+  kill -INT "$st" 2>/dev/null || true
+  wait "$st" 2>/dev/null || true
+  kill -INT "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  reqs=$(requests_of "$TMP/$proxy.wrk")
+  {
+    echo
+    echo "## strace -c: $proxy ($reqs requests; calls per request, top 8)"
+    awk -v r="$reqs" '$1 ~ /^[0-9.]+$/ && NF >= 5 && $NF != "total" { n = $4; name = $NF; printf "%8.2f  %s\n", n / r, name }' \
+      "$TMP/$proxy.strace" | sort -nr | head -8
+    awk -v r="$reqs" '$NF == "total" { printf "%8.2f  total\n", $4 / r }' "$TMP/$proxy.strace"
+  } >>"$OUT"
+done
+cp "$OUT" "$HERE/profile.txt"
+echo "report: ${HERE#$REPO/}/profile.txt; sticky-proxy's raw profile: ${HERE#$REPO/}/callgrind.out"

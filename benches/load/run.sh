@@ -13,6 +13,8 @@
 #   CONNS=32         wrk connections (one wrk thread)
 #   PIN=1            pin CPUs with taskset (see README); PIN=0 leaves placement to the scheduler
 #   TIME_LIMIT=580   seconds since start after which no new run begins (the report notes it)
+#   QUIET=20         the report adds tables of the runs during which everything else on the
+#                    machine used at most this % of one core
 #   CARGO_TARGET_DIR (default: target)   where `cargo build --release` puts sticky-proxy
 #   STICKY_BIN=path  use this sticky-proxy binary and skip the build
 #   KEEP_TMP=1       keep the temporary directory (configs, logs)
@@ -24,6 +26,8 @@ LIB="$HERE/benchlib.py"
 # The interpreter itself, not a version-manager shim: it is started several times per run.
 PY="$(python3 -c 'import sys; print(sys.executable)')"
 LUA="$HERE/cycle.lua"
+# shellcheck source=confs.sh
+. "$HERE/confs.sh"
 
 DURATION="${DURATION:-4s}"
 ROUNDS="${ROUNDS:-3}"
@@ -32,6 +36,7 @@ WARMUP="${WARMUP:-1s}"
 CONNS="${CONNS:-32}"
 PIN="${PIN:-1}"
 TIME_LIMIT="${TIME_LIMIT:-580}"
+QUIET="${QUIET:-20}"
 DUR_S="${DURATION%s}"
 WARM_S="${WARMUP%s}"
 [[ "$DUR_S" =~ ^[0-9]+$ && "$WARM_S" =~ ^[0-9]+$ && "$ROUNDS" =~ ^[0-9]+$ ]] || {
@@ -39,13 +44,7 @@ WARM_S="${WARMUP%s}"
   exit 2
 }
 
-# Loopback only. Backends are fixed by the benchmark's definition; proxies get their own ports.
-BACKEND_PORTS=(9101 9102 9103)
-declare -A PORT=([sticky-cookie]=6201 [sticky-noaff]=6202 [haproxy]=6203 [nginx]=6204)
-# The `sdk` workload: HAProxy and NGINX have an application-cookie hash mode, served on a second
-# port of the same process; sticky-proxy has none, so it gets the same port as always.
-declare -A SDK_PORT=([sticky-cookie]=6201 [sticky-noaff]=6202 [haproxy]=6213 [nginx]=6214)
-PROXIES=(sticky-cookie sticky-noaff haproxy nginx)
+PROXIES=(sticky sticky-off haproxy nginx)
 WORKLOADS=(new returning rotating sdk)
 
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
@@ -153,148 +152,23 @@ proxy_pin() { # threads → taskset prefix for the proxy (N=1: CPU 0 only, away 
 # ---------------------------------------------------------------------------------------------
 # Backends: one NGINX, three server blocks iis1..iis3 on 127.0.0.1:9101-9103.
 mkdir -p "$TMP/backends"
-{
-  echo "worker_processes 1; daemon off; master_process on; pid $TMP/backends/nginx.pid;"
-  echo "error_log $TMP/backends/error.log warn;"
-  echo "events { worker_connections 4096; }"
-  echo "http {"
-  echo "  access_log off; default_type text/plain;"
-  echo "  keepalive_requests 10000000; keepalive_timeout 300s;"
-  for t in client_body proxy fastcgi uwsgi scgi; do echo "  ${t}_temp_path $TMP/backends/$t;"; done
-  for i in 1 2 3; do
-    echo "  server { listen 127.0.0.1:$((9100 + i)); location / { return 200 \"hello iis$i\\n\"; } }"
-  done
-  echo "}"
-} >"$TMP/backends/nginx.conf"
+backends_conf "$TMP/backends" >"$TMP/backends/nginx.conf"
 "${AUX_PIN[@]}" nginx -p "$TMP/backends" -e "$TMP/backends/error.log" -c "$TMP/backends/nginx.conf" &
 BACKENDS=$!
 STARTED+=($!)
 for p in "${BACKEND_PORTS[@]}"; do wait_http "$p"; done
 
-# ---------------------------------------------------------------------------------------------
-# Proxy configurations
-sticky_conf() { # name threads port affinity(true|false)
-  local name=$1 n=$2 port=$3 aff=$4
-  cat <<EOF
-version: 1
-threads: $n
-pid_file: $TMP/$name.pid
-upgrade_sock: $TMP/$name.sock
-grace_period_seconds: 1
-graceful_shutdown_timeout_seconds: 1
-sticky:
-  listeners:
-    - addr: 127.0.0.1:$port
-  hide_headers: []
-  pools:
-    - name: web
-      balance: round_robin
-      backends:
-        - { name: iis1, addr: 127.0.0.1:9101, weight: 1 }
-        - { name: iis2, addr: 127.0.0.1:9102, weight: 1 }
-        - { name: iis3, addr: 127.0.0.1:9103, weight: 1 }
-EOF
-  # With affinity off the validator (at f7b6ff2) still asks for the keyed secret, so both
-  # variants carry the same cookie section; only `enabled` differs.
-  cat <<EOF
-      affinity:
-        enabled: $aff
-        cookie:
-          name: ARRAffinity
-          format: keyed
-          secret: bench-secret-0123456789abcdef-0123456789
-          path: /
-          http_only: true
-          indirect: true
-          nocache: true
-EOF
-}
-
-haproxy_conf() { # threads
-  cat <<EOF
-global
-  nbthread $1
-  maxconn 4096
-defaults
-  mode http
-  timeout connect 3s
-  timeout client 60s
-  timeout server 60s
-  timeout http-keep-alive 60s
-  http-reuse always
-  # The same header work as sticky-proxy: X-Forwarded-For/-Proto/-Host (set per frontend).
-  option forwardfor
-frontend fe_cookie
-  http-request set-header X-Forwarded-Proto http
-  http-request set-header X-Forwarded-Host %[req.hdr(host)]
-  bind 127.0.0.1:${PORT[haproxy]}
-  default_backend be_cookie
-backend be_cookie
-  balance roundrobin
-  cookie ARRAffinity insert indirect nocache
-  server iis1 127.0.0.1:9101 cookie iis1
-  server iis2 127.0.0.1:9102 cookie iis2
-  server iis3 127.0.0.1:9103 cookie iis3
-frontend fe_sdk
-  http-request set-header X-Forwarded-Proto http
-  http-request set-header X-Forwarded-Host %[req.hdr(host)]
-  bind 127.0.0.1:${SDK_PORT[haproxy]}
-  default_backend be_sdk
-backend be_sdk
-  balance hash req.cook(CUserID)
-  hash-type consistent
-  server iis1 127.0.0.1:9101
-  server iis2 127.0.0.1:9102
-  server iis3 127.0.0.1:9103
-EOF
-}
-
-nginx_conf() { # threads dir
-  local n=$1 dir=$2 t
-  echo "worker_processes $n; daemon off; master_process on; pid $dir/nginx.pid;"
-  echo "error_log $dir/error.log warn;"
-  echo "events { worker_connections 4096; }"
-  echo "http {"
-  echo "  access_log off;"
-  echo "  keepalive_requests 10000000; keepalive_timeout 300s;"
-  for t in client_body proxy fastcgi uwsgi scgi; do echo "  ${t}_temp_path $dir/$t;"; done
-  for up in "cookie ARRAffinity" "sdk CUserID"; do
-    set -- $up
-    cat <<EOF
-  upstream bench_$1 {
-    hash \$cookie_$2 consistent;
-    server 127.0.0.1:9101; server 127.0.0.1:9102; server 127.0.0.1:9103;
-    keepalive 64; keepalive_requests 10000000; keepalive_timeout 300s;
-  }
-EOF
-  done
-  for s in "cookie ${PORT[nginx]}" "sdk ${SDK_PORT[nginx]}"; do
-    set -- $s
-    cat <<EOF
-  server {
-    listen 127.0.0.1:$2;
-    location / {
-      proxy_pass http://bench_$1;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$remote_addr;
-      proxy_set_header X-Forwarded-Proto http;
-      proxy_set_header X-Forwarded-Host \$host;
-    }
-  }
-EOF
-  done
-  echo "}"
-}
-
 start_proxies() { # threads
   local n=$1 pin dir
   pin=$(proxy_pin "$n")
-  for name in sticky-cookie sticky-noaff; do
-    local aff=true
-    [ "$name" = sticky-noaff ] && aff=false
-    sticky_conf "$name" "$n" "${PORT[$name]}" "$aff" >"$TMP/$name-${n}t.yaml"
+  for name in sticky sticky-off sticky-sdk; do
+    local aff port
+    case $name in
+      sticky) aff=cookie port=${PORT[sticky]} ;;
+      sticky-off) aff=off port=${PORT[sticky-off]} ;;
+      sticky-sdk) aff=hash port=${SDK_PORT[sticky]} ;;
+    esac
+    sticky_conf "$TMP/$name" "$n" "$port" "$aff" >"$TMP/$name-${n}t.yaml"
     # RUST_LOG=warn: no per-request access log line (HAProxy and NGINX log nothing either).
     RUST_LOG=warn $pin "$BIN" -c "$TMP/$name-${n}t.yaml" >"$TMP/$name-${n}t.log" 2>&1 &
     ROOT[$name]=$!
@@ -307,7 +181,7 @@ start_proxies() { # threads
   STARTED+=($!)
   dir="$TMP/nginx-${n}t"
   mkdir -p "$dir"
-  nginx_conf "$n" "$dir" >"$dir/nginx.conf"
+  nginx_conf "$n" "$dir" on >"$dir/nginx.conf"
   $pin nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" &
   ROOT[nginx]=$!
   STARTED+=($!)
@@ -318,8 +192,9 @@ start_proxies() { # threads
 }
 
 stop_proxies() {
-  stop_pid "${ROOT[sticky-cookie]}" INT
-  stop_pid "${ROOT[sticky-noaff]}" INT
+  stop_pid "${ROOT[sticky]}" INT
+  stop_pid "${ROOT[sticky-off]}" INT
+  stop_pid "${ROOT[sticky-sdk]}" INT
   stop_pid "${ROOT[haproxy]}" TERM
   stop_pid "${ROOT[nginx]}" TERM
 }
@@ -344,14 +219,26 @@ check_sticky() { # proxy value: the cookie must pin 5 requests to one backend
   [ "$(wc -l <<<"$bodies")" -eq 1 ] || { echo "run.sh: $1 is not sticky: $bodies" >&2; exit 1; }
 }
 
+check_hash() { # proxy: on its sdk port, one CUserID must always reach one backend, no cookie
+  local port=${SDK_PORT[$1]} bodies
+  bodies=$(for i in 1 2 3 4 5; do curl -s -H "Cookie: CUserID=u42" "http://127.0.0.1:$port/"; done | sort -u)
+  [ "$(wc -l <<<"$bodies")" -eq 1 ] || { echo "run.sh: $1 does not hash CUserID: $bodies" >&2; exit 1; }
+  if curl -s -D - -o /dev/null -H "Cookie: CUserID=u42" "http://127.0.0.1:$port/" | grep -qi '^set-cookie'; then
+    echo "run.sh: $1 inserts a cookie in hash mode" >&2
+    exit 1
+  fi
+}
+
 # ---------------------------------------------------------------------------------------------
 # One measured run
 RAW=""
 TRUNCATED=0
 measure() { # threads round workload proxy
-  local n=$1 round=$2 workload=$3 proxy=$4 port url c0 c1 b0 b1 s0 s1 h t0 t1 wall
+  local n=$1 round=$2 workload=$3 proxy=$4 port url u0 u1 k0 k1 b0 b1 s0 s1 h t0 t1 wall root
   local opts=() sargs=()
   port=${PORT[$proxy]}
+  root=${ROOT[$proxy]}
+  [ "$workload" = sdk ] && [ "$proxy" = sticky ] && root=${ROOT[sticky-sdk]}
   case "$workload" in
     new) ;;
     returning) opts=(-H "Cookie: ARRAffinity=${RETURNING[$proxy]}") ;;
@@ -359,7 +246,7 @@ measure() { # threads round workload proxy
     sdk) opts=(-s "$LUA"); sargs=(-- "$TMP/sdk.txt"); port=${SDK_PORT[$proxy]} ;;
   esac
   url="http://127.0.0.1:$port/"
-  read -r c0 b0 s0 _ < <("$PY" "$LIB" snap --reset "${ROOT[$proxy]}" "$BACKENDS")
+  read -r u0 k0 b0 s0 _ < <("$PY" "$LIB" snap --reset "$root" "$BACKENDS")
   t0=$(date +%s.%N)
   "$PY" "$LIB" run-timed "$TMP/wrk.cpu" timeout -k 2 $((DUR_S + 20)) \
     "${AUX_PIN[@]}" wrk -t1 -c"$CONNS" -d"$DURATION" --timeout 2s --latency \
@@ -369,13 +256,13 @@ measure() { # threads round workload proxy
     exit 1
   }
   t1=$(date +%s.%N)
-  read -r c1 b1 s1 h < <("$PY" "$LIB" snap "${ROOT[$proxy]}" "$BACKENDS")
+  read -r u1 k1 b1 s1 h < <("$PY" "$LIB" snap "$root" "$BACKENDS")
   wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
   {
     echo "=== threads=$n round=$round workload=$workload proxy=$proxy url=$url"
     cat "$TMP/wrk.out"
     "$PY" "$LIB" record threads="$n" round="$round" workload="$workload" proxy="$proxy" \
-      wall_s="$wall" cpu0="$c0" cpu1="$c1" hwm_kb="$h" busy0="$s0" busy1="$s1" \
+      wall_s="$wall" user0="$u0" user1="$u1" sys0="$k0" sys1="$k1" hwm_kb="$h" busy0="$s0" busy1="$s1" \
       back0="$b0" back1="$b1" wrk_ticks="$(cat "$TMP/wrk.cpu")" "$TMP/wrk.out"
   } >>"$RAW"
 }
@@ -405,21 +292,24 @@ for n in $THREADS; do
 
   log "starting the proxies with $n worker thread(s)"
   start_proxies "$n"
-  collect_cookies sticky-cookie
+  collect_cookies sticky
   collect_cookies haproxy
-  for p in sticky-cookie haproxy; do
+  for p in sticky haproxy; do
     for v in ${VALID[$p]}; do check_sticky "$p" "$v"; done
   done
-  # returning: a valid cookie of that proxy. sticky-noaff ignores cookies: it gets sticky-cookie's
-  # (same request bytes); NGINX issues none and hashes any value: it gets HAProxy's.
-  RETURNING=([sticky-cookie]="${VALID[sticky-cookie]%% *}" [sticky-noaff]="${VALID[sticky-cookie]%% *}"
+  # returning: a valid cookie of that proxy. sticky-off ignores cookies: it gets sticky's (same
+  # request bytes); NGINX issues none and hashes any value: it gets HAProxy's.
+  RETURNING=([sticky]="${VALID[sticky]%% *}" [sticky-off]="${VALID[sticky]%% *}"
     [haproxy]="${VALID[haproxy]%% *}" [nginx]="${VALID[haproxy]%% *}")
   # rotating: 10,000 values = the proxy's 3 valid values + 9,997 ids it never issued (NGINX: all
   # 10,000 are distinct hash keys). The unknown ids are the same 64-hex strings for every proxy.
-  "$PY" "$LIB" cookies "$TMP/rotating-sticky-cookie.txt" 10000 "ARRAffinity=" ${VALID[sticky-cookie]}
-  cp "$TMP/rotating-sticky-cookie.txt" "$TMP/rotating-sticky-noaff.txt"
+  "$PY" "$LIB" cookies "$TMP/rotating-sticky.txt" 10000 "ARRAffinity=" ${VALID[sticky]}
+  cp "$TMP/rotating-sticky.txt" "$TMP/rotating-sticky-off.txt"
   "$PY" "$LIB" cookies "$TMP/rotating-haproxy.txt" 10000 "ARRAffinity=" ${VALID[haproxy]}
-  echo "# cookies: sticky-cookie=${VALID[sticky-cookie]} haproxy=${VALID[haproxy]}" >>"$RAW"
+  echo "# cookies: sticky=${VALID[sticky]} haproxy=${VALID[haproxy]}" >>"$RAW"
+  check_hash sticky
+  check_hash haproxy
+  check_hash nginx
 
   for p in "${PROXIES[@]}"; do
     "${AUX_PIN[@]}" wrk -t1 -c"$CONNS" -d"$WARMUP" "http://127.0.0.1:${PORT[$p]}/" >/dev/null 2>&1
@@ -453,7 +343,7 @@ RAWS=()
 for n in $THREADS; do [ -f "$HERE/results-${n}t.txt" ] && RAWS+=("$HERE/results-${n}t.txt"); done
 {
   echo "<!-- generated by benches/load/run.sh on $(date -u +%Y-%m-%dT%H:%M:%SZ); raw: ${RAWS[*]#$REPO/} -->"
-  "$PY" "$LIB" report "${RAWS[@]}"
+  "$PY" "$LIB" report --quiet="$QUIET" "${RAWS[@]}"
 } >"$SUMMARY"
 echo
 cat "$SUMMARY"

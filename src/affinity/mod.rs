@@ -7,7 +7,10 @@
 
 pub mod client_ip;
 pub mod cookie;
+pub mod decision;
 pub mod key;
+pub mod learned;
+pub mod sessions;
 
 use crate::config::{CookieConfig, PoolConfig};
 use http::HeaderValue;

@@ -76,12 +76,33 @@ pub struct TimeoutConfig {
     pub idle: Duration,
 }
 
-/// A pool's affinity: cookie insertion, rule-based hashing, or both (a valid cookie wins, then
-/// the hash key, then the balancer).
+/// A pool's affinity mechanisms. A request goes to the first backend recorded for it (inserted
+/// cookie, then learned session id, then client-IP table), else to its hash key's backend, else
+/// to the balancer.
 #[derive(Debug, Clone)]
 pub struct AffinityConfig {
     pub cookie: Option<CookieConfig>,
     pub hash: Option<HashConfig>,
+    pub learn: Option<LearnConfig>,
+    pub client_ip_table: Option<ClientIpTableConfig>,
+}
+
+/// Learned sessions: which ids to follow, and the table.
+#[derive(Debug, Clone)]
+pub struct LearnConfig {
+    /// Cookie names, presets expanded, without duplicates.
+    pub cookies: Vec<String>,
+    pub path_parameter: Option<String>,
+    pub query_parameters: Vec<String>,
+    pub table: crate::affinity::sessions::TableConfig,
+}
+
+/// IP-based persistence as a table.
+#[derive(Debug, Clone)]
+pub struct ClientIpTableConfig {
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
+    pub table: crate::affinity::sessions::TableConfig,
 }
 
 /// Rule-based hashing onto the pool's consistent ring.

@@ -186,6 +186,10 @@ pub struct RawAffinity {
     pub cookie: Option<RawCookie>,
     /// Rule-based hashing onto a consistent ring; absent: no hashing.
     pub hash: Option<RawHash>,
+    /// Learned sessions: follow the application's own session ids; absent: off.
+    pub learn: Option<RawLearn>,
+    /// IP-based persistence as a table (not a hash); absent: off.
+    pub client_ip_table: Option<RawClientIpTable>,
     /// The response header with which a backend opts a response out of affinity.
     #[serde(default = "default_opt_out_header")]
     pub opt_out_header: String,
@@ -197,9 +201,81 @@ impl Default for RawAffinity {
             enabled: true,
             cookie: None,
             hash: None,
+            learn: None,
+            client_ip_table: None,
             opt_out_header: default_opt_out_header(),
         }
     }
+}
+
+/// `sticky.pools[i].affinity.learn`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLearn {
+    /// Shorthands: `j2ee` (JSESSIONID cookie and `;jsessionid=` path parameter), `aspnet`
+    /// (ASP.NET_SessionId), `php` (PHPSESSID).
+    #[serde(default)]
+    pub presets: Vec<RawPreset>,
+    /// Session cookie names to learn from `Set-Cookie` and follow in `Cookie`.
+    #[serde(default)]
+    pub cookies: Vec<String>,
+    /// A path parameter carrying the id (`/cart;jsessionid=ABC`), as in J2EE URL rewriting.
+    pub path_parameter: Option<String>,
+    /// Query parameters carrying the id, tried in order.
+    #[serde(default)]
+    pub query_parameters: Vec<String>,
+    #[serde(default)]
+    pub table: RawTable,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawPreset {
+    J2ee,
+    Aspnet,
+    Php,
+}
+
+/// `sticky.pools[i].affinity.client_ip_table`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientIpTable {
+    #[serde(default = "default_ipv4_prefix")]
+    pub ipv4_prefix: u8,
+    #[serde(default = "default_ipv6_prefix")]
+    pub ipv6_prefix: u8,
+    #[serde(default)]
+    pub table: RawTable,
+}
+
+/// Size and lifetime of a session table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTable {
+    #[serde(default = "default_table_capacity")]
+    pub capacity: u64,
+    /// Entries unused this long are dropped (each hit restarts the clock).
+    #[serde(default = "default_idle_timeout_seconds")]
+    pub idle_timeout_seconds: u64,
+    /// Entries are dropped this long after they were recorded, used or not.
+    pub max_lifetime_seconds: Option<u64>,
+}
+
+impl Default for RawTable {
+    fn default() -> Self {
+        RawTable {
+            capacity: default_table_capacity(),
+            idle_timeout_seconds: default_idle_timeout_seconds(),
+            max_lifetime_seconds: None,
+        }
+    }
+}
+
+fn default_table_capacity() -> u64 {
+    100_000
+}
+fn default_idle_timeout_seconds() -> u64 {
+    1800
 }
 
 /// `sticky.pools[i].affinity.hash`

@@ -3,13 +3,10 @@
 //! Each check returns a [`ConfigError`] naming the field by its path in the YAML and quoting the
 //! offending value. Limits that protect the process (weights, secret length) live here too.
 
-use super::raw::{
-    RawAffinity, RawBackend, RawCookie, RawCookieFormat, RawHash, RawHealthCheck, RawKeySource,
-    RawPool, RawSameSite, RawSticky, RawTimeouts,
-};
+use super::raw::{RawBackend, RawHealthCheck, RawPool, RawSticky, RawTimeouts};
 use super::{
-    AffinityConfig, BackendConfig, Config, ConfigError, CookieConfig, CookieFormat, HashConfig,
-    HealthCheckConfig, KeySourceConfig, ListenerConfig, PoolConfig, SameSite, TimeoutConfig,
+    BackendConfig, Config, ConfigError, HealthCheckConfig, ListenerConfig, PoolConfig,
+    TimeoutConfig,
 };
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -163,7 +160,7 @@ fn validate_pool(field: &str, raw: RawPool) -> Result<PoolConfig> {
         &format!("{field}.affinity.opt_out_header"),
         &raw.affinity.opt_out_header,
     )?;
-    let affinity = validate_affinity(&format!("{field}.affinity"), raw.affinity)?;
+    let affinity = affinity::validate_affinity(&format!("{field}.affinity"), raw.affinity)?;
     Ok(PoolConfig {
         name: raw.name,
         balance: raw.balance,
@@ -246,229 +243,6 @@ fn validate_timeouts(field: &str, raw: &RawTimeouts) -> Result<TimeoutConfig> {
     })
 }
 
-fn validate_affinity(field: &str, raw: RawAffinity) -> Result<Option<AffinityConfig>> {
-    // Every part is checked even when affinity is off, so that switching it back on cannot
-    // reveal a latent error.
-    let cookie = raw
-        .cookie
-        .map(|c| validate_cookie(&format!("{field}.cookie"), c))
-        .transpose()?;
-    let hash = raw
-        .hash
-        .map(|h| validate_hash(&format!("{field}.hash"), h))
-        .transpose()?;
-    if !raw.enabled || (cookie.is_none() && hash.is_none()) {
-        return Ok(None);
-    }
-    Ok(Some(AffinityConfig { cookie, hash }))
-}
-
-fn validate_hash(field: &str, raw: RawHash) -> Result<HashConfig> {
-    if raw.sources.is_empty() {
-        return Err(ConfigError::new(
-            format!("{field}.sources"),
-            "at least one key source is required",
-        ));
-    }
-    if let Some(factor) = raw.balance_factor {
-        if !(factor > 1.0 && factor <= 100.0) {
-            return Err(ConfigError::new(
-                format!("{field}.balance_factor"),
-                format!("must be above 1.0 and at most 100: {factor}"),
-            ));
-        }
-    }
-    let mut sources = Vec::with_capacity(raw.sources.len());
-    for (i, source) in raw.sources.into_iter().enumerate() {
-        sources.push(validate_key_source(
-            &format!("{field}.sources[{i}]"),
-            source,
-        )?);
-    }
-    Ok(HashConfig {
-        sources,
-        balance_factor: raw.balance_factor,
-    })
-}
-
-fn validate_key_source(field: &str, raw: RawKeySource) -> Result<KeySourceConfig> {
-    Ok(match raw {
-        RawKeySource::Cookie { name, regex } => {
-            check_cookie_name(&format!("{field}.name"), &name)?;
-            let regex = regex
-                .map(|pattern| {
-                    let f = format!("{field}.regex");
-                    let compiled = regex::bytes::RegexBuilder::new(&pattern)
-                        .size_limit(1 << 20)
-                        .build()
-                        .map_err(|e| {
-                            let reason = e.to_string();
-                            let reason = reason.lines().last().unwrap_or_default().trim();
-                            ConfigError::new(
-                                &f,
-                                format!("not a valid regex: {pattern:?}: {reason}"),
-                            )
-                        })?;
-                    if compiled.captures_len() < 2 {
-                        return Err(ConfigError::new(
-                            f,
-                            format!("needs a capture group for the key: {pattern:?}"),
-                        ));
-                    }
-                    Ok(compiled)
-                })
-                .transpose()?;
-            KeySourceConfig::Cookie { name, regex }
-        }
-        RawKeySource::Header { name } => KeySourceConfig::Header {
-            name: parse_header_name(&format!("{field}.name"), &name)?,
-        },
-        RawKeySource::Query { params } => {
-            if params.is_empty() || params.iter().any(|p| p.is_empty()) {
-                return Err(ConfigError::new(
-                    format!("{field}.params"),
-                    format!("needs one or more non-empty parameter names: {params:?}"),
-                ));
-            }
-            KeySourceConfig::Query { params }
-        }
-        RawKeySource::Path => KeySourceConfig::Path,
-        RawKeySource::PathAndQuery => KeySourceConfig::PathAndQuery,
-        RawKeySource::Host => KeySourceConfig::Host,
-        RawKeySource::ClientIp {
-            ipv4_prefix,
-            ipv6_prefix,
-        } => {
-            if ipv4_prefix > 32 {
-                return Err(ConfigError::new(
-                    format!("{field}.ipv4_prefix"),
-                    format!("must be 0 to 32: {ipv4_prefix}"),
-                ));
-            }
-            if ipv6_prefix > 128 {
-                return Err(ConfigError::new(
-                    format!("{field}.ipv6_prefix"),
-                    format!("must be 0 to 128: {ipv6_prefix}"),
-                ));
-            }
-            KeySourceConfig::ClientIp {
-                ipv4_prefix,
-                ipv6_prefix,
-            }
-        }
-    })
-}
-
-fn validate_cookie(field: &str, raw: RawCookie) -> Result<CookieConfig> {
-    check_cookie_name(&format!("{field}.name"), &raw.name)?;
-    if let Some(twin) = &raw.same_site_none_twin {
-        check_cookie_name(&format!("{field}.same_site_none_twin"), twin)?;
-        if twin == &raw.name {
-            return Err(ConfigError::new(
-                format!("{field}.same_site_none_twin"),
-                format!("must differ from the cookie name: {twin:?}"),
-            ));
-        }
-    }
-    check_attribute_value(&format!("{field}.path"), &raw.path)?;
-    if !raw.path.starts_with('/') {
-        return Err(ConfigError::new(
-            format!("{field}.path"),
-            format!("must start with '/': {:?}", raw.path),
-        ));
-    }
-    if let Some(domain) = &raw.domain {
-        check_attribute_value(&format!("{field}.domain"), domain)?;
-        if domain.is_empty() {
-            return Err(ConfigError::new(
-                format!("{field}.domain"),
-                "must not be empty",
-            ));
-        }
-    }
-    let same_site = raw.same_site.map(|s| match s {
-        RawSameSite::Lax => SameSite::Lax,
-        RawSameSite::Strict => SameSite::Strict,
-        RawSameSite::None => SameSite::None,
-    });
-    if same_site == Some(SameSite::None) && !raw.secure {
-        return Err(ConfigError::new(
-            format!("{field}.same_site"),
-            "\"none\" requires secure: true (browsers drop SameSite=None cookies without Secure)",
-        ));
-    }
-    let format = match raw.format {
-        RawCookieFormat::Arr => {
-            if raw.secret.is_some() || raw.secret_file.is_some() || raw.secret_env.is_some() {
-                return Err(ConfigError::new(
-                    format!("{field}.format"),
-                    "\"arr\" takes no secret; remove secret/secret_file/secret_env or use \"keyed\"",
-                ));
-            }
-            CookieFormat::Arr
-        }
-        RawCookieFormat::Keyed => CookieFormat::Keyed {
-            secret: load_secret(field, &raw)?,
-        },
-    };
-    Ok(CookieConfig {
-        name: raw.name,
-        format,
-        path: raw.path,
-        domain: raw.domain,
-        http_only: raw.http_only,
-        secure: raw.secure,
-        same_site,
-        max_age: raw.max_age_seconds.map(Duration::from_secs),
-        twin_name: raw.same_site_none_twin,
-        indirect: raw.indirect,
-        nocache: raw.nocache,
-    })
-}
-
-fn load_secret(field: &str, raw: &RawCookie) -> Result<Vec<u8>> {
-    let given = [
-        raw.secret.is_some(),
-        raw.secret_file.is_some(),
-        raw.secret_env.is_some(),
-    ]
-    .iter()
-    .filter(|x| **x)
-    .count();
-    if given != 1 {
-        return Err(ConfigError::new(
-            format!("{field}.secret"),
-            "format \"keyed\" needs exactly one of secret, secret_file, secret_env",
-        ));
-    }
-    let (secret_field, secret) = if let Some(s) = &raw.secret {
-        (format!("{field}.secret"), s.clone())
-    } else if let Some(path) = &raw.secret_file {
-        let f = format!("{field}.secret_file");
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::new(&f, format!("cannot read {path:?}: {e}")))?;
-        (f, text.trim_end_matches(['\r', '\n']).to_string())
-    } else {
-        let var = raw.secret_env.as_deref().unwrap_or_default();
-        let f = format!("{field}.secret_env");
-        let value = std::env::var(var).map_err(|_| {
-            ConfigError::new(&f, format!("environment variable {var:?} is not set"))
-        })?;
-        (f, value)
-    };
-    if secret.len() < MIN_SECRET_LEN {
-        // The value itself is not echoed: it is a secret.
-        return Err(ConfigError::new(
-            secret_field,
-            format!(
-                "secret too short: {} bytes, at least {MIN_SECRET_LEN} required",
-                secret.len()
-            ),
-        ));
-    }
-    Ok(secret.into_bytes())
-}
-
 fn parse_addr(field: &str, value: &str) -> Result<SocketAddr> {
     value
         .parse()
@@ -516,5 +290,6 @@ fn check_attribute_value(field: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
+mod affinity;
 #[cfg(test)]
 mod tests;

@@ -10,6 +10,7 @@
 mod health;
 pub mod ring;
 
+use crate::affinity::learned::{ClientIpTable, LearnedSessions};
 use crate::affinity::CookieAffinity;
 use crate::config::{Balance, HealthCheckConfig, PoolConfig};
 use pingora_core::upstreams::peer::HttpPeer;
@@ -60,6 +61,10 @@ pub struct Pool {
     pub cookie: Option<CookieAffinity>,
     /// Rule-based hashing, if the pool has it.
     pub hash: Option<ring::HashAffinity>,
+    /// Learned application sessions, if the pool has them.
+    pub learned: Option<LearnedSessions>,
+    /// IP-based persistence table, if the pool has it.
+    pub ip_table: Option<ClientIpTable>,
     pub opt_out_header: http::HeaderName,
     balancer: Balancer,
 }
@@ -115,6 +120,16 @@ impl Pool {
                 .as_ref()
                 .and_then(|a| a.hash.as_ref())
                 .map(|h| ring::HashAffinity::new(h, &slots)),
+            learned: config
+                .affinity
+                .as_ref()
+                .and_then(|a| a.learn.as_ref())
+                .map(LearnedSessions::new),
+            ip_table: config
+                .affinity
+                .as_ref()
+                .and_then(|a| a.client_ip_table.as_ref())
+                .map(ClientIpTable::new),
             opt_out_header: config.opt_out_header.clone(),
             slots,
             balancer,
@@ -156,6 +171,11 @@ impl Pool {
             }
         }?;
         self.index_of(&chosen)
+    }
+
+    /// Does the pool record sessions server-side (learned ids or client IPs)?
+    pub fn has_tables(&self) -> bool {
+        self.learned.is_some() || self.ip_table.is_some()
     }
 
     /// The peer to connect to for a backend index.

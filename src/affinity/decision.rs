@@ -1,0 +1,226 @@
+//! The affinity decision: where a request goes and what to report, as a pure function of what
+//! the request's session says, the backends' state, the ring and the balancer.
+
+use super::{Outcome, Pin};
+use crate::pool::ring::RingPick;
+
+/// Which session mechanisms a pool has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Mechanisms {
+    /// The proxy inserts its affinity cookie.
+    pub cookie: bool,
+    /// The proxy records sessions server-side (learned ids, client-IP table).
+    pub tables: bool,
+}
+
+/// Where a request goes, and what to report about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub backend: Option<usize>,
+    pub outcome: Outcome,
+    /// The response carries a fresh affinity cookie for `backend`.
+    pub issue_cookie: bool,
+}
+
+const FAILED: Decision = Decision {
+    backend: None,
+    outcome: Outcome::Failed,
+    issue_cookie: false,
+};
+
+/// Decide where a request goes: the backend its session is recorded on (cookie, learned id,
+/// client-IP table) if that one can serve, else its hash key's backend, else the balancer's pick.
+///
+/// - `pin`: the backend the request's session is recorded on, if any;
+/// - `failed`: backends this request already failed on;
+/// - `usable`: whether a backend can take a request now;
+/// - `hashed`: the ring's pick for the request's hash key, skipping `failed`; the outer `None`
+///   means the request has no key (or the pool no hashing), the inner one that no backend can
+///   take it;
+/// - `select_new`: the balancer's pick for a new session, skipping `failed`.
+pub fn decide(
+    pin: Pin,
+    mechanisms: Mechanisms,
+    failed: &[usize],
+    usable: impl Fn(usize) -> bool,
+    hashed: impl FnOnce(&[usize]) -> Option<Option<RingPick>>,
+    select_new: impl FnOnce(&[usize]) -> Option<usize>,
+) -> Decision {
+    let was_pinned = matches!(pin, Pin::Backend(_));
+    if let Pin::Backend(index) = pin {
+        if usable(index) && !failed.contains(&index) {
+            return Decision {
+                backend: Some(index),
+                outcome: Outcome::Sticky,
+                issue_cookie: false,
+            };
+        }
+    }
+    if let Some(pick) = hashed(failed) {
+        let Some(pick) = pick else {
+            return FAILED;
+        };
+        return Decision {
+            backend: Some(pick.backend),
+            outcome: if pick.home && !was_pinned {
+                Outcome::Sticky
+            } else {
+                Outcome::Rebalanced
+            },
+            // A cookie that named a backend which cannot serve is replaced.
+            issue_cookie: was_pinned && mechanisms.cookie,
+        };
+    }
+    let Some(index) = select_new(failed) else {
+        return FAILED;
+    };
+    let outcome = if was_pinned {
+        Outcome::Rebalanced
+    } else if mechanisms.cookie || mechanisms.tables {
+        Outcome::New
+    } else {
+        Outcome::None
+    };
+    Decision {
+        backend: Some(index),
+        outcome,
+        issue_cookie: mechanisms.cookie,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const COOKIE: Mechanisms = Mechanisms {
+        cookie: true,
+        tables: false,
+    };
+    const NONE: Mechanisms = Mechanisms {
+        cookie: false,
+        tables: false,
+    };
+    const TABLES: Mechanisms = Mechanisms {
+        cookie: false,
+        tables: true,
+    };
+
+    fn no_key(_: &[usize]) -> Option<Option<RingPick>> {
+        None
+    }
+
+    fn home(backend: usize) -> impl FnOnce(&[usize]) -> Option<Option<RingPick>> {
+        move |_| {
+            Some(Some(RingPick {
+                backend,
+                home: true,
+            }))
+        }
+    }
+
+    fn d(backend: Option<usize>, outcome: Outcome, issue_cookie: bool) -> Decision {
+        Decision {
+            backend,
+            outcome,
+            issue_cookie,
+        }
+    }
+
+    #[test]
+    fn valid_pin_to_usable_backend_is_sticky() {
+        let got = decide(Pin::Backend(1), COOKIE, &[], |_| true, no_key, |_| Some(0));
+        assert_eq!(got, d(Some(1), Outcome::Sticky, false));
+    }
+
+    #[test]
+    fn pin_to_unusable_backend_is_rebalanced_with_a_new_cookie() {
+        let got = decide(
+            Pin::Backend(1),
+            COOKIE,
+            &[],
+            |i| i != 1,
+            no_key,
+            |_| Some(0),
+        );
+        assert_eq!(got, d(Some(0), Outcome::Rebalanced, true));
+    }
+
+    #[test]
+    fn pin_to_backend_that_failed_this_request_is_rebalanced_elsewhere() {
+        let next = |failed: &[usize]| (0..3).find(|i| !failed.contains(i));
+        let got = decide(Pin::Backend(1), COOKIE, &[1], |_| true, no_key, next);
+        assert_eq!(got, d(Some(0), Outcome::Rebalanced, true));
+    }
+
+    #[test]
+    fn absent_or_invalid_cookie_is_a_new_session() {
+        for pin in [Pin::Absent, Pin::Invalid] {
+            let got = decide(pin, COOKIE, &[], |_| true, no_key, |_| Some(2));
+            assert_eq!(got, d(Some(2), Outcome::New, true));
+        }
+    }
+
+    #[test]
+    fn a_table_miss_is_a_new_session_without_a_cookie() {
+        let got = decide(Pin::Absent, TABLES, &[], |_| true, no_key, |_| Some(2));
+        assert_eq!(got, d(Some(2), Outcome::New, false));
+        let moved = decide(Pin::Backend(0), TABLES, &[], |_| false, no_key, |_| Some(2));
+        assert_eq!(moved, d(Some(2), Outcome::Rebalanced, false));
+    }
+
+    #[test]
+    fn pool_without_sessions_or_key_reports_none_and_issues_nothing() {
+        let got = decide(Pin::Absent, NONE, &[], |_| true, no_key, |_| Some(0));
+        assert_eq!(got, d(Some(0), Outcome::None, false));
+    }
+
+    #[test]
+    fn a_hash_key_goes_to_its_home_without_a_cookie() {
+        let got = decide(Pin::Absent, COOKIE, &[], |_| true, home(2), |_| Some(0));
+        assert_eq!(got, d(Some(2), Outcome::Sticky, false));
+        let got = decide(Pin::Absent, NONE, &[], |_| true, home(2), |_| Some(0));
+        assert_eq!(got, d(Some(2), Outcome::Sticky, false));
+    }
+
+    #[test]
+    fn a_hash_key_away_from_home_is_rebalanced() {
+        let next = |_: &[usize]| {
+            Some(Some(RingPick {
+                backend: 1,
+                home: false,
+            }))
+        };
+        let got = decide(Pin::Absent, NONE, &[], |_| true, next, |_| Some(0));
+        assert_eq!(got, d(Some(1), Outcome::Rebalanced, false));
+    }
+
+    #[test]
+    fn a_valid_pin_beats_the_hash_key_and_a_dead_one_is_replaced() {
+        let got = decide(Pin::Backend(0), COOKIE, &[], |_| true, home(2), |_| Some(1));
+        assert_eq!(got, d(Some(0), Outcome::Sticky, false));
+        let got = decide(
+            Pin::Backend(0),
+            COOKIE,
+            &[],
+            |i| i != 0,
+            home(2),
+            |_| Some(1),
+        );
+        assert_eq!(got, d(Some(2), Outcome::Rebalanced, true));
+    }
+
+    #[test]
+    fn nothing_usable_fails() {
+        let got = decide(Pin::Backend(0), COOKIE, &[], |_| false, no_key, |_| None);
+        assert_eq!(got, FAILED);
+        let got = decide(
+            Pin::Absent,
+            NONE,
+            &[],
+            |_| false,
+            |_| Some(None),
+            |_| Some(0),
+        );
+        assert_eq!(got, FAILED);
+    }
+}

@@ -1,0 +1,345 @@
+//! Validation of a pool's `affinity:` section: cookie insertion, hash keys, learned sessions
+//! and the client-IP table.
+
+use super::super::raw::{
+    RawAffinity, RawClientIpTable, RawCookie, RawCookieFormat, RawHash, RawKeySource, RawLearn,
+    RawPreset, RawSameSite, RawTable,
+};
+use super::super::{
+    AffinityConfig, ClientIpTableConfig, ConfigError, CookieConfig, CookieFormat, HashConfig,
+    KeySourceConfig, LearnConfig, SameSite,
+};
+use super::{check_attribute_value, check_cookie_name, parse_header_name, Result, MIN_SECRET_LEN};
+use crate::affinity::sessions::TableConfig;
+use std::time::Duration;
+
+pub(super) fn validate_affinity(field: &str, raw: RawAffinity) -> Result<Option<AffinityConfig>> {
+    // Every part is checked even when affinity is off, so that switching it back on cannot
+    // reveal a latent error.
+    let cookie = raw
+        .cookie
+        .map(|c| validate_cookie(&format!("{field}.cookie"), c))
+        .transpose()?;
+    let hash = raw
+        .hash
+        .map(|h| validate_hash(&format!("{field}.hash"), h))
+        .transpose()?;
+    let learn = raw
+        .learn
+        .map(|l| validate_learn(&format!("{field}.learn"), l))
+        .transpose()?;
+    let client_ip_table = raw
+        .client_ip_table
+        .map(|t| validate_ip_table(&format!("{field}.client_ip_table"), t))
+        .transpose()?;
+    if !raw.enabled
+        || (cookie.is_none() && hash.is_none() && learn.is_none() && client_ip_table.is_none())
+    {
+        return Ok(None);
+    }
+    Ok(Some(AffinityConfig {
+        cookie,
+        hash,
+        learn,
+        client_ip_table,
+    }))
+}
+
+/// The largest session table (entries): about 10 GB at ~100 bytes per entry.
+pub const MAX_TABLE_CAPACITY: u64 = 100_000_000;
+
+fn validate_table(field: &str, raw: &RawTable) -> Result<TableConfig> {
+    if raw.capacity == 0 || raw.capacity > MAX_TABLE_CAPACITY {
+        return Err(ConfigError::new(
+            format!("{field}.capacity"),
+            format!(
+                "must be between 1 and {MAX_TABLE_CAPACITY}: {}",
+                raw.capacity
+            ),
+        ));
+    }
+    let seconds = |name: &str, value: u64| {
+        if value == 0 || value > 31_536_000 {
+            return Err(ConfigError::new(
+                format!("{field}.{name}"),
+                format!("must be between 1 and 31536000 seconds: {value}"),
+            ));
+        }
+        Ok(Duration::from_secs(value))
+    };
+    Ok(TableConfig {
+        capacity: raw.capacity,
+        idle_timeout: seconds("idle_timeout_seconds", raw.idle_timeout_seconds)?,
+        max_lifetime: raw
+            .max_lifetime_seconds
+            .map(|v| seconds("max_lifetime_seconds", v))
+            .transpose()?,
+    })
+}
+
+fn validate_learn(field: &str, raw: RawLearn) -> Result<LearnConfig> {
+    let mut cookies: Vec<String> = Vec::new();
+    let mut path_parameter = raw.path_parameter.clone();
+    for preset in &raw.presets {
+        let name = match preset {
+            RawPreset::J2ee => {
+                path_parameter.get_or_insert_with(|| "jsessionid".to_string());
+                "JSESSIONID"
+            }
+            RawPreset::Aspnet => "ASP.NET_SessionId",
+            RawPreset::Php => "PHPSESSID",
+        };
+        if !cookies.iter().any(|c| c == name) {
+            cookies.push(name.to_string());
+        }
+    }
+    for (i, name) in raw.cookies.iter().enumerate() {
+        check_cookie_name(&format!("{field}.cookies[{i}]"), name)?;
+        if !cookies.contains(name) {
+            cookies.push(name.clone());
+        }
+    }
+    if let Some(param) = &path_parameter {
+        check_cookie_name(&format!("{field}.path_parameter"), param)?;
+    }
+    for (i, param) in raw.query_parameters.iter().enumerate() {
+        if param.is_empty() || param.contains(['&', '=', '#']) {
+            return Err(ConfigError::new(
+                format!("{field}.query_parameters[{i}]"),
+                format!("not a query parameter name: {param:?}"),
+            ));
+        }
+    }
+    if cookies.is_empty() && path_parameter.is_none() && raw.query_parameters.is_empty() {
+        return Err(ConfigError::new(
+            field,
+            "name at least one of presets, cookies, path_parameter, query_parameters",
+        ));
+    }
+    Ok(LearnConfig {
+        cookies,
+        path_parameter,
+        query_parameters: raw.query_parameters,
+        table: validate_table(&format!("{field}.table"), &raw.table)?,
+    })
+}
+
+fn validate_ip_table(field: &str, raw: RawClientIpTable) -> Result<ClientIpTableConfig> {
+    check_prefixes(field, raw.ipv4_prefix, raw.ipv6_prefix)?;
+    Ok(ClientIpTableConfig {
+        ipv4_prefix: raw.ipv4_prefix,
+        ipv6_prefix: raw.ipv6_prefix,
+        table: validate_table(&format!("{field}.table"), &raw.table)?,
+    })
+}
+
+fn check_prefixes(field: &str, ipv4_prefix: u8, ipv6_prefix: u8) -> Result<()> {
+    if ipv4_prefix > 32 {
+        return Err(ConfigError::new(
+            format!("{field}.ipv4_prefix"),
+            format!("must be 0 to 32: {ipv4_prefix}"),
+        ));
+    }
+    if ipv6_prefix > 128 {
+        return Err(ConfigError::new(
+            format!("{field}.ipv6_prefix"),
+            format!("must be 0 to 128: {ipv6_prefix}"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_hash(field: &str, raw: RawHash) -> Result<HashConfig> {
+    if raw.sources.is_empty() {
+        return Err(ConfigError::new(
+            format!("{field}.sources"),
+            "at least one key source is required",
+        ));
+    }
+    if let Some(factor) = raw.balance_factor {
+        if !(factor > 1.0 && factor <= 100.0) {
+            return Err(ConfigError::new(
+                format!("{field}.balance_factor"),
+                format!("must be above 1.0 and at most 100: {factor}"),
+            ));
+        }
+    }
+    let mut sources = Vec::with_capacity(raw.sources.len());
+    for (i, source) in raw.sources.into_iter().enumerate() {
+        sources.push(validate_key_source(
+            &format!("{field}.sources[{i}]"),
+            source,
+        )?);
+    }
+    Ok(HashConfig {
+        sources,
+        balance_factor: raw.balance_factor,
+    })
+}
+
+fn validate_key_source(field: &str, raw: RawKeySource) -> Result<KeySourceConfig> {
+    Ok(match raw {
+        RawKeySource::Cookie { name, regex } => {
+            check_cookie_name(&format!("{field}.name"), &name)?;
+            let regex = regex
+                .map(|pattern| {
+                    let f = format!("{field}.regex");
+                    let compiled = regex::bytes::RegexBuilder::new(&pattern)
+                        .size_limit(1 << 20)
+                        .build()
+                        .map_err(|e| {
+                            let reason = e.to_string();
+                            let reason = reason.lines().last().unwrap_or_default().trim();
+                            ConfigError::new(
+                                &f,
+                                format!("not a valid regex: {pattern:?}: {reason}"),
+                            )
+                        })?;
+                    if compiled.captures_len() < 2 {
+                        return Err(ConfigError::new(
+                            f,
+                            format!("needs a capture group for the key: {pattern:?}"),
+                        ));
+                    }
+                    Ok(compiled)
+                })
+                .transpose()?;
+            KeySourceConfig::Cookie { name, regex }
+        }
+        RawKeySource::Header { name } => KeySourceConfig::Header {
+            name: parse_header_name(&format!("{field}.name"), &name)?,
+        },
+        RawKeySource::Query { params } => {
+            if params.is_empty() || params.iter().any(|p| p.is_empty()) {
+                return Err(ConfigError::new(
+                    format!("{field}.params"),
+                    format!("needs one or more non-empty parameter names: {params:?}"),
+                ));
+            }
+            KeySourceConfig::Query { params }
+        }
+        RawKeySource::Path => KeySourceConfig::Path,
+        RawKeySource::PathAndQuery => KeySourceConfig::PathAndQuery,
+        RawKeySource::Host => KeySourceConfig::Host,
+        RawKeySource::ClientIp {
+            ipv4_prefix,
+            ipv6_prefix,
+        } => {
+            check_prefixes(field, ipv4_prefix, ipv6_prefix)?;
+            KeySourceConfig::ClientIp {
+                ipv4_prefix,
+                ipv6_prefix,
+            }
+        }
+    })
+}
+
+fn validate_cookie(field: &str, raw: RawCookie) -> Result<CookieConfig> {
+    check_cookie_name(&format!("{field}.name"), &raw.name)?;
+    if let Some(twin) = &raw.same_site_none_twin {
+        check_cookie_name(&format!("{field}.same_site_none_twin"), twin)?;
+        if twin == &raw.name {
+            return Err(ConfigError::new(
+                format!("{field}.same_site_none_twin"),
+                format!("must differ from the cookie name: {twin:?}"),
+            ));
+        }
+    }
+    check_attribute_value(&format!("{field}.path"), &raw.path)?;
+    if !raw.path.starts_with('/') {
+        return Err(ConfigError::new(
+            format!("{field}.path"),
+            format!("must start with '/': {:?}", raw.path),
+        ));
+    }
+    if let Some(domain) = &raw.domain {
+        check_attribute_value(&format!("{field}.domain"), domain)?;
+        if domain.is_empty() {
+            return Err(ConfigError::new(
+                format!("{field}.domain"),
+                "must not be empty",
+            ));
+        }
+    }
+    let same_site = raw.same_site.map(|s| match s {
+        RawSameSite::Lax => SameSite::Lax,
+        RawSameSite::Strict => SameSite::Strict,
+        RawSameSite::None => SameSite::None,
+    });
+    if same_site == Some(SameSite::None) && !raw.secure {
+        return Err(ConfigError::new(
+            format!("{field}.same_site"),
+            "\"none\" requires secure: true (browsers drop SameSite=None cookies without Secure)",
+        ));
+    }
+    let format = match raw.format {
+        RawCookieFormat::Arr => {
+            if raw.secret.is_some() || raw.secret_file.is_some() || raw.secret_env.is_some() {
+                return Err(ConfigError::new(
+                    format!("{field}.format"),
+                    "\"arr\" takes no secret; remove secret/secret_file/secret_env or use \"keyed\"",
+                ));
+            }
+            CookieFormat::Arr
+        }
+        RawCookieFormat::Keyed => CookieFormat::Keyed {
+            secret: load_secret(field, &raw)?,
+        },
+    };
+    Ok(CookieConfig {
+        name: raw.name,
+        format,
+        path: raw.path,
+        domain: raw.domain,
+        http_only: raw.http_only,
+        secure: raw.secure,
+        same_site,
+        max_age: raw.max_age_seconds.map(Duration::from_secs),
+        twin_name: raw.same_site_none_twin,
+        indirect: raw.indirect,
+        nocache: raw.nocache,
+    })
+}
+
+fn load_secret(field: &str, raw: &RawCookie) -> Result<Vec<u8>> {
+    let given = [
+        raw.secret.is_some(),
+        raw.secret_file.is_some(),
+        raw.secret_env.is_some(),
+    ]
+    .iter()
+    .filter(|x| **x)
+    .count();
+    if given != 1 {
+        return Err(ConfigError::new(
+            format!("{field}.secret"),
+            "format \"keyed\" needs exactly one of secret, secret_file, secret_env",
+        ));
+    }
+    let (secret_field, secret) = if let Some(s) = &raw.secret {
+        (format!("{field}.secret"), s.clone())
+    } else if let Some(path) = &raw.secret_file {
+        let f = format!("{field}.secret_file");
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(&f, format!("cannot read {path:?}: {e}")))?;
+        (f, text.trim_end_matches(['\r', '\n']).to_string())
+    } else {
+        let var = raw.secret_env.as_deref().unwrap_or_default();
+        let f = format!("{field}.secret_env");
+        let value = std::env::var(var).map_err(|_| {
+            ConfigError::new(&f, format!("environment variable {var:?} is not set"))
+        })?;
+        (f, value)
+    };
+    if secret.len() < MIN_SECRET_LEN {
+        // The value itself is not echoed: it is a secret.
+        return Err(ConfigError::new(
+            secret_field,
+            format!(
+                "secret too short: {} bytes, at least {MIN_SECRET_LEN} required",
+                secret.len()
+            ),
+        ));
+    }
+    Ok(secret.into_bytes())
+}

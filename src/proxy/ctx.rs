@@ -1,0 +1,134 @@
+//! Per-request state ([`RequestCtx`]) and the request side of affinity: reading, once per
+//! request, which backend the request's session is recorded on (inserted cookie, learned session
+//! id, client-IP table).
+
+use crate::affinity::sessions::SessionKey;
+use crate::affinity::{Outcome, Pin};
+use crate::pool::{Pool, Slots};
+use http::header::COOKIE;
+use std::net::IpAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+/// Counts a request as in flight on a backend for as long as it lives.
+pub struct InFlight {
+    slots: Slots,
+    index: usize,
+}
+
+impl InFlight {
+    pub fn start(slots: &Slots, index: usize) -> Self {
+        slots[index].in_flight.fetch_add(1, Relaxed);
+        InFlight {
+            slots: slots.clone(),
+            index,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.slots[self.index].in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Which record pinned the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PinSource {
+    #[default]
+    None,
+    Cookie,
+    LearnedSession,
+    ClientIp,
+}
+
+/// What the request's session records say, read once per request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SessionLookup {
+    /// The first backend recorded for the request (cookie, then learned id, then client IP).
+    pub pin: Pin,
+    pub source: PinSource,
+    /// The learned session id the request carries (hashed), and where the table had it.
+    pub learned_key: Option<SessionKey>,
+    pub learned_hit: Option<usize>,
+    /// The client-IP table key, and where the table had it.
+    pub ip_key: Option<SessionKey>,
+    pub ip_hit: Option<usize>,
+}
+
+/// Per-request state shared across the hooks.
+pub struct RequestCtx {
+    pub started: Instant,
+    /// `None` until the first `upstream_peer` call reads it.
+    pub session: Option<SessionLookup>,
+    /// The client's IP, resolved through trusted proxies.
+    pub client_ip: Option<IpAddr>,
+    /// Backends this request failed to connect to.
+    pub failed: Vec<usize>,
+    /// The backend of the current attempt.
+    pub selected: Option<usize>,
+    pub outcome: Outcome,
+    /// Whether the response gets the affinity cookie for `selected`.
+    pub issue_cookie: bool,
+    pub in_flight: Option<InFlight>,
+}
+
+impl RequestCtx {
+    pub fn new() -> Self {
+        RequestCtx {
+            started: Instant::now(),
+            session: None,
+            client_ip: None,
+            failed: Vec::new(),
+            selected: None,
+            outcome: Outcome::None,
+            issue_cookie: false,
+            in_flight: None,
+        }
+    }
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Read the request's session records: the inserted cookie first, then a learned session id,
+/// then the client-IP table. Table hits refresh their entries.
+pub fn look_up_session(
+    pool: &Pool,
+    uri: &http::Uri,
+    headers: &http::HeaderMap,
+    client_ip: Option<IpAddr>,
+) -> SessionLookup {
+    let mut lookup = SessionLookup::default();
+    if let Some(cookie) = &pool.cookie {
+        lookup.pin = cookie.pinned(headers.get_all(COOKIE).iter().map(|v| v.as_bytes()));
+        if matches!(lookup.pin, Pin::Backend(_)) {
+            lookup.source = PinSource::Cookie;
+        }
+    }
+    if let Some(learned) = &pool.learned {
+        if let Some(id) = learned.request_id(uri, headers) {
+            let key = crate::affinity::sessions::key_of(id);
+            lookup.learned_key = Some(key);
+            lookup.learned_hit = learned.table.get(key);
+        }
+    }
+    if let (Some(table), Some(ip)) = (&pool.ip_table, client_ip) {
+        let key = table.key(ip);
+        lookup.ip_key = Some(key);
+        lookup.ip_hit = table.table.get(key);
+    }
+    if !matches!(lookup.pin, Pin::Backend(_)) {
+        if let Some(backend) = lookup.learned_hit {
+            lookup.pin = Pin::Backend(backend);
+            lookup.source = PinSource::LearnedSession;
+        } else if let Some(backend) = lookup.ip_hit {
+            lookup.pin = Pin::Backend(backend);
+            lookup.source = PinSource::ClientIp;
+        }
+    }
+    lookup
+}

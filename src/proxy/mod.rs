@@ -1,0 +1,273 @@
+//! The Pingora hooks: `impl ProxyHttp for StickyProxy`. Each hook is thin and calls the pure
+//! functions of `affinity`, `pool` and `headers`.
+//!
+//! | hook | what it does here |
+//! |---|---|
+//! | `upstream_peer` | reads the request's session records once ([`ctx::look_up_session`]), then [`decide`]s: recorded backend if usable, else the hash key's backend, else a new pick — skipping backends this request already failed on |
+//! | `fail_to_connect` | remembers the failed backend and marks the error retryable, so `upstream_peer` re-picks (nothing was sent yet, so no body is sent twice) |
+//! | `upstream_request_filter` | strips client-sent internal/forwarding headers and (with `indirect`) the proxy's cookies; sets `X-Forwarded-*` |
+//! | `response_filter` | [`response::apply`]: opt-out header, internal headers, learning session ids, recording client IPs, `Set-Cookie` for a new or moved session |
+//! | `fail_to_proxy` | answers errors with a short plain body that leaks nothing |
+//! | `logging` | releases the in-flight count and writes the decision line |
+
+pub mod ctx;
+mod response;
+
+use crate::affinity::decision::{decide, Mechanisms};
+use crate::affinity::key::RequestView;
+use crate::affinity::{client_ip, Outcome};
+use crate::headers;
+use crate::pool::Pool;
+use async_trait::async_trait;
+use bytes::Bytes;
+use ctx::{InFlight, RequestCtx};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, COOKIE, HOST};
+use http::HeaderName;
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::{Error, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+/// Settings shared by every listener.
+#[derive(Debug, Default)]
+pub struct ProxySettings {
+    /// Response headers removed before the client sees them (and client-sent copies).
+    pub hide_headers: Vec<HeaderName>,
+    /// Proxies whose forwarding headers are believed for the client IP.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// The proxy service for one listener: the pool it serves.
+pub struct StickyProxy {
+    pool: Arc<Pool>,
+    settings: Arc<ProxySettings>,
+}
+
+impl StickyProxy {
+    pub fn new(pool: Arc<Pool>, settings: Arc<ProxySettings>) -> Self {
+        StickyProxy { pool, settings }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for StickyProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new()
+    }
+
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let pool = &self.pool;
+        let req = session.req_header();
+        if ctx.session.is_none() {
+            ctx.client_ip = session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| client_ip::resolve(a.ip(), &req.headers, &self.settings.trusted_proxies));
+            ctx.session = Some(ctx::look_up_session(
+                pool,
+                &req.uri,
+                &req.headers,
+                ctx.client_ip,
+            ));
+        }
+        let lookup = ctx.session.unwrap_or_default();
+        // A retry: the previous attempt no longer counts as in flight.
+        ctx.in_flight = None;
+        let mechanisms = Mechanisms {
+            cookie: pool.cookie.is_some(),
+            tables: pool.has_tables(),
+        };
+        let client_ip = ctx.client_ip;
+        let decision = decide(
+            lookup.pin,
+            mechanisms,
+            &ctx.failed,
+            |i| pool.slots.get(i).is_some_and(|s| s.is_usable()),
+            |failed| {
+                let hash = pool.hash.as_ref()?;
+                let view = RequestView {
+                    uri: &req.uri,
+                    headers: &req.headers,
+                    client_ip,
+                };
+                let key = crate::affinity::key::first_key(&hash.sources, &view)?;
+                Some(hash.select(&key, &pool.slots, failed))
+            },
+            |failed| pool.select_new(failed),
+        );
+        ctx.outcome = decision.outcome;
+        ctx.selected = decision.backend;
+        ctx.issue_cookie = decision.issue_cookie;
+        let Some(index) = decision.backend else {
+            return Error::e_explain(ErrorType::HTTPStatus(503), "no usable backend in the pool");
+        };
+        ctx.in_flight = Some(InFlight::start(&pool.slots, index));
+        pool.slots[index].requests.fetch_add(1, Relaxed);
+        Ok(pool.peer(index))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let Some(index) = ctx.selected {
+            if !ctx.failed.contains(&index) {
+                ctx.failed.push(index);
+            }
+        }
+        // Nothing reached the backend, so trying another one cannot send the request twice.
+        // `upstream_peer` answers 503 once every backend has failed.
+        e.set_retry(true);
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        for name in headers::FORWARDING_HEADERS.iter() {
+            upstream_request.remove_header(name);
+        }
+        for name in self.settings.hide_headers.iter() {
+            upstream_request.remove_header(name);
+        }
+        upstream_request.remove_header(&self.pool.opt_out_header);
+
+        if let Some(cookie) = &self.pool.cookie {
+            if cookie.config.indirect {
+                strip_affinity_cookies(upstream_request, cookie);
+            }
+        }
+
+        if let Some(ip) = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+        {
+            upstream_request.insert_header("x-forwarded-for", ip.to_string())?;
+        }
+        upstream_request.insert_header("x-forwarded-proto", "http")?;
+        let host = session.req_header().headers.get(HOST).cloned().or_else(|| {
+            let authority = session.req_header().uri.authority()?;
+            http::HeaderValue::from_str(authority.as_str()).ok()
+        });
+        if let Some(host) = host {
+            upstream_request.insert_header("x-forwarded-host", host)?;
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if upstream_response.status.is_informational() {
+            return Ok(());
+        }
+        response::apply(&self.pool, &self.settings, upstream_response, ctx)
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let code = headers::error_status(e);
+        if ctx.selected.is_none() && code == 503 {
+            ctx.outcome = Outcome::Failed;
+        }
+        if code > 0 {
+            let body = headers::error_body(code);
+            let mut resp = ServerSession::generate_error(code);
+            let written = resp
+                .insert_header(CONTENT_TYPE, "text/plain; charset=utf-8")
+                .and_then(|_| resp.insert_header(CACHE_CONTROL, "no-store"))
+                .and_then(|_| resp.set_content_length(body.len()));
+            let sent = match written {
+                Ok(()) => {
+                    session
+                        .as_downstream_mut()
+                        .write_error_response(resp, Bytes::from_static(body.as_bytes()))
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(err) = sent {
+                log::debug!("could not send the error response: {err}");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        ctx.in_flight = None;
+        if !log::log_enabled!(target: "sticky_proxy::access", log::Level::Info) {
+            return;
+        }
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let req = session.req_header();
+        let backend = ctx
+            .selected
+            .and_then(|i| self.pool.slots.get(i))
+            .map_or("-", |s| s.name.as_str());
+        let client = session
+            .client_addr()
+            .map_or_else(|| "-".to_string(), |a| a.to_string());
+        log::info!(
+            target: "sticky_proxy::access",
+            "{client} {} {} {status} {}ms pool={} backend={backend} outcome={}{}",
+            req.method,
+            req.uri.path(),
+            ctx.started.elapsed().as_millis(),
+            self.pool.name,
+            ctx.outcome.as_str(),
+            e.map(|e| format!(" error={}", e.etype().as_str())).unwrap_or_default(),
+        );
+    }
+}
+
+/// Remove the proxy's own cookies from the `Cookie` headers forwarded to the backend.
+fn strip_affinity_cookies(req: &mut RequestHeader, affinity: &crate::affinity::CookieAffinity) {
+    let names: Vec<&[u8]> = affinity.cookie_names().collect();
+    let present = req
+        .headers
+        .get_all(COOKIE)
+        .iter()
+        .any(|v| crate::affinity::cookie::contains_any(v.as_bytes(), &names));
+    if !present {
+        return;
+    }
+    let kept: Vec<Vec<u8>> = req
+        .headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| crate::affinity::cookie::without_cookies(v.as_bytes(), &names))
+        .collect();
+    req.remove_header(&COOKIE);
+    for value in kept {
+        if let Ok(value) = http::HeaderValue::from_bytes(&value) {
+            // Appending a header that was just parsed from the same request cannot fail.
+            let _ = req.append_header(COOKIE, value);
+        }
+    }
+}

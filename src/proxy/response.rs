@@ -1,0 +1,115 @@
+//! The response side of affinity, applied to every final response from a backend: honour and
+//! remove the opt-out header, remove internal headers, learn or forget session ids from the
+//! backend's `Set-Cookie`, record the client IP, and append the proxy's own cookie for a new or
+//! moved session.
+
+use super::ctx::RequestCtx;
+use super::ProxySettings;
+use crate::affinity::learned::Observed;
+use crate::affinity::sessions::key_of;
+use crate::affinity::{CookieAffinity, Outcome};
+use crate::headers;
+use crate::pool::Pool;
+use http::header::{CACHE_CONTROL, SET_COOKIE};
+use pingora_core::Result;
+use pingora_http::ResponseHeader;
+
+/// Apply the response side of affinity to a final (non-1xx) response.
+pub fn apply(
+    pool: &Pool,
+    settings: &ProxySettings,
+    response: &mut ResponseHeader,
+    ctx: &mut RequestCtx,
+) -> Result<()> {
+    let opted_out = response
+        .headers
+        .get_all(&pool.opt_out_header)
+        .iter()
+        .any(|v| headers::is_opt_out(v.as_bytes()));
+    response.remove_header(&pool.opt_out_header);
+    for name in settings.hide_headers.iter() {
+        response.remove_header(name);
+    }
+    let Some(backend) = ctx.selected else {
+        return Ok(());
+    };
+    if opted_out {
+        // The backend asked for no affinity from this response: no cookie, nothing recorded.
+        if pool.cookie.is_some() || pool.has_tables() {
+            ctx.outcome = Outcome::OptedOut;
+        }
+        return Ok(());
+    }
+    record_sessions(pool, response, ctx, backend);
+    if ctx.issue_cookie {
+        if let Some(cookie) = &pool.cookie {
+            insert_cookie(cookie, response, backend)?;
+        }
+    }
+    Ok(())
+}
+
+/// Learn (or forget) session ids the backend handed out, and record the client IP.
+fn record_sessions(pool: &Pool, response: &ResponseHeader, ctx: &RequestCtx, backend: usize) {
+    let session = ctx.session.unwrap_or_default();
+    if let Some(learned) = &pool.learned {
+        let mut handled_request_id = false;
+        for line in response.headers.get_all(SET_COOKIE) {
+            match learned.observe(line.as_bytes()) {
+                Observed::Other => {}
+                Observed::Set(id) => {
+                    let key = key_of(&id);
+                    learned.table.insert(key, backend);
+                    handled_request_id |= Some(key) == session.learned_key;
+                }
+                Observed::Cleared(Some(id)) => {
+                    let key = key_of(&id);
+                    learned.table.remove(key);
+                    handled_request_id |= Some(key) == session.learned_key;
+                }
+                Observed::Cleared(None) => {
+                    if let Some(key) = session.learned_key {
+                        learned.table.remove(key);
+                    }
+                    handled_request_id = true;
+                }
+            }
+        }
+        // An id the table did not know (a restart, an eviction) or that had to move is recorded
+        // where it was served, so the table rebuilds itself from traffic.
+        if let Some(key) = session.learned_key {
+            if !handled_request_id && session.learned_hit != Some(backend) {
+                learned.table.insert(key, backend);
+            }
+        }
+    }
+    if let (Some(table), Some(key)) = (&pool.ip_table, session.ip_key) {
+        if session.ip_hit != Some(backend) {
+            table.table.insert(key, backend);
+        }
+    }
+}
+
+/// Append the prebuilt `Set-Cookie` (and twin) for `backend`; mark the response private.
+fn insert_cookie(
+    cookie: &CookieAffinity,
+    response: &mut ResponseHeader,
+    backend: usize,
+) -> Result<()> {
+    let Some((main, twin)) = cookie.set_cookie_for(backend) else {
+        return Ok(());
+    };
+    response.append_header(SET_COOKIE, main.clone())?;
+    if let Some(twin) = twin {
+        response.append_header(SET_COOKIE, twin.clone())?;
+    }
+    if cookie.config.nocache {
+        let existing = response.headers.get_all(CACHE_CONTROL);
+        if let Some(value) =
+            headers::cache_control_for_insert(existing.iter().map(|v| v.as_bytes()))
+        {
+            response.insert_header(CACHE_CONTROL, value)?;
+        }
+    }
+    Ok(())
+}
