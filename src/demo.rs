@@ -5,7 +5,7 @@
 //! Paths starting with `/disable-affinity` add `Arr-Disable-Session-Affinity: true`; `/login`
 //! adds `Set-Cookie: JSESSIONID=<fresh id>; Path=/`; `/healthz` answers 200.
 //!
-//! Test aids (same `hello <name>` body): every request is echoed back in `X-Echo-*` headers
+//! Test aids (same `hello <name>` body): `/logout` clears `JSESSIONID` (`Max-Age=0`); every request is echoed back in `X-Echo-*` headers
 //! (cookie, forwarding headers, opt-out header, body length) so tests can see what reached the
 //! backend; `/slow/<ms>` answers after `<ms>` milliseconds; `/cache-control/<value>` sends
 //! `Cache-Control: <value>` (`_` stands for a space); `/opt-out/<value>` sends the opt-out header
@@ -97,6 +97,9 @@ pub fn respond<B>(name: &str, counter: &AtomicU64, req: &Request<B>) -> Response
         ) {
             builder = builder.header(h, v);
         }
+    }
+    if path == "/logout" {
+        builder = builder.header("Set-Cookie", "JSESSIONID=; Path=/; Max-Age=0");
     }
     if path == "/login" {
         let id = counter.fetch_add(1, Relaxed);

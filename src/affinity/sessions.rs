@@ -10,8 +10,10 @@
 //!
 //! Keys are a 128-bit XXH3 hash of the id, not the id itself: every entry has the same small
 //! size whatever the id's length (an 8 KiB id costs no more than a 32-byte one), so memory is
-//! bounded by the capacity alone, and the table holds no session secrets to leak. Only
-//! backends' responses insert entries; a client can only look ids up.
+//! bounded by the capacity alone, and the table holds no session secrets to leak. Entries come
+//! from backends' `Set-Cookie`, and from ids the table did not know when a request carrying one
+//! is served (so the table rebuilds itself after a restart, as HAProxy's `stick on` does); a
+//! client can thereby only map an id to the backend the balancer gave it.
 
 use lru::LruCache;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

@@ -218,6 +218,28 @@ impl Proxy {
         std::fs::read_to_string(self.dir.path().join("proxy.log")).unwrap_or_default()
     }
 
+    /// The proxy process's resident memory, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The access-log outcome of the last request for `path` (`outcome=...`).
+    pub fn outcome_of(&self, path: &str) -> Option<String> {
+        let needle = format!(" {path} ");
+        self.log()
+            .lines()
+            .rev()
+            .find(|l| l.contains("sticky_proxy::access") && l.contains(&needle))
+            .and_then(|l| l.split("outcome=").nth(1))
+            .map(|o| o.split_whitespace().next().unwrap_or("").to_string())
+    }
+
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
