@@ -175,5 +175,50 @@ fn bench_ring(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_cookie, bench_keys, bench_ring);
+fn bench_table(c: &mut Criterion) {
+    use sticky_proxy::affinity::sessions::{key_of, SessionTable, TableConfig};
+    let mut group = c.benchmark_group("session table");
+    for entries in [1u64, 1_000_000] {
+        let table = SessionTable::new(TableConfig {
+            capacity: entries,
+            idle_timeout: std::time::Duration::from_secs(3600),
+            max_lifetime: None,
+        });
+        let keys: Vec<u128> = (0..entries)
+            .map(|i| key_of(format!("{i:032X}").as_bytes()))
+            .collect();
+        for (i, key) in keys.iter().enumerate() {
+            table.insert(*key, i % 3);
+        }
+        let mut i = 0usize;
+        group.bench_with_input(BenchmarkId::new("get hit", entries), &entries, |b, _| {
+            b.iter(|| {
+                i = (i + 7919) % keys.len();
+                table.get(black_box(keys[i]))
+            })
+        });
+        group.bench_with_input(BenchmarkId::new("get miss", entries), &entries, |b, _| {
+            b.iter(|| table.get(black_box(0xdead_beef)))
+        });
+        let mut n = 0u64;
+        group.bench_with_input(
+            BenchmarkId::new("insert (full table)", entries),
+            &entries,
+            |b, _| {
+                b.iter(|| {
+                    n += 1;
+                    table.insert(black_box(key_of(&n.to_le_bytes())), 1)
+                })
+            },
+        );
+        group.bench_with_input(
+            BenchmarkId::new("hash a 32-byte id", entries),
+            &entries,
+            |b, _| b.iter(|| key_of(black_box(b"0123456789ABCDEF0123456789ABCDEF"))),
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_cookie, bench_keys, bench_ring, bench_table);
 criterion_main!(benches);
