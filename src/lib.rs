@@ -17,10 +17,13 @@
 //! The hooks live in [`proxy`]; the decisions they call are pure functions in [`affinity`],
 //! [`pool`] and [`headers`], unit-tested without sockets.
 
+pub mod access_log;
+pub mod admin;
 pub mod affinity;
 pub mod config;
 pub mod demo;
 pub mod headers;
+pub mod metrics;
 pub mod pool;
 pub mod proxy;
 
@@ -35,7 +38,9 @@ pub fn build_server(opt: Option<Opt>, server_conf: ServerConf, config: &config::
     let settings = Arc::new(proxy::ProxySettings {
         hide_headers: config.hide_headers.clone(),
         trusted_proxies: config.trusted_proxies.clone(),
+        access_log_format: config.access_log_format,
     });
+    let metrics = Arc::new(metrics::Metrics::new());
     let mut pools = Vec::with_capacity(config.pools.len());
     for pool_config in &config.pools {
         let (pool, health_service) = pool::Pool::new(pool_config);
@@ -44,16 +49,37 @@ pub fn build_server(opt: Option<Opt>, server_conf: ServerConf, config: &config::
         }
         pools.push(pool);
     }
+    let pool_metrics: Vec<Arc<metrics::PoolMetrics>> = pools
+        .iter()
+        .map(|p| Arc::new(metrics.for_pool(p)))
+        .collect();
     for listener in &config.listeners {
         let pool = pools[listener.pool].clone();
+        let handles = pool_metrics[listener.pool].clone();
         let name = format!("proxy {} → pool {}", listener.addr, pool.name);
         let mut service = pingora_proxy::http_proxy_service_with_name(
             &server.configuration,
-            proxy::StickyProxy::new(pool, settings.clone()),
+            proxy::StickyProxy::new(pool, settings.clone(), handles),
             &name,
         );
         service.add_tcp(&listener.addr.to_string());
         server.add_service(service);
+    }
+    if let Some(admin) = &config.admin {
+        let (app, watcher) = admin::AdminApp::new(
+            pools.clone(),
+            metrics.clone(),
+            admin.token.clone(),
+            admin.allow_remote,
+        );
+        let mut service =
+            pingora_core::services::listening::Service::new(format!("admin {}", admin.addr), app);
+        service.add_tcp(&admin.addr.to_string());
+        server.add_service(service);
+        server.add_service(pingora_core::services::background::background_service(
+            "readiness",
+            watcher,
+        ));
     }
     server
 }

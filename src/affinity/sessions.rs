@@ -214,6 +214,34 @@ impl SessionTable {
         self.shard(key).pop(&key).is_some()
     }
 
+    /// The live entry for `key`, without refreshing it (for operators).
+    pub fn peek(&self, key: SessionKey) -> Option<EntryView> {
+        let now = self.now();
+        let shard = self.shard(key);
+        let e = shard.peek(&key).filter(|e| !self.expired(e, now))?;
+        Some(EntryView {
+            key: format!("{key:032x}"),
+            backend: usize::from(e.backend),
+            age_seconds: u64::from(now.saturating_sub(e.created)) / TICKS_PER_SECOND,
+            idle_seconds: u64::from(now.saturating_sub(e.last_used)) / TICKS_PER_SECOND,
+        })
+    }
+
+    /// How many live entries point at `backend` (walks the table: for operators).
+    pub fn count_backend(&self, backend: usize) -> usize {
+        let now = self.now();
+        self.shards
+            .iter()
+            .map(|shard| {
+                let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+                shard
+                    .iter()
+                    .filter(|(_, e)| usize::from(e.backend) == backend && !self.expired(e, now))
+                    .count()
+            })
+            .sum()
+    }
+
     /// Forget every entry that points at `backend`; returns how many.
     pub fn remove_backend(&self, backend: usize) -> usize {
         let mut removed = 0;

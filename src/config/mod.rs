@@ -24,6 +24,27 @@ pub struct Config {
     pub hide_headers: Vec<http::HeaderName>,
     /// Proxies whose forwarding headers are believed for the client IP.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub admin: Option<AdminConfig>,
+    pub access_log_format: crate::access_log::Format,
+}
+
+/// The admin listener.
+#[derive(Clone)]
+pub struct AdminConfig {
+    pub addr: SocketAddr,
+    /// The bearer token for mutating calls; `None`: mutations are off.
+    pub token: Option<String>,
+    pub allow_remote: bool,
+}
+
+impl fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("addr", &self.addr)
+            .field("token", &self.token.as_ref().map(|_| "<hidden>"))
+            .field("allow_remote", &self.allow_remote)
+            .finish()
+    }
 }
 
 /// One plain-HTTP listener and the pool it serves.
@@ -54,6 +75,7 @@ pub struct BackendConfig {
     pub name: String,
     pub addr: SocketAddr,
     pub weight: u32,
+    pub state: crate::pool::BackendState,
 }
 
 #[derive(Debug, Clone)]

@@ -29,6 +29,37 @@ pub struct RawSticky {
     /// believed for the client-IP key (NGINX `set_real_ip_from`).
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// The admin listener (JSON API, health, metrics); absent: none.
+    pub admin: Option<RawAdmin>,
+    #[serde(default)]
+    pub access_log: RawAccessLog,
+}
+
+/// `sticky.admin`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    #[serde(default = "default_admin_addr")]
+    pub addr: String,
+    /// A file holding the bearer token for mutating calls.
+    pub token_file: Option<String>,
+    /// An environment variable holding the bearer token for mutating calls.
+    pub token_env: Option<String>,
+    /// Accept callers from other than loopback addresses.
+    #[serde(default)]
+    pub allow_remote: bool,
+}
+
+fn default_admin_addr() -> String {
+    "127.0.0.1:6189".to_string()
+}
+
+/// `sticky.access_log`
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccessLog {
+    #[serde(default)]
+    pub format: crate::access_log::Format,
 }
 
 /// `sticky.listeners[i]`
@@ -74,6 +105,9 @@ pub struct RawBackend {
     pub addr: String,
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// `active` (default), `draining` or `disabled`; changeable at run time (admin API).
+    #[serde(default)]
+    pub state: crate::pool::BackendState,
 }
 
 fn default_weight() -> u32 {

@@ -3,9 +3,9 @@
 //! Each check returns a [`ConfigError`] naming the field by its path in the YAML and quoting the
 //! offending value. Limits that protect the process (weights, secret length) live here too.
 
-use super::raw::{RawBackend, RawHealthCheck, RawPool, RawSticky, RawTimeouts};
+use super::raw::{RawAdmin, RawBackend, RawHealthCheck, RawPool, RawSticky, RawTimeouts};
 use super::{
-    BackendConfig, Config, ConfigError, HealthCheckConfig, ListenerConfig, PoolConfig,
+    AdminConfig, BackendConfig, Config, ConfigError, HealthCheckConfig, ListenerConfig, PoolConfig,
     TimeoutConfig,
 };
 use std::net::SocketAddr;
@@ -100,11 +100,73 @@ pub(super) fn validate(raw: RawSticky) -> Result<Config> {
         trusted_proxies.push(parsed);
     }
 
+    let admin = raw.admin.map(validate_admin).transpose()?;
+    if let Some(admin) = &admin {
+        if listeners.iter().any(|l| l.addr == admin.addr) {
+            return Err(ConfigError::new(
+                "sticky.admin.addr",
+                format!("already used by a listener: \"{}\"", admin.addr),
+            ));
+        }
+    }
+
     Ok(Config {
         listeners,
         pools,
         hide_headers,
         trusted_proxies,
+        admin,
+        access_log_format: raw.access_log.format,
+    })
+}
+
+/// The shortest accepted admin token, in bytes.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+fn validate_admin(raw: RawAdmin) -> Result<AdminConfig> {
+    let addr = parse_addr("sticky.admin.addr", &raw.addr)?;
+    let token = match (&raw.token_file, &raw.token_env) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(
+                "sticky.admin.token_file",
+                "give token_file or token_env, not both",
+            ))
+        }
+        (Some(path), None) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::new(
+                    "sticky.admin.token_file",
+                    format!("cannot read {path:?}: {e}"),
+                )
+            })?;
+            Some(("sticky.admin.token_file", text.trim().to_string()))
+        }
+        (None, Some(var)) => {
+            let value = std::env::var(var).map_err(|_| {
+                ConfigError::new(
+                    "sticky.admin.token_env",
+                    format!("environment variable {var:?} is not set"),
+                )
+            })?;
+            Some(("sticky.admin.token_env", value.trim().to_string()))
+        }
+        (None, None) => None,
+    };
+    if let Some((field, token)) = &token {
+        if token.len() < MIN_TOKEN_LEN {
+            return Err(ConfigError::new(
+                *field,
+                format!(
+                    "token too short: {} bytes, at least {MIN_TOKEN_LEN} required",
+                    token.len()
+                ),
+            ));
+        }
+    }
+    Ok(AdminConfig {
+        addr,
+        token: token.map(|(_, t)| t),
+        allow_remote: raw.allow_remote,
     })
 }
 
@@ -190,6 +252,7 @@ fn validate_backend(field: &str, raw: RawBackend) -> Result<BackendConfig> {
         name: raw.name,
         addr,
         weight: raw.weight,
+        state: raw.state,
     })
 }
 

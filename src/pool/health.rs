@@ -2,7 +2,7 @@
 //! is mirrored into our [`BackendSlot`]s (the request path then reads one atomic) and logged
 //! with the backend's name.
 
-use super::{BackendSlot, Slots};
+use super::{BackendSlot, BackendState, Slots};
 use crate::config::{HealthCheckConfig, HealthCheckKind};
 use async_trait::async_trait;
 use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
@@ -74,6 +74,18 @@ struct MirroredHealthCheck {
 #[async_trait]
 impl HealthCheck for MirroredHealthCheck {
     async fn check(&self, target: &Backend) -> pingora_core::Result<()> {
+        // A disabled backend is not checked: it may be down for maintenance on purpose. It keeps
+        // the health it had, and is checked again once re-enabled.
+        if slot_of(&self.slots, target).is_some_and(|s| s.state() == BackendState::Disabled) {
+            return if slot_of(&self.slots, target).is_some_and(|s| s.is_healthy()) {
+                Ok(())
+            } else {
+                pingora_core::Error::e_explain(
+                    pingora_core::ErrorType::CustomCode("disabled", 0),
+                    "backend disabled: not checked",
+                )
+            };
+        }
         self.inner.check(target).await
     }
 

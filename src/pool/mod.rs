@@ -7,8 +7,11 @@
 //! the crate lacks, is built on the same call. The hot path reads only atomics of our own
 //! [`BackendSlot`]s: no locks, no maps.
 
+mod backend;
 mod health;
 pub mod ring;
+
+pub use backend::{BackendSlot, BackendState};
 
 use crate::affinity::learned::{ClientIpTable, LearnedSessions};
 use crate::affinity::CookieAffinity;
@@ -17,32 +20,8 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_load_balancing::selection::{Random, RoundRobin};
 use pingora_load_balancing::{Backend, LoadBalancer};
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-
-/// One configured backend and its live state.
-#[derive(Debug)]
-pub struct BackendSlot {
-    pub name: String,
-    pub addr: SocketAddr,
-    pub weight: u32,
-    /// Mirrored from the health checker; `true` until a check says otherwise.
-    pub healthy: AtomicBool,
-    /// Requests currently being served.
-    pub in_flight: AtomicUsize,
-    /// Requests sent to this backend since start.
-    pub requests: AtomicU64,
-    /// Template for the upstream peer (address and timeouts).
-    peer: HttpPeer,
-}
-
-impl BackendSlot {
-    /// Can this backend take a request right now?
-    pub fn is_usable(&self) -> bool {
-        self.healthy.load(Relaxed)
-    }
-}
 
 /// The backends of a pool, shared with the health checker.
 pub type Slots = Arc<[BackendSlot]>;
@@ -85,15 +64,7 @@ impl Pool {
                 peer.options.read_timeout = Some(t.read);
                 peer.options.write_timeout = Some(t.write);
                 peer.options.idle_timeout = Some(t.idle);
-                BackendSlot {
-                    name: b.name.clone(),
-                    addr: b.addr,
-                    weight: b.weight,
-                    healthy: AtomicBool::new(true),
-                    in_flight: AtomicUsize::new(0),
-                    requests: AtomicU64::new(0),
-                    peer,
-                }
+                BackendSlot::new(b.name.clone(), b.addr, b.weight, b.state, peer)
             })
             .collect();
 
@@ -141,10 +112,11 @@ impl Pool {
         slot_index(&self.slots, backend)
     }
 
-    /// Pick a backend for a new session: usable, and not one of `excluded` (backends this request
-    /// already failed on). `None` when no backend qualifies.
+    /// Pick a backend for a new session: healthy, active, and not one of `excluded` (backends
+    /// this request already failed on). `None` when no backend qualifies.
     pub fn select_new(&self, excluded: &[usize]) -> Option<usize> {
-        let accept = |index: usize| !excluded.contains(&index) && self.slots[index].is_usable();
+        let accept =
+            |index: usize| !excluded.contains(&index) && self.slots[index].takes_new_sessions();
         let n = self.slots.len();
         let chosen = match &self.balancer {
             Balancer::RoundRobin(lb) => {
@@ -176,6 +148,32 @@ impl Pool {
     /// Does the pool record sessions server-side (learned ids or client IPs)?
     pub fn has_tables(&self) -> bool {
         self.learned.is_some() || self.ip_table.is_some()
+    }
+
+    /// Statistics of the pool's session tables, by table name (`learn`, `client_ip`).
+    pub fn table_stats(&self) -> Vec<(&'static str, crate::affinity::sessions::TableStats)> {
+        let mut out = Vec::new();
+        if let Some(learned) = &self.learned {
+            out.push(("learn", learned.table.stats()));
+        }
+        if let Some(ip) = &self.ip_table {
+            out.push(("client_ip", ip.table.stats()));
+        }
+        out
+    }
+
+    /// The session table called `name` (`learn` or `client_ip`).
+    pub fn table(&self, name: &str) -> Option<&crate::affinity::sessions::SessionTable> {
+        match name {
+            "learn" => self.learned.as_ref().map(|l| &l.table),
+            "client_ip" => self.ip_table.as_ref().map(|t| &t.table),
+            _ => None,
+        }
+    }
+
+    /// The backend called `name`.
+    pub fn backend_index(&self, name: &str) -> Option<usize> {
+        self.slots.iter().position(|s| s.name == name)
     }
 
     /// The peer to connect to for a backend index.

@@ -67,7 +67,8 @@ impl HashAffinity {
             .fold((0usize, 0usize), |(n, total), i| {
                 (n + 1, total + slots[i].in_flight.load(Relaxed))
             });
-        if count == 0 {
+        let home_usable = |i: usize| !excluded.contains(&i) && slots[i].is_usable();
+        if count == 0 && !(0..slots.len()).any(home_usable) {
             return None;
         }
         let bound = self
@@ -78,10 +79,16 @@ impl HashAffinity {
             let Some(i) = slot_index(slots, backend) else {
                 return false;
             };
-            if home.get().is_none() {
-                home.set(Some(i));
-            }
-            candidate(i) && bound.is_none_or(|b| slots[i].in_flight.load(Relaxed) < b)
+            let is_home = match home.get() {
+                None => {
+                    home.set(Some(i));
+                    true
+                }
+                Some(h) => h == i,
+            };
+            let can_take =
+                candidate(i) || (is_home && !excluded.contains(&i) && slots[i].is_usable());
+            can_take && bound.is_none_or(|b| slots[i].in_flight.load(Relaxed) < b)
         })?;
         let backend = slot_index(slots, &chosen)?;
         Some(RingPick {

@@ -48,6 +48,8 @@ pub struct SessionLookup {
     /// The first backend recorded for the request (cookie, then learned id, then client IP).
     pub pin: Pin,
     pub source: PinSource,
+    /// The request carried an affinity cookie that named no backend.
+    pub cookie_invalid: bool,
     /// The learned session id the request carries (hashed), and where the table had it.
     pub learned_key: Option<SessionKey>,
     pub learned_hit: Option<usize>,
@@ -67,6 +69,12 @@ pub struct RequestCtx {
     pub failed: Vec<usize>,
     /// The backend of the current attempt.
     pub selected: Option<usize>,
+    /// The backend of the first attempt (the decision's favourite).
+    pub favoured: Option<usize>,
+    /// When the current attempt's backend was chosen.
+    pub upstream_started: Option<Instant>,
+    /// A backend's final response header arrived.
+    pub responded: bool,
     pub outcome: Outcome,
     /// Whether the response gets the affinity cookie for `selected`.
     pub issue_cookie: bool,
@@ -81,6 +89,9 @@ impl RequestCtx {
             client_ip: None,
             failed: Vec::new(),
             selected: None,
+            favoured: None,
+            upstream_started: None,
+            responded: false,
             outcome: Outcome::None,
             issue_cookie: false,
             in_flight: None,
@@ -105,6 +116,7 @@ pub fn look_up_session(
     let mut lookup = SessionLookup::default();
     if let Some(cookie) = &pool.cookie {
         lookup.pin = cookie.pinned(headers.get_all(COOKIE).iter().map(|v| v.as_bytes()));
+        lookup.cookie_invalid = lookup.pin == Pin::Invalid;
         if matches!(lookup.pin, Pin::Backend(_)) {
             lookup.source = PinSource::Cookie;
         }

@@ -13,10 +13,12 @@
 pub mod ctx;
 mod response;
 
+use crate::access_log;
 use crate::affinity::decision::{decide, Mechanisms};
 use crate::affinity::key::RequestView;
 use crate::affinity::{client_ip, Outcome};
 use crate::headers;
+use crate::metrics::PoolMetrics;
 use crate::pool::Pool;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -28,7 +30,6 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 /// Settings shared by every listener.
@@ -38,17 +39,29 @@ pub struct ProxySettings {
     pub hide_headers: Vec<HeaderName>,
     /// Proxies whose forwarding headers are believed for the client IP.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub access_log_format: access_log::Format,
 }
 
-/// The proxy service for one listener: the pool it serves.
+/// The proxy service for one listener: the pool it serves, and that pool's metric handles.
 pub struct StickyProxy {
     pool: Arc<Pool>,
     settings: Arc<ProxySettings>,
+    metrics: Arc<PoolMetrics>,
 }
 
 impl StickyProxy {
-    pub fn new(pool: Arc<Pool>, settings: Arc<ProxySettings>) -> Self {
-        StickyProxy { pool, settings }
+    pub fn new(pool: Arc<Pool>, settings: Arc<ProxySettings>, metrics: Arc<PoolMetrics>) -> Self {
+        StickyProxy {
+            pool,
+            settings,
+            metrics,
+        }
+    }
+
+    fn backend_name(&self, index: Option<usize>) -> &str {
+        index
+            .and_then(|i| self.pool.slots.get(i))
+            .map_or("-", |s| s.name.as_str())
     }
 }
 
@@ -72,12 +85,11 @@ impl ProxyHttp for StickyProxy {
                 .client_addr()
                 .and_then(|a| a.as_inet())
                 .map(|a| client_ip::resolve(a.ip(), &req.headers, &self.settings.trusted_proxies));
-            ctx.session = Some(ctx::look_up_session(
-                pool,
-                &req.uri,
-                &req.headers,
-                ctx.client_ip,
-            ));
+            let lookup = ctx::look_up_session(pool, &req.uri, &req.headers, ctx.client_ip);
+            if lookup.cookie_invalid {
+                self.metrics.cookie_verification_failure();
+            }
+            ctx.session = Some(lookup);
         }
         let lookup = ctx.session.unwrap_or_default();
         // A retry: the previous attempt no longer counts as in flight.
@@ -106,12 +118,16 @@ impl ProxyHttp for StickyProxy {
         );
         ctx.outcome = decision.outcome;
         ctx.selected = decision.backend;
+        if ctx.favoured.is_none() {
+            ctx.favoured = decision.backend;
+        }
         ctx.issue_cookie = decision.issue_cookie;
         let Some(index) = decision.backend else {
             return Error::e_explain(ErrorType::HTTPStatus(503), "no usable backend in the pool");
         };
         ctx.in_flight = Some(InFlight::start(&pool.slots, index));
-        pool.slots[index].requests.fetch_add(1, Relaxed);
+        ctx.upstream_started = Some(std::time::Instant::now());
+        pool.slots[index].record_request(decision.outcome == Outcome::Sticky);
         Ok(pool.peer(index))
     }
 
@@ -180,6 +196,11 @@ impl ProxyHttp for StickyProxy {
         if upstream_response.status.is_informational() {
             return Ok(());
         }
+        ctx.responded = true;
+        if let (Some(started), Some(backend)) = (ctx.upstream_started.take(), ctx.selected) {
+            self.metrics
+                .upstream_latency(backend, started.elapsed().as_secs_f64());
+        }
         response::apply(&self.pool, &self.settings, upstream_response, ctx)
     }
 
@@ -221,28 +242,37 @@ impl ProxyHttp for StickyProxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         ctx.in_flight = None;
-        if !log::log_enabled!(target: "sticky_proxy::access", log::Level::Info) {
+        // The backend that answered: one whose response header reached us.
+        let actual = if ctx.responded { ctx.selected } else { None };
+        self.metrics.request(actual, ctx.outcome);
+        if !log::log_enabled!(target: access_log::TARGET, log::Level::Info) {
             return;
         }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let req = session.req_header();
-        let backend = ctx
-            .selected
-            .and_then(|i| self.pool.slots.get(i))
-            .map_or("-", |s| s.name.as_str());
+        let required = match ctx.session.map(|s| s.pin) {
+            Some(crate::affinity::Pin::Backend(i)) => Some(i),
+            _ => None,
+        };
         let client = session
             .client_addr()
             .map_or_else(|| "-".to_string(), |a| a.to_string());
-        log::info!(
-            target: "sticky_proxy::access",
-            "{client} {} {} {status} {}ms pool={} backend={backend} outcome={}{}",
-            req.method,
-            req.uri.path(),
-            ctx.started.elapsed().as_millis(),
-            self.pool.name,
-            ctx.outcome.as_str(),
-            e.map(|e| format!(" error={}", e.etype().as_str())).unwrap_or_default(),
-        );
+        let entry = access_log::Entry {
+            client: &client,
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            status,
+            duration_ms: ctx.started.elapsed().as_millis(),
+            pool: &self.pool.name,
+            route: "-",
+            class: "-",
+            favoured: self.backend_name(ctx.favoured),
+            required: self.backend_name(required),
+            actual: self.backend_name(actual),
+            outcome: ctx.outcome.as_str(),
+            error: e.map(|e| e.etype().as_str()),
+        };
+        log::info!(target: access_log::TARGET, "{}", entry.render(self.settings.access_log_format));
     }
 }
 

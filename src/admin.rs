@@ -1,0 +1,511 @@
+//! The admin listener: health, readiness, Prometheus metrics and a JSON API over pools,
+//! backends and session tables. Served by Pingora itself (a `ServeHttp` app on its own
+//! listener, loopback by default), so it follows the same graceful upgrade as the proxy.
+//!
+//! | method | path | what | token |
+//! |---|---|---|---|
+//! | GET | `/healthz` | `200 ok` while the process runs | no |
+//! | GET | `/readyz` | `200 ready`; `503 shutting down` once a shutdown or upgrade has begun | no |
+//! | GET | `/metrics` | Prometheus text format (names in `metrics.rs`) | no |
+//! | GET | `/api/pools` | every pool: backends (state, health, in flight, requests, last used, pinned requests in the last minute) and session tables | no |
+//! | GET | `/api/pools/{pool}` | one pool, same shape | no |
+//! | POST | `/api/pools/{pool}/backends/{backend}/state` | body `{"state": "active" \| "draining" \| "disabled"}` | yes |
+//! | GET | `/api/pools/{pool}/tables/{table}/entries?limit=N` | entries of `learn` or `client_ip` (keys are hashes), default limit 100 | no |
+//! | GET | `/api/pools/{pool}/tables/{table}/lookup?id=…` or `?ip=…` | the entry for a session id or client IP | no |
+//! | POST | `/api/pools/{pool}/tables/{table}/delete` | body `{"id": …}`, `{"ip": …}` or `{"backend": …}` | yes |
+//!
+//! Mutations are POST only and need `Authorization: Bearer <token>` (token from the file or
+//! environment variable named in `sticky.admin`): no header → 401, a wrong token → 403; with no
+//! token configured, mutations are off (403). Callers from other than loopback get 403 unless
+//! `allow_remote` is set. Bodies over 64 KiB get 413; malformed JSON, unknown pools, backends,
+//! tables or states get 400 / 404. Nothing changes on any 4xx.
+
+use crate::affinity::sessions::{key_of, EntryView, TableStats};
+use crate::metrics::Metrics;
+use crate::pool::{BackendState, Pool};
+use async_trait::async_trait;
+use http::{Method, Response, StatusCode};
+use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+/// Largest accepted request body.
+const MAX_BODY: usize = 64 * 1024;
+
+/// What the admin app serves from.
+pub struct AdminApp {
+    pools: Vec<Arc<Pool>>,
+    metrics: Arc<Metrics>,
+    token: Option<String>,
+    allow_remote: bool,
+    shutting_down: Arc<AtomicBool>,
+}
+
+/// Sets the readiness flag when Pingora starts shutting down (or hands over to an upgrade).
+pub struct ShutdownWatcher {
+    shutting_down: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl BackgroundService for ShutdownWatcher {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                break;
+            }
+        }
+        self.shutting_down.store(true, Relaxed);
+        log::info!("shutting down: /readyz now answers 503");
+    }
+}
+
+impl AdminApp {
+    /// The app and the background service that tells it about shutdown.
+    pub fn new(
+        pools: Vec<Arc<Pool>>,
+        metrics: Arc<Metrics>,
+        token: Option<String>,
+        allow_remote: bool,
+    ) -> (Self, ShutdownWatcher) {
+        let shutting_down = Arc::new(AtomicBool::new(false));
+        (
+            AdminApp {
+                pools,
+                metrics,
+                token,
+                allow_remote,
+                shutting_down: shutting_down.clone(),
+            },
+            ShutdownWatcher { shutting_down },
+        )
+    }
+
+    fn pool(&self, name: &str) -> Result<&Arc<Pool>, Reply> {
+        self.pools
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| Reply::error(StatusCode::NOT_FOUND, format!("no pool named {name:?}")))
+    }
+
+    /// 401 without a token, 403 with a wrong one or when mutations are off.
+    fn authorize(&self, header: Option<&[u8]>) -> Result<(), Reply> {
+        let Some(expected) = &self.token else {
+            return Err(Reply::error(
+                StatusCode::FORBIDDEN,
+                "mutations are off: no admin token is configured",
+            ));
+        };
+        let Some(given) = header.and_then(|h| h.strip_prefix(b"Bearer ")) else {
+            return Err(Reply::error(
+                StatusCode::UNAUTHORIZED,
+                "bearer token required",
+            ));
+        };
+        if bool::from(given.ct_eq(expected.as_bytes())) {
+            Ok(())
+        } else {
+            Err(Reply::error(StatusCode::FORBIDDEN, "wrong token"))
+        }
+    }
+
+    async fn handle(&self, session: &mut ServerSession) -> Reply {
+        let remote_ok = self.allow_remote
+            || session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .is_some_and(|a| a.ip().is_loopback());
+        if !remote_ok {
+            return Reply::error(StatusCode::FORBIDDEN, "admin API is for loopback callers");
+        }
+        let req = session.req_header();
+        let method = req.method.clone();
+        let path = req.uri.path().to_string();
+        let query = req.uri.query().unwrap_or("").to_string();
+        let auth = req
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes().to_vec());
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let is_mutation = method == Method::POST;
+        if is_mutation {
+            if let Err(reply) = self.authorize(auth.as_deref()) {
+                return reply;
+            }
+        }
+        let body = if is_mutation {
+            match read_body(session).await {
+                Ok(body) => body,
+                Err(reply) => return reply,
+            }
+        } else {
+            Vec::new()
+        };
+        match (method.as_str(), segments.as_slice()) {
+            ("GET", ["healthz"]) => Reply::text(StatusCode::OK, "ok\n"),
+            ("GET", ["readyz"]) => {
+                if self.shutting_down.load(Relaxed) {
+                    Reply::text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+                } else {
+                    Reply::text(StatusCode::OK, "ready\n")
+                }
+            }
+            ("GET", ["metrics"]) => {
+                let (content_type, body) = self.metrics.render(&self.pools);
+                Reply {
+                    status: StatusCode::OK,
+                    content_type,
+                    body,
+                }
+            }
+            ("GET", ["api", "pools"]) => {
+                let views: Vec<PoolView> = self.pools.iter().map(|p| PoolView::of(p)).collect();
+                Reply::json(StatusCode::OK, &views)
+            }
+            ("GET", ["api", "pools", pool]) => match self.pool(pool) {
+                Ok(p) => Reply::json(StatusCode::OK, &PoolView::of(p)),
+                Err(reply) => reply,
+            },
+            ("POST", ["api", "pools", pool, "backends", backend, "state"]) => {
+                self.set_state(pool, backend, &body)
+            }
+            ("GET", ["api", "pools", pool, "tables", table, "entries"]) => {
+                let limit = query_param(&query, "limit")
+                    .and_then(|l| l.parse().ok())
+                    .unwrap_or(100usize)
+                    .min(10_000);
+                match self.pool(pool).and_then(|p| table_of(p, table)) {
+                    Ok(t) => Reply::json(StatusCode::OK, &t.entries(limit)),
+                    Err(reply) => reply,
+                }
+            }
+            ("GET", ["api", "pools", pool, "tables", table, "lookup"]) => {
+                self.lookup(pool, table, &query)
+            }
+            ("POST", ["api", "pools", pool, "tables", table, "delete"]) => {
+                self.delete(pool, table, &body)
+            }
+            (_, ["healthz" | "readyz" | "metrics"]) | (_, ["api", ..]) => Reply::error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed (mutations are POST, reads are GET)",
+            ),
+            _ => Reply::error(StatusCode::NOT_FOUND, "no such endpoint"),
+        }
+    }
+
+    fn set_state(&self, pool: &str, backend: &str, body: &[u8]) -> Reply {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Body {
+            state: BackendState,
+        }
+        let pool = match self.pool(pool) {
+            Ok(p) => p,
+            Err(reply) => return reply,
+        };
+        let Some(index) = pool.backend_index(backend) else {
+            return Reply::error(
+                StatusCode::NOT_FOUND,
+                format!("no backend named {backend:?}"),
+            );
+        };
+        let body: Body = match serde_json::from_slice(body) {
+            Ok(b) => b,
+            Err(e) => return Reply::error(StatusCode::BAD_REQUEST, format!("bad body: {e}")),
+        };
+        let slot = &pool.slots[index];
+        let before = slot.state();
+        slot.set_state(body.state);
+        log::warn!(
+            "admin: backend {} of pool {} is now {} (was {})",
+            slot.name,
+            pool.name,
+            body.state.as_str(),
+            before.as_str()
+        );
+        Reply::json(StatusCode::OK, &BackendView::of(pool, index))
+    }
+
+    fn lookup(&self, pool: &str, table: &str, query: &str) -> Reply {
+        let pool = match self.pool(pool) {
+            Ok(p) => p,
+            Err(reply) => return reply,
+        };
+        let key = match session_key(
+            pool,
+            table,
+            query_param(query, "id"),
+            query_param(query, "ip"),
+        ) {
+            Ok(k) => k,
+            Err(reply) => return reply,
+        };
+        let t = match table_of(pool, table) {
+            Ok(t) => t,
+            Err(reply) => return reply,
+        };
+        match t.peek(key) {
+            Some(entry) => Reply::json(StatusCode::OK, &LookupView::of(pool, entry)),
+            None => Reply::error(StatusCode::NOT_FOUND, "no entry"),
+        }
+    }
+
+    fn delete(&self, pool: &str, table: &str, body: &[u8]) -> Reply {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Body {
+            id: Option<String>,
+            ip: Option<String>,
+            backend: Option<String>,
+        }
+        let pool = match self.pool(pool) {
+            Ok(p) => p,
+            Err(reply) => return reply,
+        };
+        let t = match table_of(pool, table) {
+            Ok(t) => t,
+            Err(reply) => return reply,
+        };
+        let body: Body = match serde_json::from_slice(body) {
+            Ok(b) => b,
+            Err(e) => return Reply::error(StatusCode::BAD_REQUEST, format!("bad body: {e}")),
+        };
+        let deleted = match (&body.id, &body.ip, &body.backend) {
+            (None, None, Some(name)) => match pool.backend_index(name) {
+                Some(index) => t.remove_backend(index),
+                None => {
+                    return Reply::error(
+                        StatusCode::NOT_FOUND,
+                        format!("no backend named {name:?}"),
+                    )
+                }
+            },
+            (id, ip, None) if id.is_some() != ip.is_some() => {
+                match session_key(pool, table, id.as_deref(), ip.as_deref()) {
+                    Ok(key) => usize::from(t.remove(key)),
+                    Err(reply) => return reply,
+                }
+            }
+            _ => {
+                return Reply::error(
+                    StatusCode::BAD_REQUEST,
+                    "give exactly one of \"id\", \"ip\", \"backend\"",
+                )
+            }
+        };
+        Reply::json(StatusCode::OK, &serde_json::json!({ "deleted": deleted }))
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let reply = self.handle(session).await;
+        let length = reply.body.len();
+        Response::builder()
+            .status(reply.status)
+            .header(http::header::CONTENT_TYPE, reply.content_type)
+            .header(http::header::CONTENT_LENGTH, length)
+            .header(http::header::CACHE_CONTROL, "no-store")
+            .body(reply.body)
+            .unwrap_or_else(|_| Response::new(b"error\n".to_vec()))
+    }
+}
+
+/// A response before it becomes an `http::Response`.
+struct Reply {
+    status: StatusCode,
+    content_type: String,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn text(status: StatusCode, body: &str) -> Self {
+        Reply {
+            status,
+            content_type: "text/plain; charset=utf-8".into(),
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    fn json(status: StatusCode, value: &impl Serialize) -> Self {
+        let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
+        body.push(b'\n');
+        Reply {
+            status,
+            content_type: "application/json".into(),
+            body,
+        }
+    }
+
+    fn error(status: StatusCode, message: impl Into<String>) -> Self {
+        Self::json(status, &serde_json::json!({ "error": message.into() }))
+    }
+}
+
+async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Reply> {
+    let too_big = || Reply::error(StatusCode::PAYLOAD_TOO_LARGE, "body over 64 KiB");
+    let declared = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY) {
+        return Err(too_big());
+    }
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_BODY {
+                    return Err(too_big());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(_) => return Err(Reply::error(StatusCode::BAD_REQUEST, "unreadable body")),
+        }
+    }
+}
+
+fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+    query.split('&').find_map(|pair| {
+        let (n, v) = pair.split_once('=')?;
+        (n == name).then_some(v)
+    })
+}
+
+fn table_of<'p>(
+    pool: &'p Pool,
+    table: &str,
+) -> Result<&'p crate::affinity::sessions::SessionTable, Reply> {
+    pool.table(table).ok_or_else(|| {
+        Reply::error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "pool {:?} has no table {table:?} (tables: learn, client_ip)",
+                pool.name
+            ),
+        )
+    })
+}
+
+/// The table key for a session id (`learn`) or a client IP (`client_ip`).
+fn session_key(
+    pool: &Pool,
+    table: &str,
+    id: Option<&str>,
+    ip: Option<&str>,
+) -> Result<u128, Reply> {
+    match (table, id, ip) {
+        ("learn", Some(id), None) => Ok(key_of(id.as_bytes())),
+        ("client_ip", None, Some(ip)) => {
+            let addr: std::net::IpAddr = ip.parse().map_err(|_| {
+                Reply::error(
+                    StatusCode::BAD_REQUEST,
+                    format!("not an IP address: {ip:?}"),
+                )
+            })?;
+            pool.ip_table
+                .as_ref()
+                .map(|t| t.key(addr))
+                .ok_or_else(|| Reply::error(StatusCode::NOT_FOUND, "no client_ip table"))
+        }
+        ("learn", ..) => Err(Reply::error(
+            StatusCode::BAD_REQUEST,
+            "the learn table takes \"id\"",
+        )),
+        ("client_ip", ..) => Err(Reply::error(
+            StatusCode::BAD_REQUEST,
+            "the client_ip table takes \"ip\"",
+        )),
+        _ => Err(Reply::error(
+            StatusCode::NOT_FOUND,
+            format!("no table {table:?}"),
+        )),
+    }
+}
+
+#[derive(Serialize)]
+struct PoolView {
+    name: String,
+    backends: Vec<BackendView>,
+    tables: std::collections::BTreeMap<&'static str, TableStats>,
+}
+
+impl PoolView {
+    fn of(pool: &Pool) -> Self {
+        PoolView {
+            name: pool.name.clone(),
+            backends: (0..pool.slots.len())
+                .map(|i| BackendView::of(pool, i))
+                .collect(),
+            tables: pool.table_stats().into_iter().collect(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct BackendView {
+    name: String,
+    addr: String,
+    weight: u32,
+    state: BackendState,
+    healthy: bool,
+    in_flight: usize,
+    requests: u64,
+    last_used_unix_ms: Option<u64>,
+    pinned_requests_last_minute: u64,
+    /// Entries of the pool's session tables that point here.
+    table_entries: usize,
+}
+
+impl BackendView {
+    fn of(pool: &Pool, index: usize) -> Self {
+        let slot = &pool.slots[index];
+        let table_entries = ["learn", "client_ip"]
+            .iter()
+            .filter_map(|t| pool.table(t))
+            .map(|t| t.count_backend(index))
+            .sum();
+        BackendView {
+            name: slot.name.clone(),
+            addr: slot.addr.to_string(),
+            weight: slot.weight,
+            state: slot.state(),
+            healthy: slot.is_healthy(),
+            in_flight: slot.in_flight.load(Relaxed),
+            requests: slot.requests.load(Relaxed),
+            last_used_unix_ms: slot.last_used_ms(),
+            pinned_requests_last_minute: slot.pinned_last_minute(),
+            table_entries,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct LookupView {
+    key: String,
+    backend: String,
+    age_seconds: u64,
+    idle_seconds: u64,
+}
+
+impl LookupView {
+    fn of(pool: &Pool, entry: EntryView) -> Self {
+        LookupView {
+            key: entry.key,
+            backend: pool
+                .slots
+                .get(entry.backend)
+                .map_or_else(|| "-".into(), |s| s.name.clone()),
+            age_seconds: entry.age_seconds,
+            idle_seconds: entry.idle_seconds,
+        }
+    }
+}

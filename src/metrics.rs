@@ -1,0 +1,376 @@
+//! Every Prometheus metric: its name, help, labels — in this one file, listed again in the
+//! README. Uses the `prometheus` crate as re-exported by `pingora-prometheus`.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `sticky_requests_total` | counter | `pool`, `backend` (`-` when none), `outcome` (`new`, `sticky`, `rebalanced`, `opted_out`, `none`, `failed`) |
+//! | `sticky_upstream_response_seconds` | histogram | `pool`, `backend` — from choosing the backend to its response header |
+//! | `sticky_cookie_verification_failures_total` | counter | `pool` — affinity cookies that named no backend (forged, stale, malformed) |
+//! | `sticky_backend_healthy` | gauge | `pool`, `backend` — 1 healthy, 0 not |
+//! | `sticky_backend_state` | gauge | `pool`, `backend`, `state` (`active`, `draining`, `disabled`) — 1 for the current state |
+//! | `sticky_backend_in_flight` | gauge | `pool`, `backend` |
+//! | `sticky_backend_pinned_requests_last_minute` | gauge | `pool`, `backend` |
+//! | `sticky_backend_last_used_timestamp_seconds` | gauge | `pool`, `backend` (0: never) |
+//! | `sticky_session_table_entries` / `_capacity` / `_oldest_entry_age_seconds` | gauge | `pool`, `table` (`learn`, `client_ip`) |
+//! | `sticky_session_table_hits_total` / `_misses_total` / `_insertions_total` / `_evictions_total` / `_expirations_total` | counter | `pool`, `table` |
+//!
+//! The request path touches only pre-resolved handles ([`PoolMetrics`]): one atomic add per
+//! counter, no label lookups. Gauges and table counters are read from the live state when
+//! `/metrics` is scraped ([`Metrics::render`]).
+
+use crate::affinity::sessions::TableStats;
+use crate::affinity::Outcome;
+use crate::pool::{BackendState, Pool};
+use pingora_prometheus::prometheus::{
+    self, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use std::sync::Arc;
+
+const OUTCOMES: [Outcome; 6] = [
+    Outcome::None,
+    Outcome::New,
+    Outcome::Sticky,
+    Outcome::Rebalanced,
+    Outcome::OptedOut,
+    Outcome::Failed,
+];
+
+fn outcome_index(outcome: Outcome) -> usize {
+    OUTCOMES.iter().position(|o| *o == outcome).unwrap_or(0)
+}
+
+/// Reads one figure out of a table's statistics.
+type ReadStat = fn(&TableStats) -> u64;
+
+/// All metrics of the process.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    cookie_failures: IntCounterVec,
+    healthy: IntGaugeVec,
+    state: IntGaugeVec,
+    in_flight: IntGaugeVec,
+    pinned_last_minute: IntGaugeVec,
+    last_used: IntGaugeVec,
+    table_gauges: [(IntGaugeVec, ReadStat); 3],
+    table_counters: [(IntCounterVec, ReadStat); 5],
+}
+
+/// One pool's request-path handles, resolved at start-up.
+pub struct PoolMetrics {
+    /// `[backend][outcome]`; the last row is "no backend".
+    requests: Vec<[IntCounter; OUTCOMES.len()]>,
+    latency: Vec<prometheus::Histogram>,
+    cookie_failures: IntCounter,
+}
+
+impl PoolMetrics {
+    /// Count a finished request.
+    pub fn request(&self, backend: Option<usize>, outcome: Outcome) {
+        let row = backend
+            .unwrap_or(self.requests.len() - 1)
+            .min(self.requests.len() - 1);
+        self.requests[row][outcome_index(outcome)].inc();
+    }
+
+    /// Observe a backend's response time.
+    pub fn upstream_latency(&self, backend: usize, seconds: f64) {
+        if let Some(h) = self.latency.get(backend) {
+            h.observe(seconds);
+        }
+    }
+
+    pub fn cookie_verification_failure(&self) {
+        self.cookie_failures.inc();
+    }
+}
+
+fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"))
+}
+
+fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("metric {name}: {e}"))
+}
+
+impl Metrics {
+    /// Create and register every metric. Runs once at start-up with constant names, so a
+    /// failure is a programming error caught by the tests.
+    pub fn new() -> Self {
+        let table = ["pool", "table"];
+        let backend = ["pool", "backend"];
+        let metrics = Metrics {
+            registry: Registry::new(),
+            requests: counter(
+                "sticky_requests_total",
+                "Requests by pool, backend and affinity outcome.",
+                &["pool", "backend", "outcome"],
+            ),
+            latency: HistogramVec::new(
+                HistogramOpts::new(
+                    "sticky_upstream_response_seconds",
+                    "Time from choosing a backend to its response header.",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0,
+                ]),
+                &backend,
+            )
+            .unwrap_or_else(|e| panic!("latency histogram: {e}")),
+            cookie_failures: counter(
+                "sticky_cookie_verification_failures_total",
+                "Affinity cookies that named no backend of the pool (forged, stale, malformed).",
+                &["pool"],
+            ),
+            healthy: gauge(
+                "sticky_backend_healthy",
+                "1 when the backend passes its health checks.",
+                &backend,
+            ),
+            state: gauge(
+                "sticky_backend_state",
+                "1 for the backend's current administrative state.",
+                &["pool", "backend", "state"],
+            ),
+            in_flight: gauge(
+                "sticky_backend_in_flight",
+                "Requests being served by the backend.",
+                &backend,
+            ),
+            pinned_last_minute: gauge(
+                "sticky_backend_pinned_requests_last_minute",
+                "Requests pinned to the backend (session record or hash home) in the last 60 s.",
+                &backend,
+            ),
+            last_used: gauge(
+                "sticky_backend_last_used_timestamp_seconds",
+                "Unix time of the last request sent to the backend (0: never).",
+                &backend,
+            ),
+            table_gauges: [
+                (
+                    gauge(
+                        "sticky_session_table_entries",
+                        "Entries in the session table.",
+                        &table,
+                    ),
+                    |s| s.entries,
+                ),
+                (
+                    gauge(
+                        "sticky_session_table_capacity",
+                        "Capacity of the session table.",
+                        &table,
+                    ),
+                    |s| s.capacity,
+                ),
+                (
+                    gauge(
+                        "sticky_session_table_oldest_entry_age_seconds",
+                        "Idle time of the least recently used entry.",
+                        &table,
+                    ),
+                    |s| s.oldest_entry_age_seconds,
+                ),
+            ],
+            table_counters: [
+                (
+                    counter(
+                        "sticky_session_table_hits_total",
+                        "Lookups that found an entry.",
+                        &table,
+                    ),
+                    |s| s.hits,
+                ),
+                (
+                    counter(
+                        "sticky_session_table_misses_total",
+                        "Lookups that found none.",
+                        &table,
+                    ),
+                    |s| s.misses,
+                ),
+                (
+                    counter(
+                        "sticky_session_table_insertions_total",
+                        "Entries recorded.",
+                        &table,
+                    ),
+                    |s| s.insertions,
+                ),
+                (
+                    counter(
+                        "sticky_session_table_evictions_total",
+                        "Entries dropped at capacity.",
+                        &table,
+                    ),
+                    |s| s.evictions,
+                ),
+                (
+                    counter(
+                        "sticky_session_table_expirations_total",
+                        "Entries dropped as expired.",
+                        &table,
+                    ),
+                    |s| s.expirations,
+                ),
+            ],
+        };
+        let mut collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(metrics.requests.clone()),
+            Box::new(metrics.latency.clone()),
+            Box::new(metrics.cookie_failures.clone()),
+            Box::new(metrics.healthy.clone()),
+            Box::new(metrics.state.clone()),
+            Box::new(metrics.in_flight.clone()),
+            Box::new(metrics.pinned_last_minute.clone()),
+            Box::new(metrics.last_used.clone()),
+        ];
+        collectors.extend(
+            metrics
+                .table_gauges
+                .iter()
+                .map(|(g, _)| Box::new(g.clone()) as _),
+        );
+        collectors.extend(
+            metrics
+                .table_counters
+                .iter()
+                .map(|(c, _)| Box::new(c.clone()) as _),
+        );
+        for collector in collectors {
+            if let Err(e) = metrics.registry.register(collector) {
+                panic!("registering a metric: {e}");
+            }
+        }
+        metrics
+    }
+
+    /// Resolve the request-path handles of a pool.
+    pub fn for_pool(&self, pool: &Pool) -> PoolMetrics {
+        let names: Vec<&str> = pool
+            .slots
+            .iter()
+            .map(|s| s.name.as_str())
+            .chain(std::iter::once("-"))
+            .collect();
+        PoolMetrics {
+            requests: names
+                .iter()
+                .map(|b| {
+                    std::array::from_fn(|i| {
+                        self.requests.with_label_values(&[
+                            pool.name.as_str(),
+                            b,
+                            OUTCOMES[i].as_str(),
+                        ])
+                    })
+                })
+                .collect(),
+            latency: pool
+                .slots
+                .iter()
+                .map(|s| {
+                    self.latency
+                        .with_label_values(&[pool.name.as_str(), s.name.as_str()])
+                })
+                .collect(),
+            cookie_failures: self.cookie_failures.with_label_values(&[&pool.name]),
+        }
+    }
+
+    /// Read the live state of `pools` into the gauges and table counters, and encode every
+    /// metric in the Prometheus text format.
+    pub fn render(&self, pools: &[Arc<Pool>]) -> (String, Vec<u8>) {
+        for pool in pools {
+            for slot in pool.slots.iter() {
+                let labels = [pool.name.as_str(), slot.name.as_str()];
+                self.healthy
+                    .with_label_values(&labels)
+                    .set(i64::from(slot.is_healthy()));
+                for state in BackendState::ALL {
+                    self.state
+                        .with_label_values(&[
+                            pool.name.as_str(),
+                            slot.name.as_str(),
+                            state.as_str(),
+                        ])
+                        .set(i64::from(slot.state() == state));
+                }
+                let in_flight = slot.in_flight.load(std::sync::atomic::Ordering::Relaxed);
+                self.in_flight
+                    .with_label_values(&labels)
+                    .set(i64::try_from(in_flight).unwrap_or(i64::MAX));
+                self.pinned_last_minute
+                    .with_label_values(&labels)
+                    .set(i64::try_from(slot.pinned_last_minute()).unwrap_or(i64::MAX));
+                self.last_used.with_label_values(&labels).set(
+                    slot.last_used_ms()
+                        .map_or(0, |ms| i64::try_from(ms / 1000).unwrap_or(0)),
+                );
+            }
+            for (table, stats) in pool.table_stats() {
+                let labels = [pool.name.as_str(), table];
+                for (gauge, read) in &self.table_gauges {
+                    gauge
+                        .with_label_values(&labels)
+                        .set(i64::try_from(read(&stats)).unwrap_or(i64::MAX));
+                }
+                for (counter, read) in &self.table_counters {
+                    let c = counter.with_label_values(&labels);
+                    let now = read(&stats);
+                    if now > c.get() {
+                        c.inc_by(now - c.get());
+                    }
+                }
+            }
+        }
+        let encoder = TextEncoder::new();
+        let mut buffer = Vec::new();
+        if let Err(e) = encoder.encode(&self.registry.gather(), &mut buffer) {
+            log::error!("encoding metrics: {e}");
+        }
+        (encoder.format_type().to_string(), buffer)
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_registers_and_renders() {
+        let metrics = Metrics::new();
+        let config = crate::config::load_str(
+            "sticky:\n  listeners: [{ addr: \"127.0.0.1:1\" }]\n  pools:\n    - name: web\n      backends: [{ name: a, addr: \"127.0.0.1:2\" }]\n      affinity: { learn: { presets: [j2ee] } }\n",
+        )
+        .unwrap();
+        let (pool, _) = Pool::new(&config.pools[0]);
+        let handles = metrics.for_pool(&pool);
+        handles.request(Some(0), Outcome::Sticky);
+        handles.request(None, Outcome::Failed);
+        handles.upstream_latency(0, 0.002);
+        let (_, body) = metrics.render(&[pool]);
+        let text = String::from_utf8(body).unwrap();
+        for expected in [
+            "sticky_requests_total{backend=\"a\",outcome=\"sticky\",pool=\"web\"} 1",
+            "sticky_requests_total{backend=\"-\",outcome=\"failed\",pool=\"web\"} 1",
+            "sticky_backend_healthy{backend=\"a\",pool=\"web\"} 1",
+            "sticky_backend_state{backend=\"a\",pool=\"web\",state=\"active\"} 1",
+            "sticky_session_table_capacity{pool=\"web\",table=\"learn\"} 100000",
+            "sticky_upstream_response_seconds_count{backend=\"a\",pool=\"web\"} 1",
+        ] {
+            assert!(text.contains(expected), "missing {expected} in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! One backend's live state: health (mirrored from the health checker), administrative state
+//! (`active`, `draining`, `disabled`), load, and the activity an operator watches before removing
+//! a drained node (when it last served a request, pinned requests in the last minute).
+//! Everything is an atomic: the request path never locks.
+
+use pingora_core::upstreams::peer::HttpPeer;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Administrative state of a backend (Stingray's node states, HAProxy `state ready|drain|maint`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendState {
+    /// Takes new sessions and its existing ones.
+    #[default]
+    Active,
+    /// Keeps the sessions pinned to it (cookie, learned table, hash home) but gets no new ones.
+    Draining,
+    /// Gets no requests at all and is not health-checked; its sessions move elsewhere.
+    Disabled,
+}
+
+impl BackendState {
+    pub const ALL: [BackendState; 3] = [
+        BackendState::Active,
+        BackendState::Draining,
+        BackendState::Disabled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendState::Active => "active",
+            BackendState::Draining => "draining",
+            BackendState::Disabled => "disabled",
+        }
+    }
+
+    fn to_u8(self) -> u8 {
+        match self {
+            BackendState::Active => 0,
+            BackendState::Draining => 1,
+            BackendState::Disabled => 2,
+        }
+    }
+
+    fn from_u8(value: u8) -> Self {
+        match value {
+            1 => BackendState::Draining,
+            2 => BackendState::Disabled,
+            _ => BackendState::Active,
+        }
+    }
+}
+
+/// Seconds in the pinned-request window.
+const WINDOW_SECONDS: u64 = 60;
+
+/// One configured backend and its live state.
+#[derive(Debug)]
+pub struct BackendSlot {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub weight: u32,
+    /// Mirrored from the health checker; `true` until a check says otherwise.
+    pub healthy: AtomicBool,
+    state: AtomicU8,
+    /// Requests currently being served.
+    pub in_flight: AtomicUsize,
+    /// Requests sent to this backend since start.
+    pub requests: AtomicU64,
+    /// Unix time (ms) of the last request sent here; 0 = never.
+    last_used_ms: AtomicU64,
+    /// Per second of the last minute: `(unix second << 32) | pinned requests in that second`.
+    pinned_window: [AtomicU64; WINDOW_SECONDS as usize],
+    /// Template for the upstream peer (address and timeouts).
+    pub(super) peer: HttpPeer,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl BackendSlot {
+    pub fn new(
+        name: String,
+        addr: SocketAddr,
+        weight: u32,
+        state: BackendState,
+        peer: HttpPeer,
+    ) -> Self {
+        BackendSlot {
+            name,
+            addr,
+            weight,
+            healthy: AtomicBool::new(true),
+            state: AtomicU8::new(state.to_u8()),
+            in_flight: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+            last_used_ms: AtomicU64::new(0),
+            pinned_window: std::array::from_fn(|_| AtomicU64::new(0)),
+            peer,
+        }
+    }
+
+    pub fn state(&self) -> BackendState {
+        BackendState::from_u8(self.state.load(Relaxed))
+    }
+
+    pub fn set_state(&self, state: BackendState) {
+        self.state.store(state.to_u8(), Relaxed);
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Relaxed)
+    }
+
+    /// Can this backend serve a request pinned to it (healthy and not disabled)?
+    pub fn is_usable(&self) -> bool {
+        self.is_healthy() && self.state() != BackendState::Disabled
+    }
+
+    /// Can this backend take a new session (healthy and active)?
+    pub fn takes_new_sessions(&self) -> bool {
+        self.is_healthy() && self.state() == BackendState::Active
+    }
+
+    /// Count a request sent here; `pinned` when a session record or hash home chose it.
+    pub fn record_request(&self, pinned: bool) {
+        self.requests.fetch_add(1, Relaxed);
+        let now = unix_ms();
+        self.last_used_ms.store(now, Relaxed);
+        if pinned {
+            let second = now / 1000;
+            let bucket = &self.pinned_window[(second % WINDOW_SECONDS) as usize];
+            let current = bucket.load(Relaxed);
+            if current >> 32 == second & 0xffff_ffff {
+                bucket.fetch_add(1, Relaxed);
+            } else if bucket
+                .compare_exchange(
+                    current,
+                    ((second & 0xffff_ffff) << 32) | 1,
+                    Relaxed,
+                    Relaxed,
+                )
+                .is_err()
+            {
+                // Another request started this second's bucket first: count on top of it.
+                bucket.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// Unix time (ms) of the last request, if any.
+    pub fn last_used_ms(&self) -> Option<u64> {
+        let ms = self.last_used_ms.load(Relaxed);
+        (ms > 0).then_some(ms)
+    }
+
+    /// Pinned requests served in the last minute.
+    pub fn pinned_last_minute(&self) -> u64 {
+        let second = unix_ms() / 1000;
+        self.pinned_window
+            .iter()
+            .map(|b| b.load(Relaxed))
+            .filter(|v| {
+                let at = v >> 32;
+                let now = second & 0xffff_ffff;
+                now >= at && now - at < WINDOW_SECONDS
+            })
+            .map(|v| v & 0xffff_ffff)
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(state: BackendState) -> BackendSlot {
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        BackendSlot::new(
+            "b".into(),
+            addr,
+            1,
+            state,
+            HttpPeer::new(addr, false, String::new()),
+        )
+    }
+
+    #[test]
+    fn states_decide_who_takes_pinned_and_new_requests() {
+        let active = slot(BackendState::Active);
+        assert!(active.is_usable() && active.takes_new_sessions());
+        let draining = slot(BackendState::Draining);
+        assert!(draining.is_usable() && !draining.takes_new_sessions());
+        let disabled = slot(BackendState::Disabled);
+        assert!(!disabled.is_usable() && !disabled.takes_new_sessions());
+        active.healthy.store(false, Relaxed);
+        assert!(!active.is_usable() && !active.takes_new_sessions());
+        active.set_state(BackendState::Draining);
+        assert_eq!(active.state(), BackendState::Draining);
+    }
+
+    #[test]
+    fn activity_counts_last_use_and_pinned_requests_of_the_last_minute() {
+        let s = slot(BackendState::Active);
+        assert_eq!(s.last_used_ms(), None);
+        s.record_request(false);
+        s.record_request(true);
+        s.record_request(true);
+        assert!(s.last_used_ms().is_some());
+        assert_eq!(s.pinned_last_minute(), 2);
+        assert_eq!(s.requests.load(Relaxed), 3);
+    }
+}
