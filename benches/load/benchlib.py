@@ -301,7 +301,8 @@ def parse_callgrind(path):
     names = {"fn": {}, "cfn": {}}
     self_cost = defaultdict(int)
     incl_calls = defaultdict(int)
-    fn = None
+    edges = defaultdict(int)
+    fn = cfn = None
     in_call = False
     fn_names = {}
 
@@ -325,22 +326,23 @@ def parse_callgrind(path):
                 cost = int(parts[1]) if len(parts) > 1 else 0
                 if in_call:
                     incl_calls[fn] += cost
+                    edges[(fn, cfn)] += cost
                     in_call = False
                 else:
                     self_cost[fn] += cost
             elif line.startswith("fn="):
                 fn = name_of(line[3:])
             elif line.startswith("cfn="):
-                name_of(line[4:])
+                cfn = name_of(line[4:])
             elif line.startswith("calls="):
                 in_call = True
     incl = {k: self_cost.get(k, 0) + incl_calls.get(k, 0) for k in set(self_cost) | set(incl_calls)}
-    return self_cost, incl
+    return self_cost, incl, edges
 
 
 def callgrind(args):
     path, requests = args[0], int(args[1])
-    self_cost, incl = parse_callgrind(path)
+    self_cost, incl, edges = parse_callgrind(path)
     total = sum(self_cost.values())
     per = lambda v: v / requests
     print(f"total {total:,} Ir (user space only; kernel time is not counted), "
@@ -362,6 +364,20 @@ def callgrind(args):
             re.search(r"sticky_proxy::proxy::.*(upstream_peer|upstream_request_filter|response_filter|logging)", n)]
     for name, v in sorted(ours, key=lambda kv: -kv[1])[:30]:
         print(f"{100 * v / total:6.2f}%  {per(v):9,.0f} Ir/req  {name[:160]}")
+    for hook in ("upstream_request_filter::{{closure}}", "upstream_peer::{{closure}}",
+                 "response_filter::{{closure}}"):
+        rows = sorted(((v, t) for (f, t), v in edges.items()
+                       if "sticky_proxy::proxy::StickyProxy" in f and f.endswith(hook)), reverse=True)[:8]
+        if rows:
+            print(f"\n## direct callees of StickyProxy::{hook.split('::')[0]} (inclusive)")
+            for v, t in rows:
+                print(f"{100 * v / total:6.2f}%  {per(v):9,.0f} Ir/req  {t[:160]}")
+    for callee in ("__memcpy_avx_unaligned_erms", "__rustc::__rust_alloc", "__rustc::__rust_dealloc"):
+        rows = sorted(((v, f) for (f, t), v in edges.items() if t == callee), reverse=True)[:6]
+        if rows:
+            print(f"\n## top direct callers of {callee} (inclusive cost of those calls)")
+            for v, f in rows:
+                print(f"{100 * v / total:6.2f}%  {per(v):9,.0f} Ir/req  {f[:160]}")
     print("\n## inclusive cost, top functions")
     for name, v in sorted(incl.items(), key=lambda kv: -kv[1])[:60]:
         print(f"{100 * v / total:6.2f}%  {per(v):9,.0f} Ir/req  {name[:160]}")

@@ -80,6 +80,7 @@ cookie_for() { # proxy → the Cookie header of the returning workload
     *) echo "ARRAffinity=iis1" ;; # HAProxy's value for iis1; NGINX hashes whatever it gets
   esac
 }
+stop_signal() { [ "$1" = sticky ] && echo INT || echo TERM; } # Pingora: INT = fast shutdown
 requests_of() { sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' "$1"; }
 
 OUT="$TMP/profile.txt"
@@ -100,7 +101,7 @@ for proxy in sticky haproxy nginx; do
   callgrind_control -z "$vg" >/dev/null 2>&1 || true
   timeout $((PROFILE_SECONDS + 30)) wrk -t1 -c"$CONNS" -d"${PROFILE_SECONDS}s" --timeout 5s \
     -H "Cookie: $cookie" "http://127.0.0.1:${PORT[$proxy]}/" >"$TMP/$proxy.wrk"
-  kill -INT "$vg" 2>/dev/null || true
+  kill -"$(stop_signal "$proxy")" "$vg" 2>/dev/null || true
   wait "$vg" 2>/dev/null || true
   reqs=$(requests_of "$TMP/$proxy.wrk")
   echo "callgrind $proxy: $reqs requests"
@@ -129,7 +130,7 @@ for proxy in sticky haproxy nginx; do
   timeout 20 wrk -t1 -c"$CONNS" -d3s -H "Cookie: $cookie" "http://127.0.0.1:${PORT[$proxy]}/" >"$TMP/$proxy.wrk"
   kill -INT "$st" 2>/dev/null || true
   wait "$st" 2>/dev/null || true
-  kill -INT "$pid" 2>/dev/null || true
+  kill -"$(stop_signal "$proxy")" "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
   reqs=$(requests_of "$TMP/$proxy.wrk")
   {

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Side-by-side load benchmark: sticky-proxy (cookie affinity / affinity off) vs HAProxy vs NGINX,
 # same NGINX backends, loopback only, interleaved rounds. See benches/README.md.
+# Rows: sticky (ARRAffinity insertion; for `sdk` its CUserID hash mode), sticky-off
+# (`affinity: { enabled: false }`), haproxy (cookie insert; `balance hash` for sdk), nginx
+# (`hash $cookie_ARRAffinity consistent`; `$cookie_CUserID` for sdk). Configs: confs.sh.
 #
 #   benches/load/run.sh                      # defaults: THREADS="1 2" ROUNDS=3 DURATION=4s
 #   DURATION=5s ROUNDS=5 THREADS=2 benches/load/run.sh
