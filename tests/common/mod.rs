@@ -134,6 +134,8 @@ pub fn pingora_keys(dir: &std::path::Path) -> String {
 pub struct Proxy {
     child: Child,
     pub addr: SocketAddr,
+    /// Where `{admin}` in the config pointed (a free port, used or not).
+    pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
 }
@@ -149,17 +151,30 @@ impl Proxy {
 
     /// Like [`Proxy::start`] on a given address.
     pub async fn start_on(sticky_section: &str, listen: &str) -> Proxy {
-        Self::start_full(
+        let admin = format!("127.0.0.1:{}", free_port());
+        let mut proxy = Self::start_full(
             |dir| {
                 format!(
                     "{}{}",
                     pingora_keys(dir),
-                    sticky_section.replace("{listen}", listen)
+                    sticky_section
+                        .replace("{listen}", listen)
+                        .replace("{admin}", &admin)
                 )
             },
             listen,
         )
-        .await
+        .await;
+        proxy.admin = admin.parse().unwrap();
+        proxy
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Start with a whole YAML file (Pingora keys included), made from the proxy's temp dir;
@@ -184,6 +199,7 @@ impl Proxy {
         let mut proxy = Proxy {
             child,
             addr: listen.parse().unwrap(),
+            admin: "127.0.0.1:0".parse().unwrap(),
             dir,
             config_path,
         };
