@@ -21,16 +21,15 @@
 //! tables or states get 400 / 404. Nothing changes on any 4xx.
 
 use crate::affinity::sessions::{key_of, EntryView, TableStats};
+use crate::lifecycle::Leaving;
 use crate::metrics::Metrics;
 use crate::pool::{BackendState, Pool};
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
-use pingora_core::server::ShutdownWatch;
-use pingora_core::services::background::BackgroundService;
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
@@ -43,46 +42,24 @@ pub struct AdminApp {
     metrics: Arc<Metrics>,
     token: Option<String>,
     allow_remote: bool,
-    shutting_down: Arc<AtomicBool>,
-}
-
-/// Sets the readiness flag when Pingora starts shutting down (or hands over to an upgrade).
-pub struct ShutdownWatcher {
-    shutting_down: Arc<AtomicBool>,
-}
-
-#[async_trait]
-impl BackgroundService for ShutdownWatcher {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        while !*shutdown.borrow() {
-            if shutdown.changed().await.is_err() {
-                break;
-            }
-        }
-        self.shutting_down.store(true, Relaxed);
-        log::info!("shutting down: /readyz now answers 503");
-    }
+    leaving: Leaving,
 }
 
 impl AdminApp {
-    /// The app and the background service that tells it about shutdown.
     pub fn new(
         pools: Vec<Arc<Pool>>,
         metrics: Arc<Metrics>,
         token: Option<String>,
         allow_remote: bool,
-    ) -> (Self, ShutdownWatcher) {
-        let shutting_down = Arc::new(AtomicBool::new(false));
-        (
-            AdminApp {
-                pools,
-                metrics,
-                token,
-                allow_remote,
-                shutting_down: shutting_down.clone(),
-            },
-            ShutdownWatcher { shutting_down },
-        )
+        leaving: Leaving,
+    ) -> Self {
+        AdminApp {
+            pools,
+            metrics,
+            token,
+            allow_remote,
+            leaving,
+        }
     }
 
     fn pool(&self, name: &str) -> Result<&Arc<Pool>, Reply> {
@@ -148,7 +125,7 @@ impl AdminApp {
         match (method.as_str(), segments.as_slice()) {
             ("GET", ["healthz"]) => Reply::text(StatusCode::OK, "ok\n"),
             ("GET", ["readyz"]) => {
-                if self.shutting_down.load(Relaxed) {
+                if self.leaving.is_set() {
                     Reply::text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
                 } else {
                     Reply::text(StatusCode::OK, "ready\n")

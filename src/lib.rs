@@ -23,6 +23,7 @@ pub mod affinity;
 pub mod config;
 pub mod demo;
 pub mod headers;
+pub mod lifecycle;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
@@ -35,10 +36,16 @@ use std::sync::Arc;
 /// services) and one proxy service per listener. Nothing listens until the server runs.
 pub fn build_server(opt: Option<Opt>, server_conf: ServerConf, config: &config::Config) -> Server {
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
+    let leaving = lifecycle::Leaving::default();
+    server.add_service(pingora_core::services::background::background_service(
+        "lifecycle",
+        lifecycle::LifecycleWatcher::new(server.watch_execution_phase(), leaving.clone()),
+    ));
     let settings = Arc::new(proxy::ProxySettings {
         hide_headers: config.hide_headers.clone(),
         trusted_proxies: config.trusted_proxies.clone(),
         access_log_format: config.access_log_format,
+        leaving: leaving.clone(),
     });
     let metrics = Arc::new(metrics::Metrics::new());
     let mut pools = Vec::with_capacity(config.pools.len());
@@ -66,20 +73,17 @@ pub fn build_server(opt: Option<Opt>, server_conf: ServerConf, config: &config::
         server.add_service(service);
     }
     if let Some(admin) = &config.admin {
-        let (app, watcher) = admin::AdminApp::new(
+        let app = admin::AdminApp::new(
             pools.clone(),
             metrics.clone(),
             admin.token.clone(),
             admin.allow_remote,
+            leaving.clone(),
         );
         let mut service =
             pingora_core::services::listening::Service::new(format!("admin {}", admin.addr), app);
         service.add_tcp(&admin.addr.to_string());
         server.add_service(service);
-        server.add_service(pingora_core::services::background::background_service(
-            "readiness",
-            watcher,
-        ));
     }
     server
 }

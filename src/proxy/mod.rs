@@ -40,6 +40,8 @@ pub struct ProxySettings {
     /// Proxies whose forwarding headers are believed for the client IP.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub access_log_format: access_log::Format,
+    /// Set when this process is handing over or shutting down.
+    pub leaving: crate::lifecycle::Leaving,
 }
 
 /// The proxy service for one listener: the pool it serves, and that pool's metric handles.
@@ -189,7 +191,7 @@ impl ProxyHttp for StickyProxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -197,6 +199,11 @@ impl ProxyHttp for StickyProxy {
             return Ok(());
         }
         ctx.responded = true;
+        if self.settings.leaving.is_set() {
+            // Let kept-alive clients reconnect (to the new process, during an upgrade) rather
+            // than be cut off when this one drops its idle connections.
+            session.set_keepalive(None);
+        }
         if let (Some(started), Some(backend)) = (ctx.upstream_started.take(), ctx.selected) {
             self.metrics
                 .upstream_latency(backend, started.elapsed().as_secs_f64());
