@@ -21,6 +21,11 @@ sticky-proxy is listening on http://127.0.0.1:6188 (backends iis1, iis2). Try:
   for i in 1 2 3 4; do curl -s http://127.0.0.1:6188/; done               # no cookie: iis1, iis2, iis1, ...
   curl -i http://127.0.0.1:6188/disable-affinity       # no ARRAffinity cookie, no opt-out header
 
+  curl -s http://127.0.0.1:6189/api/pools              # admin: backends, states, activity
+  curl -s -X POST -H "Authorization: Bearer $(cat conf/demo-admin-token)" \
+       -d '{"state":"draining"}' http://127.0.0.1:6189/api/pools/web/backends/iis1/state
+  curl -s http://127.0.0.1:6189/metrics | grep sticky_requests_total
+
 Press Ctrl-C to stop.
 TXT
 wait $proxy

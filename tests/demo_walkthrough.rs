@@ -25,7 +25,7 @@ fn curl(args: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_config_shows_stickiness_alternation_and_opt_out_as_the_readme_says() {
-    let (p1, p2, listen) = (free_port(), free_port(), free_port());
+    let (p1, p2, listen, admin) = (free_port(), free_port(), free_port(), free_port());
     let backends = Backends(
         Command::new(env!("CARGO_BIN_EXE_demo-backend"))
             .args([
@@ -44,6 +44,7 @@ async fn the_demo_config_shows_stickiness_alternation_and_opt_out_as_the_readme_
             demo.replace("127.0.0.1:9001", &format!("127.0.0.1:{p1}"))
                 .replace("127.0.0.1:9002", &format!("127.0.0.1:{p2}"))
                 .replace("127.0.0.1:6188", &listen_addr)
+                .replace("127.0.0.1:6189", &format!("127.0.0.1:{admin}"))
                 .replace("/tmp/sticky-proxy-demo", &format!("{}/demo", dir.display()))
         },
         &listen_addr,
@@ -91,5 +92,8 @@ async fn the_demo_config_shows_stickiness_alternation_and_opt_out_as_the_readme_
         !opt_out.contains("X-ServerName") && !opt_out.contains("X-Powered-By"),
         "{opt_out}"
     );
+    // The admin listener of the demo answers too.
+    let metrics = curl(&[&format!("http://127.0.0.1:{admin}/metrics")]);
+    assert!(metrics.contains("sticky_requests_total"), "{metrics}");
     drop(backends);
 }
