@@ -13,6 +13,7 @@
   benchlib.py cookies OUT N PREFIX [VALID...]  N cookie lines; VALID values spread evenly
   benchlib.py report [--quiet=PCT] RAWFILE...  Markdown tables of medians (and ratios to HAProxy);
                                        --quiet adds tables of the runs with other CPU ≤ PCT %
+  benchlib.py report --compact RAWFILE...      narrower tables: "value (ratio)" per cell
   benchlib.py callgrind FILE REQUESTS  self and inclusive instruction counts per function and
                                        per request, with sticky_proxy's own functions listed apart
 
@@ -277,13 +278,49 @@ def tables(runs, title_extra=""):
     return out
 
 
+def compact(runs):
+    """One table per thread count: each cell "median (median ratio to HAProxy)"."""
+    by = defaultdict(list)
+    for r in runs:
+        by[(r["threads"], r["workload"], r["proxy"])].append(r)
+    base = {(r["threads"], r["workload"], r["round"]): r for r in runs if r["proxy"] == "haproxy"}
+    out = []
+    for threads in sorted({r["threads"] for r in runs}):
+        out.append(f"\n**{threads} worker thread{'s' if threads > 1 else ''} per proxy** "
+                   "— median over rounds (median ratio to HAProxy in the same round)\n")
+        head = ["workload", "proxy"] + [t for _, t, _ in METRICS] + ["user / sys µs/req", "other CPU %"]
+        out.append("| " + " | ".join(head) + " |")
+        out.append("|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + "|")
+        for workload in WORKLOAD_ORDER:
+            for proxy in PROXY_ORDER:
+                rs = by.get((threads, workload, proxy))
+                if not rs:
+                    continue
+                row = [workload, proxy]
+                for key, _, spec in METRICS:
+                    value = fmt(median([r[key] for r in rs]), spec)
+                    ratios = [r[key] / b[key] for r in rs
+                              for b in [base.get((threads, workload, r["round"]))]
+                              if b and b.get(key) and r.get(key) is not None]
+                    row.append(value if proxy == "haproxy" else f"{value} ({fmt(median(ratios), '{:.2f}')})")
+                row.append(fmt(median([r.get("user_us_per_req") for r in rs]), "{:.0f}") + " / " +
+                           fmt(median([r.get("sys_us_per_req") for r in rs]), "{:.0f}"))
+                row.append(fmt(median([r.get("other_cpu_pct") for r in rs]), "{:.0f}"))
+                out.append("| " + " | ".join(row) + " |")
+    return out
+
+
 def report(args):
     quiet = None
+    if args and args[0] == "--compact":
+        runs, _ = load_runs(args[1:])
+        print("\n".join(compact(runs)).lstrip("\n"))
+        return
     if args and args[0].startswith("--quiet="):
         quiet = float(args[0].split("=", 1)[1])
         args = args[1:]
     runs, notes = load_runs(args)
-    out = ["## All runs"] + tables(runs)
+    out = ["## Summary"] + compact(runs) + ["", "## All runs, every column"] + tables(runs)
     if quiet is not None:
         calm = [r for r in runs if r.get("other_cpu_pct") is not None and r["other_cpu_pct"] <= quiet]
         out += ["", f"## Quiet runs only (other CPU ≤ {quiet:g}% of one core during the run)", "",
