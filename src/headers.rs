@@ -15,6 +15,20 @@ pub static FORWARDING_HEADERS: [HeaderName; 5] = [
     HeaderName::from_static("forwarded"),
 ];
 
+/// An IP address as a header value, formatted without a `String`.
+pub fn ip_header_value(ip: std::net::IpAddr) -> http::HeaderValue {
+    use std::io::Write;
+    let mut buf = [0u8; 45]; // the longest IPv6 text form
+    let len = {
+        let mut cursor = std::io::Cursor::new(&mut buf[..]);
+        // 45 bytes always fit an address.
+        let _ = write!(cursor, "{ip}");
+        cursor.position() as usize
+    };
+    http::HeaderValue::from_bytes(&buf[..len])
+        .unwrap_or_else(|_| http::HeaderValue::from_static("-"))
+}
+
 /// Is this opt-out header value a "yes"? (`true`, any case, surrounding spaces ignored.)
 pub fn is_opt_out(value: &[u8]) -> bool {
     value.trim_ascii().eq_ignore_ascii_case(b"true")
@@ -97,6 +111,18 @@ mod tests {
     fn cc(values: &[&str]) -> Option<String> {
         cache_control_for_insert(values.iter().map(|v| v.as_bytes()))
             .map(|v| String::from_utf8(v).unwrap())
+    }
+
+    #[test]
+    fn ip_header_values_are_the_address_text() {
+        let v6 = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            ip_header_value(v6),
+            "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+        );
+        assert_eq!(ip_header_value("127.0.0.1".parse().unwrap()), "127.0.0.1");
     }
 
     #[test]

@@ -85,7 +85,8 @@ requests_of() { sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' "$1"; }
 
 OUT="$TMP/profile.txt"
 {
-  echo "# benches/load/profile.sh, $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')"
+  echo "# benches/load/profile.sh, $(date -u +%Y-%m-%dT%H:%M:%SZ); checkout at $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')"
+  echo "# binary $BIN, built $(date -u -r "$BIN" +%Y-%m-%dT%H:%M:%SZ); $(haproxy -v | head -1 | cut -d' ' -f1-3); $(nginx -v 2>&1)"
   echo "# returning workload, 1 worker thread, wrk -c$CONNS for ${PROFILE_SECONDS}s per proxy"
 } >"$OUT"
 

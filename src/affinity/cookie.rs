@@ -108,20 +108,20 @@ pub fn cookie_values<'h: 'n, 'n>(
 }
 
 /// Does the `Cookie` header value contain a cookie with any of these names?
-pub fn contains_any(header: &[u8], names: &[&[u8]]) -> bool {
+pub fn contains_any<N: AsRef<[u8]>>(header: &[u8], names: &[N]) -> bool {
     header.split(|b| *b == b';').any(|pair| {
         let pair = trim_ows(pair);
         let name = match pair.iter().position(|b| *b == b'=') {
             Some(eq) => trim_ows(&pair[..eq]),
             None => pair,
         };
-        names.contains(&name)
+        names.iter().any(|n| n.as_ref() == name)
     })
 }
 
 /// The `Cookie` header value without the cookies named in `names`, other pairs kept byte for
 /// byte; `None` when nothing is left.
-pub fn without_cookies(header: &[u8], names: &[&[u8]]) -> Option<Vec<u8>> {
+pub fn without_cookies<N: AsRef<[u8]>>(header: &[u8], names: &[N]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(header.len());
     for pair in header.split(|b| *b == b';') {
         let pair = trim_ows(pair);
@@ -132,7 +132,7 @@ pub fn without_cookies(header: &[u8], names: &[&[u8]]) -> Option<Vec<u8>> {
             Some(eq) => trim_ows(&pair[..eq]),
             None => pair,
         };
-        if names.contains(&name) {
+        if names.iter().any(|n| n.as_ref() == name) {
             continue;
         }
         if !out.is_empty() {

@@ -67,6 +67,8 @@ pub struct CookieAffinity {
     table: cookie::CookieTable,
     /// Per backend index: the `Set-Cookie` value, and the twin's if configured.
     set_cookie: Vec<(HeaderValue, Option<HeaderValue>)>,
+    /// The proxy's own cookie names (main, then twin).
+    names: Vec<Box<[u8]>>,
 }
 
 impl CookieAffinity {
@@ -90,17 +92,21 @@ impl CookieAffinity {
                 (header_value(main), twin.map(header_value))
             })
             .collect();
+        let names = std::iter::once(config.name.as_bytes())
+            .chain(config.twin_name.as_deref().map(str::as_bytes))
+            .map(Box::from)
+            .collect();
         Some(CookieAffinity {
             config,
             table,
             set_cookie,
+            names,
         })
     }
 
     /// The names of the proxy's own cookies (main, then twin).
-    pub fn cookie_names(&self) -> impl Iterator<Item = &[u8]> {
-        std::iter::once(self.config.name.as_bytes())
-            .chain(self.config.twin_name.as_deref().map(str::as_bytes))
+    pub fn cookie_names(&self) -> &[Box<[u8]>] {
+        &self.names
     }
 
     /// Find the backend that the request's affinity cookies name.

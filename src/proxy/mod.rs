@@ -49,14 +49,20 @@ pub struct StickyProxy {
     pool: Arc<Pool>,
     settings: Arc<ProxySettings>,
     metrics: Arc<PoolMetrics>,
+    /// Client-sent headers never forwarded: forwarding headers, `hide_headers`, the opt-out.
+    strip_request_headers: Vec<HeaderName>,
 }
 
 impl StickyProxy {
     pub fn new(pool: Arc<Pool>, settings: Arc<ProxySettings>, metrics: Arc<PoolMetrics>) -> Self {
+        let mut strip_request_headers: Vec<HeaderName> = headers::FORWARDING_HEADERS.to_vec();
+        strip_request_headers.extend(settings.hide_headers.iter().cloned());
+        strip_request_headers.push(pool.opt_out_header.clone());
         StickyProxy {
             pool,
             settings,
             metrics,
+            strip_request_headers,
         }
     }
 
@@ -157,34 +163,33 @@ impl ProxyHttp for StickyProxy {
         upstream_request: &mut RequestHeader,
         _ctx: &mut RequestCtx,
     ) -> Result<()> {
-        for name in headers::FORWARDING_HEADERS.iter() {
-            upstream_request.remove_header(name);
+        // Most requests carry none of these: look before removing (a removal costs two map
+        // operations, a look one).
+        for name in self.strip_request_headers.iter() {
+            if upstream_request.headers.contains_key(name) {
+                upstream_request.remove_header(name);
+            }
         }
-        for name in self.settings.hide_headers.iter() {
-            upstream_request.remove_header(name);
-        }
-        upstream_request.remove_header(&self.pool.opt_out_header);
-
         if let Some(cookie) = &self.pool.cookie {
             if cookie.config.indirect {
                 strip_affinity_cookies(upstream_request, cookie);
             }
         }
-
+        // The forwarding headers were removed above, so appending sets them.
         if let Some(ip) = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip())
         {
-            upstream_request.insert_header("x-forwarded-for", ip.to_string())?;
+            upstream_request.append_header("x-forwarded-for", headers::ip_header_value(ip))?;
         }
-        upstream_request.insert_header("x-forwarded-proto", "http")?;
-        let host = session.req_header().headers.get(HOST).cloned().or_else(|| {
+        upstream_request
+            .append_header("x-forwarded-proto", http::HeaderValue::from_static("http"))?;
+        if let Some(host) = session.req_header().headers.get(HOST).cloned().or_else(|| {
             let authority = session.req_header().uri.authority()?;
             http::HeaderValue::from_str(authority.as_str()).ok()
-        });
-        if let Some(host) = host {
-            upstream_request.insert_header("x-forwarded-host", host)?;
+        }) {
+            upstream_request.append_header("x-forwarded-host", host)?;
         }
         Ok(())
     }
@@ -285,12 +290,12 @@ impl ProxyHttp for StickyProxy {
 
 /// Remove the proxy's own cookies from the `Cookie` headers forwarded to the backend.
 fn strip_affinity_cookies(req: &mut RequestHeader, affinity: &crate::affinity::CookieAffinity) {
-    let names: Vec<&[u8]> = affinity.cookie_names().collect();
+    let names = affinity.cookie_names();
     let present = req
         .headers
         .get_all(COOKIE)
         .iter()
-        .any(|v| crate::affinity::cookie::contains_any(v.as_bytes(), &names));
+        .any(|v| crate::affinity::cookie::contains_any(v.as_bytes(), names));
     if !present {
         return;
     }
@@ -298,7 +303,7 @@ fn strip_affinity_cookies(req: &mut RequestHeader, affinity: &crate::affinity::C
         .headers
         .get_all(COOKIE)
         .iter()
-        .filter_map(|v| crate::affinity::cookie::without_cookies(v.as_bytes(), &names))
+        .filter_map(|v| crate::affinity::cookie::without_cookies(v.as_bytes(), names))
         .collect();
     req.remove_header(&COOKIE);
     for value in kept {
