@@ -115,13 +115,14 @@ mod tests {
 
     #[test]
     fn ip_header_values_are_the_address_text() {
-        let v6 = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
-            .parse()
-            .unwrap();
-        assert_eq!(
-            ip_header_value(v6),
-            "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
-        );
+        for text in [
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "::ffff:255.255.255.255",
+            "::1",
+        ] {
+            let ip: std::net::IpAddr = text.parse().unwrap();
+            assert_eq!(ip_header_value(ip), ip.to_string().as_str());
+        }
         assert_eq!(ip_header_value("127.0.0.1".parse().unwrap()), "127.0.0.1");
     }
 
