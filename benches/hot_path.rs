@@ -25,17 +25,21 @@ const HASH: &str = "        hash: { sources: [{ type: cookie, name: CUserID }] }
 
 fn pool(backends: usize, affinity: &str) -> Arc<Pool> {
     let config = load_str(&pool_yaml(backends, affinity)).expect("bench config");
-    Pool::new(&config.pools[0]).0
+    Pool::new(&config.pools[0], &[], &Default::default()).0
+}
+
+fn cookie_of(pool: &Pool) -> &sticky_proxy::affinity::CookieAffinity {
+    pool.own_affinity.as_ref().unwrap().cookie.as_ref().unwrap()
 }
 
 fn cookie_value(pool: &Pool, backend: usize) -> String {
-    let format = &pool.cookie.as_ref().unwrap().config.format;
+    let format = &cookie_of(pool).config.format;
     sticky_proxy::affinity::cookie::value_text(format, "web", &format!("app{backend}"))
 }
 
 fn bench_cookie(c: &mut Criterion) {
     let pool = pool(3, COOKIE);
-    let cookie = pool.cookie.as_ref().unwrap();
+    let cookie = cookie_of(&pool);
     let header = format!(
         "_ga=GA1.2.3; theme=dark; ARRAffinity={}; CUserID=42",
         cookie_value(&pool, 1)
@@ -149,7 +153,7 @@ fn bench_keys(c: &mut Criterion) {
     ];
     let mut group = c.benchmark_group("key extraction");
     for (name, config) in sources {
-        let source = key::from_config(&config);
+        let source = key::from_config(&config, &Default::default()).unwrap();
         assert!(source.key(&view).is_some(), "{name} finds its key");
         group.bench_function(name, |b| {
             b.iter(|| source.key(black_box(&view)).map(|k| k.len()))
@@ -162,7 +166,7 @@ fn bench_ring(c: &mut Criterion) {
     let mut group = c.benchmark_group("ring lookup");
     for n in [3usize, 16, 128] {
         let pool = pool(n, HASH);
-        let hash = pool.hash.as_ref().unwrap();
+        let hash = pool.own_affinity.as_ref().unwrap().hash.as_ref().unwrap();
         let keys: Vec<String> = (0..1024).map(|i| format!("user-{i}")).collect();
         let mut i = 0;
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {

@@ -35,6 +35,9 @@ pub struct Entry<'a> {
     pub required: &'a str,
     pub actual: &'a str,
     pub outcome: &'a str,
+    /// The class's failure policy, when it answered instead of a backend.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_policy: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'a str>,
 }
@@ -59,6 +62,10 @@ impl Entry<'_> {
                     self.actual,
                     self.outcome
                 );
+                if let Some(policy) = self.failure_policy {
+                    line.push_str(" failure_policy=");
+                    line.push_str(policy);
+                }
                 if let Some(error) = self.error {
                     line.push_str(" error=");
                     line.push_str(error);
@@ -87,6 +94,7 @@ mod tests {
             required: "iis1",
             actual: "iis2",
             outcome: "rebalanced",
+            failure_policy: None,
             error: None,
         }
     }

@@ -20,7 +20,8 @@
 //! `allow_remote` is set. Bodies over 64 KiB get 413; malformed JSON, unknown pools, backends,
 //! tables or states get 400 / 404. Nothing changes on any 4xx.
 
-use crate::affinity::sessions::{key_of, EntryView, TableStats};
+use crate::affinity::persistence::Affinity;
+use crate::affinity::sessions::{key_of, EntryView, SessionTable, TableStats};
 use crate::lifecycle::Leaving;
 use crate::metrics::Metrics;
 use crate::pool::{BackendState, Pool};
@@ -156,7 +157,7 @@ impl AdminApp {
                     .unwrap_or(100usize)
                     .min(10_000);
                 match self.pool(pool).and_then(|p| table_of(p, table)) {
-                    Ok(t) => Reply::json(StatusCode::OK, &t.entries(limit)),
+                    Ok((_, t)) => Reply::json(StatusCode::OK, &t.entries(limit)),
                     Err(reply) => reply,
                 }
             }
@@ -212,17 +213,17 @@ impl AdminApp {
             Ok(p) => p,
             Err(reply) => return reply,
         };
+        let (affinity, t) = match table_of(pool, table) {
+            Ok(t) => t,
+            Err(reply) => return reply,
+        };
         let key = match session_key(
-            pool,
+            affinity,
             table,
             query_param(query, "id"),
             query_param(query, "ip"),
         ) {
             Ok(k) => k,
-            Err(reply) => return reply,
-        };
-        let t = match table_of(pool, table) {
-            Ok(t) => t,
             Err(reply) => return reply,
         };
         match t.peek(key) {
@@ -243,7 +244,7 @@ impl AdminApp {
             Ok(p) => p,
             Err(reply) => return reply,
         };
-        let t = match table_of(pool, table) {
+        let (affinity, t) = match table_of(pool, table) {
             Ok(t) => t,
             Err(reply) => return reply,
         };
@@ -262,7 +263,7 @@ impl AdminApp {
                 }
             },
             (id, ip, None) if id.is_some() != ip.is_some() => {
-                match session_key(pool, table, id.as_deref(), ip.as_deref()) {
+                match session_key(affinity, table, id.as_deref(), ip.as_deref()) {
                     Ok(key) => usize::from(t.remove(key)),
                     Err(reply) => return reply,
                 }
@@ -357,53 +358,49 @@ fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
     })
 }
 
-fn table_of<'p>(
-    pool: &'p Pool,
-    table: &str,
-) -> Result<&'p crate::affinity::sessions::SessionTable, Reply> {
+fn table_of<'p>(pool: &'p Pool, table: &str) -> Result<(&'p Affinity, &'p SessionTable), Reply> {
     pool.table(table).ok_or_else(|| {
+        let names: Vec<String> = pool.table_stats().into_iter().map(|(n, _)| n).collect();
         Reply::error(
             StatusCode::NOT_FOUND,
             format!(
-                "pool {:?} has no table {table:?} (tables: learn, client_ip)",
+                "pool {:?} has no table {table:?} (tables: {names:?})",
                 pool.name
             ),
         )
     })
 }
 
-/// The table key for a session id (`learn`) or a client IP (`client_ip`).
+/// The table key for a session id (a `learn` table) or a client IP (a `client_ip` table).
 fn session_key(
-    pool: &Pool,
+    affinity: &Affinity,
     table: &str,
     id: Option<&str>,
     ip: Option<&str>,
 ) -> Result<u128, Reply> {
-    match (table, id, ip) {
-        ("learn", Some(id), None) => Ok(key_of(id.as_bytes())),
-        ("client_ip", None, Some(ip)) => {
+    let is_learn = table.ends_with("learn");
+    match (id, ip) {
+        (Some(id), None) if is_learn => Ok(key_of(id.as_bytes())),
+        (None, Some(ip)) if !is_learn => {
             let addr: std::net::IpAddr = ip.parse().map_err(|_| {
                 Reply::error(
                     StatusCode::BAD_REQUEST,
                     format!("not an IP address: {ip:?}"),
                 )
             })?;
-            pool.ip_table
+            affinity
+                .ip_table
                 .as_ref()
                 .map(|t| t.key(addr))
                 .ok_or_else(|| Reply::error(StatusCode::NOT_FOUND, "no client_ip table"))
         }
-        ("learn", ..) => Err(Reply::error(
+        _ if is_learn => Err(Reply::error(
             StatusCode::BAD_REQUEST,
-            "the learn table takes \"id\"",
-        )),
-        ("client_ip", ..) => Err(Reply::error(
-            StatusCode::BAD_REQUEST,
-            "the client_ip table takes \"ip\"",
+            "a learn table takes \"id\"",
         )),
         _ => Err(Reply::error(
-            StatusCode::NOT_FOUND,
-            format!("no table {table:?}"),
+            StatusCode::BAD_REQUEST,
+            "a client_ip table takes \"ip\"",
         )),
     }
 }
@@ -412,7 +409,7 @@ fn session_key(
 struct PoolView {
     name: String,
     backends: Vec<BackendView>,
-    tables: std::collections::BTreeMap<&'static str, TableStats>,
+    tables: std::collections::BTreeMap<String, TableStats>,
 }
 
 impl PoolView {
@@ -445,10 +442,10 @@ struct BackendView {
 impl BackendView {
     fn of(pool: &Pool, index: usize) -> Self {
         let slot = &pool.slots[index];
-        let table_entries = ["learn", "client_ip"]
-            .iter()
-            .filter_map(|t| pool.table(t))
-            .map(|t| t.count_backend(index))
+        let table_entries = pool
+            .affinities()
+            .flat_map(|a| a.tables())
+            .map(|(_, t)| t.count_backend(index))
             .sum();
         BackendView {
             name: slot.name.clone(),

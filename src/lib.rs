@@ -22,6 +22,7 @@ pub mod admin;
 pub mod affinity;
 pub mod config;
 pub mod demo;
+pub mod extension;
 pub mod headers;
 pub mod lifecycle;
 pub mod metrics;
@@ -33,8 +34,15 @@ use pingora_core::server::Server;
 use std::sync::Arc;
 
 /// Build the Pingora server for a validated configuration: pools (with their health-check
-/// services) and one proxy service per listener. Nothing listens until the server runs.
-pub fn build_server(opt: Option<Opt>, server_conf: ServerConf, config: &config::Config) -> Server {
+/// services and persistence classes), one proxy service per listener, the admin listener.
+/// Nothing listens until the server runs. `extensions` must be the ones the config was
+/// validated with.
+pub fn build_server(
+    opt: Option<Opt>,
+    server_conf: ServerConf,
+    config: &config::Config,
+    extensions: &extension::Extensions,
+) -> Server {
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
     let leaving = lifecycle::Leaving::default();
     server.add_service(pingora_core::services::background::background_service(
@@ -49,8 +57,27 @@ pub fn build_server(opt: Option<Opt>, server_conf: ServerConf, config: &config::
     });
     let metrics = Arc::new(metrics::Metrics::new());
     let mut pools = Vec::with_capacity(config.pools.len());
-    for pool_config in &config.pools {
-        let (pool, health_service) = pool::Pool::new(pool_config);
+    for (index, pool_config) in config.pools.iter().enumerate() {
+        // The classes that routes (or the default route) apply to this pool.
+        let mut used: Vec<usize> = config
+            .routes
+            .iter()
+            .filter(|r| r.pool == index)
+            .map(|r| r.class)
+            .chain(match config.default_route {
+                config::DefaultRoute::Pool { pool, class } if pool == index => Some(class),
+                _ => None,
+            })
+            .filter_map(|c| match c {
+                config::RouteClass::Class(c) => Some(c),
+                _ => None,
+            })
+            .collect();
+        used.sort_unstable();
+        used.dedup();
+        let classes: Vec<(usize, &config::ClassConfig)> =
+            used.iter().map(|c| (*c, &config.classes[*c])).collect();
+        let (pool, health_service) = pool::Pool::new(pool_config, &classes, extensions);
         if let Some(service) = health_service {
             server.add_boxed_service(service);
         }
@@ -60,13 +87,15 @@ pub fn build_server(opt: Option<Opt>, server_conf: ServerConf, config: &config::
         .iter()
         .map(|p| Arc::new(metrics.for_pool(p)))
         .collect();
+    for warning in &config.warnings {
+        log::warn!("config: {warning}");
+    }
     for listener in &config.listeners {
-        let pool = pools[listener.pool].clone();
-        let handles = pool_metrics[listener.pool].clone();
-        let name = format!("proxy {} → pool {}", listener.addr, pool.name);
+        let router = router_for(config, listener, &pools, &pool_metrics);
+        let name = format!("proxy {}", listener.addr);
         let mut service = pingora_proxy::http_proxy_service_with_name(
             &server.configuration,
-            proxy::StickyProxy::new(pool, settings.clone(), handles),
+            proxy::StickyProxy::new(router, settings.clone()),
             &name,
         );
         service.add_tcp(&listener.addr.to_string());
@@ -86,4 +115,103 @@ pub fn build_server(opt: Option<Opt>, server_conf: ServerConf, config: &config::
         server.add_service(service);
     }
     server
+}
+
+/// A listener's routes: the configured ones (then the default pool, if any), or a single
+/// catch-all route to the listener's own pool.
+fn router_for(
+    config: &config::Config,
+    listener: &config::ListenerConfig,
+    pools: &[Arc<pool::Pool>],
+    metrics: &[Arc<metrics::PoolMetrics>],
+) -> proxy::routes::Router {
+    use proxy::routes::{Matcher, Route, Router};
+    let route = |name: String, matcher: Matcher, pool: usize, class: config::RouteClass| {
+        Route::new(
+            name,
+            matcher,
+            pools[pool].clone(),
+            pools[pool].affinity_for(class),
+            metrics[pool].clone(),
+            &config.hide_headers,
+        )
+    };
+    if config.routes.is_empty() {
+        return Router {
+            routes: vec![route(
+                "-".into(),
+                Matcher::default(),
+                listener.pool,
+                config::RouteClass::PoolDefault,
+            )],
+            unmatched_status: 404,
+        };
+    }
+    let mut routes: Vec<Route> = config
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| route(format!("routes[{i}]"), Matcher::of(r), r.pool, r.class))
+        .collect();
+    let unmatched_status = match config.default_route {
+        config::DefaultRoute::Status(status) => status,
+        config::DefaultRoute::Pool { pool, class } => {
+            routes.push(route("default".into(), Matcher::default(), pool, class));
+            404
+        }
+    };
+    Router {
+        routes,
+        unmatched_status,
+    }
+}
+
+/// The whole `sticky-proxy` program: Pingora's command line, our configuration (validated
+/// before Pingora's bootstrap, so `-t` covers it), the server, run forever. A Rust user with
+/// extensions calls this from their own `main`.
+pub fn main_with(extensions: extension::Extensions) -> ! {
+    use std::process::exit;
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let mut opt = Opt::parse_args();
+    let Some(path) = opt.conf.take() else {
+        eprintln!("sticky-proxy: a configuration file is required: -c <file.yaml>");
+        exit(2);
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("sticky-proxy: cannot read {path:?}: {e}");
+            exit(2);
+        }
+    };
+    let config = match config::load_str_with(&text, &extensions) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("sticky-proxy: {path}: {e}");
+            exit(2);
+        }
+    };
+    // Parsed here rather than with `ServerConf::from_yaml`, whose error repeats the whole file
+    // and hides the cause.
+    let server_conf = match serde_yaml::from_str::<ServerConf>(&text)
+        .map_err(|e| e.to_string())
+        .and_then(|conf| conf.validate().map_err(|e| e.to_string()))
+    {
+        Ok(conf) => conf,
+        Err(e) => {
+            let first = e.lines().next().unwrap_or_default();
+            eprintln!("sticky-proxy: {path}: Pingora settings: {first}");
+            exit(2);
+        }
+    };
+    let test_only = opt.test;
+    let mut server = build_server(Some(opt), server_conf, &config, &extensions);
+    if test_only {
+        for warning in &config.warnings {
+            println!("sticky-proxy: {path}: warning: {warning}");
+        }
+        println!("sticky-proxy: {path}: configuration OK");
+    }
+    server.bootstrap();
+    server.run_forever();
 }

@@ -314,7 +314,7 @@ impl Metrics {
                 );
             }
             for (table, stats) in pool.table_stats() {
-                let labels = [pool.name.as_str(), table];
+                let labels = [pool.name.as_str(), table.as_str()];
                 for (gauge, read) in &self.table_gauges {
                     gauge
                         .with_label_values(&labels)
@@ -355,7 +355,7 @@ mod tests {
             "sticky:\n  listeners: [{ addr: \"127.0.0.1:1\" }]\n  pools:\n    - name: web\n      backends: [{ name: a, addr: \"127.0.0.1:2\" }]\n      affinity: { learn: { presets: [j2ee] } }\n",
         )
         .unwrap();
-        let (pool, _) = Pool::new(&config.pools[0]);
+        let (pool, _) = Pool::new(&config.pools[0], &[], &Default::default());
         let handles = metrics.for_pool(&pool);
         handles.request(Some(0), Outcome::Sticky);
         handles.request(None, Outcome::Failed);

@@ -46,7 +46,7 @@ pub fn decide(
     hashed: impl FnOnce(&[usize]) -> Option<Option<RingPick>>,
     select_new: impl FnOnce(&[usize]) -> Option<usize>,
 ) -> Decision {
-    let was_pinned = matches!(pin, Pin::Backend(_));
+    let was_pinned = matches!(pin, Pin::Backend(_) | Pin::Missing);
     if let Pin::Backend(index) = pin {
         if usable(index) && !failed.contains(&index) {
             return Decision {

@@ -12,9 +12,11 @@
 use super::client_ip;
 use super::cookie::cookie_values;
 use crate::config::KeySourceConfig;
+use crate::extension::Extensions;
 use http::header::{COOKIE, HOST};
 use std::borrow::Cow;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// The parts of a request a key source may look at.
 pub struct RequestView<'a> {
@@ -32,34 +34,39 @@ pub trait KeySource: Send + Sync + std::fmt::Debug {
 
 /// The first key any of `sources` finds in the request.
 pub fn first_key<'a>(
-    sources: &[Box<dyn KeySource>],
+    sources: &[Arc<dyn KeySource>],
     request: &RequestView<'a>,
 ) -> Option<Cow<'a, [u8]>> {
     sources.iter().find_map(|s| s.key(request))
 }
 
-/// Build the built-in source a config entry describes.
-pub fn from_config(config: &KeySourceConfig) -> Box<dyn KeySource> {
-    match config {
-        KeySourceConfig::Cookie { name, regex } => Box::new(CookieSource {
+/// Build the source a config entry describes; custom sources come from `extensions` (their
+/// names were checked at validation, so `None` only for an unknown custom name).
+pub fn from_config(
+    config: &KeySourceConfig,
+    extensions: &Extensions,
+) -> Option<Arc<dyn KeySource>> {
+    Some(match config {
+        KeySourceConfig::Cookie { name, regex } => Arc::new(CookieSource {
             name: name.clone(),
             regex: regex.clone(),
         }),
-        KeySourceConfig::Header { name } => Box::new(HeaderSource { name: name.clone() }),
-        KeySourceConfig::Query { params } => Box::new(QuerySource {
+        KeySourceConfig::Header { name } => Arc::new(HeaderSource { name: name.clone() }),
+        KeySourceConfig::Query { params } => Arc::new(QuerySource {
             params: params.clone(),
         }),
-        KeySourceConfig::Path => Box::new(PathSource { with_query: false }),
-        KeySourceConfig::PathAndQuery => Box::new(PathSource { with_query: true }),
-        KeySourceConfig::Host => Box::new(HostSource),
+        KeySourceConfig::Path => Arc::new(PathSource { with_query: false }),
+        KeySourceConfig::PathAndQuery => Arc::new(PathSource { with_query: true }),
+        KeySourceConfig::Host => Arc::new(HostSource),
         KeySourceConfig::ClientIp {
             ipv4_prefix,
             ipv6_prefix,
-        } => Box::new(ClientIpSource {
+        } => Arc::new(ClientIpSource {
             ipv4_prefix: *ipv4_prefix,
             ipv6_prefix: *ipv6_prefix,
         }),
-    }
+        KeySourceConfig::Custom { name } => return extensions.key_source(name),
+    })
 }
 
 fn non_empty(bytes: &[u8]) -> Option<&[u8]> {
@@ -309,12 +316,12 @@ mod tests {
 
     #[test]
     fn the_first_present_source_wins() {
-        let sources: Vec<Box<dyn KeySource>> = vec![
-            Box::new(CookieSource {
+        let sources: Vec<Arc<dyn KeySource>> = vec![
+            Arc::new(CookieSource {
                 name: "CUserID".into(),
                 regex: None,
             }),
-            Box::new(HeaderSource {
+            Arc::new(HeaderSource {
                 name: http::HeaderName::from_static("x-tenant"),
             }),
         ];

@@ -10,9 +10,10 @@ pub mod cookie;
 pub mod decision;
 pub mod key;
 pub mod learned;
+pub mod persistence;
 pub mod sessions;
 
-use crate::config::{CookieConfig, PoolConfig};
+use crate::config::CookieConfig;
 use http::HeaderValue;
 
 /// What the affinity lookup found in a request.
@@ -23,8 +24,10 @@ pub enum Pin {
     Absent,
     /// A cookie that names no backend of this pool (unknown, forged, malformed, stale).
     Invalid,
-    /// A valid cookie naming this backend index.
+    /// A valid record naming this backend index.
     Backend(usize),
+    /// A backend was required by name, and no backend has that name.
+    Missing,
 }
 
 /// What happened to a request's affinity, reported in the response and the log
@@ -72,17 +75,15 @@ pub struct CookieAffinity {
 }
 
 impl CookieAffinity {
-    /// Build from a validated pool; `None` when the pool inserts no cookie.
-    pub fn for_pool(pool: &PoolConfig) -> Option<Self> {
-        let config = pool.affinity.as_ref()?.cookie.clone()?;
+    /// Build for the backends of pool `pool` (names in configured order).
+    pub fn new(config: &CookieConfig, pool: &str, backends: &[&str]) -> Self {
+        let config = config.clone();
         let cookie_config = &config;
-        let names = pool.backends.iter().map(|b| b.name.as_str());
-        let table = cookie::CookieTable::new(&cookie_config.format, &pool.name, names);
-        let set_cookie = pool
-            .backends
+        let table = cookie::CookieTable::new(&cookie_config.format, pool, backends.iter().copied());
+        let set_cookie = backends
             .iter()
             .map(|b| {
-                let value = cookie::value_text(&cookie_config.format, &pool.name, &b.name);
+                let value = cookie::value_text(&cookie_config.format, pool, b);
                 let main =
                     cookie::set_cookie_line(cookie_config, &cookie_config.name, &value, false);
                 let twin = cookie_config
@@ -96,12 +97,12 @@ impl CookieAffinity {
             .chain(config.twin_name.as_deref().map(str::as_bytes))
             .map(Box::from)
             .collect();
-        Some(CookieAffinity {
+        CookieAffinity {
             config,
             table,
             set_cookie,
             names,
-        })
+        }
     }
 
     /// The names of the proxy's own cookies (main, then twin).

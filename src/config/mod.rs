@@ -26,6 +26,90 @@ pub struct Config {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub admin: Option<AdminConfig>,
     pub access_log_format: crate::access_log::Format,
+    /// Named persistence classes, in name order.
+    pub classes: Vec<ClassConfig>,
+    /// Ordered routes; empty: each listener serves its own pool.
+    pub routes: Vec<RouteConfig>,
+    pub default_route: DefaultRoute,
+    /// Accepted oddities reported at start (overlapping or unreachable routes).
+    pub warnings: Vec<String>,
+}
+
+/// A named persistence class: the mechanisms of a pool's `affinity`, shareable by routes.
+#[derive(Debug, Clone)]
+pub struct ClassConfig {
+    pub name: String,
+    /// `None` when the class has no mechanism (or `enabled: false`).
+    pub affinity: Option<AffinityConfig>,
+}
+
+/// Which affinity a route applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteClass {
+    /// The pool's own `affinity` section.
+    PoolDefault,
+    /// No affinity (`class: none`).
+    None,
+    /// Index into [`Config::classes`].
+    Class(usize),
+}
+
+/// A host condition: exact, or any subdomain of a suffix (`*.example.com`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    Exact(String),
+    /// The suffix with its leading dot: `.example.com`.
+    Suffix(String),
+}
+
+/// One route: conditions, then the pool and class.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub host: Option<HostMatch>,
+    pub path_prefix: Option<String>,
+    pub methods: Vec<http::Method>,
+    pub header: Option<(http::HeaderName, Option<http::HeaderValue>)>,
+    pub pool: usize,
+    pub class: RouteClass,
+}
+
+/// What requests matching no route get.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DefaultRoute {
+    Status(u16),
+    Pool { pool: usize, class: RouteClass },
+}
+
+/// What happens when the backend a session requires cannot serve it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum FailurePolicy {
+    /// Balance to a working backend; a new cookie / table entry follows.
+    #[default]
+    Rebalance,
+    /// 503, the session kept.
+    Strict,
+    Sorry {
+        status: u16,
+        content_type: http::HeaderValue,
+        body: bytes::Bytes,
+    },
+    Redirect {
+        location: http::HeaderValue,
+    },
+    /// Close the connection without an answer.
+    Close,
+}
+
+impl FailurePolicy {
+    pub fn name(&self) -> &'static str {
+        match self {
+            FailurePolicy::Rebalance => "rebalance",
+            FailurePolicy::Strict => "strict",
+            FailurePolicy::Sorry { .. } => "sorry",
+            FailurePolicy::Redirect { .. } => "redirect",
+            FailurePolicy::Close => "close",
+        }
+    }
 }
 
 /// The admin listener.
@@ -107,6 +191,9 @@ pub struct AffinityConfig {
     pub hash: Option<HashConfig>,
     pub learn: Option<LearnConfig>,
     pub client_ip_table: Option<ClientIpTableConfig>,
+    /// A registered backend namer's name.
+    pub named_node: Option<String>,
+    pub failure: FailurePolicy,
 }
 
 /// Learned sessions: which ids to follow, and the table.
@@ -153,6 +240,10 @@ pub enum KeySourceConfig {
     ClientIp {
         ipv4_prefix: u8,
         ipv6_prefix: u8,
+    },
+    /// A key source registered in Rust under this name.
+    Custom {
+        name: String,
     },
 }
 
@@ -233,8 +324,16 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Parse and validate the `sticky:` section of a whole Pingora YAML document.
+/// Parse and validate the `sticky:` section of a whole Pingora YAML document (no extensions).
 pub fn load_str(yaml: &str) -> Result<Config, ConfigError> {
+    load_str_with(yaml, &crate::extension::Extensions::default())
+}
+
+/// [`load_str`], resolving custom key sources and backend namers against `extensions`.
+pub fn load_str_with(
+    yaml: &str,
+    extensions: &crate::extension::Extensions,
+) -> Result<Config, ConfigError> {
     let deserializer = serde_yaml::Deserializer::from_str(yaml);
     let document: raw::Document = serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let path = e.path().to_string();
@@ -256,14 +355,7 @@ pub fn load_str(yaml: &str) -> Result<Config, ConfigError> {
     let sticky = document
         .sticky
         .ok_or_else(|| ConfigError::new("sticky", "section missing from the configuration file"))?;
-    validate::validate(sticky)
-}
-
-/// Read the file at `path` and [`load_str`] it.
-pub fn load_file(path: &str) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::new("-c", format!("cannot read {path:?}: {e}")))?;
-    load_str(&text)
+    validate::validate(sticky, extensions)
 }
 
 fn one_line(message: &str) -> String {

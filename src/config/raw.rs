@@ -31,6 +31,14 @@ pub struct RawSticky {
     pub trusted_proxies: Vec<String>,
     /// The admin listener (JSON API, health, metrics); absent: none.
     pub admin: Option<RawAdmin>,
+    /// Named persistence classes, shared by routes: `{ servlet: { cookie: …, failure: … } }`.
+    #[serde(default)]
+    pub classes: std::collections::BTreeMap<String, RawAffinity>,
+    /// Ordered routes; the first match wins. Absent: each listener serves its pool.
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    /// What a request matching no route gets (default: 404 from the proxy).
+    pub default_route: Option<RawDefaultRoute>,
     #[serde(default)]
     pub access_log: RawAccessLog,
 }
@@ -224,9 +232,93 @@ pub struct RawAffinity {
     pub learn: Option<RawLearn>,
     /// IP-based persistence as a table (not a hash); absent: off.
     pub client_ip_table: Option<RawClientIpTable>,
-    /// The response header with which a backend opts a response out of affinity.
-    #[serde(default = "default_opt_out_header")]
-    pub opt_out_header: String,
+    /// What happens when the backend a session requires cannot serve.
+    #[serde(default)]
+    pub failure: RawFailure,
+    /// A registered Rust backend namer that names the backend directly (Stingray's "named node").
+    pub named_node: Option<RawNamedNode>,
+    /// The response header with which a backend opts a response out of affinity (pool level).
+    pub opt_out_header: Option<String>,
+}
+
+/// `…affinity.named_node`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNamedNode {
+    /// The name under which the namer was registered (`Extensions::with_backend_namer`).
+    pub source: String,
+}
+
+/// `…affinity.failure` — the failure policy when the required backend cannot serve.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawFailure {
+    #[serde(default)]
+    pub policy: RawPolicy,
+    /// `sorry`: the status (default 503).
+    pub status: Option<u16>,
+    /// `sorry`: the content type (default `text/plain; charset=utf-8`).
+    pub content_type: Option<String>,
+    /// `sorry`: the body.
+    pub body: Option<String>,
+    /// `redirect`: where to (a 302 with this `Location`).
+    pub location: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawPolicy {
+    /// Drop the session record and balance to a working backend (new cookie / entry).
+    #[default]
+    Rebalance,
+    /// 503, and keep the session (Envoy's `strict`).
+    Strict,
+    /// A configured sorry response.
+    Sorry,
+    /// A redirect to a configured URL.
+    Redirect,
+    /// Drop the connection without an answer.
+    Close,
+}
+
+/// `sticky.routes[i]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    #[serde(rename = "match", default)]
+    pub matcher: RawMatch,
+    pub pool: String,
+    /// A class from `sticky.classes`, or `none`; absent: the pool's own `affinity`.
+    pub class: Option<String>,
+}
+
+/// `sticky.routes[i].match` — every given condition must hold.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    /// `shop.example.com`, or `*.example.com` for any subdomain.
+    pub host: Option<String>,
+    pub path_prefix: Option<String>,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    pub header: Option<RawHeaderMatch>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderMatch {
+    pub name: String,
+    /// Absent: the header only has to be present.
+    pub value: Option<String>,
+}
+
+/// `sticky.default_route`: a pool (and class) for unmatched requests, or a status.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDefaultRoute {
+    pub pool: Option<String>,
+    pub class: Option<String>,
+    pub status: Option<u16>,
 }
 
 impl Default for RawAffinity {
@@ -237,7 +329,9 @@ impl Default for RawAffinity {
             hash: None,
             learn: None,
             client_ip_table: None,
-            opt_out_header: default_opt_out_header(),
+            failure: RawFailure::default(),
+            named_node: None,
+            opt_out_header: None,
         }
     }
 }
@@ -332,6 +426,8 @@ pub enum RawKeySource {
     Cookie { name: String, regex: Option<String> },
     /// A request header's value (ARR's "server variable hash").
     Header { name: String },
+    /// A key source registered in Rust (`Extensions::with_key_source`).
+    Custom { name: String },
     /// Query-string parameters, values concatenated in this order (ARR's "query string hash").
     Query { params: Vec<String> },
     /// The URL path (ARR's "request hash").
@@ -358,9 +454,6 @@ fn default_ipv6_prefix() -> u8 {
 
 fn default_true() -> bool {
     true
-}
-fn default_opt_out_header() -> String {
-    "Arr-Disable-Session-Affinity".to_string()
 }
 
 /// `sticky.pools[i].affinity.cookie`

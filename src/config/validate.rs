@@ -5,9 +5,10 @@
 
 use super::raw::{RawAdmin, RawBackend, RawHealthCheck, RawPool, RawSticky, RawTimeouts};
 use super::{
-    AdminConfig, BackendConfig, Config, ConfigError, HealthCheckConfig, ListenerConfig, PoolConfig,
-    TimeoutConfig,
+    AdminConfig, BackendConfig, ClassConfig, Config, ConfigError, HealthCheckConfig,
+    ListenerConfig, PoolConfig, TimeoutConfig,
 };
+use crate::extension::Extensions;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ pub const MIN_SECRET_LEN: usize = 16;
 
 type Result<T> = std::result::Result<T, ConfigError>;
 
-pub(super) fn validate(raw: RawSticky) -> Result<Config> {
+pub(super) fn validate(raw: RawSticky, extensions: &Extensions) -> Result<Config> {
     if raw.pools.is_empty() {
         return Err(ConfigError::new(
             "sticky.pools",
@@ -28,7 +29,7 @@ pub(super) fn validate(raw: RawSticky) -> Result<Config> {
     let mut pools = Vec::with_capacity(raw.pools.len());
     for (i, pool) in raw.pools.into_iter().enumerate() {
         let field = format!("sticky.pools[{i}]");
-        let pool = validate_pool(&field, pool)?;
+        let pool = validate_pool(&field, pool, extensions)?;
         if let Some(j) = pools.iter().position(|p: &PoolConfig| p.name == pool.name) {
             return Err(ConfigError::new(
                 format!("{field}.name"),
@@ -61,17 +62,23 @@ pub(super) fn validate(raw: RawSticky) -> Result<Config> {
             ));
         }
         let pool = match &listener.pool {
+            Some(name) if !raw.routes.is_empty() => {
+                return Err(ConfigError::new(
+                    format!("{field}.pool"),
+                    format!("{name:?}: with sticky.routes, routes choose the pool; remove it"),
+                ))
+            }
             Some(name) => pools.iter().position(|p| &p.name == name).ok_or_else(|| {
                 ConfigError::new(
                     format!("{field}.pool"),
                     format!("no pool named {name:?} in sticky.pools"),
                 )
             })?,
-            None if pools.len() == 1 => 0,
+            None if pools.len() == 1 || !raw.routes.is_empty() => 0,
             None => {
                 return Err(ConfigError::new(
                     format!("{field}.pool"),
-                    "required when there is more than one pool",
+                    "required when there is more than one pool (or use sticky.routes)",
                 ))
             }
         };
@@ -110,6 +117,27 @@ pub(super) fn validate(raw: RawSticky) -> Result<Config> {
         }
     }
 
+    let mut classes = Vec::with_capacity(raw.classes.len());
+    for (name, class) in raw.classes {
+        let field = format!("sticky.classes.{name}");
+        if name == "none" || name.is_empty() {
+            return Err(ConfigError::new(
+                field,
+                format!("{name:?} is reserved: `class: none` means no affinity"),
+            ));
+        }
+        if let Some(header) = &class.opt_out_header {
+            return Err(ConfigError::new(
+                format!("{field}.opt_out_header"),
+                format!("{header:?}: set it on the pool's affinity, not on a class"),
+            ));
+        }
+        let affinity = affinity::validate_affinity(&field, class, extensions)?;
+        classes.push(ClassConfig { name, affinity });
+    }
+    let (routes, default_route, warnings) =
+        routes::validate_routes(&raw.routes, raw.default_route.as_ref(), &pools, &classes)?;
+
     Ok(Config {
         listeners,
         pools,
@@ -117,6 +145,10 @@ pub(super) fn validate(raw: RawSticky) -> Result<Config> {
         trusted_proxies,
         admin,
         access_log_format: raw.access_log.format,
+        classes,
+        routes,
+        default_route,
+        warnings,
     })
 }
 
@@ -170,7 +202,7 @@ fn validate_admin(raw: RawAdmin) -> Result<AdminConfig> {
     })
 }
 
-fn validate_pool(field: &str, raw: RawPool) -> Result<PoolConfig> {
+fn validate_pool(field: &str, raw: RawPool, extensions: &Extensions) -> Result<PoolConfig> {
     if raw.name.is_empty() {
         return Err(ConfigError::new(
             format!("{field}.name"),
@@ -220,9 +252,13 @@ fn validate_pool(field: &str, raw: RawPool) -> Result<PoolConfig> {
     let timeouts = validate_timeouts(&format!("{field}.timeouts"), &raw.timeouts)?;
     let opt_out_header = parse_header_name(
         &format!("{field}.affinity.opt_out_header"),
-        &raw.affinity.opt_out_header,
+        raw.affinity
+            .opt_out_header
+            .as_deref()
+            .unwrap_or("Arr-Disable-Session-Affinity"),
     )?;
-    let affinity = affinity::validate_affinity(&format!("{field}.affinity"), raw.affinity)?;
+    let affinity =
+        affinity::validate_affinity(&format!("{field}.affinity"), raw.affinity, extensions)?;
     Ok(PoolConfig {
         name: raw.name,
         balance: raw.balance,
@@ -354,5 +390,6 @@ fn check_attribute_value(field: &str, value: &str) -> Result<()> {
 }
 
 mod affinity;
+mod routes;
 #[cfg(test)]
 mod tests;

@@ -13,9 +13,9 @@ pub mod ring;
 
 pub use backend::{BackendSlot, BackendState};
 
-use crate::affinity::learned::{ClientIpTable, LearnedSessions};
-use crate::affinity::CookieAffinity;
-use crate::config::{Balance, HealthCheckConfig, PoolConfig};
+use crate::affinity::persistence::Affinity;
+use crate::config::{Balance, ClassConfig, HealthCheckConfig, PoolConfig, RouteClass};
+use crate::extension::Extensions;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_load_balancing::selection::{Random, RoundRobin};
 use pingora_load_balancing::{Backend, LoadBalancer};
@@ -36,14 +36,10 @@ enum Balancer {
 pub struct Pool {
     pub name: String,
     pub slots: Slots,
-    /// Cookie insertion, if the pool has it.
-    pub cookie: Option<CookieAffinity>,
-    /// Rule-based hashing, if the pool has it.
-    pub hash: Option<ring::HashAffinity>,
-    /// Learned application sessions, if the pool has them.
-    pub learned: Option<LearnedSessions>,
-    /// IP-based persistence table, if the pool has it.
-    pub ip_table: Option<ClientIpTable>,
+    /// The pool's own `affinity` section, if any.
+    pub own_affinity: Option<Arc<Affinity>>,
+    /// The named classes routes apply to this pool, by class index.
+    pub class_affinities: Vec<(usize, Arc<Affinity>)>,
     pub opt_out_header: http::HeaderName,
     balancer: Balancer,
 }
@@ -53,7 +49,12 @@ pub type HealthService = Box<dyn pingora_core::services::ServiceWithDependents>;
 
 impl Pool {
     /// Build a pool and, if it has a health check, the background service that runs it.
-    pub fn new(config: &PoolConfig) -> (Arc<Pool>, Option<HealthService>) {
+    /// `classes` are the named classes routes apply to this pool: (class index, config).
+    pub fn new(
+        config: &PoolConfig,
+        classes: &[(usize, &ClassConfig)],
+        extensions: &Extensions,
+    ) -> (Arc<Pool>, Option<HealthService>) {
         let slots: Slots = config
             .backends
             .iter()
@@ -85,22 +86,24 @@ impl Pool {
         };
         let pool = Pool {
             name: config.name.clone(),
-            cookie: CookieAffinity::for_pool(config),
-            hash: config
+            own_affinity: config
                 .affinity
                 .as_ref()
-                .and_then(|a| a.hash.as_ref())
-                .map(|h| ring::HashAffinity::new(h, &slots)),
-            learned: config
-                .affinity
-                .as_ref()
-                .and_then(|a| a.learn.as_ref())
-                .map(LearnedSessions::new),
-            ip_table: config
-                .affinity
-                .as_ref()
-                .and_then(|a| a.client_ip_table.as_ref())
-                .map(ClientIpTable::new),
+                .map(|a| Arc::new(Affinity::new(a, None, &config.name, &slots, extensions))),
+            class_affinities: classes
+                .iter()
+                .filter_map(|(index, class)| {
+                    let a = class.affinity.as_ref()?;
+                    let affinity = Affinity::new(
+                        a,
+                        Some(class.name.clone()),
+                        &config.name,
+                        &slots,
+                        extensions,
+                    );
+                    Some((*index, Arc::new(affinity)))
+                })
+                .collect(),
             opt_out_header: config.opt_out_header.clone(),
             slots,
             balancer,
@@ -145,30 +148,46 @@ impl Pool {
         self.index_of(&chosen)
     }
 
-    /// Does the pool record sessions server-side (learned ids or client IPs)?
-    pub fn has_tables(&self) -> bool {
-        self.learned.is_some() || self.ip_table.is_some()
+    /// The affinity a route's class applies to this pool (`None`: no affinity).
+    pub fn affinity_for(&self, class: RouteClass) -> Option<Arc<Affinity>> {
+        match class {
+            RouteClass::PoolDefault => self.own_affinity.clone(),
+            RouteClass::None => None,
+            RouteClass::Class(index) => self
+                .class_affinities
+                .iter()
+                .find(|(i, _)| *i == index)
+                .map(|(_, a)| a.clone()),
+        }
     }
 
-    /// Statistics of the pool's session tables, by table name (`learn`, `client_ip`).
-    pub fn table_stats(&self) -> Vec<(&'static str, crate::affinity::sessions::TableStats)> {
-        let mut out = Vec::new();
-        if let Some(learned) = &self.learned {
-            out.push(("learn", learned.table.stats()));
-        }
-        if let Some(ip) = &self.ip_table {
-            out.push(("client_ip", ip.table.stats()));
-        }
-        out
+    /// Every affinity on this pool: its own, then the classes'.
+    pub fn affinities(&self) -> impl Iterator<Item = &Arc<Affinity>> {
+        self.own_affinity
+            .iter()
+            .chain(self.class_affinities.iter().map(|(_, a)| a))
     }
 
-    /// The session table called `name` (`learn` or `client_ip`).
-    pub fn table(&self, name: &str) -> Option<&crate::affinity::sessions::SessionTable> {
-        match name {
-            "learn" => self.learned.as_ref().map(|l| &l.table),
-            "client_ip" => self.ip_table.as_ref().map(|t| &t.table),
-            _ => None,
-        }
+    /// Statistics of every session table on this pool, by table name (`learn`, `client_ip`,
+    /// `<class>.learn`, `<class>.client_ip`).
+    pub fn table_stats(&self) -> Vec<(String, crate::affinity::sessions::TableStats)> {
+        self.affinities()
+            .flat_map(|a| a.tables())
+            .map(|(name, table)| (name, table.stats()))
+            .collect()
+    }
+
+    /// The session table called `name`, with the affinity it belongs to.
+    pub fn table(
+        &self,
+        name: &str,
+    ) -> Option<(&Affinity, &crate::affinity::sessions::SessionTable)> {
+        self.affinities().find_map(|a| {
+            a.tables()
+                .into_iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| (a.as_ref(), t))
+        })
     }
 
     /// The backend called `name`.

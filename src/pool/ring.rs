@@ -10,18 +10,20 @@
 use super::{slot_index, BackendSlot, Slots};
 use crate::affinity::key::{self, KeySource};
 use crate::config::HashConfig;
+use crate::extension::Extensions;
 use pingora_load_balancing::selection::Consistent;
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 
 /// Ketama places this many points on the ring per unit of weight.
 const POINTS_PER_WEIGHT: usize = 160;
 
 /// One pool's hash-key affinity.
 pub struct HashAffinity {
-    pub sources: Vec<Box<dyn KeySource>>,
+    pub sources: Vec<Arc<dyn KeySource>>,
     balance_factor: Option<f64>,
     ring: LoadBalancer<Consistent>,
     /// Enough ring steps to pass every point once.
@@ -37,7 +39,7 @@ pub struct RingPick {
 }
 
 impl HashAffinity {
-    pub fn new(config: &HashConfig, slots: &Slots) -> Self {
+    pub fn new(config: &HashConfig, slots: &Slots, extensions: &Extensions) -> Self {
         let backends: BTreeSet<Backend> = super::crate_backends(slots);
         let total_weight: usize = slots.iter().map(|s| s.weight as usize).sum();
         let discovery = pingora_load_balancing::discovery::Static::new(backends);
@@ -46,7 +48,11 @@ impl HashAffinity {
             log::error!("hash ring: static backend discovery failed: {e}");
         }
         HashAffinity {
-            sources: config.sources.iter().map(key::from_config).collect(),
+            sources: config
+                .sources
+                .iter()
+                .filter_map(|c| key::from_config(c, extensions))
+                .collect(),
             balance_factor: config.balance_factor,
             ring,
             max_steps: POINTS_PER_WEIGHT * total_weight + 1,

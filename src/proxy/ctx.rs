@@ -2,6 +2,8 @@
 //! request, which backend the request's session is recorded on (inserted cookie, learned session
 //! id, client-IP table).
 
+use crate::affinity::key::RequestView;
+use crate::affinity::persistence::Affinity;
 use crate::affinity::sessions::SessionKey;
 use crate::affinity::{Outcome, Pin};
 use crate::pool::{Pool, Slots};
@@ -40,6 +42,7 @@ pub enum PinSource {
     Cookie,
     LearnedSession,
     ClientIp,
+    NamedNode,
 }
 
 /// What the request's session records say, read once per request.
@@ -61,6 +64,10 @@ pub struct SessionLookup {
 /// Per-request state shared across the hooks.
 pub struct RequestCtx {
     pub started: Instant,
+    /// Index of the matched route (`usize::MAX` until `request_filter` matches one).
+    pub route: usize,
+    /// The failure policy that answered, if the required backend could not serve.
+    pub failure_policy: Option<&'static str>,
     /// `None` until the first `upstream_peer` call reads it.
     pub session: Option<SessionLookup>,
     /// The client's IP, resolved through trusted proxies.
@@ -85,6 +92,8 @@ impl RequestCtx {
     pub fn new() -> Self {
         RequestCtx {
             started: Instant::now(),
+            route: usize::MAX,
+            failure_policy: None,
             session: None,
             client_ip: None,
             failed: Vec::new(),
@@ -105,30 +114,34 @@ impl Default for RequestCtx {
     }
 }
 
-/// Read the request's session records: the inserted cookie first, then a learned session id,
-/// then the client-IP table. Table hits refresh their entries.
+/// Read the request's session records: a named node first (a Rust namer), then the inserted
+/// cookie, then a learned session id, then the client-IP table. Table hits refresh entries.
 pub fn look_up_session(
     pool: &Pool,
+    affinity: Option<&Affinity>,
     uri: &http::Uri,
     headers: &http::HeaderMap,
     client_ip: Option<IpAddr>,
 ) -> SessionLookup {
     let mut lookup = SessionLookup::default();
-    if let Some(cookie) = &pool.cookie {
+    let Some(affinity) = affinity else {
+        return lookup;
+    };
+    if let Some(cookie) = &affinity.cookie {
         lookup.pin = cookie.pinned(headers.get_all(COOKIE).iter().map(|v| v.as_bytes()));
         lookup.cookie_invalid = lookup.pin == Pin::Invalid;
         if matches!(lookup.pin, Pin::Backend(_)) {
             lookup.source = PinSource::Cookie;
         }
     }
-    if let Some(learned) = &pool.learned {
+    if let Some(learned) = &affinity.learned {
         if let Some(id) = learned.request_id(uri, headers) {
             let key = crate::affinity::sessions::key_of(id);
             lookup.learned_key = Some(key);
             lookup.learned_hit = learned.table.get(key);
         }
     }
-    if let (Some(table), Some(ip)) = (&pool.ip_table, client_ip) {
+    if let (Some(table), Some(ip)) = (&affinity.ip_table, client_ip) {
         let key = table.key(ip);
         lookup.ip_key = Some(key);
         lookup.ip_hit = table.table.get(key);
@@ -140,6 +153,17 @@ pub fn look_up_session(
         } else if let Some(backend) = lookup.ip_hit {
             lookup.pin = Pin::Backend(backend);
             lookup.source = PinSource::ClientIp;
+        }
+    }
+    if let Some(namer) = &affinity.named_node {
+        let view = RequestView {
+            uri,
+            headers,
+            client_ip,
+        };
+        if let Some(name) = namer.backend(&view) {
+            lookup.pin = pool.backend_index(&name).map_or(Pin::Missing, Pin::Backend);
+            lookup.source = PinSource::NamedNode;
         }
     }
     lookup

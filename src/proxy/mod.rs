@@ -12,13 +12,14 @@
 
 pub mod ctx;
 mod response;
+pub mod routes;
 
 use crate::access_log;
-use crate::affinity::decision::{decide, Mechanisms};
+use crate::affinity::decision::decide;
 use crate::affinity::key::RequestView;
-use crate::affinity::{client_ip, Outcome};
+use crate::affinity::{client_ip, Outcome, Pin};
+use crate::config::FailurePolicy;
 use crate::headers;
-use crate::metrics::PoolMetrics;
 use crate::pool::Pool;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -44,33 +45,93 @@ pub struct ProxySettings {
     pub leaving: crate::lifecycle::Leaving,
 }
 
-/// The proxy service for one listener: the pool it serves, and that pool's metric handles.
+/// The proxy service for one listener: its routes.
 pub struct StickyProxy {
-    pool: Arc<Pool>,
+    router: routes::Router,
     settings: Arc<ProxySettings>,
-    metrics: Arc<PoolMetrics>,
-    /// Client-sent headers never forwarded: forwarding headers, `hide_headers`, the opt-out.
-    strip_request_headers: Vec<HeaderName>,
 }
 
 impl StickyProxy {
-    pub fn new(pool: Arc<Pool>, settings: Arc<ProxySettings>, metrics: Arc<PoolMetrics>) -> Self {
-        let mut strip_request_headers: Vec<HeaderName> = headers::FORWARDING_HEADERS.to_vec();
-        strip_request_headers.extend(settings.hide_headers.iter().cloned());
-        strip_request_headers.push(pool.opt_out_header.clone());
-        StickyProxy {
-            pool,
-            settings,
-            metrics,
-            strip_request_headers,
-        }
+    pub fn new(router: routes::Router, settings: Arc<ProxySettings>) -> Self {
+        StickyProxy { router, settings }
     }
 
-    fn backend_name(&self, index: Option<usize>) -> &str {
-        index
-            .and_then(|i| self.pool.slots.get(i))
-            .map_or("-", |s| s.name.as_str())
+    /// The route a request was matched to (set by `request_filter`).
+    fn route(&self, ctx: &RequestCtx) -> Option<&routes::Route> {
+        self.router.routes.get(ctx.route)
     }
+}
+
+/// A backend's name, or `-`.
+fn backend_name(pool: &Pool, index: Option<usize>) -> &str {
+    index
+        .and_then(|i| pool.slots.get(i))
+        .map_or("-", |s| s.name.as_str())
+}
+
+/// Write a short plain-text answer from the proxy itself.
+async fn respond_plain(session: &mut Session, status: u16) {
+    let body = headers::error_body(status);
+    let mut resp = ServerSession::generate_error(status);
+    let written = resp
+        .insert_header(CONTENT_TYPE, "text/plain; charset=utf-8")
+        .and_then(|_| resp.insert_header(CACHE_CONTROL, "no-store"))
+        .and_then(|_| resp.set_content_length(body.len()));
+    let sent = match written {
+        Ok(()) => {
+            session
+                .as_downstream_mut()
+                .write_error_response(resp, Bytes::from_static(body.as_bytes()))
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(err) = sent {
+        log::debug!("could not send the error response: {err}");
+    }
+}
+
+/// Write the response a failure policy prescribes; the status written (0: none).
+async fn respond_policy(session: &mut Session, policy: &FailurePolicy) -> u16 {
+    let (status, content_type, body, location) = match policy {
+        FailurePolicy::Sorry {
+            status,
+            content_type,
+            body,
+        } => (*status, content_type.clone(), body.clone(), None),
+        FailurePolicy::Redirect { location } => (
+            302,
+            http::HeaderValue::from_static("text/plain; charset=utf-8"),
+            Bytes::from_static(b"302 Found\n"),
+            Some(location.clone()),
+        ),
+        FailurePolicy::Close => return 0,
+        FailurePolicy::Strict | FailurePolicy::Rebalance => {
+            respond_plain(session, 503).await;
+            return 503;
+        }
+    };
+    let mut resp = ServerSession::generate_error(status);
+    let mut written = resp
+        .insert_header(CONTENT_TYPE, content_type)
+        .and_then(|_| resp.insert_header(CACHE_CONTROL, "no-store"))
+        .and_then(|_| resp.set_content_length(body.len()));
+    if let Some(location) = location {
+        written = written.and_then(|_| resp.insert_header(http::header::LOCATION, location));
+    }
+    let sent = match written {
+        Ok(()) => {
+            session
+                .as_downstream_mut()
+                .write_error_response(resp, body)
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(err) = sent {
+        log::debug!("could not send the failure-policy response: {err}");
+    }
+    status
 }
 
 #[async_trait]
@@ -81,39 +142,53 @@ impl ProxyHttp for StickyProxy {
         RequestCtx::new()
     }
 
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        match self.router.select(session.req_header()) {
+            Some(index) => {
+                ctx.route = index;
+                Ok(false)
+            }
+            None => {
+                respond_plain(session, self.router.unmatched_status).await;
+                Ok(true)
+            }
+        }
+    }
+
     async fn upstream_peer(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let pool = &self.pool;
+        let Some(route) = self.route(ctx) else {
+            return Error::e_explain(ErrorType::HTTPStatus(404), "no route");
+        };
+        let pool = &route.pool;
+        let affinity = route.affinity.as_deref();
         let req = session.req_header();
         if ctx.session.is_none() {
             ctx.client_ip = session
                 .client_addr()
                 .and_then(|a| a.as_inet())
                 .map(|a| client_ip::resolve(a.ip(), &req.headers, &self.settings.trusted_proxies));
-            let lookup = ctx::look_up_session(pool, &req.uri, &req.headers, ctx.client_ip);
+            let lookup =
+                ctx::look_up_session(pool, affinity, &req.uri, &req.headers, ctx.client_ip);
             if lookup.cookie_invalid {
-                self.metrics.cookie_verification_failure();
+                route.metrics.cookie_verification_failure();
             }
             ctx.session = Some(lookup);
         }
         let lookup = ctx.session.unwrap_or_default();
         // A retry: the previous attempt no longer counts as in flight.
         ctx.in_flight = None;
-        let mechanisms = Mechanisms {
-            cookie: pool.cookie.is_some(),
-            tables: pool.has_tables(),
-        };
         let client_ip = ctx.client_ip;
         let decision = decide(
             lookup.pin,
-            mechanisms,
+            affinity.map(|a| a.mechanisms()).unwrap_or_default(),
             &ctx.failed,
             |i| pool.slots.get(i).is_some_and(|s| s.is_usable()),
             |failed| {
-                let hash = pool.hash.as_ref()?;
+                let hash = affinity?.hash.as_ref()?;
                 let view = RequestView {
                     uri: &req.uri,
                     headers: &req.headers,
@@ -124,6 +199,24 @@ impl ProxyHttp for StickyProxy {
             },
             |failed| pool.select_new(failed),
         );
+        if let Some(policy) = affinity.map(|a| &a.failure) {
+            let required_moved = match lookup.pin {
+                Pin::Backend(i) => decision.backend != Some(i),
+                Pin::Missing => true,
+                Pin::Absent | Pin::Invalid => false,
+            };
+            if required_moved && *policy != FailurePolicy::Rebalance {
+                // The backend the session requires cannot serve: the class's policy answers.
+                ctx.failure_policy = Some(policy.name());
+                ctx.outcome = Outcome::Failed;
+                ctx.selected = None;
+                ctx.favoured = ctx.favoured.or(match lookup.pin {
+                    Pin::Backend(i) => Some(i),
+                    _ => None,
+                });
+                return Error::e_explain(ErrorType::HTTPStatus(503), "failure policy");
+            }
+        }
         ctx.outcome = decision.outcome;
         ctx.selected = decision.backend;
         if ctx.favoured.is_none() {
@@ -161,16 +254,19 @@ impl ProxyHttp for StickyProxy {
         &self,
         session: &mut Session,
         upstream_request: &mut RequestHeader,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let Some(route) = self.route(ctx) else {
+            return Ok(());
+        };
         // Most requests carry none of these: look before removing (a removal costs two map
         // operations, a look one).
-        for name in self.strip_request_headers.iter() {
+        for name in route.strip_request_headers.iter() {
             if upstream_request.headers.contains_key(name) {
                 upstream_request.remove_header(name);
             }
         }
-        if let Some(cookie) = &self.pool.cookie {
+        if let Some(cookie) = route.affinity.as_ref().and_then(|a| a.cookie.as_ref()) {
             if cookie.config.indirect {
                 strip_affinity_cookies(upstream_request, cookie);
             }
@@ -209,11 +305,21 @@ impl ProxyHttp for StickyProxy {
             // than be cut off when this one drops its idle connections.
             session.set_keepalive(None);
         }
+        let Some(route) = self.route(ctx) else {
+            return Ok(());
+        };
         if let (Some(started), Some(backend)) = (ctx.upstream_started.take(), ctx.selected) {
-            self.metrics
+            route
+                .metrics
                 .upstream_latency(backend, started.elapsed().as_secs_f64());
         }
-        response::apply(&self.pool, &self.settings, upstream_response, ctx)
+        response::apply(
+            &route.pool,
+            route.affinity.as_deref(),
+            &self.settings,
+            upstream_response,
+            ctx,
+        )
     }
 
     async fn fail_to_proxy(
@@ -222,29 +328,24 @@ impl ProxyHttp for StickyProxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
+        if ctx.failure_policy.is_some() {
+            let policy = self
+                .route(ctx)
+                .and_then(|r| r.affinity.as_ref())
+                .map(|a| a.failure.clone())
+                .unwrap_or_default();
+            let code = respond_policy(session, &policy).await;
+            return FailToProxy {
+                error_code: code,
+                can_reuse_downstream: false,
+            };
+        }
         let code = headers::error_status(e);
         if ctx.selected.is_none() && code == 503 {
             ctx.outcome = Outcome::Failed;
         }
         if code > 0 {
-            let body = headers::error_body(code);
-            let mut resp = ServerSession::generate_error(code);
-            let written = resp
-                .insert_header(CONTENT_TYPE, "text/plain; charset=utf-8")
-                .and_then(|_| resp.insert_header(CACHE_CONTROL, "no-store"))
-                .and_then(|_| resp.set_content_length(body.len()));
-            let sent = match written {
-                Ok(()) => {
-                    session
-                        .as_downstream_mut()
-                        .write_error_response(resp, Bytes::from_static(body.as_bytes()))
-                        .await
-                }
-                Err(e) => Err(e),
-            };
-            if let Err(err) = sent {
-                log::debug!("could not send the error response: {err}");
-            }
+            respond_plain(session, code).await;
         }
         FailToProxy {
             error_code: code,
@@ -254,34 +355,39 @@ impl ProxyHttp for StickyProxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         ctx.in_flight = None;
+        let route = self.route(ctx);
         // The backend that answered: one whose response header reached us.
         let actual = if ctx.responded { ctx.selected } else { None };
-        self.metrics.request(actual, ctx.outcome);
+        if let Some(route) = route {
+            route.metrics.request(actual, ctx.outcome);
+        }
         if !log::log_enabled!(target: access_log::TARGET, log::Level::Info) {
             return;
         }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let req = session.req_header();
         let required = match ctx.session.map(|s| s.pin) {
-            Some(crate::affinity::Pin::Backend(i)) => Some(i),
+            Some(Pin::Backend(i)) => Some(i),
             _ => None,
         };
         let client = session
             .client_addr()
             .map_or_else(|| "-".to_string(), |a| a.to_string());
+        let name = |index: Option<usize>| route.map_or("-", |r| backend_name(&r.pool, index));
         let entry = access_log::Entry {
             client: &client,
             method: req.method.as_str(),
             path: req.uri.path(),
             status,
             duration_ms: ctx.started.elapsed().as_millis(),
-            pool: &self.pool.name,
-            route: "-",
-            class: "-",
-            favoured: self.backend_name(ctx.favoured),
-            required: self.backend_name(required),
-            actual: self.backend_name(actual),
+            pool: route.map_or("-", |r| r.pool.name.as_str()),
+            route: route.map_or("-", |r| r.name.as_str()),
+            class: route.map_or("-", |r| r.class.as_str()),
+            favoured: name(ctx.favoured),
+            required: name(required),
+            actual: name(actual),
             outcome: ctx.outcome.as_str(),
+            failure_policy: ctx.failure_policy,
             error: e.map(|e| e.etype().as_str()),
         };
         log::info!(target: access_log::TARGET, "{}", entry.render(self.settings.access_log_format));

@@ -6,6 +6,7 @@
 use super::ctx::RequestCtx;
 use super::ProxySettings;
 use crate::affinity::learned::Observed;
+use crate::affinity::persistence::Affinity;
 use crate::affinity::sessions::key_of;
 use crate::affinity::{CookieAffinity, Outcome};
 use crate::headers;
@@ -17,6 +18,7 @@ use pingora_http::ResponseHeader;
 /// Apply the response side of affinity to a final (non-1xx) response.
 pub fn apply(
     pool: &Pool,
+    affinity: Option<&Affinity>,
     settings: &ProxySettings,
     response: &mut ResponseHeader,
     ctx: &mut RequestCtx,
@@ -30,19 +32,20 @@ pub fn apply(
     for name in settings.hide_headers.iter() {
         response.remove_header(name);
     }
-    let Some(backend) = ctx.selected else {
+    let (Some(backend), Some(affinity)) = (ctx.selected, affinity) else {
         return Ok(());
     };
     if opted_out {
         // The backend asked for no affinity from this response: no cookie, nothing recorded.
-        if pool.cookie.is_some() || pool.has_tables() {
+        let m = affinity.mechanisms();
+        if m.cookie || m.tables {
             ctx.outcome = Outcome::OptedOut;
         }
         return Ok(());
     }
-    record_sessions(pool, response, ctx, backend);
+    record_sessions(affinity, response, ctx, backend);
     if ctx.issue_cookie {
-        if let Some(cookie) = &pool.cookie {
+        if let Some(cookie) = &affinity.cookie {
             insert_cookie(cookie, response, backend)?;
         }
     }
@@ -50,9 +53,14 @@ pub fn apply(
 }
 
 /// Learn (or forget) session ids the backend handed out, and record the client IP.
-fn record_sessions(pool: &Pool, response: &ResponseHeader, ctx: &RequestCtx, backend: usize) {
+fn record_sessions(
+    affinity: &Affinity,
+    response: &ResponseHeader,
+    ctx: &RequestCtx,
+    backend: usize,
+) {
     let session = ctx.session.unwrap_or_default();
-    if let Some(learned) = &pool.learned {
+    if let Some(learned) = &affinity.learned {
         let mut handled_request_id = false;
         for line in response.headers.get_all(SET_COOKIE) {
             match learned.observe(line.as_bytes()) {
@@ -83,7 +91,7 @@ fn record_sessions(pool: &Pool, response: &ResponseHeader, ctx: &RequestCtx, bac
             }
         }
     }
-    if let (Some(table), Some(key)) = (&pool.ip_table, session.ip_key) {
+    if let (Some(table), Some(key)) = (&affinity.ip_table, session.ip_key) {
         if session.ip_hit != Some(backend) {
             table.table.insert(key, backend);
         }

@@ -2,18 +2,23 @@
 //! and the client-IP table.
 
 use super::super::raw::{
-    RawAffinity, RawClientIpTable, RawCookie, RawCookieFormat, RawHash, RawKeySource, RawLearn,
-    RawPreset, RawSameSite, RawTable,
+    RawAffinity, RawClientIpTable, RawCookie, RawCookieFormat, RawFailure, RawHash, RawKeySource,
+    RawLearn, RawPolicy, RawPreset, RawSameSite, RawTable,
 };
 use super::super::{
-    AffinityConfig, ClientIpTableConfig, ConfigError, CookieConfig, CookieFormat, HashConfig,
-    KeySourceConfig, LearnConfig, SameSite,
+    AffinityConfig, ClientIpTableConfig, ConfigError, CookieConfig, CookieFormat, FailurePolicy,
+    HashConfig, KeySourceConfig, LearnConfig, SameSite,
 };
 use super::{check_attribute_value, check_cookie_name, parse_header_name, Result, MIN_SECRET_LEN};
 use crate::affinity::sessions::TableConfig;
+use crate::extension::Extensions;
 use std::time::Duration;
 
-pub(super) fn validate_affinity(field: &str, raw: RawAffinity) -> Result<Option<AffinityConfig>> {
+pub(super) fn validate_affinity(
+    field: &str,
+    raw: RawAffinity,
+    extensions: &Extensions,
+) -> Result<Option<AffinityConfig>> {
     // Every part is checked even when affinity is off, so that switching it back on cannot
     // reveal a latent error.
     let cookie = raw
@@ -22,7 +27,7 @@ pub(super) fn validate_affinity(field: &str, raw: RawAffinity) -> Result<Option<
         .transpose()?;
     let hash = raw
         .hash
-        .map(|h| validate_hash(&format!("{field}.hash"), h))
+        .map(|h| validate_hash(&format!("{field}.hash"), h, extensions))
         .transpose()?;
     let learn = raw
         .learn
@@ -32,8 +37,29 @@ pub(super) fn validate_affinity(field: &str, raw: RawAffinity) -> Result<Option<
         .client_ip_table
         .map(|t| validate_ip_table(&format!("{field}.client_ip_table"), t))
         .transpose()?;
+    let named_node = raw
+        .named_node
+        .map(|n| {
+            if extensions.backend_namer(&n.source).is_none() {
+                return Err(ConfigError::new(
+                    format!("{field}.named_node.source"),
+                    format!(
+                        "no backend namer registered as {:?} (registered: {:?})",
+                        n.source,
+                        extensions.backend_namer_names()
+                    ),
+                ));
+            }
+            Ok(n.source)
+        })
+        .transpose()?;
+    let failure = validate_failure(&format!("{field}.failure"), raw.failure)?;
     if !raw.enabled
-        || (cookie.is_none() && hash.is_none() && learn.is_none() && client_ip_table.is_none())
+        || (cookie.is_none()
+            && hash.is_none()
+            && learn.is_none()
+            && client_ip_table.is_none()
+            && named_node.is_none())
     {
         return Ok(None);
     }
@@ -42,7 +68,85 @@ pub(super) fn validate_affinity(field: &str, raw: RawAffinity) -> Result<Option<
         hash,
         learn,
         client_ip_table,
+        named_node,
+        failure,
     }))
+}
+
+fn validate_failure(field: &str, raw: RawFailure) -> Result<FailurePolicy> {
+    let unused = |name: &str, given: bool| {
+        if given {
+            Err(ConfigError::new(
+                format!("{field}.{name}"),
+                format!(
+                    "not used by policy {:?}",
+                    format!("{:?}", raw.policy).to_lowercase()
+                ),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    Ok(match raw.policy {
+        RawPolicy::Rebalance | RawPolicy::Strict | RawPolicy::Close => {
+            unused("status", raw.status.is_some())?;
+            unused("content_type", raw.content_type.is_some())?;
+            unused("body", raw.body.is_some())?;
+            unused("location", raw.location.is_some())?;
+            match raw.policy {
+                RawPolicy::Rebalance => FailurePolicy::Rebalance,
+                RawPolicy::Strict => FailurePolicy::Strict,
+                _ => FailurePolicy::Close,
+            }
+        }
+        RawPolicy::Sorry => {
+            unused("location", raw.location.is_some())?;
+            let status = raw.status.unwrap_or(503);
+            if !(200..=599).contains(&status) {
+                return Err(ConfigError::new(
+                    format!("{field}.status"),
+                    format!("not a final HTTP status: {status}"),
+                ));
+            }
+            let content_type = raw
+                .content_type
+                .unwrap_or_else(|| "text/plain; charset=utf-8".to_string());
+            let content_type = http::HeaderValue::from_str(&content_type).map_err(|_| {
+                ConfigError::new(
+                    format!("{field}.content_type"),
+                    format!("not a header value: {content_type:?}"),
+                )
+            })?;
+            FailurePolicy::Sorry {
+                status,
+                content_type,
+                body: bytes::Bytes::from(raw.body.unwrap_or_default()),
+            }
+        }
+        RawPolicy::Redirect => {
+            unused("status", raw.status.is_some())?;
+            unused("content_type", raw.content_type.is_some())?;
+            unused("body", raw.body.is_some())?;
+            let location = raw.location.ok_or_else(|| {
+                ConfigError::new(
+                    format!("{field}.location"),
+                    "required by policy \"redirect\"",
+                )
+            })?;
+            let valid = http::Uri::try_from(location.as_str()).is_ok() && !location.is_empty();
+            let header = http::HeaderValue::from_str(&location)
+                .ok()
+                .filter(|_| valid);
+            FailurePolicy::Redirect {
+                location: header.ok_or_else(|| {
+                    ConfigError::new(
+                        format!("{field}.location"),
+                        format!("not a URL: {location:?}"),
+                    )
+                })?,
+            }
+        }
+    })
 }
 
 /// The largest session table (entries): about 10 GB at ~100 bytes per entry.
@@ -149,7 +253,7 @@ fn check_prefixes(field: &str, ipv4_prefix: u8, ipv6_prefix: u8) -> Result<()> {
     Ok(())
 }
 
-fn validate_hash(field: &str, raw: RawHash) -> Result<HashConfig> {
+fn validate_hash(field: &str, raw: RawHash, extensions: &Extensions) -> Result<HashConfig> {
     if raw.sources.is_empty() {
         return Err(ConfigError::new(
             format!("{field}.sources"),
@@ -169,6 +273,7 @@ fn validate_hash(field: &str, raw: RawHash) -> Result<HashConfig> {
         sources.push(validate_key_source(
             &format!("{field}.sources[{i}]"),
             source,
+            extensions,
         )?);
     }
     Ok(HashConfig {
@@ -177,7 +282,11 @@ fn validate_hash(field: &str, raw: RawHash) -> Result<HashConfig> {
     })
 }
 
-fn validate_key_source(field: &str, raw: RawKeySource) -> Result<KeySourceConfig> {
+fn validate_key_source(
+    field: &str,
+    raw: RawKeySource,
+    extensions: &Extensions,
+) -> Result<KeySourceConfig> {
     Ok(match raw {
         RawKeySource::Cookie { name, regex } => {
             check_cookie_name(&format!("{field}.name"), &name)?;
@@ -217,6 +326,18 @@ fn validate_key_source(field: &str, raw: RawKeySource) -> Result<KeySourceConfig
                 ));
             }
             KeySourceConfig::Query { params }
+        }
+        RawKeySource::Custom { name } => {
+            if extensions.key_source(&name).is_none() {
+                return Err(ConfigError::new(
+                    format!("{field}.name"),
+                    format!(
+                        "no key source registered as {name:?} (registered: {:?})",
+                        extensions.key_source_names()
+                    ),
+                ));
+            }
+            KeySourceConfig::Custom { name }
         }
         RawKeySource::Path => KeySourceConfig::Path,
         RawKeySource::PathAndQuery => KeySourceConfig::PathAndQuery,

@@ -1,0 +1,81 @@
+//! A persistence class at run time: the affinity mechanisms one route (or a pool's own
+//! `affinity` section) applies to one pool, with their tables and failure policy.
+//!
+//! Built once per (pool, class) pair at start-up, so two routes that use the same class on the
+//! same pool share its tables (Stingray: persistence classes share their cache space).
+
+use super::decision::Mechanisms;
+use super::learned::{ClientIpTable, LearnedSessions};
+use super::sessions::SessionTable;
+use super::CookieAffinity;
+use crate::config::{AffinityConfig, FailurePolicy};
+use crate::extension::{BackendNamer, Extensions};
+use crate::pool::ring::HashAffinity;
+use crate::pool::Slots;
+use std::sync::Arc;
+
+/// One persistence class applied to one pool.
+pub struct Affinity {
+    /// The class name; `None` for the pool's own `affinity` section.
+    pub class: Option<String>,
+    pub cookie: Option<CookieAffinity>,
+    pub hash: Option<HashAffinity>,
+    pub learned: Option<LearnedSessions>,
+    pub ip_table: Option<ClientIpTable>,
+    pub named_node: Option<Arc<dyn BackendNamer>>,
+    pub failure: FailurePolicy,
+}
+
+impl Affinity {
+    pub fn new(
+        config: &AffinityConfig,
+        class: Option<String>,
+        pool: &str,
+        slots: &Slots,
+        extensions: &Extensions,
+    ) -> Self {
+        let names: Vec<&str> = slots.iter().map(|s| s.name.as_str()).collect();
+        Affinity {
+            class,
+            cookie: config
+                .cookie
+                .as_ref()
+                .map(|c| CookieAffinity::new(c, pool, &names)),
+            hash: config
+                .hash
+                .as_ref()
+                .map(|h| HashAffinity::new(h, slots, extensions)),
+            learned: config.learn.as_ref().map(LearnedSessions::new),
+            ip_table: config.client_ip_table.as_ref().map(ClientIpTable::new),
+            named_node: config
+                .named_node
+                .as_deref()
+                .and_then(|n| extensions.backend_namer(n)),
+            failure: config.failure.clone(),
+        }
+    }
+
+    pub fn mechanisms(&self) -> Mechanisms {
+        Mechanisms {
+            cookie: self.cookie.is_some(),
+            tables: self.learned.is_some() || self.ip_table.is_some(),
+        }
+    }
+
+    /// The class's session tables, named as the admin API and metrics show them: `learn` and
+    /// `client_ip`, prefixed by `<class>.` for a named class.
+    pub fn tables(&self) -> Vec<(String, &SessionTable)> {
+        let prefix = self
+            .class
+            .as_deref()
+            .map_or(String::new(), |c| format!("{c}."));
+        let mut out = Vec::new();
+        if let Some(learned) = &self.learned {
+            out.push((format!("{prefix}learn"), &learned.table));
+        }
+        if let Some(ip) = &self.ip_table {
+            out.push((format!("{prefix}client_ip"), &ip.table));
+        }
+        out
+    }
+}

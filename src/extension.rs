@@ -1,0 +1,90 @@
+//! The Rust extension point: compute the affinity key, or name the backend, in Rust.
+//!
+//! Register implementations under names, then refer to the names from the YAML:
+//! a [`KeySource`] as a hash source `- { type: custom, name: <name> }` (Stingray's "universal"
+//! persistence), a [`BackendNamer`] as a class's `named_node: { source: <name> }` (Stingray's
+//! "named node"). The built-in sources implement the same [`KeySource`] trait.
+//!
+//! ```no_run
+//! use std::borrow::Cow;
+//! use sticky_proxy::affinity::key::{KeySource, RequestView};
+//! use sticky_proxy::extension::Extensions;
+//!
+//! /// The tenant is the part of the `X-Tenant` header before the first dot.
+//! #[derive(Debug)]
+//! struct Tenant;
+//!
+//! impl KeySource for Tenant {
+//!     fn key<'a>(&self, request: &RequestView<'a>) -> Option<Cow<'a, [u8]>> {
+//!         let value = request.headers.get("x-tenant")?.as_bytes();
+//!         let tenant = value.split(|b| *b == b'.').next()?;
+//!         (!tenant.is_empty()).then_some(Cow::Borrowed(tenant))
+//!     }
+//! }
+//!
+//! fn main() {
+//!     sticky_proxy::main_with(Extensions::default().with_key_source("tenant", Tenant));
+//! }
+//! ```
+
+use crate::affinity::key::{KeySource, RequestView};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Names the backend a request must go to (by its configured `name`), or `None` to let the
+/// class's other mechanisms decide. A name that no backend has follows the failure policy.
+pub trait BackendNamer: Send + Sync + std::fmt::Debug {
+    fn backend<'a>(&self, request: &RequestView<'a>) -> Option<Cow<'a, str>>;
+}
+
+/// The registered extensions, by name.
+#[derive(Clone, Default)]
+pub struct Extensions {
+    key_sources: HashMap<String, Arc<dyn KeySource>>,
+    namers: HashMap<String, Arc<dyn BackendNamer>>,
+}
+
+impl std::fmt::Debug for Extensions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Extensions")
+            .field("key_sources", &self.key_sources.keys().collect::<Vec<_>>())
+            .field("namers", &self.namers.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Extensions {
+    /// Register a key source as `{ type: custom, name: <name> }`.
+    pub fn with_key_source(mut self, name: &str, source: impl KeySource + 'static) -> Self {
+        self.key_sources.insert(name.to_string(), Arc::new(source));
+        self
+    }
+
+    /// Register a backend namer as `named_node: { source: <name> }`.
+    pub fn with_backend_namer(mut self, name: &str, namer: impl BackendNamer + 'static) -> Self {
+        self.namers.insert(name.to_string(), Arc::new(namer));
+        self
+    }
+
+    pub fn key_source(&self, name: &str) -> Option<Arc<dyn KeySource>> {
+        self.key_sources.get(name).cloned()
+    }
+
+    pub fn backend_namer(&self, name: &str) -> Option<Arc<dyn BackendNamer>> {
+        self.namers.get(name).cloned()
+    }
+
+    /// Registered names, sorted (for error messages).
+    pub fn key_source_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.key_sources.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    pub fn backend_namer_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.namers.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+}

@@ -1,0 +1,195 @@
+//! Routes at run time: which pool and which persistence class a request gets.
+//!
+//! A listener without `sticky.routes` has one catch-all route to its pool with the pool's own
+//! affinity. With routes, the first whose conditions all hold wins (host exact or
+//! `*.suffix`, path prefix, method, header); a request matching none gets the default route —
+//! a pool, or a status answered by the proxy (404 unless configured).
+
+use crate::affinity::persistence::Affinity;
+use crate::config::{HostMatch, RouteConfig};
+use crate::headers;
+use crate::metrics::PoolMetrics;
+use crate::pool::Pool;
+use http::header::HOST;
+use http::HeaderName;
+use pingora_http::RequestHeader;
+use std::sync::Arc;
+
+/// The conditions of a route; all given ones must hold.
+#[derive(Debug, Clone, Default)]
+pub struct Matcher {
+    pub host: Option<HostMatch>,
+    pub path_prefix: Option<String>,
+    pub methods: Vec<http::Method>,
+    pub header: Option<(HeaderName, Option<http::HeaderValue>)>,
+}
+
+impl Matcher {
+    pub fn of(route: &RouteConfig) -> Self {
+        Matcher {
+            host: route.host.clone(),
+            path_prefix: route.path_prefix.clone(),
+            methods: route.methods.clone(),
+            header: route.header.clone(),
+        }
+    }
+
+    /// Does the request satisfy every condition?
+    pub fn matches(&self, req: &RequestHeader) -> bool {
+        if let Some(prefix) = &self.path_prefix {
+            if !req.uri.path().starts_with(prefix.as_str()) {
+                return false;
+            }
+        }
+        if !self.methods.is_empty() && !self.methods.contains(&req.method) {
+            return false;
+        }
+        if let Some((name, value)) = &self.header {
+            let mut values = req.headers.get_all(name).iter();
+            let ok = match value {
+                None => values.next().is_some(),
+                Some(expected) => values.any(|v| v == expected),
+            };
+            if !ok {
+                return false;
+            }
+        }
+        if let Some(host) = &self.host {
+            let Some(actual) = request_host(req) else {
+                return false;
+            };
+            let ok = match host {
+                HostMatch::Exact(h) => actual.eq_ignore_ascii_case(h),
+                HostMatch::Suffix(suffix) => {
+                    actual.len() > suffix.len()
+                        && actual[actual.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+                }
+            };
+            if !ok {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// The request's host without a port: `Host`, or the URI authority (HTTP/2).
+fn request_host(req: &RequestHeader) -> Option<&str> {
+    let raw = match req.headers.get(HOST) {
+        Some(h) => h.to_str().ok()?,
+        None => req.uri.authority()?.as_str(),
+    };
+    Some(match raw.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(']') || raw.starts_with('[') => {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                host
+            } else {
+                raw
+            }
+        }
+        _ => raw,
+    })
+}
+
+/// One route, resolved: where matching requests go and with which affinity.
+pub struct Route {
+    /// For the access log: `routes[i]`, `default`, or `-` for a listener's own pool.
+    pub name: String,
+    /// For the access log: the class name, `pool` (the pool's own affinity) or `-`.
+    pub class: String,
+    pub matcher: Matcher,
+    pub pool: Arc<Pool>,
+    pub affinity: Option<Arc<Affinity>>,
+    pub metrics: Arc<PoolMetrics>,
+    /// Client-sent headers never forwarded: forwarding headers, `hide_headers`, the opt-out.
+    pub strip_request_headers: Vec<HeaderName>,
+}
+
+impl Route {
+    pub fn new(
+        name: String,
+        matcher: Matcher,
+        pool: Arc<Pool>,
+        affinity: Option<Arc<Affinity>>,
+        metrics: Arc<PoolMetrics>,
+        hide_headers: &[HeaderName],
+    ) -> Self {
+        let mut strip_request_headers: Vec<HeaderName> = headers::FORWARDING_HEADERS.to_vec();
+        strip_request_headers.extend(hide_headers.iter().cloned());
+        strip_request_headers.push(pool.opt_out_header.clone());
+        let class = match &affinity {
+            None => "-".to_string(),
+            Some(a) => a.class.clone().unwrap_or_else(|| "pool".to_string()),
+        };
+        Route {
+            name,
+            class,
+            matcher,
+            pool,
+            affinity,
+            metrics,
+            strip_request_headers,
+        }
+    }
+}
+
+/// The routes of a listener, in order, and what unmatched requests get.
+pub struct Router {
+    pub routes: Vec<Route>,
+    /// The status for requests that match no route (when there is no default pool).
+    pub unmatched_status: u16,
+}
+
+impl Router {
+    /// The index of the first route that matches.
+    pub fn select(&self, req: &RequestHeader) -> Option<usize> {
+        self.routes.iter().position(|r| r.matcher.matches(req))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(method: &str, uri: &str, headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build(method, uri.as_bytes(), None).unwrap();
+        for (k, v) in headers {
+            r.append_header(k.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn hosts_match_exactly_or_by_suffix_ignoring_port_and_case() {
+        let exact = Matcher {
+            host: Some(HostMatch::Exact("shop.example.com".into())),
+            ..Default::default()
+        };
+        assert!(exact.matches(&req("GET", "/", &[("Host", "Shop.Example.com:8080")])));
+        assert!(!exact.matches(&req("GET", "/", &[("Host", "api.example.com")])));
+        assert!(!exact.matches(&req("GET", "/", &[])));
+        let suffix = Matcher {
+            host: Some(HostMatch::Suffix(".example.com".into())),
+            ..Default::default()
+        };
+        assert!(suffix.matches(&req("GET", "/", &[("Host", "a.b.example.com")])));
+        assert!(!suffix.matches(&req("GET", "/", &[("Host", "example.com")])));
+        assert!(!suffix.matches(&req("GET", "/", &[("Host", "badexample.com")])));
+    }
+
+    #[test]
+    fn path_method_and_header_conditions_all_hold() {
+        let m = Matcher {
+            path_prefix: Some("/servlet".into()),
+            methods: vec![http::Method::GET, http::Method::POST],
+            header: Some((HeaderName::from_static("x-app"), Some("a".parse().unwrap()))),
+            ..Default::default()
+        };
+        assert!(m.matches(&req("GET", "/servlet/x", &[("X-App", "a")])));
+        assert!(!m.matches(&req("GET", "/static/x", &[("X-App", "a")])));
+        assert!(!m.matches(&req("PUT", "/servlet/x", &[("X-App", "a")])));
+        assert!(!m.matches(&req("GET", "/servlet/x", &[("X-App", "b")])));
+        assert!(!m.matches(&req("GET", "/servlet/x", &[])));
+        assert!(Matcher::default().matches(&req("DELETE", "/anything", &[])));
+    }
+}
