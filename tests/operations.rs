@@ -483,8 +483,10 @@ async fn metrics_count_a_scripted_sequence_of_requests() {
     // last one (the rebalanced request) shows.
     let rebalanced = r#"sticky_requests_total{backend="iis2",outcome="rebalanced",pool="web"}"#;
     let mut after = scrape(client.clone()).await;
+    let idle = r#"sticky_backend_in_flight{backend="iis2",pool="web"} 0"#;
     for _ in 0..50 {
-        if count(&after, rebalanced) > count(&before, rebalanced) {
+        // (The in-flight gauge is released in the same phase; wait for both.)
+        if count(&after, rebalanced) > count(&before, rebalanced) && after.contains(idle) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
