@@ -24,6 +24,8 @@ lint:
 	$(CARGO) clippy --all-targets -- -D warnings
 
 unit:
+	# The extension tests run examples/tenant_affinity.rs; nextest does not build examples.
+	$(CARGO) build --examples
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --no-fail-fast; \
 	else \

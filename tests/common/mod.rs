@@ -151,8 +151,19 @@ impl Proxy {
 
     /// Like [`Proxy::start`] on a given address.
     pub async fn start_on(sticky_section: &str, listen: &str) -> Proxy {
+        Self::start_bin(
+            std::path::Path::new(env!("CARGO_BIN_EXE_sticky-proxy")),
+            sticky_section,
+            listen,
+        )
+        .await
+    }
+
+    /// Like [`Proxy::start_on`] with another binary built on the library (an example).
+    pub async fn start_bin(binary: &std::path::Path, sticky_section: &str, listen: &str) -> Proxy {
         let admin = format!("127.0.0.1:{}", free_port());
-        let mut proxy = Self::start_full(
+        let mut proxy = Self::start_full_bin(
+            binary,
             |dir| {
                 format!(
                     "{}{}",
@@ -183,12 +194,25 @@ impl Proxy {
         make_yaml: impl FnOnce(&std::path::Path) -> String,
         listen: &str,
     ) -> Proxy {
+        Self::start_full_bin(
+            std::path::Path::new(env!("CARGO_BIN_EXE_sticky-proxy")),
+            make_yaml,
+            listen,
+        )
+        .await
+    }
+
+    async fn start_full_bin(
+        binary: &std::path::Path,
+        make_yaml: impl FnOnce(&std::path::Path) -> String,
+        listen: &str,
+    ) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
         let yaml = make_yaml(dir.path());
         let config_path = dir.path().join("proxy.yaml");
         std::fs::write(&config_path, yaml).unwrap();
         let log = std::fs::File::create(dir.path().join("proxy.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_sticky-proxy"))
+        let child = Command::new(binary)
             .arg("-c")
             .arg(&config_path)
             .env("RUST_LOG", "info")
@@ -266,6 +290,25 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The path of an example program built beside the tests (`cargo test` builds examples).
+pub fn example_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test> → target/<profile>/examples/<name>
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "example {name} not built at {}",
+        path.display()
+    );
+    path
 }
 
 /// An HTTP client without a cookie jar, redirects or proxies: every cookie is explicit.
