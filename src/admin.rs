@@ -96,7 +96,7 @@ impl AdminApp {
             || session
                 .client_addr()
                 .and_then(|a| a.as_inet())
-                .is_some_and(|a| a.ip().is_loopback());
+                .is_some_and(|a| a.ip().to_canonical().is_loopback());
         if !remote_ok {
             return Reply::error(StatusCode::FORBIDDEN, "admin API is for loopback callers");
         }
@@ -205,7 +205,10 @@ impl AdminApp {
             body.state.as_str(),
             before.as_str()
         );
-        Reply::json(StatusCode::OK, &BackendView::of(pool, index))
+        Reply::json(
+            StatusCode::OK,
+            &BackendView::of(pool, index, table_entries_by_backend(pool)[index]),
+        )
     }
 
     fn lookup(&self, pool: &str, table: &str, query: &str) -> Reply {
@@ -405,6 +408,20 @@ fn session_key(
     }
 }
 
+/// Session-table entries per backend index, over every table of the pool (one walk each).
+fn table_entries_by_backend(pool: &Pool) -> Vec<usize> {
+    let mut total = vec![0; pool.slots.len()];
+    for (_, table) in pool.affinities().flat_map(|a| a.tables()) {
+        for (t, n) in total
+            .iter_mut()
+            .zip(table.count_by_backend(pool.slots.len()))
+        {
+            *t += n;
+        }
+    }
+    total
+}
+
 #[derive(Serialize)]
 struct PoolView {
     name: String,
@@ -414,10 +431,11 @@ struct PoolView {
 
 impl PoolView {
     fn of(pool: &Pool) -> Self {
+        let entries = table_entries_by_backend(pool);
         PoolView {
             name: pool.name.clone(),
             backends: (0..pool.slots.len())
-                .map(|i| BackendView::of(pool, i))
+                .map(|i| BackendView::of(pool, i, entries[i]))
                 .collect(),
             tables: pool.table_stats().into_iter().collect(),
         }
@@ -440,13 +458,8 @@ struct BackendView {
 }
 
 impl BackendView {
-    fn of(pool: &Pool, index: usize) -> Self {
+    fn of(pool: &Pool, index: usize, table_entries: usize) -> Self {
         let slot = &pool.slots[index];
-        let table_entries = pool
-            .affinities()
-            .flat_map(|a| a.tables())
-            .map(|(_, t)| t.count_backend(index))
-            .sum();
         BackendView {
             name: slot.name.clone(),
             addr: slot.addr.to_string(),

@@ -137,15 +137,13 @@ fn router_for(
         )
     };
     if config.routes.is_empty() {
-        return Router {
-            routes: vec![route(
-                "-".into(),
-                Matcher::default(),
-                listener.pool,
-                config::RouteClass::PoolDefault,
-            )],
-            unmatched_status: 404,
-        };
+        let only = route(
+            "-".into(),
+            Matcher::default(),
+            listener.pool,
+            config::RouteClass::PoolDefault,
+        );
+        return Router::new(vec![only], 404);
     }
     let mut routes: Vec<Route> = config
         .routes
@@ -160,10 +158,7 @@ fn router_for(
             404
         }
     };
-    Router {
-        routes,
-        unmatched_status,
-    }
+    Router::new(routes, unmatched_status)
 }
 
 /// The whole `sticky-proxy` program: Pingora's command line, our configuration (validated

@@ -10,7 +10,11 @@ use ipnet::IpNet;
 use std::net::IpAddr;
 
 /// The client's IP address as the proxy should see it.
+///
+/// IPv4 clients of a dual-stack (`[::]`) listener arrive as `::ffff:a.b.c.d`; every address is
+/// made canonical first, so they are seen (and matched, masked, forwarded) as IPv4.
 pub fn resolve(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let peer = peer.to_canonical();
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if trusted.is_empty() || !is_trusted(&peer) {
         return peer;
@@ -45,7 +49,12 @@ pub fn resolve(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
 }
 
 fn parse_ip(text: &[u8]) -> Option<IpAddr> {
-    std::str::from_utf8(text).ok()?.trim().parse().ok()
+    std::str::from_utf8(text)
+        .ok()?
+        .trim()
+        .parse::<IpAddr>()
+        .ok()
+        .map(|ip| ip.to_canonical())
 }
 
 /// The `for=` parameter of one `Forwarded` element: `for=192.0.2.1`, `for="[2001:db8::1]:443"`.
@@ -142,6 +151,14 @@ mod tests {
         assert_eq!(resolve(ip("10.0.0.1"), &h, &trusted), ip("2001:db8::1"));
         let v4 = headers(&[("forwarded", "For=\"1.2.3.4:80\"")]);
         assert_eq!(resolve(ip("10.0.0.1"), &v4, &trusted), ip("1.2.3.4"));
+    }
+
+    #[test]
+    fn ipv4_mapped_peers_and_hops_are_seen_as_ipv4() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        let h = headers(&[("x-forwarded-for", "::ffff:1.2.3.4")]);
+        assert_eq!(resolve(ip("::ffff:10.0.0.1"), &h, &trusted), ip("1.2.3.4"));
+        assert_eq!(resolve(ip("::ffff:9.9.9.9"), &h, &trusted), ip("9.9.9.9"));
     }
 
     #[test]

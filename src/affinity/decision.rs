@@ -67,8 +67,9 @@ pub fn decide(
             } else {
                 Outcome::Rebalanced
             },
-            // A cookie that named a backend which cannot serve is replaced.
-            issue_cookie: was_pinned && mechanisms.cookie,
+            // A cookie that named a backend which cannot serve, or no backend at all (forged,
+            // stale), is replaced.
+            issue_cookie: mechanisms.cookie && (was_pinned || pin == Pin::Invalid),
         };
     }
     let Some(index) = select_new(failed) else {
@@ -180,6 +181,12 @@ mod tests {
         assert_eq!(got, d(Some(2), Outcome::Sticky, false));
         let got = decide(Pin::Absent, NONE, &[], |_| true, home(2), |_| Some(0));
         assert_eq!(got, d(Some(2), Outcome::Sticky, false));
+    }
+
+    #[test]
+    fn an_invalid_cookie_is_replaced_even_when_a_hash_key_routes_the_request() {
+        let got = decide(Pin::Invalid, COOKIE, &[], |_| true, home(2), |_| Some(0));
+        assert_eq!(got, d(Some(2), Outcome::Sticky, true));
     }
 
     #[test]

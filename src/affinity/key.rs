@@ -173,7 +173,7 @@ impl KeySource for HostSource {
     fn key<'a>(&self, request: &RequestView<'a>) -> Option<Cow<'a, [u8]>> {
         let host = match request.headers.get(HOST) {
             Some(h) => h.as_bytes(),
-            None => request.uri.authority()?.as_str().as_bytes(),
+            None => request.uri.host()?.as_bytes(),
         };
         let host = non_empty(host)?;
         if host.iter().any(u8::is_ascii_uppercase) {

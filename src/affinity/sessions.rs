@@ -196,6 +196,15 @@ impl SessionTable {
             shard.pop_lru();
             self.counters.expirations.fetch_add(1, Relaxed);
         }
+        // A backend that re-sends the same session cookie on every response refreshes the
+        // entry but does not restart its absolute lifetime.
+        if let Some(existing) = shard.get_mut(&key) {
+            if existing.backend == backend && !self.expired(existing, now) {
+                existing.last_used = now;
+                drop(shard);
+                return;
+            }
+        }
         let entry = Entry {
             backend,
             created: now,
@@ -227,19 +236,22 @@ impl SessionTable {
         })
     }
 
-    /// How many live entries point at `backend` (walks the table: for operators).
-    pub fn count_backend(&self, backend: usize) -> usize {
+    /// How many live entries point at each backend index (one walk of the table, a shard at a
+    /// time: for operators).
+    pub fn count_by_backend(&self, backends: usize) -> Vec<usize> {
         let now = self.now();
-        self.shards
-            .iter()
-            .map(|shard| {
-                let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-                shard
-                    .iter()
-                    .filter(|(_, e)| usize::from(e.backend) == backend && !self.expired(e, now))
-                    .count()
-            })
-            .sum()
+        let mut counts = vec![0; backends];
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            for (_, e) in shard.iter() {
+                if !self.expired(e, now) {
+                    if let Some(c) = counts.get_mut(usize::from(e.backend)) {
+                        *c += 1;
+                    }
+                }
+            }
+        }
+        counts
     }
 
     /// Forget every entry that points at `backend`; returns how many.
@@ -307,10 +319,6 @@ impl SessionTable {
         }
         out
     }
-
-    /// No background work to run; kept so callers need not know (tests call it before reading
-    /// counters).
-    pub fn sync(&self) {}
 }
 
 #[cfg(test)]
@@ -347,13 +355,10 @@ mod tests {
         let t = table(3, 60_000);
         for id in [b"a", b"b", b"c"] {
             t.insert(key_of(id), 0);
-            t.sync();
         }
         // Touch "a": "b" is now the least recently used.
         assert_eq!(t.get(key_of(b"a")), Some(0));
-        t.sync();
         t.insert(key_of(b"d"), 1);
-        t.sync();
         assert_eq!(t.get(key_of(b"b")), None, "b was least recently used");
         assert_eq!(t.get(key_of(b"a")), Some(0));
         assert_eq!(t.get(key_of(b"c")), Some(0));
@@ -371,7 +376,6 @@ mod tests {
             assert_eq!(t.get(key_of(b"busy")), Some(1));
         }
         assert_eq!(t.get(key_of(b"idle")), None);
-        t.sync();
         assert_eq!(t.stats().expirations, 1);
     }
 
@@ -392,12 +396,28 @@ mod tests {
     }
 
     #[test]
+    fn re_recording_the_same_backend_keeps_the_absolute_lifetime() {
+        let t = SessionTable::new(TableConfig {
+            capacity: 10,
+            idle_timeout: Duration::from_secs(60),
+            max_lifetime: Some(Duration::from_millis(500)),
+        });
+        t.insert(key_of(b"s"), 0);
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_millis(150));
+            t.insert(key_of(b"s"), 0); // the app re-sends its cookie
+        }
+        std::thread::sleep(Duration::from_millis(150));
+        assert_eq!(t.get(key_of(b"s")), None, "600 ms old, lifetime 500 ms");
+        assert_eq!(t.stats().insertions, 1);
+    }
+
+    #[test]
     fn remove_backend_forgets_only_its_entries() {
         let t = table(100, 60_000);
         for i in 0..10u8 {
             t.insert(key_of(&[i]), usize::from(i % 2));
         }
-        t.sync();
         assert_eq!(t.remove_backend(1), 5);
         assert_eq!(t.get(key_of(&[1])), None);
         assert_eq!(t.get(key_of(&[2])), Some(0));

@@ -370,7 +370,7 @@ pub enum RawPreset {
 pub struct RawClientIpTable {
     #[serde(default = "default_ipv4_prefix")]
     pub ipv4_prefix: u8,
-    #[serde(default = "default_ipv6_prefix")]
+    #[serde(default = "default_table_ipv6_prefix")]
     pub ipv6_prefix: u8,
     #[serde(default)]
     pub table: RawTable,
@@ -397,6 +397,12 @@ impl Default for RawTable {
             max_lifetime_seconds: None,
         }
     }
+}
+
+/// A client-IP *table* keys IPv6 clients by their /64: one host owns a whole /64, and keying on
+/// /128 would let it flush the table by rotating addresses.
+fn default_table_ipv6_prefix() -> u8 {
+    64
 }
 
 fn default_table_capacity() -> u64 {

@@ -219,7 +219,11 @@ fn validate_pool(field: &str, raw: RawPool, extensions: &Extensions) -> Result<P
     for (j, backend) in raw.backends.into_iter().enumerate() {
         let field = format!("{field}.backends[{j}]");
         let backend = validate_backend(&field, backend)?;
-        if let Some(k) = backends.iter().position(|b| b.name == backend.name) {
+        // Compared ignoring case: ARR-format cookies hash the lower-cased name.
+        if let Some(k) = backends
+            .iter()
+            .position(|b| b.name.eq_ignore_ascii_case(&backend.name))
+        {
             return Err(ConfigError::new(
                 format!("{field}.name"),
                 format!(

@@ -144,8 +144,13 @@ impl Pool {
                     lb.select_with(b"", 2 * n, |b, _| self.index_of(b).is_some_and(accept))
                 })
             }
-        }?;
-        self.index_of(&chosen)
+        };
+        // The balancers' iterators can miss the one acceptable backend (random repeats, a
+        // round-robin counter advanced by other threads): then scan.
+        match chosen {
+            Some(chosen) => self.index_of(&chosen),
+            None => (0..n).find(|i| accept(*i)),
+        }
     }
 
     /// The affinity a route's class applies to this pool (`None`: no affinity).

@@ -59,48 +59,52 @@ impl HashAffinity {
         }
     }
 
-    /// The backend for `key`: the first on the ring from the key that is usable, not
-    /// `excluded`, and (with a balance factor) under the load bound. `None` if none is.
+    /// The backend for `key`: the first on the ring from the key that can take it, not
+    /// `excluded`, and (with a balance factor) under the load bound. `None` if none can.
+    ///
+    /// The key's home keeps its keys while it is draining (they are its existing sessions);
+    /// a key walks on only to backends that take new sessions.
     pub fn select(
         &self,
         key: &[u8],
         slots: &[BackendSlot],
         excluded: &[usize],
     ) -> Option<RingPick> {
-        let candidate = |i: usize| !excluded.contains(&i) && slots[i].is_usable();
+        let takes_new = |i: usize| !excluded.contains(&i) && slots[i].takes_new_sessions();
+        let serves_home = |i: usize| !excluded.contains(&i) && slots[i].is_usable();
         let (count, in_flight) = (0..slots.len())
-            .filter(|i| candidate(*i))
+            .filter(|i| takes_new(*i))
             .fold((0usize, 0usize), |(n, total), i| {
                 (n + 1, total + slots[i].in_flight.load(Relaxed))
             });
-        let home_usable = |i: usize| !excluded.contains(&i) && slots[i].is_usable();
-        if count == 0 && !(0..slots.len()).any(home_usable) {
+        if count == 0 && !(0..slots.len()).any(serves_home) {
             return None;
         }
+        let walk = |bound: Option<usize>| {
+            let home = Cell::new(None);
+            let chosen = self.ring.select_with(key, self.max_steps, |backend, _| {
+                let Some(i) = slot_index(slots, backend) else {
+                    return false;
+                };
+                if home.get().is_none() {
+                    home.set(Some(i));
+                }
+                let is_home = home.get() == Some(i);
+                let can_take = takes_new(i) || (is_home && serves_home(i));
+                can_take && bound.is_none_or(|b| slots[i].in_flight.load(Relaxed) < b)
+            })?;
+            let backend = slot_index(slots, &chosen)?;
+            Some(RingPick {
+                backend,
+                home: home.get() == Some(backend),
+            })
+        };
         let bound = self
             .balance_factor
             .map(|factor| load_bound(factor, in_flight, count));
-        let home = Cell::new(None);
-        let chosen = self.ring.select_with(key, self.max_steps, |backend, _| {
-            let Some(i) = slot_index(slots, backend) else {
-                return false;
-            };
-            let is_home = match home.get() {
-                None => {
-                    home.set(Some(i));
-                    true
-                }
-                Some(h) => h == i,
-            };
-            let can_take =
-                candidate(i) || (is_home && !excluded.contains(&i) && slots[i].is_usable());
-            can_take && bound.is_none_or(|b| slots[i].in_flight.load(Relaxed) < b)
-        })?;
-        let backend = slot_index(slots, &chosen)?;
-        Some(RingPick {
-            backend,
-            home: home.get() == Some(backend),
-        })
+        // The loads can move between reading them and walking: without a bound, any backend
+        // that can take the key will do.
+        walk(bound).or_else(|| bound.and_then(|_| walk(None)))
     }
 }
 
@@ -114,6 +118,76 @@ pub fn load_bound(factor: f64, in_flight: usize, backends: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ring_of(states: &[crate::pool::BackendState]) -> (HashAffinity, Slots) {
+        let backends: Vec<String> = (0..states.len())
+            .map(|i| {
+                format!(
+                    "{{ name: b{i}, addr: \"127.0.0.1:{}\", state: {} }}",
+                    20_000 + i,
+                    states[i].as_str()
+                )
+            })
+            .collect();
+        let yaml = format!(
+            "sticky:\n  listeners: [{{ addr: \"127.0.0.1:1\" }}]\n  pools:\n    - name: p\n      backends: [{}]\n      affinity: {{ hash: {{ sources: [{{ type: path }}] }} }}\n",
+            backends.join(", ")
+        );
+        let config = crate::config::load_str(&yaml).unwrap();
+        let (pool, _) = crate::pool::Pool::new(&config.pools[0], &[], &Default::default());
+        let slots = pool.slots.clone();
+        let hash = HashAffinity::new(
+            config.pools[0]
+                .affinity
+                .as_ref()
+                .unwrap()
+                .hash
+                .as_ref()
+                .unwrap(),
+            &slots,
+            &Default::default(),
+        );
+        (hash, slots)
+    }
+
+    #[test]
+    fn a_draining_backend_keeps_its_own_keys_and_gets_no_others() {
+        use crate::pool::BackendState::{Active, Draining};
+        let (all_active, _) = ring_of(&[Active, Active, Active]);
+        let (hash, slots) = ring_of(&[Active, Draining, Active]);
+        // b0 is down too: its keys must walk on, but never onto the draining b1.
+        slots[0].healthy.store(false, Relaxed);
+        for k in 0..2000 {
+            let key = format!("/k{k}");
+            let home = all_active.select(key.as_bytes(), &slots_all(&all_active), &[]);
+            let pick = hash.select(key.as_bytes(), &slots, &[]).unwrap();
+            let home = home.unwrap().backend;
+            if home == 1 {
+                assert_eq!(pick.backend, 1, "{key}: a draining home keeps its keys");
+                assert!(pick.home);
+            } else {
+                assert_ne!(pick.backend, 1, "{key}: no new keys for a draining backend");
+                assert_ne!(pick.backend, 0, "{key}: not to an unhealthy one");
+            }
+        }
+    }
+
+    /// A fresh all-active, all-healthy slot set matching `ring`'s backends.
+    fn slots_all(_ring: &HashAffinity) -> Vec<BackendSlot> {
+        (0..3)
+            .map(|i| {
+                let addr: std::net::SocketAddr =
+                    format!("127.0.0.1:{}", 20_000 + i).parse().unwrap();
+                BackendSlot::new(
+                    format!("b{i}"),
+                    addr,
+                    1,
+                    crate::pool::BackendState::Active,
+                    pingora_core::upstreams::peer::HttpPeer::new(addr, false, String::new()),
+                )
+            })
+            .collect()
+    }
 
     #[test]
     fn load_bound_is_the_ceiling_of_factor_times_average() {

@@ -34,23 +34,11 @@ impl Drop for InFlight {
     }
 }
 
-/// Which record pinned the request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum PinSource {
-    #[default]
-    None,
-    Cookie,
-    LearnedSession,
-    ClientIp,
-    NamedNode,
-}
-
 /// What the request's session records say, read once per request.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SessionLookup {
     /// The first backend recorded for the request (cookie, then learned id, then client IP).
     pub pin: Pin,
-    pub source: PinSource,
     /// The request carried an affinity cookie that named no backend.
     pub cookie_invalid: bool,
     /// The learned session id the request carries (hashed), and where the table had it.
@@ -130,9 +118,6 @@ pub fn look_up_session(
     if let Some(cookie) = &affinity.cookie {
         lookup.pin = cookie.pinned(headers.get_all(COOKIE).iter().map(|v| v.as_bytes()));
         lookup.cookie_invalid = lookup.pin == Pin::Invalid;
-        if matches!(lookup.pin, Pin::Backend(_)) {
-            lookup.source = PinSource::Cookie;
-        }
     }
     if let Some(learned) = &affinity.learned {
         if let Some(id) = learned.request_id(uri, headers) {
@@ -149,10 +134,8 @@ pub fn look_up_session(
     if !matches!(lookup.pin, Pin::Backend(_)) {
         if let Some(backend) = lookup.learned_hit {
             lookup.pin = Pin::Backend(backend);
-            lookup.source = PinSource::LearnedSession;
         } else if let Some(backend) = lookup.ip_hit {
             lookup.pin = Pin::Backend(backend);
-            lookup.source = PinSource::ClientIp;
         }
     }
     if let Some(namer) = &affinity.named_node {
@@ -163,7 +146,6 @@ pub fn look_up_session(
         };
         if let Some(name) = namer.backend(&view) {
             lookup.pin = pool.backend_index(&name).map_or(Pin::Missing, Pin::Backend);
-            lookup.source = PinSource::NamedNode;
         }
     }
     lookup

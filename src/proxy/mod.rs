@@ -266,18 +266,56 @@ impl ProxyHttp for StickyProxy {
                 upstream_request.remove_header(name);
             }
         }
-        if let Some(cookie) = route.affinity.as_ref().and_then(|a| a.cookie.as_ref()) {
-            if cookie.config.indirect {
-                strip_affinity_cookies(upstream_request, cookie);
-            }
+        // Every affinity cookie of this listener (with `indirect`), whatever this route's class:
+        // a `class: none` route on the same host receives the browser's cookies too.
+        if !self.router.indirect_cookie_names.is_empty() {
+            strip_affinity_cookies(upstream_request, &self.router.indirect_cookie_names);
         }
-        // The forwarding headers were removed above, so appending sets them.
+        // Underscore look-alikes (`X_Forwarded_For`) that CGI-style backends read as the same
+        // variable as the real header.
+        let look_alikes: Vec<HeaderName> = upstream_request
+            .headers
+            .keys()
+            .filter(|n| n.as_str().contains('_'))
+            .filter(|n| {
+                let dashed = n.as_str().replace('_', "-");
+                route
+                    .strip_request_headers
+                    .iter()
+                    .any(|s| s.as_str() == dashed)
+            })
+            .cloned()
+            .collect();
+        for name in look_alikes {
+            upstream_request.remove_header(&name);
+        }
+        // The forwarding headers were removed above, so appending sets them. A trusted proxy's
+        // chain is kept and the peer appended; anyone else's is replaced by the peer.
         if let Some(ip) = session
             .client_addr()
             .and_then(|a| a.as_inet())
-            .map(|a| a.ip())
+            .map(|a| a.ip().to_canonical())
         {
-            upstream_request.append_header("x-forwarded-for", headers::ip_header_value(ip))?;
+            let trusted = self
+                .settings
+                .trusted_proxies
+                .iter()
+                .any(|n| n.contains(&ip));
+            let chain = session.req_header().headers.get_all("x-forwarded-for");
+            let value = match chain.iter().next() {
+                Some(_) if trusted => {
+                    let mut joined: Vec<u8> = Vec::new();
+                    for hop in chain.iter() {
+                        joined.extend_from_slice(hop.as_bytes());
+                        joined.extend_from_slice(b", ");
+                    }
+                    joined.extend_from_slice(headers::ip_header_value(ip).as_bytes());
+                    http::HeaderValue::from_bytes(&joined)
+                        .unwrap_or_else(|_| headers::ip_header_value(ip))
+                }
+                _ => headers::ip_header_value(ip),
+            };
+            upstream_request.append_header("x-forwarded-for", value)?;
         }
         upstream_request
             .append_header("x-forwarded-proto", http::HeaderValue::from_static("http"))?;
@@ -296,7 +334,12 @@ impl ProxyHttp for StickyProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if upstream_response.status.is_informational() {
+        // 1xx (100 Continue, 103 Early Hints) are not the answer: only the internal headers go.
+        // 101 Switching Protocols is the final answer of an upgrade (WebSocket): full treatment.
+        if upstream_response.status.is_informational() && upstream_response.status != 101 {
+            if let Some(route) = self.route(ctx) {
+                response::strip_internal(&route.pool, &self.settings, upstream_response);
+            }
             return Ok(());
         }
         ctx.responded = true;
@@ -395,8 +438,7 @@ impl ProxyHttp for StickyProxy {
 }
 
 /// Remove the proxy's own cookies from the `Cookie` headers forwarded to the backend.
-fn strip_affinity_cookies(req: &mut RequestHeader, affinity: &crate::affinity::CookieAffinity) {
-    let names = affinity.cookie_names();
+fn strip_affinity_cookies(req: &mut RequestHeader, names: &[Box<[u8]>]) {
     let present = req
         .headers
         .get_all(COOKIE)

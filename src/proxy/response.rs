@@ -23,15 +23,7 @@ pub fn apply(
     response: &mut ResponseHeader,
     ctx: &mut RequestCtx,
 ) -> Result<()> {
-    let opted_out = response
-        .headers
-        .get_all(&pool.opt_out_header)
-        .iter()
-        .any(|v| headers::is_opt_out(v.as_bytes()));
-    response.remove_header(&pool.opt_out_header);
-    for name in settings.hide_headers.iter() {
-        response.remove_header(name);
-    }
+    let opted_out = strip_internal(pool, settings, response);
     let (Some(backend), Some(affinity)) = (ctx.selected, affinity) else {
         return Ok(());
     };
@@ -50,6 +42,24 @@ pub fn apply(
         }
     }
     Ok(())
+}
+
+/// Remove the opt-out header and `hide_headers`; returns whether the backend opted out.
+pub fn strip_internal(
+    pool: &Pool,
+    settings: &ProxySettings,
+    response: &mut ResponseHeader,
+) -> bool {
+    let opted_out = response
+        .headers
+        .get_all(&pool.opt_out_header)
+        .iter()
+        .any(|v| headers::is_opt_out(v.as_bytes()));
+    response.remove_header(&pool.opt_out_header);
+    for name in settings.hide_headers.iter() {
+        response.remove_header(name);
+    }
+    opted_out
 }
 
 /// Learn (or forget) session ids the backend handed out, and record the client IP.
@@ -86,7 +96,12 @@ fn record_sessions(
         // An id the table did not know (a restart, an eviction) or that had to move is recorded
         // where it was served, so the table rebuilds itself from traffic.
         if let Some(key) = session.learned_key {
-            if !handled_request_id && session.learned_hit != Some(backend) {
+            // (Only for answers that are not errors: a 4xx/5xx for an id nobody issued does
+            // not earn it an entry.)
+            if !handled_request_id
+                && session.learned_hit != Some(backend)
+                && response.status.as_u16() < 400
+            {
                 learned.table.insert(key, backend);
             }
         }

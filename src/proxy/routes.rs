@@ -77,7 +77,8 @@ impl Matcher {
 fn request_host(req: &RequestHeader) -> Option<&str> {
     let raw = match req.headers.get(HOST) {
         Some(h) => h.to_str().ok()?,
-        None => req.uri.authority()?.as_str(),
+        // (`host()` leaves out any `user@` part of the authority.)
+        None => return req.uri.host(),
     };
     Some(match raw.rsplit_once(':') {
         Some((host, port)) if !host.ends_with(']') || raw.starts_with('[') => {
@@ -136,11 +137,34 @@ impl Route {
 /// The routes of a listener, in order, and what unmatched requests get.
 pub struct Router {
     pub routes: Vec<Route>,
+    /// The names of every affinity cookie with `indirect` used by this listener's routes: they
+    /// are removed from every request forwarded, whatever its route.
+    pub indirect_cookie_names: Vec<Box<[u8]>>,
     /// The status for requests that match no route (when there is no default pool).
     pub unmatched_status: u16,
 }
 
 impl Router {
+    pub fn new(routes: Vec<Route>, unmatched_status: u16) -> Self {
+        let mut names: Vec<Box<[u8]>> = Vec::new();
+        for cookie in routes
+            .iter()
+            .filter_map(|r| r.affinity.as_ref()?.cookie.as_ref())
+            .filter(|c| c.config.indirect)
+        {
+            for name in cookie.cookie_names() {
+                if !names.contains(name) {
+                    names.push(name.clone());
+                }
+            }
+        }
+        Router {
+            routes,
+            indirect_cookie_names: names,
+            unmatched_status,
+        }
+    }
+
     /// The index of the first route that matches.
     pub fn select(&self, req: &RequestHeader) -> Option<usize> {
         self.routes.iter().position(|r| r.matcher.matches(req))

@@ -393,6 +393,12 @@ fn validate_cookie(field: &str, raw: RawCookie) -> Result<CookieConfig> {
             "\"none\" requires secure: true (browsers drop SameSite=None cookies without Secure)",
         ));
     }
+    if raw.max_age_seconds == Some(0) {
+        return Err(ConfigError::new(
+            format!("{field}.max_age_seconds"),
+            "0 would delete the cookie at once; leave it out for a session cookie",
+        ));
+    }
     let format = match raw.format {
         RawCookieFormat::Arr => {
             if raw.secret.is_some() || raw.secret_file.is_some() || raw.secret_env.is_some() {

@@ -115,10 +115,16 @@ fn validate_route(
         .as_deref()
         .map(|host| {
             let lower = host.to_ascii_lowercase();
+            // Ports are not part of a match (the request's port is ignored), so no ':' outside
+            // a bracketed IPv6 literal.
             let valid = |h: &str| {
+                let bracketed = h.starts_with('[') && h.ends_with(']');
                 !h.is_empty()
-                    && h.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+                    && h.bytes().all(|b| {
+                        b.is_ascii_alphanumeric()
+                            || b"-.".contains(&b)
+                            || (bracketed && b"[]:".contains(&b))
+                    })
             };
             match lower.strip_prefix("*.") {
                 Some(suffix) if valid(suffix) => Ok(HostMatch::Suffix(format!(".{suffix}"))),
