@@ -60,6 +60,11 @@ async fn servlet_requests_are_pinned_while_static_content_is_spread_in_the_same_
             asset.set_cookies().is_empty(),
             "static content gets no cookie"
         );
+        assert_eq!(
+            asset.header("x-echo-cookie"),
+            None,
+            "nor does its backend see the affinity cookie"
+        );
         statics.insert(asset.backend().to_string());
     }
     assert_eq!(statics.len(), 2, "static content is balanced freely");
