@@ -12,8 +12,9 @@
 //! size whatever the id's length (an 8 KiB id costs no more than a 32-byte one), so memory is
 //! bounded by the capacity alone, and the table holds no session secrets to leak. Entries come
 //! from backends' `Set-Cookie`, and from ids the table did not know when a request carrying one
-//! is served (so the table rebuilds itself after a restart, as HAProxy's `stick on` does); a
-//! client can thereby only map an id to the backend the balancer gave it.
+//! gets an answer below 400 (so the table rebuilds itself after a restart, as HAProxy's
+//! `stick on` does). A client sending many unknown ids can therefore churn the table, like any
+//! LRU table filled from traffic; capacity bounds the memory, not the churn.
 
 use lru::LruCache;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
