@@ -2,21 +2,13 @@
 //! rejected with a non-zero exit and a one-line message naming the field (the file's first line,
 //! `# expect: ...`, is the text the message must contain); every `conf/` example passes `-t`.
 
+mod common;
+use common::run_binary;
 use std::path::Path;
 use std::process::Command;
 
 fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sticky-proxy"))
-        .args(args)
-        .env_remove("STICKY_TEST_UNSET_SECRET")
-        .env("RUST_LOG", "off")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run_binary(args, &[])
 }
 
 #[test]

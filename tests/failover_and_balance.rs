@@ -6,17 +6,6 @@ use std::time::{Duration, Instant};
 
 const FAST_HTTP_CHECK: &str = "      health_check:\n        type: http\n        path: /healthz\n        interval_ms: 100\n        timeout_ms: 200\n        rise: 2\n        fall: 1\n";
 
-/// A cookie that pins to `want`, fetched through the proxy.
-async fn cookie_for(client: &reqwest::Client, proxy: &Proxy, want: &str) -> String {
-    for _ in 0..10 {
-        let reply = get(client, &proxy.url("/"), None).await;
-        if reply.backend() == want {
-            return reply.cookie("ARRAffinity").unwrap();
-        }
-    }
-    panic!("never balanced to {want}");
-}
-
 #[tokio::test]
 async fn when_connecting_to_the_pinned_backend_fails_the_request_moves_and_gets_a_new_cookie() {
     let (mut b1, b2) = (
@@ -25,7 +14,7 @@ async fn when_connecting_to_the_pinned_backend_fails_the_request_moves_and_gets_
     );
     let proxy = Proxy::start(&one_pool(&[&b1, &b2], KEYED_AFFINITY)).await;
     let client = client();
-    let iis1 = cookie_for(&client, &proxy, "iis1").await;
+    let iis1 = cookie_for(&client, &proxy, "/", "iis1").await;
     b1.stop().await;
     for _ in 0..5 {
         let reply = get(
@@ -59,7 +48,7 @@ async fn a_post_whose_connect_failed_is_sent_once_to_another_backend_with_its_bo
     );
     let proxy = Proxy::start(&one_pool(&[&b1, &b2], KEYED_AFFINITY)).await;
     let client = client();
-    let iis1 = cookie_for(&client, &proxy, "iis1").await;
+    let iis1 = cookie_for(&client, &proxy, "/", "iis1").await;
     b1.stop().await;
     let before = b2.hits();
     let body = vec![b'x'; 100_000];
@@ -95,7 +84,7 @@ async fn an_unhealthy_backend_loses_its_sessions_and_gets_new_ones_again_after_i
     let section = one_pool(&[&b1, &b2], &format!("{FAST_HTTP_CHECK}{KEYED_AFFINITY}"));
     let proxy = Proxy::start(&section).await;
     let client = client();
-    let iis1 = cookie_for(&client, &proxy, "iis1").await;
+    let iis1 = cookie_for(&client, &proxy, "/", "iis1").await;
 
     b1.stop().await;
     // Once the health check has seen it down, the request goes straight to iis2.
@@ -154,7 +143,7 @@ async fn with_every_backend_down_the_answer_is_a_fast_503_with_a_short_plain_bod
     let section = one_pool(&[&b1, &b2], &format!("{FAST_HTTP_CHECK}{KEYED_AFFINITY}"));
     let proxy = Proxy::start(&section).await;
     let client = client();
-    let iis1 = cookie_for(&client, &proxy, "iis1").await;
+    let iis1 = cookie_for(&client, &proxy, "/", "iis1").await;
     b1.stop().await;
     b2.stop().await;
 
@@ -293,7 +282,7 @@ async fn least_requests_sends_new_sessions_away_from_a_busy_backend() {
     .await;
     let client = client();
     // Pin a session to iis1 and keep three slow requests in flight there.
-    let iis1 = cookie_for(&client, &proxy, "iis1").await;
+    let iis1 = cookie_for(&client, &proxy, "/", "iis1").await;
     let mut slow = Vec::new();
     for _ in 0..3 {
         let (client, url, cookie) = (

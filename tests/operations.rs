@@ -51,16 +51,6 @@ async fn set_state(
     (reply.status, reply.body)
 }
 
-async fn cookie_for(client: &reqwest::Client, proxy: &Proxy, want: &str) -> String {
-    for _ in 0..10 {
-        let reply = get(client, &proxy.url("/"), None).await;
-        if reply.backend() == want {
-            return reply.cookie("ARRAffinity").unwrap();
-        }
-    }
-    panic!("never balanced to {want}");
-}
-
 #[tokio::test]
 async fn draining_backend_keeps_existing_sessions_but_gets_no_new_ones() {
     let (b1, b2) = (
@@ -69,7 +59,7 @@ async fn draining_backend_keeps_existing_sessions_but_gets_no_new_ones() {
     );
     let proxy = start(&[&b1, &b2], "").await;
     let client = client();
-    let on_iis1 = cookie_for(&client, &proxy, "iis1").await;
+    let on_iis1 = cookie_for(&client, &proxy, "/", "iis1").await;
     let jsession = loop {
         let reply = get(&client, &proxy.url("/login"), None).await;
         if reply.backend() == "iis1" {
@@ -198,7 +188,7 @@ async fn a_disabled_backend_receives_nothing_and_is_not_health_checked() {
     );
     let proxy = start(&[&b1, &b2], "").await;
     let client = client();
-    let on_iis1 = cookie_for(&client, &proxy, "iis1").await;
+    let on_iis1 = cookie_for(&client, &proxy, "/", "iis1").await;
     assert_eq!(
         set_state(&proxy, "iis1", "disabled", Some(TOKEN)).await.0,
         200
@@ -442,7 +432,7 @@ async fn metrics_count_a_scripted_sequence_of_requests() {
     );
     let proxy = start(&[&b1, &b2], "").await;
     let client = client();
-    let on_iis1 = cookie_for(&client, &proxy, "iis1").await; // 1 or more "new"
+    let on_iis1 = cookie_for(&client, &proxy, "/", "iis1").await; // 1 or more "new"
     let scrape = |client: reqwest::Client| {
         let url = proxy.admin_url("/metrics");
         async move { get(&client, &url, None).await.body }
@@ -555,7 +545,7 @@ async fn the_access_log_names_favoured_required_and_actual_backends() {
         .replace("  pools:", "  access_log: { format: json }\n  pools:");
     let proxy = Proxy::start(&section).await;
     let client = client();
-    let on_iis1 = cookie_for(&client, &proxy, "iis1").await;
+    let on_iis1 = cookie_for(&client, &proxy, "/", "iis1").await;
     get(
         &client,
         &proxy.url("/log-sticky"),

@@ -20,16 +20,6 @@ fn routed(backends: &[&TestBackend], classes: &str, routes: &str) -> String {
 const SERVLET_CLASS: &str =
     "    servlet:\n      cookie: { secret: test-secret-0123456789abcdef }\n";
 
-async fn cookie_for(client: &reqwest::Client, proxy: &Proxy, path: &str, want: &str) -> String {
-    for _ in 0..10 {
-        let reply = get(client, &proxy.url(path), None).await;
-        if reply.backend() == want {
-            return reply.cookie("ARRAffinity").unwrap();
-        }
-    }
-    panic!("never balanced to {want}");
-}
-
 #[tokio::test]
 async fn servlet_requests_are_pinned_while_static_content_is_spread_in_the_same_session() {
     let (b1, b2) = (
@@ -377,16 +367,7 @@ fn check(section: &str) -> (i32, String, String) {
         ),
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sticky-proxy"))
-        .args(["-t", "-c", path.to_str().unwrap()])
-        .env("RUST_LOG", "off")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run_binary(&["-t", "-c", path.to_str().unwrap()], &[])
 }
 
 #[tokio::test]

@@ -360,6 +360,35 @@ impl Reply {
     }
 }
 
+/// Request `path` without a cookie until `want` answers; return the `ARRAffinity` value it got.
+pub async fn cookie_for(client: &reqwest::Client, proxy: &Proxy, path: &str, want: &str) -> String {
+    for _ in 0..10 {
+        let reply = get(client, &proxy.url(path), None).await;
+        if reply.backend() == want {
+            return reply.cookie("ARRAffinity").unwrap();
+        }
+    }
+    panic!("never balanced to {want}");
+}
+
+/// Run the `sticky-proxy` binary with `args` (log off); exit code, stdout, stderr.
+pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sticky-proxy"));
+    command
+        .args(args)
+        .env("RUST_LOG", "off")
+        .env_remove("STICKY_TEST_UNSET_SECRET");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = command.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// GET `url` with an optional `Cookie` header.
 pub async fn get(client: &reqwest::Client, url: &str, cookie: Option<&str>) -> Reply {
     let mut request = client.get(url);
