@@ -92,12 +92,8 @@ impl AdminApp {
     }
 
     async fn handle(&self, session: &mut ServerSession) -> Reply {
-        let remote_ok = self.allow_remote
-            || session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .is_some_and(|a| a.ip().to_canonical().is_loopback());
-        if !remote_ok {
+        let caller = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        if !caller_allowed(caller, self.allow_remote) {
             return Reply::error(StatusCode::FORBIDDEN, "admin API is for loopback callers");
         }
         let req = session.req_header();
@@ -354,6 +350,12 @@ async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Reply> {
     }
 }
 
+/// May this caller use the admin API? Loopback callers always (IPv4-mapped ones included);
+/// others only with `allow_remote`; a caller without an IP address (a Unix socket) too.
+fn caller_allowed(caller: Option<std::net::IpAddr>, allow_remote: bool) -> bool {
+    allow_remote || caller.is_none_or(|ip| ip.to_canonical().is_loopback())
+}
+
 fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
     query.split('&').find_map(|pair| {
         let (n, v) = pair.split_once('=')?;
@@ -494,5 +496,23 @@ impl LookupView {
             age_seconds: entry.age_seconds,
             idle_seconds: entry.idle_seconds,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_callers_are_allowed_unless_remote_is_allowed() {
+        let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().unwrap());
+        assert!(caller_allowed(ip("127.0.0.1"), false));
+        assert!(caller_allowed(ip("127.9.9.9"), false));
+        assert!(caller_allowed(ip("::1"), false));
+        assert!(caller_allowed(ip("::ffff:127.0.0.1"), false));
+        assert!(!caller_allowed(ip("10.0.0.1"), false));
+        assert!(!caller_allowed(ip("192.168.1.5"), false));
+        assert!(!caller_allowed(ip("2001:db8::1"), false));
+        assert!(caller_allowed(ip("10.0.0.1"), true));
     }
 }
