@@ -92,7 +92,10 @@ impl AdminApp {
     }
 
     async fn handle(&self, session: &mut ServerSession) -> Reply {
-        let caller = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let caller = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
         if !caller_allowed(caller, self.allow_remote) {
             return Reply::error(StatusCode::FORBIDDEN, "admin API is for loopback callers");
         }

@@ -337,10 +337,11 @@ pub fn load_str_with(
     let deserializer = serde_yaml::Deserializer::from_str(yaml);
     let document: raw::Document = serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." {
-            "sticky".to_string()
-        } else {
-            path
+        // `?`: the YAML itself is broken (no field yet); the message carries line and column.
+        let field = match path.as_str() {
+            "." => "sticky".to_string(),
+            "?" => "yaml".to_string(),
+            _ => path,
         };
         let message = one_line(&e.into_inner().to_string());
         // serde_yaml usually starts its message with the enclosing path already; keep that
