@@ -338,10 +338,12 @@ pub fn load_str_with(
     let document: raw::Document = serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let path = e.path().to_string();
         // `?`: the YAML itself is broken (no field yet); the message carries line and column.
+        // Outside our section (`?`: no field yet, or a key of Pingora's) the error is the YAML
+        // itself being broken; the message carries the line and column.
         let field = match path.as_str() {
             "." => "sticky".to_string(),
-            "?" => "yaml".to_string(),
-            _ => path,
+            p if p.starts_with("sticky") => path,
+            _ => "yaml".to_string(),
         };
         let message = one_line(&e.into_inner().to_string());
         // serde_yaml usually starts its message with the enclosing path already; keep that
