@@ -69,48 +69,14 @@ fn backend_name(pool: &Pool, index: Option<usize>) -> &str {
         .map_or("-", |s| s.name.as_str())
 }
 
-/// Write a short plain-text answer from the proxy itself.
-async fn respond_plain(session: &mut Session, status: u16) {
-    let body = headers::error_body(status);
-    let mut resp = ServerSession::generate_error(status);
-    let written = resp
-        .insert_header(CONTENT_TYPE, "text/plain; charset=utf-8")
-        .and_then(|_| resp.insert_header(CACHE_CONTROL, "no-store"))
-        .and_then(|_| resp.set_content_length(body.len()));
-    let sent = match written {
-        Ok(()) => {
-            session
-                .as_downstream_mut()
-                .write_error_response(resp, Bytes::from_static(body.as_bytes()))
-                .await
-        }
-        Err(e) => Err(e),
-    };
-    if let Err(err) = sent {
-        log::debug!("could not send the error response: {err}");
-    }
-}
-
-/// Write the response a failure policy prescribes; the status written (0: none).
-async fn respond_policy(session: &mut Session, policy: &FailurePolicy) -> u16 {
-    let (status, content_type, body, location) = match policy {
-        FailurePolicy::Sorry {
-            status,
-            content_type,
-            body,
-        } => (*status, content_type.clone(), body.clone(), None),
-        FailurePolicy::Redirect { location } => (
-            302,
-            http::HeaderValue::from_static("text/plain; charset=utf-8"),
-            Bytes::from_static(b"302 Found\n"),
-            Some(location.clone()),
-        ),
-        FailurePolicy::Close => return 0,
-        FailurePolicy::Strict | FailurePolicy::Rebalance => {
-            respond_plain(session, 503).await;
-            return 503;
-        }
-    };
+/// Write an answer from the proxy itself (never cached, the connection not reused).
+async fn respond(
+    session: &mut Session,
+    status: u16,
+    content_type: http::HeaderValue,
+    body: Bytes,
+    location: Option<http::HeaderValue>,
+) {
     let mut resp = ServerSession::generate_error(status);
     let mut written = resp
         .insert_header(CONTENT_TYPE, content_type)
@@ -129,9 +95,40 @@ async fn respond_policy(session: &mut Session, policy: &FailurePolicy) -> u16 {
         Err(e) => Err(e),
     };
     if let Err(err) = sent {
-        log::debug!("could not send the failure-policy response: {err}");
+        log::debug!("could not send the proxy's own answer: {err}");
     }
-    status
+}
+
+const TEXT_PLAIN: http::HeaderValue = http::HeaderValue::from_static("text/plain; charset=utf-8");
+
+/// A short plain-text answer naming only the status.
+async fn respond_plain(session: &mut Session, status: u16) {
+    let body = Bytes::from_static(headers::error_body(status).as_bytes());
+    respond(session, status, TEXT_PLAIN, body, None).await;
+}
+
+/// Write the answer a failure policy prescribes; the status written (0: none).
+async fn respond_policy(session: &mut Session, policy: &FailurePolicy) -> u16 {
+    match policy {
+        FailurePolicy::Sorry {
+            status,
+            content_type,
+            body,
+        } => {
+            respond(session, *status, content_type.clone(), body.clone(), None).await;
+            *status
+        }
+        FailurePolicy::Redirect { location } => {
+            let body = Bytes::from_static(b"302 Found\n");
+            respond(session, 302, TEXT_PLAIN, body, Some(location.clone())).await;
+            302
+        }
+        FailurePolicy::Close => 0,
+        FailurePolicy::Strict | FailurePolicy::Rebalance => {
+            respond_plain(session, 503).await;
+            503
+        }
+    }
 }
 
 #[async_trait]
