@@ -58,6 +58,17 @@ async fn servlet_requests_are_pinned_while_static_content_is_spread_in_the_same_
         statics.insert(asset.backend().to_string());
     }
     assert_eq!(statics.len(), 2, "static content is balanced freely");
+    // Routes match the path as the backend will read it: dot segments and escapes do not
+    // smuggle a servlet request through the free static route.
+    let sneaky = raw_request(
+        proxy.addr,
+        b"GET /static/../%73ervlet/x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        sneaky.contains("Set-Cookie: ARRAffinity="),
+        "matched the servlet route: {sneaky}"
+    );
     // Anything else: the default 404 from the proxy.
     let other = get(&client, &proxy.url("/elsewhere"), None).await;
     assert_eq!(other.status, 404);

@@ -37,7 +37,7 @@ impl Matcher {
     /// Does the request satisfy every condition?
     pub fn matches(&self, req: &RequestHeader) -> bool {
         if let Some(prefix) = &self.path_prefix {
-            if !req.uri.path().starts_with(prefix.as_str()) {
+            if !normalized_path(req.uri.path()).starts_with(prefix.as_str()) {
                 return false;
             }
         }
@@ -71,6 +71,57 @@ impl Matcher {
         }
         true
     }
+}
+
+/// The path as a backend will understand it, for matching (as NGINX matches locations):
+/// percent-escapes decoded, `.` and `..` segments resolved, repeated slashes merged. So
+/// `/static/../servlet/x` and `/%73ervlet/x` match `/servlet`. Paths that need none of this (the
+/// usual case) are returned as they are, without allocating.
+pub fn normalized_path(path: &str) -> std::borrow::Cow<'_, str> {
+    let needs_work = path.contains('%') || path.contains("//") || path.contains("/.");
+    if !needs_work {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let bytes = path.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied(),
+            bytes.get(i + 2).copied(),
+        ) {
+            (b'%', Some(h), Some(l)) if hex(h).is_some() && hex(l).is_some() => {
+                decoded.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                decoded.push(b);
+                i += 1;
+            }
+        }
+    }
+    let decoded = String::from_utf8_lossy(&decoded);
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in decoded.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = String::with_capacity(decoded.len());
+    for segment in &segments {
+        out.push('/');
+        out.push_str(segment);
+    }
+    if out.is_empty() || (decoded.ends_with('/') && !segments.is_empty()) {
+        out.push('/');
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// The request's host without a port: `Host`, or the URI authority (HTTP/2).
@@ -199,6 +250,30 @@ mod tests {
         assert!(suffix.matches(&req("GET", "/", &[("Host", "a.b.example.com")])));
         assert!(!suffix.matches(&req("GET", "/", &[("Host", "example.com")])));
         assert!(!suffix.matches(&req("GET", "/", &[("Host", "badexample.com")])));
+    }
+
+    #[test]
+    fn paths_are_matched_as_the_backend_will_read_them() {
+        for (raw, normal) in [
+            ("/servlet/x", "/servlet/x"),
+            ("/static/../servlet/x", "/servlet/x"),
+            ("/%73ervlet/x", "/servlet/x"),
+            ("//servlet//x", "/servlet/x"),
+            ("/./servlet/./x/", "/servlet/x/"),
+            ("/../../servlet", "/servlet"),
+            ("/static/%2e%2e/servlet", "/servlet"),
+            ("/a%zz", "/a%zz"),
+            ("/", "/"),
+        ] {
+            assert_eq!(normalized_path(raw), normal, "{raw}");
+        }
+        let servlet = Matcher {
+            path_prefix: Some("/servlet".into()),
+            ..Default::default()
+        };
+        assert!(servlet.matches(&req("GET", "/static/../servlet/x", &[])));
+        assert!(servlet.matches(&req("GET", "/%73ervlet/x", &[])));
+        assert!(!servlet.matches(&req("GET", "/static/servlet", &[])));
     }
 
     #[test]
