@@ -391,6 +391,17 @@ async fn unreachable_routes_are_accepted_with_a_warning_and_unknown_names_are_er
         stdout.contains("warning: sticky.routes[1] is unreachable: sticky.routes[0] before it matches every request it matches"),
         "{stdout}"
     );
+    let two_classes = format!(
+        "{SERVLET_CLASS}    other:\n      cookie: {{ secret: other-secret-0123456789abcdef }}\n"
+    );
+    let colliding = "    - { match: { path_prefix: /a }, pool: web, class: servlet }\n    - { match: { path_prefix: /b }, pool: web, class: other }\n";
+    let (code, stdout, stderr) = check(&routed(&[&b1], &two_classes, colliding));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout
+            .contains("sticky.routes[1] and sticky.routes[0] both use the cookie \"ARRAffinity\""),
+        "{stdout}"
+    );
     let (code, _, stderr) = check(&routed(
         &[&b1],
         SERVLET_CLASS,

@@ -51,6 +51,33 @@ pub(super) fn validate_routes(
         },
     };
     let mut warnings = Vec::new();
+    // Routes whose affinity cookies collide: same name, path and domain, but different sessions
+    // (another pool, or another class) — a client moving between them restarts its session.
+    let cookie_of = |r: &RouteConfig| {
+        let affinity = match r.class {
+            RouteClass::PoolDefault => pools[r.pool].affinity.as_ref(),
+            RouteClass::Class(c) => classes[c].affinity.as_ref(),
+            RouteClass::None => None,
+        };
+        affinity
+            .and_then(|a| a.cookie.as_ref())
+            .map(|c| (c.name.clone(), c.path.clone(), c.domain.clone()))
+    };
+    for (j, later) in routes.iter().enumerate() {
+        let Some(cookie) = cookie_of(later) else {
+            continue;
+        };
+        if let Some(i) = (0..j).find(|i| {
+            let earlier = &routes[*i];
+            cookie_of(earlier).as_ref() == Some(&cookie)
+                && (earlier.pool != later.pool || earlier.class != later.class)
+        }) {
+            warnings.push(format!(
+                "sticky.routes[{j}] and sticky.routes[{i}] both use the cookie {:?} (path {:?}) for different sessions: a client moving between them starts over; give one its own cookie name or path",
+                cookie.0, cookie.1
+            ));
+        }
+    }
     for (j, later) in routes.iter().enumerate() {
         if let Some(i) = (0..j).find(|i| covers(&routes[*i], later)) {
             warnings.push(format!(
