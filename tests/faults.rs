@@ -200,3 +200,130 @@ async fn three_instances_behind_a_round_robin_spreader_agree_for_the_cookie_and_
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_killed_under_200_busy_sessions_loses_only_its_own_sessions_and_comes_back() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+    use std::sync::Arc;
+    let mut b: Vec<TestBackend> = vec![
+        TestBackend::start("iis1").await,
+        TestBackend::start("iis2").await,
+        TestBackend::start("iis3").await,
+    ];
+    let check = "      health_check: { type: tcp, interval_ms: 200, fall: 1, rise: 1 }\n";
+    let section = one_pool(&[&b[0], &b[1], &b[2]], &format!("{check}{KEYED_AFFINITY}"));
+    let proxy = Proxy::start(&section).await;
+    let client = client();
+    // 200 sessions, spread round robin over the three backends.
+    let mut sessions = Vec::new();
+    for _ in 0..200 {
+        let reply = get(&client, &proxy.url("/"), None).await;
+        sessions.push((
+            reply.backend().to_string(),
+            reply.cookie("ARRAffinity").unwrap(),
+        ));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let other_errors = Arc::new(AtomicUsize::new(0));
+    let dead_errors = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for (home, cookie) in sessions {
+        let (client, url) = (client.clone(), proxy.url("/"));
+        let (stop, other_errors, dead_errors) =
+            (stop.clone(), other_errors.clone(), dead_errors.clone());
+        workers.push(tokio::spawn(async move {
+            let mut cookie = cookie;
+            let mut served_by = home.clone();
+            while !stop.load(Relaxed) {
+                let ok = match client
+                    .get(&url)
+                    .header("Cookie", format!("ARRAffinity={cookie}"))
+                    .send()
+                    .await
+                {
+                    Ok(response) if response.status() == 200 => {
+                        let moved = response
+                            .headers()
+                            .get_all("set-cookie")
+                            .iter()
+                            .find_map(|v| {
+                                v.to_str()
+                                    .ok()?
+                                    .strip_prefix("ARRAffinity=")?
+                                    .split(';')
+                                    .next()
+                                    .map(str::to_string)
+                            });
+                        let body = response.text().await.unwrap_or_default();
+                        served_by = body.trim().trim_start_matches("hello ").to_string();
+                        if let Some(moved) = moved {
+                            cookie = moved;
+                        }
+                        true
+                    }
+                    _ => false,
+                };
+                if !ok {
+                    if home == "iis1" {
+                        &dead_errors
+                    } else {
+                        &other_errors
+                    }
+                    .fetch_add(1, Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (home, served_by)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    b[0].stop().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Relaxed);
+    let mut moved = 0;
+    for worker in workers {
+        let (home, served_by) = worker.await.unwrap();
+        if home == "iis1" {
+            assert_ne!(served_by, "iis1", "every session of the dead backend moved");
+            moved += 1;
+        } else {
+            assert_eq!(served_by, home, "other sessions stay where they are");
+        }
+    }
+    assert!(
+        moved >= 60,
+        "about a third of the sessions lived on iis1: {moved}"
+    );
+    assert_eq!(
+        other_errors.load(Relaxed),
+        0,
+        "sessions on the other backends saw no error"
+    );
+    // Requests whose connect failed were moved without an error; only a request caught
+    // mid-answer on a connection the backend dropped can fail, at most once per session.
+    assert!(
+        dead_errors.load(Relaxed) <= moved,
+        "{} errors",
+        dead_errors.load(Relaxed)
+    );
+
+    b[0].restart().await;
+    let healthy = eventually(Duration::from_secs(5), || async {
+        proxy.log().contains("backend iis1 is now healthy")
+    })
+    .await;
+    assert!(healthy, "{}", proxy.log());
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..6 {
+        seen.insert(
+            get(&client, &proxy.url("/"), None)
+                .await
+                .backend()
+                .to_string(),
+        );
+    }
+    assert!(
+        seen.contains("iis1"),
+        "new sessions reach the returned backend: {seen:?}"
+    );
+}
