@@ -9,14 +9,18 @@ use http::HeaderMap;
 use ipnet::IpNet;
 use std::net::IpAddr;
 
+/// Is `ip` one of the trusted proxies?
+pub fn is_trusted(ip: &IpAddr, trusted: &[IpNet]) -> bool {
+    trusted.iter().any(|net| net.contains(ip))
+}
+
 /// The client's IP address as the proxy should see it.
 ///
 /// IPv4 clients of a dual-stack (`[::]`) listener arrive as `::ffff:a.b.c.d`; every address is
 /// made canonical first, so they are seen (and matched, masked, forwarded) as IPv4.
 pub fn resolve(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
     let peer = peer.to_canonical();
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
-    if trusted.is_empty() || !is_trusted(&peer) {
+    if !is_trusted(&peer, trusted) {
         return peer;
     }
     let mut client = peer;
@@ -41,7 +45,7 @@ pub fn resolve(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
     for hop in hops.into_iter().rev() {
         let Some(ip) = hop else { break };
         client = ip;
-        if !is_trusted(&ip) {
+        if !is_trusted(&ip, trusted) {
             break;
         }
     }

@@ -132,9 +132,7 @@ pub fn look_up_session(
         lookup.ip_hit = table.table.get(key);
     }
     if !matches!(lookup.pin, Pin::Backend(_)) {
-        if let Some(backend) = lookup.learned_hit {
-            lookup.pin = Pin::Backend(backend);
-        } else if let Some(backend) = lookup.ip_hit {
+        if let Some(backend) = lookup.learned_hit.or(lookup.ip_hit) {
             lookup.pin = Pin::Backend(backend);
         }
     }

@@ -293,11 +293,7 @@ impl ProxyHttp for StickyProxy {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip().to_canonical())
         {
-            let trusted = self
-                .settings
-                .trusted_proxies
-                .iter()
-                .any(|n| n.contains(&ip));
+            let trusted = client_ip::is_trusted(&ip, &self.settings.trusted_proxies);
             let chain = session.req_header().headers.get_all("x-forwarded-for");
             let value = match chain.iter().next() {
                 Some(_) if trusted => {
