@@ -9,7 +9,8 @@
 //! | GET | `/metrics` | Prometheus text format (names in `metrics.rs`) | no |
 //! | GET | `/api/pools` | every pool: backends (state, health, in flight, requests, last used, pinned requests in the last minute) and session tables | no |
 //! | GET | `/api/pools/{pool}` | one pool, same shape | no |
-//! | POST | `/api/pools/{pool}/backends/{backend}/state` | body `{"state": "active" \| "draining" \| "disabled"}` | yes |
+//! | POST | `/api/pools/{pool}/backends/{backend}/state` | body `{"state": "active" \| "draining" \| "disabled"}`, optionally `"close_upgraded": true` to also close its WebSocket connections | yes |
+//! | POST | `/api/pools/{pool}/backends/{backend}/close-upgraded` | close the backend's upgraded (WebSocket) connections; answers `{"closed": n}` | yes |
 //! | GET | `/api/pools/{pool}/tables/{table}/entries?limit=N` | entries of `learn` or `client_ip` (keys are hashes), default limit 100 | no |
 //! | GET | `/api/pools/{pool}/tables/{table}/lookup?id=…` or `?ip=…` | the entry for a session id or client IP | no |
 //! | POST | `/api/pools/{pool}/tables/{table}/delete` | body `{"id": …}`, `{"ip": …}` or `{"backend": …}` | yes |
@@ -150,6 +151,9 @@ impl AdminApp {
             ("POST", ["api", "pools", pool, "backends", backend, "state"]) => {
                 self.set_state(pool, backend, &body)
             }
+            ("POST", ["api", "pools", pool, "backends", backend, "close-upgraded"]) => {
+                self.close_upgraded(pool, backend)
+            }
             ("GET", ["api", "pools", pool, "tables", table, "entries"]) => {
                 let limit = query_param(&query, "limit")
                     .and_then(|l| l.parse().ok())
@@ -179,6 +183,8 @@ impl AdminApp {
         #[serde(deny_unknown_fields)]
         struct Body {
             state: BackendState,
+            #[serde(default)]
+            close_upgraded: bool,
         }
         let pool = match self.pool(pool) {
             Ok(p) => p,
@@ -204,10 +210,37 @@ impl AdminApp {
             body.state.as_str(),
             before.as_str()
         );
+        if body.close_upgraded {
+            let closed = pool.upgraded.close_backend(index);
+            log::warn!(
+                "admin: closed {closed} upgraded connections to backend {} of pool {}",
+                slot.name,
+                pool.name
+            );
+        }
         Reply::json(
             StatusCode::OK,
             &BackendView::of(pool, index, table_entries_by_backend(pool)[index]),
         )
+    }
+
+    fn close_upgraded(&self, pool: &str, backend: &str) -> Reply {
+        let pool = match self.pool(pool) {
+            Ok(p) => p,
+            Err(reply) => return reply,
+        };
+        let Some(index) = pool.backend_index(backend) else {
+            return Reply::error(
+                StatusCode::NOT_FOUND,
+                format!("no backend named {backend:?}"),
+            );
+        };
+        let closed = pool.upgraded.close_backend(index);
+        log::warn!(
+            "admin: closed {closed} upgraded connections to backend {backend} of pool {}",
+            pool.name
+        );
+        Reply::json(StatusCode::OK, &serde_json::json!({ "closed": closed }))
     }
 
     fn lookup(&self, pool: &str, table: &str, query: &str) -> Reply {
@@ -460,6 +493,8 @@ struct BackendView {
     pinned_requests_last_minute: u64,
     /// Entries of the pool's session tables that point here.
     table_entries: usize,
+    /// Upgraded (WebSocket) connections open to this backend.
+    upgraded_connections: usize,
 }
 
 impl BackendView {
@@ -476,6 +511,12 @@ impl BackendView {
             last_used_unix_ms: slot.last_used_ms(),
             pinned_requests_last_minute: slot.pinned_last_minute(),
             table_entries,
+            upgraded_connections: pool
+                .upgraded
+                .count_by_backend(pool.slots.len())
+                .get(index)
+                .copied()
+                .unwrap_or(0),
         }
     }
 }

@@ -9,7 +9,9 @@
 //! (cookie, forwarding headers, opt-out header, body length) so tests can see what reached the
 //! backend; `/slow/<ms>` answers after `<ms>` milliseconds; `/cache-control/<value>` sends
 //! `Cache-Control: <value>` (`_` stands for a space); `/opt-out/<value>` sends the opt-out header
-//! with `<value>`; `/header/<name>/<value>` sends any header.
+//! with `<value>`; `/header/<name>/<value>` sends any header. A WebSocket upgrade on a path
+//! starting with `/ws` is accepted, and each text message is echoed back as `<name>: <text>`;
+//! other paths answer an upgrade request with the normal 200 (they refuse it).
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -51,6 +53,9 @@ pub async fn handle(
     counter: &AtomicU64,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
+    if req.uri().path().starts_with("/ws") && is_websocket_upgrade(req.headers()) {
+        return websocket(name, req);
+    }
     if let Some(ms) = req
         .uri()
         .path()
@@ -69,6 +74,56 @@ pub async fn handle(
         response.headers_mut().insert("X-Echo-Body-Length", v);
     }
     response
+}
+
+fn is_websocket_upgrade(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+        && headers.contains_key(http::header::SEC_WEBSOCKET_KEY)
+}
+
+/// Accept a WebSocket upgrade and echo text messages as `<name>: <text>` until the client
+/// closes.
+fn websocket(name: &str, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{handshake::derive_accept_key, protocol::Role, Message};
+    let key = req
+        .headers()
+        .get(http::header::SEC_WEBSOCKET_KEY)
+        .map(|k| derive_accept_key(k.as_bytes()))
+        .unwrap_or_default();
+    let upgrade = hyper::upgrade::on(&mut req);
+    let echo_name = name.to_string();
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else {
+            return;
+        };
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            None,
+        )
+        .await;
+        while let Some(Ok(message)) = ws.next().await {
+            let reply = match message {
+                Message::Text(text) => Message::Text(format!("{echo_name}: {text}")),
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            if ws.send(reply).await.is_err() {
+                break;
+            }
+        }
+    });
+    Response::builder()
+        .status(101)
+        .header(http::header::UPGRADE, "websocket")
+        .header(http::header::CONNECTION, "Upgrade")
+        .header(http::header::SEC_WEBSOCKET_ACCEPT, key)
+        .header("X-ServerName", name)
+        .body(Full::new(Bytes::new()))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
 }
 
 /// The demo backend's answer to one request (its body already read).

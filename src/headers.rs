@@ -104,8 +104,107 @@ pub fn error_status(e: &Error) -> u16 {
     }
 }
 
+/// The `Location` of a redirect to HTTPS for a request to `host` (the `Host` header, its port
+/// dropped) on `port` (443 is left out). `None` when `host` is not a plain host name or IP
+/// literal, so a client cannot steer the redirect with a crafted `Host`.
+pub fn https_location(
+    host: &str,
+    port: u16,
+    path_and_query: Option<&http::uri::PathAndQuery>,
+) -> Option<http::HeaderValue> {
+    let name = if host.starts_with('[') {
+        // [v6] or [v6]:port
+        let end = host.find(']')?;
+        let literal = &host[..=end];
+        literal[1..end].parse::<std::net::Ipv6Addr>().ok()?;
+        literal
+    } else {
+        host.split_once(':').map_or(host, |(name, _)| name)
+    };
+    let plain = !name.is_empty()
+        && (name.starts_with('[')
+            || name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')));
+    if !plain {
+        return None;
+    }
+    let path = path_and_query.map_or("/", |p| p.as_str());
+    let path = if path.starts_with('/') { path } else { "/" };
+    let location = if port == 443 {
+        format!("https://{name}{path}")
+    } else {
+        format!("https://{name}:{port}{path}")
+    };
+    http::HeaderValue::from_str(&location).ok()
+}
+
+/// All `Cookie` header values joined with `"; "` into one (HTTP/2 clients send one header per
+/// cookie; HTTP/1.1 servers expect a single header). `None` when there is nothing to join.
+pub fn join_cookie_headers(headers: &http::HeaderMap) -> Option<http::HeaderValue> {
+    let mut joined: Vec<u8> = Vec::new();
+    for value in headers.get_all(http::header::COOKIE) {
+        let part = value.as_bytes().trim_ascii();
+        if part.is_empty() {
+            continue;
+        }
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(part);
+    }
+    if joined.is_empty() {
+        return None;
+    }
+    http::HeaderValue::from_bytes(&joined).ok()
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn https_location_keeps_host_and_path_and_drops_the_port() {
+        let pq = http::uri::PathAndQuery::from_static("/cart?id=7");
+        let loc = |host: &str, port: u16| {
+            https_location(host, port, Some(&pq)).map(|v| v.to_str().unwrap().to_string())
+        };
+        assert_eq!(
+            loc("shop.test:8080", 443).unwrap(),
+            "https://shop.test/cart?id=7"
+        );
+        assert_eq!(
+            loc("shop.test", 6443).unwrap(),
+            "https://shop.test:6443/cart?id=7"
+        );
+        assert_eq!(
+            loc("[::1]:6188", 6443).unwrap(),
+            "https://[::1]:6443/cart?id=7"
+        );
+        assert_eq!(
+            loc("127.0.0.1", 443).unwrap(),
+            "https://127.0.0.1/cart?id=7"
+        );
+        for bad in ["evil.test/x", "a@b", "", "[nope]", "a b", "x\\y"] {
+            assert!(loc(bad, 443).is_none(), "{bad:?}");
+        }
+        assert_eq!(
+            https_location("h.test", 443, None)
+                .unwrap()
+                .to_str()
+                .unwrap(),
+            "https://h.test/"
+        );
+    }
+
+    #[test]
+    fn split_cookie_headers_are_joined_into_one() {
+        let mut headers = http::HeaderMap::new();
+        headers.append(http::header::COOKIE, "a=1".parse().unwrap());
+        headers.append(http::header::COOKIE, " b=2 ".parse().unwrap());
+        headers.append(http::header::COOKIE, "".parse().unwrap());
+        assert_eq!(join_cookie_headers(&headers).unwrap(), "a=1; b=2");
+        assert!(join_cookie_headers(&http::HeaderMap::new()).is_none());
+    }
     use super::*;
 
     fn cc(values: &[&str]) -> Option<String> {

@@ -28,6 +28,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
+pub mod tls;
 
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
@@ -95,10 +96,28 @@ pub fn build_server(
         let name = format!("proxy {}", listener.addr);
         let mut service = pingora_proxy::http_proxy_service_with_name(
             &server.configuration,
-            proxy::StickyProxy::new(router, settings.clone()),
+            proxy::StickyProxy::new(router, settings.clone(), listener.redirect_to_https),
             &name,
         );
-        service.add_tcp(&listener.addr.to_string());
+        if listener.h2c {
+            let mut options = pingora_core::apps::HttpServerOptions::default();
+            options.h2c = true;
+            if let Some(app) = service.app_logic_mut() {
+                app.server_options = Some(options);
+            }
+        }
+        let addr = listener.addr.to_string();
+        match &listener.tls {
+            None => service.add_tcp(&addr),
+            Some(tls) => match tls.settings() {
+                Ok(tls_settings) => service.add_tls_with_settings(&addr, None, tls_settings),
+                Err(e) => {
+                    // Certificates were loaded during validation; this cannot fail with rustls.
+                    eprintln!("sticky-proxy: TLS listener {addr}: {e}");
+                    std::process::exit(2);
+                }
+            },
+        }
         server.add_service(service);
     }
     if let Some(admin) = &config.admin {

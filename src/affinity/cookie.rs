@@ -161,8 +161,15 @@ fn unquote(v: &[u8]) -> &[u8] {
 }
 
 /// Build the `Set-Cookie` line for `value` (done once per backend at start-up, with the `cookie`
-/// crate so that attribute syntax is right).
-pub fn set_cookie_line(config: &CookieConfig, name: &str, value: &str, twin: bool) -> String {
+/// crate so that attribute syntax is right). `tls`: the line is for requests that came over TLS,
+/// which get `Secure` unless the config says `secure: false`.
+pub fn set_cookie_line(
+    config: &CookieConfig,
+    name: &str,
+    value: &str,
+    twin: bool,
+    tls: bool,
+) -> String {
     let mut builder = cookie::Cookie::build((name.to_string(), value.to_string()))
         .path(config.path.clone())
         .http_only(config.http_only);
@@ -176,7 +183,8 @@ pub fn set_cookie_line(config: &CookieConfig, name: &str, value: &str, twin: boo
     if twin {
         builder = builder.secure(true).same_site(cookie::SameSite::None);
     } else {
-        builder = builder.secure(config.secure);
+        let same_site_none = config.same_site == Some(SameSite::None);
+        builder = builder.secure(config.secure.unwrap_or(tls) || same_site_none);
         if let Some(same_site) = config.same_site {
             builder = builder.same_site(match same_site {
                 SameSite::Lax => cookie::SameSite::Lax,
@@ -285,14 +293,14 @@ mod tests {
             path: "/".into(),
             domain: Some("example.com".into()),
             http_only: true,
-            secure: false,
+            secure: None,
             same_site: Some(SameSite::Lax),
             max_age: Some(std::time::Duration::from_secs(3600)),
             twin_name: Some("ARRAffinitySameSite".into()),
             indirect: true,
             nocache: true,
         };
-        let line = set_cookie_line(&config, "ARRAffinity", "abc", false);
+        let line = set_cookie_line(&config, "ARRAffinity", "abc", false, false);
         assert!(line.starts_with("ARRAffinity=abc"), "{line}");
         for attr in [
             "HttpOnly",
@@ -304,7 +312,7 @@ mod tests {
             assert!(line.contains(attr), "{line} lacks {attr}");
         }
         assert!(!line.contains("Secure"), "{line}");
-        let twin = set_cookie_line(&config, "ARRAffinitySameSite", "abc", true);
+        let twin = set_cookie_line(&config, "ARRAffinitySameSite", "abc", true, false);
         assert!(
             twin.contains("SameSite=None") && twin.contains("Secure"),
             "{twin}"

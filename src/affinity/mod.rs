@@ -63,13 +63,16 @@ impl Outcome {
     }
 }
 
+/// A prebuilt `Set-Cookie` value, and the twin's if configured.
+pub type SetCookie = (HeaderValue, Option<HeaderValue>);
+
 /// One pool's cookie-insertion affinity, prepared at start-up.
 #[derive(Debug)]
 pub struct CookieAffinity {
     pub config: CookieConfig,
     table: cookie::CookieTable,
-    /// Per backend index: the `Set-Cookie` value, and the twin's if configured.
-    set_cookie: Vec<(HeaderValue, Option<HeaderValue>)>,
+    /// Per backend index: the `Set-Cookie` values for plain-HTTP requests, then for TLS ones.
+    set_cookie: Vec<[SetCookie; 2]>,
     /// The proxy's own cookie names (main, then twin).
     names: Vec<Box<[u8]>>,
 }
@@ -84,13 +87,24 @@ impl CookieAffinity {
             .iter()
             .map(|b| {
                 let value = cookie::value_text(&cookie_config.format, pool, b);
-                let main =
-                    cookie::set_cookie_line(cookie_config, &cookie_config.name, &value, false);
-                let twin = cookie_config
-                    .twin_name
-                    .as_ref()
-                    .map(|twin| cookie::set_cookie_line(cookie_config, twin, &value, true));
-                (header_value(main), twin.map(header_value))
+                [false, true].map(|tls| {
+                    let line = |name: &str, twin: bool| {
+                        header_value(cookie::set_cookie_line(
+                            cookie_config,
+                            name,
+                            &value,
+                            twin,
+                            tls,
+                        ))
+                    };
+                    (
+                        line(&cookie_config.name, false),
+                        cookie_config
+                            .twin_name
+                            .as_ref()
+                            .map(|twin| line(twin, true)),
+                    )
+                })
             })
             .collect();
         let names = std::iter::once(config.name.as_bytes())
@@ -130,9 +144,12 @@ impl CookieAffinity {
         pin
     }
 
-    /// The prebuilt `Set-Cookie` values for a backend index.
-    pub fn set_cookie_for(&self, backend: usize) -> Option<&(HeaderValue, Option<HeaderValue>)> {
-        self.set_cookie.get(backend)
+    /// The prebuilt `Set-Cookie` values (main, twin) for a backend index, for a request that
+    /// came over TLS (`Secure` unless configured off) or not.
+    pub fn set_cookie_for(&self, backend: usize, tls: bool) -> Option<&SetCookie> {
+        self.set_cookie
+            .get(backend)
+            .map(|lines| &lines[usize::from(tls)])
     }
 }
 

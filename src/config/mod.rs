@@ -131,12 +131,25 @@ impl fmt::Debug for AdminConfig {
     }
 }
 
-/// One plain-HTTP listener and the pool it serves.
+/// One listener and the pool it serves.
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {
     pub addr: SocketAddr,
     /// Index into [`Config::pools`].
     pub pool: usize,
+    /// `Some`: an HTTPS listener.
+    pub tls: Option<std::sync::Arc<crate::tls::ListenerTls>>,
+    /// Accept cleartext HTTP/2 (prior knowledge).
+    pub h2c: bool,
+    /// Answer every request with a redirect to HTTPS.
+    pub redirect_to_https: Option<RedirectToHttps>,
+}
+
+/// A plain listener's redirect to HTTPS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RedirectToHttps {
+    pub port: u16,
+    pub status: u16,
 }
 
 /// A named group of backends with its balancing, health checks and affinity.
@@ -152,6 +165,8 @@ pub struct PoolConfig {
     /// The response header with which a backend opts out of affinity; always removed from
     /// responses, and from requests so that clients cannot smuggle it.
     pub opt_out_header: http::HeaderName,
+    /// TLS to the backends; `None`: plain HTTP.
+    pub tls: Option<crate::tls::UpstreamTls>,
 }
 
 #[derive(Debug, Clone)]
@@ -254,7 +269,8 @@ pub struct CookieConfig {
     pub path: String,
     pub domain: Option<String>,
     pub http_only: bool,
-    pub secure: bool,
+    /// `None`: `Secure` on TLS connections only (auto); `Some(b)`: always / never.
+    pub secure: Option<bool>,
     pub same_site: Option<SameSite>,
     pub max_age: Option<Duration>,
     pub twin_name: Option<String>,

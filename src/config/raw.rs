@@ -77,6 +77,89 @@ pub struct RawListener {
     pub addr: String,
     /// The pool this listener serves; may be left out when there is exactly one pool.
     pub pool: Option<String>,
+    /// Terminate TLS on this listener (HTTPS; HTTP/2 by ALPN).
+    pub tls: Option<RawListenerTls>,
+    /// Plain listeners: accept HTTP/2 without TLS (prior knowledge) beside HTTP/1.1.
+    #[serde(default)]
+    pub h2c: bool,
+    /// Plain listeners: answer every request with a redirect to the same URL over HTTPS.
+    pub redirect_to_https: Option<RawRedirectToHttps>,
+}
+
+/// `sticky.listeners[i].tls`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerTls {
+    /// Certificates, chosen by SNI; the first is the default.
+    #[serde(default)]
+    pub certificates: Vec<RawCertificate>,
+    /// Names for a self-signed certificate made in memory at start-up (demos, tests).
+    #[serde(default)]
+    pub self_signed: Vec<String>,
+    #[serde(default)]
+    pub min_version: crate::tls::MinVersion,
+    /// Protocols offered by ALPN, HTTP/2 first.
+    #[serde(default = "default_alpn")]
+    pub alpn: Vec<crate::tls::AlpnProtocol>,
+    /// Refuse handshakes whose SNI names no certificate (HAProxy `strict-sni`).
+    #[serde(default)]
+    pub strict_sni: bool,
+}
+
+fn default_alpn() -> Vec<crate::tls::AlpnProtocol> {
+    vec![
+        crate::tls::AlpnProtocol::H2,
+        crate::tls::AlpnProtocol::Http11,
+    ]
+}
+
+/// `sticky.listeners[i].tls.certificates[j]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    /// PEM: the certificate, then its intermediates.
+    pub cert_file: String,
+    /// PEM: the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
+    /// SNI names served; absent: the certificate's own DNS names.
+    #[serde(default)]
+    pub server_names: Vec<String>,
+}
+
+/// `sticky.listeners[i].redirect_to_https`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedirectToHttps {
+    /// The HTTPS port in the `Location` (443 is left out of the URL).
+    #[serde(default = "default_https_port")]
+    pub port: u16,
+    /// 301, 302, 307 or 308.
+    #[serde(default = "default_redirect_status")]
+    pub status: u16,
+}
+
+fn default_https_port() -> u16 {
+    443
+}
+
+fn default_redirect_status() -> u16 {
+    301
+}
+
+/// `sticky.pools[i].tls`: TLS from the proxy to the pool's backends.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    /// The name sent as SNI and verified in the backend's certificate.
+    pub sni: Option<String>,
+    /// PEM file of CA certificates to trust instead of the system's.
+    pub ca_file: Option<String>,
+    /// Verify the backend's certificate chain.
+    #[serde(default = "default_true")]
+    pub verify: bool,
+    /// Verify that the certificate names `sni`.
+    #[serde(default = "default_true")]
+    pub verify_hostname: bool,
 }
 
 /// `sticky.pools[i]`
@@ -93,6 +176,8 @@ pub struct RawPool {
     pub timeouts: RawTimeouts,
     #[serde(default)]
     pub affinity: RawAffinity,
+    /// TLS to the backends; absent: plain HTTP.
+    pub tls: Option<RawUpstreamTls>,
 }
 
 /// How new sessions are spread over a pool.
@@ -481,8 +566,9 @@ pub struct RawCookie {
     pub domain: Option<String>,
     #[serde(default = "default_true")]
     pub http_only: bool,
-    #[serde(default)]
-    pub secure: bool,
+    /// `Secure` attribute: absent = on for requests that came over TLS (auto); `true` always;
+    /// `false` never.
+    pub secure: Option<bool>,
     pub same_site: Option<RawSameSite>,
     pub max_age_seconds: Option<u64>,
     /// Name of the twin cookie sent with `SameSite=None; Secure` (ARR's `ARRAffinitySameSite`).

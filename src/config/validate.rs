@@ -5,8 +5,8 @@
 
 use super::raw::{RawAdmin, RawBackend, RawHealthCheck, RawPool, RawSticky, RawTimeouts};
 use super::{
-    AdminConfig, BackendConfig, ClassConfig, Config, ConfigError, HealthCheckConfig,
-    ListenerConfig, PoolConfig, TimeoutConfig,
+    AdminConfig, BackendConfig, ClassConfig, Config, ConfigError, HealthCheckConfig, PoolConfig,
+    TimeoutConfig,
 };
 use crate::extension::Extensions;
 use std::net::SocketAddr;
@@ -48,42 +48,7 @@ pub(super) fn validate(raw: RawSticky, extensions: &Extensions) -> Result<Config
             "at least one listener is required",
         ));
     }
-    let mut listeners: Vec<ListenerConfig> = Vec::with_capacity(raw.listeners.len());
-    for (i, listener) in raw.listeners.into_iter().enumerate() {
-        let field = format!("sticky.listeners[{i}]");
-        let addr = parse_addr(&format!("{field}.addr"), &listener.addr)?;
-        if let Some(j) = listeners.iter().position(|l| l.addr == addr) {
-            return Err(ConfigError::new(
-                format!("{field}.addr"),
-                format!(
-                    "duplicate listener address: {:?} (also sticky.listeners[{j}].addr)",
-                    listener.addr
-                ),
-            ));
-        }
-        let pool = match &listener.pool {
-            Some(name) if !raw.routes.is_empty() => {
-                return Err(ConfigError::new(
-                    format!("{field}.pool"),
-                    format!("{name:?}: with sticky.routes, routes choose the pool; remove it"),
-                ))
-            }
-            Some(name) => pools.iter().position(|p| &p.name == name).ok_or_else(|| {
-                ConfigError::new(
-                    format!("{field}.pool"),
-                    format!("no pool named {name:?} in sticky.pools"),
-                )
-            })?,
-            None if pools.len() == 1 || !raw.routes.is_empty() => 0,
-            None => {
-                return Err(ConfigError::new(
-                    format!("{field}.pool"),
-                    "required when there is more than one pool (or use sticky.routes)",
-                ))
-            }
-        };
-        listeners.push(ListenerConfig { addr, pool });
-    }
+    let listeners = listeners::validate_listeners(raw.listeners, &pools, !raw.routes.is_empty())?;
 
     let mut hide_headers = Vec::with_capacity(raw.hide_headers.len());
     for (i, name) in raw.hide_headers.iter().enumerate() {
@@ -263,6 +228,10 @@ fn validate_pool(field: &str, raw: RawPool, extensions: &Extensions) -> Result<P
     )?;
     let affinity =
         affinity::validate_affinity(&format!("{field}.affinity"), raw.affinity, extensions)?;
+    let tls = raw
+        .tls
+        .map(|t| listeners::validate_upstream_tls(&format!("{field}.tls"), t))
+        .transpose()?;
     Ok(PoolConfig {
         name: raw.name,
         balance: raw.balance,
@@ -271,6 +240,7 @@ fn validate_pool(field: &str, raw: RawPool, extensions: &Extensions) -> Result<P
         timeouts,
         affinity,
         opt_out_header,
+        tls,
     })
 }
 
@@ -394,6 +364,7 @@ fn check_attribute_value(field: &str, value: &str) -> Result<()> {
 }
 
 mod affinity;
+mod listeners;
 mod routes;
 #[cfg(test)]
 mod tests;

@@ -10,9 +10,14 @@ use pingora_load_balancing::Backend;
 use std::sync::atomic::Ordering::Relaxed;
 
 /// The health check a pool's config describes, mirrored into `slots`.
-pub fn mirrored(config: &HealthCheckConfig, slots: &Slots) -> Box<dyn HealthCheck + Send + Sync> {
+/// `tls`: the pool talks TLS to its backends, so HTTP checks do too.
+pub fn mirrored(
+    config: &HealthCheckConfig,
+    tls: Option<&crate::tls::UpstreamTls>,
+    slots: &Slots,
+) -> Box<dyn HealthCheck + Send + Sync> {
     Box::new(MirroredHealthCheck {
-        inner: build_check(config),
+        inner: build_check(config, tls),
         slots: slots.clone(),
     })
 }
@@ -22,7 +27,10 @@ fn slot_of<'s>(slots: &'s [BackendSlot], target: &Backend) -> Option<&'s Backend
     slots.iter().find(|s| &s.addr == addr)
 }
 
-fn build_check(config: &HealthCheckConfig) -> Box<dyn HealthCheck + Send + Sync> {
+fn build_check(
+    config: &HealthCheckConfig,
+    tls: Option<&crate::tls::UpstreamTls>,
+) -> Box<dyn HealthCheck + Send + Sync> {
     match config.kind {
         HealthCheckKind::Tcp => {
             let mut check = TcpHealthCheck::new();
@@ -32,7 +40,10 @@ fn build_check(config: &HealthCheckConfig) -> Box<dyn HealthCheck + Send + Sync>
             check
         }
         HealthCheckKind::Http => {
-            let mut check = HttpHealthCheck::new(&config.host, false);
+            let mut check = HttpHealthCheck::new(&config.host, tls.is_some());
+            if let Some(tls) = tls {
+                crate::tls::apply_upstream(tls, &mut check.peer_template);
+            }
             check.consecutive_success = config.rise as usize;
             check.consecutive_failure = config.fall as usize;
             check.peer_template.options.connection_timeout = Some(config.timeout);

@@ -10,6 +10,7 @@
 mod backend;
 mod health;
 pub mod ring;
+pub mod upgraded;
 
 pub use backend::{BackendSlot, BackendState};
 
@@ -41,6 +42,8 @@ pub struct Pool {
     /// The named classes routes apply to this pool, by class index.
     pub class_affinities: Vec<(usize, Arc<Affinity>)>,
     pub opt_out_header: http::HeaderName,
+    /// Upgraded (WebSocket) connections to the backends, for closing them on request.
+    pub upgraded: Arc<upgraded::UpgradedConnections>,
     balancer: Balancer,
 }
 
@@ -59,7 +62,10 @@ impl Pool {
             .backends
             .iter()
             .map(|b| {
-                let mut peer = HttpPeer::new(b.addr, false, String::new());
+                let mut peer = HttpPeer::new(b.addr, config.tls.is_some(), String::new());
+                if let Some(tls) = &config.tls {
+                    crate::tls::apply_upstream(tls, &mut peer);
+                }
                 let t = &config.timeouts;
                 peer.options.connection_timeout = Some(t.connect);
                 peer.options.read_timeout = Some(t.read);
@@ -72,15 +78,18 @@ impl Pool {
         let health = config.health_check.as_ref();
         let (balancer, service) = match config.balance {
             Balance::RoundRobin => {
-                let (lb, svc) = load_balancer::<RoundRobin>(&config.name, &slots, health);
+                let (lb, svc) =
+                    load_balancer::<RoundRobin>(&config.name, &slots, health, config.tls.as_ref());
                 (Balancer::RoundRobin(lb), svc)
             }
             Balance::Random => {
-                let (lb, svc) = load_balancer::<Random>(&config.name, &slots, health);
+                let (lb, svc) =
+                    load_balancer::<Random>(&config.name, &slots, health, config.tls.as_ref());
                 (Balancer::Random(lb), svc)
             }
             Balance::LeastRequests => {
-                let (lb, svc) = load_balancer::<RoundRobin>(&config.name, &slots, health);
+                let (lb, svc) =
+                    load_balancer::<RoundRobin>(&config.name, &slots, health, config.tls.as_ref());
                 (Balancer::LeastRequests(lb), svc)
             }
         };
@@ -105,6 +114,7 @@ impl Pool {
                 })
                 .collect(),
             opt_out_header: config.opt_out_header.clone(),
+            upgraded: Arc::default(),
             slots,
             balancer,
         };
@@ -233,6 +243,7 @@ fn load_balancer<S>(
     pool: &str,
     slots: &Slots,
     health: Option<&HealthCheckConfig>,
+    tls: Option<&crate::tls::UpstreamTls>,
 ) -> (Arc<LoadBalancer<S>>, Option<HealthService>)
 where
     S: pingora_load_balancing::selection::BackendSelection + Send + Sync + 'static,
@@ -248,7 +259,7 @@ where
     let Some(health) = health else {
         return (Arc::new(lb), None);
     };
-    lb.set_health_check(health::mirrored(health, slots));
+    lb.set_health_check(health::mirrored(health, tls, slots));
     lb.health_check_frequency = Some(health.interval);
     lb.parallel_health_check = true;
     let service =

@@ -52,6 +52,8 @@ pub struct SessionLookup {
 /// Per-request state shared across the hooks.
 pub struct RequestCtx {
     pub started: Instant,
+    /// The request came over TLS (cookies get `Secure`, `X-Forwarded-Proto: https`).
+    pub tls: bool,
     /// Index of the matched route (`usize::MAX` until `request_filter` matches one).
     pub route: usize,
     /// The failure policy that answered, if the required backend could not serve.
@@ -74,12 +76,15 @@ pub struct RequestCtx {
     /// Whether the response gets the affinity cookie for `selected`.
     pub issue_cookie: bool,
     pub in_flight: Option<InFlight>,
+    /// This request's upgraded upstream connection, while it is registered for closing.
+    pub upgraded: Option<crate::pool::upgraded::Registration>,
 }
 
 impl RequestCtx {
     pub fn new() -> Self {
         RequestCtx {
             started: Instant::now(),
+            tls: false,
             route: usize::MAX,
             failure_policy: None,
             session: None,
@@ -92,6 +97,7 @@ impl RequestCtx {
             outcome: Outcome::None,
             issue_cookie: false,
             in_flight: None,
+            upgraded: None,
         }
     }
 }

@@ -18,7 +18,7 @@ use crate::access_log;
 use crate::affinity::decision::decide;
 use crate::affinity::key::RequestView;
 use crate::affinity::{client_ip, Outcome, Pin};
-use crate::config::FailurePolicy;
+use crate::config::{FailurePolicy, RedirectToHttps};
 use crate::headers;
 use crate::pool::Pool;
 use async_trait::async_trait;
@@ -49,11 +49,21 @@ pub struct ProxySettings {
 pub struct StickyProxy {
     router: routes::Router,
     settings: Arc<ProxySettings>,
+    /// A plain listener that sends every request to HTTPS.
+    redirect_to_https: Option<RedirectToHttps>,
 }
 
 impl StickyProxy {
-    pub fn new(router: routes::Router, settings: Arc<ProxySettings>) -> Self {
-        StickyProxy { router, settings }
+    pub fn new(
+        router: routes::Router,
+        settings: Arc<ProxySettings>,
+        redirect_to_https: Option<RedirectToHttps>,
+    ) -> Self {
+        StickyProxy {
+            router,
+            settings,
+            redirect_to_https,
+        }
     }
 
     /// The route a request was matched to (set by `request_filter`).
@@ -140,6 +150,26 @@ impl ProxyHttp for StickyProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        if let Some(redirect) = self.redirect_to_https {
+            let req = session.req_header();
+            let host = req
+                .headers
+                .get(HOST)
+                .and_then(|h| h.to_str().ok())
+                .or_else(|| req.uri.authority().map(|a| a.as_str()));
+            let target = host.and_then(|host| {
+                headers::https_location(host, redirect.port, req.uri.path_and_query())
+            });
+            match target {
+                Some(location) => {
+                    let body = Bytes::from_static(b"Moved to HTTPS\n");
+                    respond(session, redirect.status, TEXT_PLAIN, body, Some(location)).await;
+                }
+                None => respond_plain(session, 400).await,
+            }
+            return Ok(true);
+        }
         match self.router.select(session.req_header()) {
             Some(index) => {
                 ctx.route = index;
@@ -247,6 +277,27 @@ impl ProxyHttp for StickyProxy {
         e
     }
 
+    async fn connected_to_upstream(
+        &self,
+        session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora_core::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // Remember WebSocket (upgrade) connections so that an operator can close them; kept
+        // only if the backend agrees to the upgrade (see `response_filter`).
+        #[cfg(unix)]
+        if session.is_upgrade_req() {
+            if let (Some(route), Some(backend)) = (self.route(ctx), ctx.selected) {
+                ctx.upgraded = route.pool.upgraded.register_socket(backend, fd);
+            }
+        }
+        Ok(())
+    }
+
     async fn upstream_request_filter(
         &self,
         session: &mut Session,
@@ -310,8 +361,22 @@ impl ProxyHttp for StickyProxy {
             };
             upstream_request.append_header("x-forwarded-for", value)?;
         }
+        let proto = if ctx.tls { "https" } else { "http" };
         upstream_request
-            .append_header("x-forwarded-proto", http::HeaderValue::from_static("http"))?;
+            .append_header("x-forwarded-proto", http::HeaderValue::from_static(proto))?;
+        // HTTP/2 clients may split cookies over several headers; an HTTP/1.1 backend expects
+        // one (RFC 9113 §8.2.3).
+        if upstream_request
+            .headers
+            .get_all(COOKIE)
+            .iter()
+            .nth(1)
+            .is_some()
+        {
+            if let Some(joined) = headers::join_cookie_headers(&upstream_request.headers) {
+                upstream_request.insert_header(COOKIE, joined)?;
+            }
+        }
         if let Some(host) = session.req_header().headers.get(HOST).cloned().or_else(|| {
             let authority = session.req_header().uri.authority()?;
             http::HeaderValue::from_str(authority.as_str()).ok()
@@ -336,6 +401,10 @@ impl ProxyHttp for StickyProxy {
             return Ok(());
         }
         ctx.responded = true;
+        if upstream_response.status != 101 {
+            // Not upgraded: the connection may go back to the pool for other requests.
+            ctx.upgraded = None;
+        }
         if self.settings.leaving.is_set() {
             // Let kept-alive clients reconnect (to the new process, during an upgrade) rather
             // than be cut off when this one drops its idle connections.

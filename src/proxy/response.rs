@@ -38,7 +38,7 @@ pub fn apply(
     record_sessions(affinity, response, ctx, backend);
     if ctx.issue_cookie {
         if let Some(cookie) = &affinity.cookie {
-            insert_cookie(cookie, response, backend)?;
+            insert_cookie(cookie, response, backend, ctx.tls)?;
         }
     }
     Ok(())
@@ -118,8 +118,9 @@ fn insert_cookie(
     cookie: &CookieAffinity,
     response: &mut ResponseHeader,
     backend: usize,
+    tls: bool,
 ) -> Result<()> {
-    let Some((main, twin)) = cookie.set_cookie_for(backend) else {
+    let Some((main, twin)) = cookie.set_cookie_for(backend, tls) else {
         return Ok(());
     };
     response.append_header(SET_COOKIE, main.clone())?;

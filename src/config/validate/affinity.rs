@@ -387,10 +387,10 @@ fn validate_cookie(field: &str, raw: RawCookie) -> Result<CookieConfig> {
         RawSameSite::Strict => SameSite::Strict,
         RawSameSite::None => SameSite::None,
     });
-    if same_site == Some(SameSite::None) && !raw.secure {
+    if same_site == Some(SameSite::None) && raw.secure == Some(false) {
         return Err(ConfigError::new(
             format!("{field}.same_site"),
-            "\"none\" requires secure: true (browsers drop SameSite=None cookies without Secure)",
+            "\"none\" requires Secure: remove secure: false (browsers drop SameSite=None cookies without Secure)",
         ));
     }
     if raw.max_age_seconds == Some(0) {

@@ -23,7 +23,7 @@ fn a_minimal_config_gets_the_documented_defaults() {
     assert_eq!(cookie.name, "ARRAffinity");
     assert!(matches!(cookie.format, CookieFormat::Keyed { .. }));
     assert_eq!(cookie.path, "/");
-    assert!(cookie.http_only && !cookie.secure && cookie.indirect && cookie.nocache);
+    assert!(cookie.http_only && cookie.secure.is_none() && cookie.indirect && cookie.nocache);
     assert_eq!(cookie.same_site, None);
     assert_eq!(cookie.max_age, None);
     assert_eq!(cookie.twin_name, None);

@@ -1,0 +1,195 @@
+//! Checks `sticky.listeners` (address, pool, TLS, h2c, redirect to HTTPS) and a pool's `tls`
+//! towards its backends. Certificate and CA files are read here, so `-t` reports them.
+
+use super::{parse_addr, Result};
+use crate::config::raw::{RawListener, RawListenerTls, RawUpstreamTls};
+use crate::config::{ConfigError, ListenerConfig, PoolConfig, RedirectToHttps};
+use crate::tls::{self, CertificateFiles, ListenerTls, UpstreamTls};
+use std::sync::Arc;
+
+pub(super) fn validate_listeners(
+    raw: Vec<RawListener>,
+    pools: &[PoolConfig],
+    have_routes: bool,
+) -> Result<Vec<ListenerConfig>> {
+    if raw.is_empty() {
+        return Err(ConfigError::new(
+            "sticky.listeners",
+            "at least one listener is required",
+        ));
+    }
+    let mut listeners: Vec<ListenerConfig> = Vec::with_capacity(raw.len());
+    for (i, listener) in raw.into_iter().enumerate() {
+        let field = format!("sticky.listeners[{i}]");
+        let addr = parse_addr(&format!("{field}.addr"), &listener.addr)?;
+        if let Some(j) = listeners.iter().position(|l| l.addr == addr) {
+            return Err(ConfigError::new(
+                format!("{field}.addr"),
+                format!(
+                    "duplicate listener address: {:?} (also sticky.listeners[{j}].addr)",
+                    listener.addr
+                ),
+            ));
+        }
+        let pool = match &listener.pool {
+            Some(name) if have_routes => {
+                return Err(ConfigError::new(
+                    format!("{field}.pool"),
+                    format!("{name:?}: with sticky.routes, routes choose the pool; remove it"),
+                ))
+            }
+            Some(name) => pools.iter().position(|p| &p.name == name).ok_or_else(|| {
+                ConfigError::new(
+                    format!("{field}.pool"),
+                    format!("no pool named {name:?} in sticky.pools"),
+                )
+            })?,
+            None if pools.len() == 1 || have_routes => 0,
+            None => {
+                return Err(ConfigError::new(
+                    format!("{field}.pool"),
+                    "required when there is more than one pool (or use sticky.routes)",
+                ))
+            }
+        };
+        let tls = listener
+            .tls
+            .map(|t| validate_listener_tls(&format!("{field}.tls"), t))
+            .transpose()?
+            .map(Arc::new);
+        if tls.is_some() && listener.h2c {
+            return Err(ConfigError::new(
+                format!("{field}.h2c"),
+                "true: h2c is cleartext HTTP/2; a TLS listener offers h2 through tls.alpn",
+            ));
+        }
+        let redirect_to_https = match listener.redirect_to_https {
+            None => None,
+            Some(_) if tls.is_some() => {
+                return Err(ConfigError::new(
+                    format!("{field}.redirect_to_https"),
+                    "set on a TLS listener, which is HTTPS already",
+                ))
+            }
+            Some(r) => {
+                if ![301, 302, 307, 308].contains(&r.status) {
+                    return Err(ConfigError::new(
+                        format!("{field}.redirect_to_https.status"),
+                        format!("{}: use 301, 302, 307 or 308", r.status),
+                    ));
+                }
+                if r.port == 0 {
+                    return Err(ConfigError::new(
+                        format!("{field}.redirect_to_https.port"),
+                        "0 is not a port",
+                    ));
+                }
+                Some(RedirectToHttps {
+                    port: r.port,
+                    status: r.status,
+                })
+            }
+        };
+        listeners.push(ListenerConfig {
+            addr,
+            pool,
+            tls,
+            h2c: listener.h2c,
+            redirect_to_https,
+        });
+    }
+    Ok(listeners)
+}
+
+fn validate_listener_tls(field: &str, raw: RawListenerTls) -> Result<ListenerTls> {
+    let mut certificates = Vec::with_capacity(raw.certificates.len() + 1);
+    for (j, cert) in raw.certificates.iter().enumerate() {
+        let cert_field = format!("{field}.certificates[{j}]");
+        for (k, name) in cert.server_names.iter().enumerate() {
+            check_server_name(&format!("{cert_field}.server_names[{k}]"), name)?;
+        }
+        certificates.push(tls::load_certificate(
+            &cert_field,
+            &CertificateFiles {
+                cert_file: &cert.cert_file,
+                key_file: &cert.key_file,
+                server_names: &cert.server_names,
+            },
+        )?);
+    }
+    if !raw.self_signed.is_empty() {
+        for (k, name) in raw.self_signed.iter().enumerate() {
+            if name.parse::<std::net::IpAddr>().is_err() {
+                check_server_name(&format!("{field}.self_signed[{k}]"), name)?;
+            }
+        }
+        certificates.push(tls::self_signed(
+            &format!("{field}.self_signed"),
+            &raw.self_signed,
+        )?);
+    }
+    if certificates.is_empty() {
+        return Err(ConfigError::new(
+            format!("{field}.certificates"),
+            "at least one certificate (cert_file + key_file), or self_signed names, is required",
+        ));
+    }
+    let Some(alpn) = tls::alpn_for(&raw.alpn) else {
+        return Err(ConfigError::new(
+            format!("{field}.alpn"),
+            "empty: offer h2, http/1.1 or both",
+        ));
+    };
+    Ok(ListenerTls {
+        certificates,
+        min_version: raw.min_version,
+        alpn,
+        strict_sni: raw.strict_sni,
+    })
+}
+
+/// A DNS name or `*.`-wildcard as written in `server_names` / `self_signed`.
+fn check_server_name(field: &str, name: &str) -> Result<()> {
+    let bare = name.strip_prefix("*.").unwrap_or(name);
+    let ok = !bare.is_empty()
+        && bare.len() <= 253
+        && bare.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            field.to_string(),
+            format!("not a DNS name: {name:?}"),
+        ))
+    }
+}
+
+pub(super) fn validate_upstream_tls(field: &str, raw: RawUpstreamTls) -> Result<UpstreamTls> {
+    let sni = raw.sni.unwrap_or_default();
+    if sni.is_empty() && raw.verify {
+        return Err(ConfigError::new(
+            format!("{field}.sni"),
+            "required to verify the backends' certificates (or set verify: false)",
+        ));
+    }
+    if !sni.is_empty() {
+        check_server_name(&format!("{field}.sni"), &sni)?;
+    }
+    let ca = raw
+        .ca_file
+        .as_deref()
+        .map(|path| tls::load_ca_file(&format!("{field}.ca_file"), path))
+        .transpose()?;
+    Ok(UpstreamTls {
+        sni,
+        ca,
+        verify: raw.verify,
+        verify_hostname: raw.verify_hostname,
+    })
+}
