@@ -96,7 +96,7 @@ pub fn build_server(
         let name = format!("proxy {}", listener.addr);
         let mut service = pingora_proxy::http_proxy_service_with_name(
             &server.configuration,
-            proxy::StickyProxy::new(router, settings.clone(), listener.redirect_to_https),
+            proxy::StickyProxy::new(router, settings.clone(), listener),
             &name,
         );
         if listener.h2c {

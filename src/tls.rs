@@ -240,6 +240,11 @@ pub fn offers_tls13(cipher_suites: impl IntoIterator<Item = u16>) -> bool {
         .any(|s| (0x1301..=0x1305).contains(&s))
 }
 
+/// Whether Pingora's name for a connection's TLS version (`TLSv1_3`) is TLS 1.3.
+pub fn is_tls13(version: &str) -> bool {
+    matches!(version, "TLSv1_3" | "TLSv1.3")
+}
+
 /// Chooses the certificate during the handshake; `None` aborts it with an alert.
 struct Resolver(Arc<ListenerTls>);
 
@@ -382,6 +387,7 @@ mod tests {
     fn tls13_is_recognised_by_its_cipher_suites() {
         assert!(offers_tls13([0xc02f, 0x1301]));
         assert!(!offers_tls13([0xc02f, 0xc030, 0x009e]));
+        assert!(is_tls13("TLSv1_3") && !is_tls13("TLSv1_2"));
     }
 
     #[test]

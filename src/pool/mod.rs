@@ -63,6 +63,8 @@ impl Pool {
             .iter()
             .map(|b| {
                 let mut peer = HttpPeer::new(b.addr, config.tls.is_some(), String::new());
+                // Pools never share upstream connections (their TLS trust may differ).
+                peer.group_key = xxhash_rust::xxh3::xxh3_64(config.name.as_bytes());
                 if let Some(tls) = &config.tls {
                     crate::tls::apply_upstream(tls, &mut peer);
                 }

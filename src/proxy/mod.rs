@@ -51,18 +51,24 @@ pub struct StickyProxy {
     settings: Arc<ProxySettings>,
     /// A plain listener that sends every request to HTTPS.
     redirect_to_https: Option<RedirectToHttps>,
+    /// A TLS listener with `min_version: TLSv1.3`.
+    require_tls13: bool,
 }
 
 impl StickyProxy {
     pub fn new(
         router: routes::Router,
         settings: Arc<ProxySettings>,
-        redirect_to_https: Option<RedirectToHttps>,
+        listener: &crate::config::ListenerConfig,
     ) -> Self {
         StickyProxy {
             router,
             settings,
-            redirect_to_https,
+            redirect_to_https: listener.redirect_to_https,
+            require_tls13: listener
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.min_version == crate::tls::MinVersion::Tls13),
         }
     }
 
@@ -150,7 +156,16 @@ impl ProxyHttp for StickyProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        if let Some(ssl) = session.digest().and_then(|d| d.ssl_digest.as_ref()) {
+            ctx.tls = true;
+            // Clients that offer no TLS 1.3 suite are refused in the handshake; one that
+            // offered 1.3 suites but still negotiated 1.2 is refused here, before any routing.
+            if self.require_tls13 && !crate::tls::is_tls13(&ssl.version) {
+                let body = Bytes::from_static(b"426 TLS 1.3 required\n");
+                respond(session, 426, TEXT_PLAIN, body, None).await;
+                return Ok(true);
+            }
+        }
         if let Some(redirect) = self.redirect_to_https {
             let req = session.req_header();
             let host = req
