@@ -442,3 +442,67 @@ async fn tls_config_errors_name_the_field_and_the_file() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn hash_keys_and_learned_sessions_work_for_http2_clients_as_for_http1_ones() {
+    let backends = [
+        TestBackend::start("iis1").await,
+        TestBackend::start("iis2").await,
+        TestBackend::start("iis3").await,
+    ];
+    let list: Vec<String> = backends.iter().map(|b| b.yaml()).collect();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let yaml = format!(
+        "sticky:\n  listeners:\n    - {{ addr: \"{{listen}}\", h2c: true }}\n  routes:\n    - {{ match: {{ path_prefix: /sdk }}, pool: sdk }}\n    - {{ match: {{ path_prefix: / }}, pool: app }}\n  pools:\n    - name: sdk\n      backends: [{list}]\n      affinity: {{ hash: {{ sources: [{{ type: cookie, name: CUserID }}] }} }}\n    - name: app\n      backends: [{list}]\n      affinity: {{ learn: {{ presets: [j2ee] }} }}\n",
+        list = list.join(", ")
+    );
+    let proxy = Proxy::start_on(&yaml, &listen).await;
+    let h1 = client();
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap();
+    // The same CUserID lands on the same backend over HTTP/1.1 and HTTP/2, in a split header.
+    for user in ["1001", "1002", "1003", "1004"] {
+        let one = get(
+            &h1,
+            &proxy.url("/sdk/api"),
+            Some(&format!("CUserID={user}")),
+        )
+        .await;
+        for _ in 0..3 {
+            let response = h2
+                .get(proxy.url("/sdk/api"))
+                .header("Cookie", "theme=dark")
+                .header("Cookie", format!("CUserID={user}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.version(), reqwest::Version::HTTP_2);
+            assert_eq!(
+                into_reply(response).await.backend(),
+                one.backend(),
+                "{user}"
+            );
+        }
+    }
+    // A JSESSIONID learned from an HTTP/2 login pins later HTTP/2 and HTTP/1.1 requests.
+    let login = into_reply(h2.get(proxy.url("/login")).send().await.unwrap()).await;
+    let id = login
+        .cookie("JSESSIONID")
+        .expect("the backend's session cookie");
+    for _ in 0..6 {
+        let over_h2 = h2
+            .get(proxy.url("/cart"))
+            .header("Cookie", "a=b")
+            .header("Cookie", format!("JSESSIONID={id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(into_reply(over_h2).await.backend(), login.backend());
+        let over_h1 = get(&h1, &proxy.url("/cart"), Some(&format!("JSESSIONID={id}"))).await;
+        assert_eq!(over_h1.backend(), login.backend());
+    }
+}
