@@ -72,6 +72,18 @@ impl AdminApp {
     }
 
     /// 401 without a token, 403 with a wrong one or when mutations are off.
+    /// A pool and the index of one of its backends, or the 404 to answer.
+    fn backend(&self, pool: &str, backend: &str) -> Result<(&Arc<Pool>, usize), Reply> {
+        let pool = self.pool(pool)?;
+        match pool.backend_index(backend) {
+            Some(index) => Ok((pool, index)),
+            None => Err(Reply::error(
+                StatusCode::NOT_FOUND,
+                format!("no backend named {backend:?}"),
+            )),
+        }
+    }
+
     fn authorize(&self, header: Option<&[u8]>) -> Result<(), Reply> {
         let Some(expected) = &self.token else {
             return Err(Reply::error(
@@ -186,15 +198,9 @@ impl AdminApp {
             #[serde(default)]
             close_upgraded: bool,
         }
-        let pool = match self.pool(pool) {
-            Ok(p) => p,
+        let (pool, index) = match self.backend(pool, backend) {
+            Ok(found) => found,
             Err(reply) => return reply,
-        };
-        let Some(index) = pool.backend_index(backend) else {
-            return Reply::error(
-                StatusCode::NOT_FOUND,
-                format!("no backend named {backend:?}"),
-            );
         };
         let body: Body = match serde_json::from_slice(body) {
             Ok(b) => b,
@@ -225,15 +231,9 @@ impl AdminApp {
     }
 
     fn close_upgraded(&self, pool: &str, backend: &str) -> Reply {
-        let pool = match self.pool(pool) {
-            Ok(p) => p,
+        let (pool, index) = match self.backend(pool, backend) {
+            Ok(found) => found,
             Err(reply) => return reply,
-        };
-        let Some(index) = pool.backend_index(backend) else {
-            return Reply::error(
-                StatusCode::NOT_FOUND,
-                format!("no backend named {backend:?}"),
-            );
         };
         let closed = pool.upgraded.close_backend(index);
         log::warn!(

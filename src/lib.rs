@@ -8,7 +8,8 @@
 //!
 //! # Hook map (one request)
 //! ```text
-//! client → upstream_peer          affinity cookie → pinned backend if usable, else a new pick
+//! client → request_filter         TLS? redirect to HTTPS? which route?
+//!        → upstream_peer          affinity cookie → pinned backend if usable, else a new pick
 //!        → fail_to_connect        remember the failed backend, retry → upstream_peer re-picks
 //!        → upstream_request_filter strip our cookie and client-sent internal headers; X-Forwarded-*
 //! backend→ response_filter        opt-out header; hide internal headers; append Set-Cookie

@@ -410,54 +410,26 @@ mod tests {
         std::fs::write(&cert, generated.cert.pem()).unwrap();
         std::fs::write(&key, generated.key_pair.serialize_pem()).unwrap();
         std::fs::write(&wrong_key, other.key_pair.serialize_pem()).unwrap();
-        let files = |c: &std::path::Path, k: &std::path::Path| {
-            (
-                c.to_str().unwrap().to_string(),
-                k.to_str().unwrap().to_string(),
+        let load = |c: &std::path::Path, k: &std::path::Path| {
+            load_certificate(
+                "f",
+                &CertificateFiles {
+                    cert_file: c.to_str().unwrap(),
+                    key_file: k.to_str().unwrap(),
+                    server_names: &[],
+                },
             )
         };
-        let (c, k) = files(&cert, &key);
-        let ok = load_certificate(
-            "f",
-            &CertificateFiles {
-                cert_file: &c,
-                key_file: &k,
-                server_names: &[],
-            },
-        )
-        .unwrap();
-        assert_eq!(ok.names, ["svc.test"]);
+        assert_eq!(load(&cert, &key).unwrap().names, ["svc.test"]);
 
         let missing = dir.path().join("missing.pem");
-        let (m, k) = files(&missing, &key);
-        let err = load_certificate(
-            "f",
-            &CertificateFiles {
-                cert_file: &m,
-                key_file: &k,
-                server_names: &[],
-            },
-        )
-        .err()
-        .unwrap()
-        .to_string();
+        let err = load(&missing, &key).err().unwrap().to_string();
         assert!(
             err.starts_with("f.cert_file:") && err.contains("missing.pem"),
             "{err}"
         );
 
-        let (c, w) = files(&cert, &wrong_key);
-        let err = load_certificate(
-            "f",
-            &CertificateFiles {
-                cert_file: &c,
-                key_file: &w,
-                server_names: &[],
-            },
-        )
-        .err()
-        .unwrap()
-        .to_string();
+        let err = load(&cert, &wrong_key).err().unwrap().to_string();
         assert!(
             err.starts_with("f.key_file:") && err.contains("does not fit"),
             "{err}"
