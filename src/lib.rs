@@ -81,6 +81,13 @@ pub fn build_server(
         if let Some(service) = health_service {
             server.add_boxed_service(service);
         }
+        // Shared session stores connect from a background service: never during `-t`.
+        for (table, store) in pool.stores() {
+            server.add_service(pingora_core::services::background::background_service(
+                &format!("session store {}/{table}", pool.name),
+                affinity::store::StoreService(store),
+            ));
+        }
         pools.push(pool);
     }
     let pool_metrics: Vec<Arc<metrics::PoolMetrics>> = pools

@@ -395,5 +395,6 @@ fn check_attribute_value(field: &str, value: &str) -> Result<()> {
 
 mod affinity;
 mod routes;
+mod store;
 #[cfg(test)]
 mod tests;

@@ -2,6 +2,8 @@
 //! process on a loopback port with a generated config, and a real HTTP client.
 #![allow(dead_code)]
 
+pub mod redis_server;
+
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,109 @@
+//! A real `redis-server` on a free loopback port for the shared-session-store tests: started
+//! with persistence off, killed on drop, restartable on the same port.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    binary: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+/// `redis-server` on PATH, else `/usr/bin/redis-server`.
+pub fn redis_server_binary() -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join("redis-server"))
+        .chain(std::iter::once(PathBuf::from("/usr/bin/redis-server")))
+        .find(|p| p.is_file())
+}
+
+impl RedisServer {
+    /// Start one, or print why the test is skipped and return `None` (only where
+    /// `redis-server` cannot be found: `make test` installs it).
+    pub async fn start() -> Option<RedisServer> {
+        let Some(binary) = redis_server_binary() else {
+            eprintln!(
+                "SKIPPED: redis-server not found on PATH or at /usr/bin/redis-server \
+                 (scripts/setup.sh installs the Debian package redis-server)"
+            );
+            return None;
+        };
+        let mut server = RedisServer {
+            child: None,
+            port: super::free_port(),
+            binary,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        server.launch().await;
+        Some(server)
+    }
+
+    async fn launch(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("redis.log")).unwrap();
+        let child = Command::new(&self.binary)
+            .args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
+            .arg("--port")
+            .arg(self.port.to_string())
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(log)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(mut c) = self.try_connection().await {
+                if redis::cmd("PING")
+                    .query_async::<String>(&mut c)
+                    .await
+                    .is_ok()
+                {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn try_connection(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))?
+            .get_multiplexed_async_connection()
+            .await
+    }
+
+    /// A client connection (for checks with `EXISTS`, `TTL`, `SET`).
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        self.try_connection().await.unwrap()
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL: gone at once, data lost (persistence is off).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start again, empty, on the same port.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.launch().await;
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
