@@ -236,7 +236,7 @@ async fn redis_killed_under_load_fails_no_request_and_each_instance_keeps_its_ow
             served += 1;
             if reply.status != 200 {
                 failed += 1;
-            } else if &reply.backend() != home {
+            } else if reply.backend() != home {
                 moved += 1;
             }
         }
