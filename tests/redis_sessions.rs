@@ -395,3 +395,32 @@ async fn a_cleared_session_cookie_deletes_the_shared_entry_and_unknown_names_are
     assert_eq!(reply.status, 200);
     assert_eq!(outcome(&b, "/foreign").await, "new");
 }
+
+#[tokio::test]
+async fn a_hung_redis_fails_no_request_and_is_used_again_once_it_answers() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let (b1, b2) = (TestBackend::start("iis1").await, TestBackend::start("iis2").await);
+    let config = shared(&[&b1, &b2], &redis, 1800, 60);
+    let a = Proxy::start(&config).await;
+    let client = client();
+    wait_store(&client, &a, true).await;
+    let (id, home) = login(&client, &a).await;
+    assert!(wait_exists(&redis, &id, true).await);
+    redis.pause(true);
+    // Local misses wait at most the lookup timeout, then are balanced; known ids stay pinned.
+    for i in 0..6 {
+        let unknown = get(&client, &a.url("/"), Some(&format!("JSESSIONID=hung-{i}"))).await;
+        assert_eq!(unknown.status, 200);
+        let known = get(&client, &a.url("/"), Some(&format!("JSESSIONID={id}"))).await;
+        assert_eq!(known.backend(), home);
+    }
+    assert_eq!(store_view(&client, &a).await["up"], false, "{}", a.log());
+    redis.pause(false);
+    wait_store(&client, &a, true).await;
+    let (id, home) = login(&client, &a).await;
+    assert!(wait_exists(&redis, &id, true).await, "written again once Redis answers");
+    let reply = get(&client, &a.url("/"), Some(&format!("JSESSIONID={id}"))).await;
+    assert_eq!(reply.backend(), home);
+}

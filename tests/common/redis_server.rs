@@ -12,6 +12,19 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
 }
 
+/// A free loopback port in 10000–19999: below the proxies' range (`free_port`), so that a
+/// proxy and a Redis of concurrent tests never pick the same one.
+fn redis_port() -> u16 {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    loop {
+        let port = rng.gen_range(10_000..20_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// `redis-server` on PATH, else `/usr/bin/redis-server`.
 pub fn redis_server_binary() -> Option<PathBuf> {
     std::env::var_os("PATH")
@@ -35,15 +48,23 @@ impl RedisServer {
         };
         let mut server = RedisServer {
             child: None,
-            port: super::free_port(),
+            port: 0,
             binary,
             dir: tempfile::tempdir().unwrap(),
         };
-        server.launch().await;
-        Some(server)
+        // Another test may take the same free port before this server binds it: then the
+        // server exits, and another port is tried.
+        for _ in 0..5 {
+            server.port = redis_port();
+            if server.launch().await {
+                return Some(server);
+            }
+        }
+        panic!("redis-server could not bind a port");
     }
 
-    async fn launch(&mut self) {
+    /// Start on `self.port`; `false` if the server exited (the port was taken).
+    async fn launch(&mut self) -> bool {
         let log = std::fs::File::create(self.dir.path().join("redis.log")).unwrap();
         let child = Command::new(&self.binary)
             .args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
@@ -58,13 +79,28 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
+            let exited = self
+                .child
+                .as_mut()
+                .is_some_and(|c| c.try_wait().unwrap().is_some());
+            if exited {
+                self.child = None;
+                return false;
+            }
             if let Ok(mut c) = self.try_connection().await {
                 if redis::cmd("PING")
                     .query_async::<String>(&mut c)
                     .await
                     .is_ok()
                 {
-                    return;
+                    // Ours, not another test's server on the same port.
+                    let ours = self
+                        .child
+                        .as_mut()
+                        .is_some_and(|c| c.try_wait().unwrap().is_none());
+                    if ours {
+                        return true;
+                    }
                 }
             }
             assert!(Instant::now() < deadline, "redis-server did not start");
@@ -90,15 +126,32 @@ impl RedisServer {
     /// SIGKILL: gone at once, data lost (persistence is off).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-CONT")
+                .arg(child.id().to_string())
+                .status();
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// SIGSTOP / SIGCONT: a Redis that accepts nothing and answers nothing (a hung server).
+    pub fn pause(&self, paused: bool) {
+        if let Some(child) = &self.child {
+            let signal = if paused { "-STOP" } else { "-CONT" };
+            let status = Command::new("kill")
+                .arg(signal)
+                .arg(child.id().to_string())
+                .status()
+                .unwrap();
+            assert!(status.success());
         }
     }
 
     /// Start again, empty, on the same port.
     pub async fn restart(&mut self) {
         self.kill();
-        self.launch().await;
+        assert!(self.launch().await, "port {} taken meanwhile", self.port);
     }
 }
 
