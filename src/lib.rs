@@ -4,7 +4,8 @@
 //! One YAML file configures Pingora (its own keys) and us (the `sticky:` section, see
 //! [`config`]). [`build_server`] turns the validated [`config::Config`] into a Pingora
 //! [`Server`]: one proxy service per listener, each serving one [`pool::Pool`], plus one
-//! background health-check service per pool that has a health check.
+//! background health-check service per pool that has a health check, and one background
+//! service per Redis session store ([`affinity::store`]: connection, heartbeat, writer).
 //!
 //! # Hook map (one request)
 //! ```text

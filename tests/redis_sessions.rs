@@ -401,7 +401,10 @@ async fn a_hung_redis_fails_no_request_and_is_used_again_once_it_answers() {
     let Some(redis) = RedisServer::start().await else {
         return;
     };
-    let (b1, b2) = (TestBackend::start("iis1").await, TestBackend::start("iis2").await);
+    let (b1, b2) = (
+        TestBackend::start("iis1").await,
+        TestBackend::start("iis2").await,
+    );
     let config = shared(&[&b1, &b2], &redis, 1800, 60);
     let a = Proxy::start(&config).await;
     let client = client();
@@ -420,7 +423,10 @@ async fn a_hung_redis_fails_no_request_and_is_used_again_once_it_answers() {
     redis.pause(false);
     wait_store(&client, &a, true).await;
     let (id, home) = login(&client, &a).await;
-    assert!(wait_exists(&redis, &id, true).await, "written again once Redis answers");
+    assert!(
+        wait_exists(&redis, &id, true).await,
+        "written again once Redis answers"
+    );
     let reply = get(&client, &a.url("/"), Some(&format!("JSESSIONID={id}"))).await;
     assert_eq!(reply.backend(), home);
 }

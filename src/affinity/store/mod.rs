@@ -15,8 +15,10 @@
 //!
 //! A value naming a backend this instance does not have, or past the table's absolute lifetime,
 //! is a miss. Failures (errors, timeouts) mark the store down after [`FAILURES_TO_DOWN`] in a
-//! row; while down, requests use the local table alone and the writer drops its work; the
-//! background service probes Redis every second and marks it up again. Each change of state is
+//! row (requests, writes, or the background service's heartbeat PING every second); while
+//! down, requests use the local table alone and the writer drops its work; the background
+//! service probes Redis every second and marks it up again once it answers within the lookup
+//! timeout. Each change of state is
 //! logged once.
 
 pub mod service;

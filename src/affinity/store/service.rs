@@ -1,7 +1,7 @@
 //! The background side of a Redis session store, run by Pingora as a background service (so
 //! `-t` never connects): it creates the connection (the `redis` crate's tokio
-//! `ConnectionManager`, which reconnects by itself), probes Redis while the store is not up,
-//! and runs the one writer task that drains the bounded write queue in pipelined batches.
+//! `ConnectionManager`, which reconnects by itself), pings Redis every second (a heartbeat while
+//! up, a probe that can bring it back while down), and runs the one writer task that drains the bounded write queue in pipelined batches.
 
 use super::{Op, RedisStore, State};
 use async_trait::async_trait;
@@ -43,7 +43,9 @@ impl BackgroundService for StoreService {
             .take();
         let writer = receiver.map(|r| tokio::spawn(write_loop(store.clone(), r)));
         loop {
-            if !store.health.is_up() {
+            if store.health.is_up() {
+                heartbeat(store).await;
+            } else {
                 probe(store).await;
             }
             tokio::select! {
@@ -87,6 +89,25 @@ fn connection_manager(store: &RedisStore) -> redis::RedisResult<ConnectionManage
         .set_min_delay(Duration::from_millis(50))
         .set_max_delay(Duration::from_millis(500));
     ConnectionManager::new_lazy_with_config(client, config)
+}
+
+/// While up: one PING within the lookup timeout, counted like a request, so that a Redis that
+/// went away is noticed (and shown) even when no request needs it.
+async fn heartbeat(store: &RedisStore) {
+    let Some(connection) = store.connection.get() else {
+        return;
+    };
+    let mut connection = connection.clone();
+    let answer = tokio::time::timeout(
+        store.config.lookup_timeout,
+        redis::cmd("PING").query_async::<String>(&mut connection),
+    )
+    .await;
+    match answer {
+        Ok(Ok(_)) => store.health.success(),
+        Ok(Err(e)) => store.failed("heartbeat", &e.to_string()),
+        Err(_) => store.failed("heartbeat", "timed out"),
+    }
 }
 
 /// PING once to (re)connect, then once more within the lookup timeout: a Redis that answers
