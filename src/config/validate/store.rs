@@ -194,6 +194,65 @@ fn load_password(field: &str, raw: &RawStore) -> Result<Option<String>> {
 mod tests {
     use super::*;
 
+    fn learn(store: &str, table: &str) -> std::result::Result<Option<RedisStoreConfig>, String> {
+        let yaml = format!(
+            "sticky:\n  listeners: [{{ addr: \"127.0.0.1:1\" }}]\n  pools:\n    - name: web\n      \
+             backends: [{{ name: a, addr: \"127.0.0.1:2\" }}]\n      \
+             affinity: {{ learn: {{ presets: [j2ee], table: {table}, store: {store} }} }}\n"
+        );
+        crate::config::load_str(&yaml)
+            .map(|c| {
+                c.pools[0]
+                    .affinity
+                    .as_ref()
+                    .unwrap()
+                    .learn
+                    .clone()
+                    .unwrap()
+                    .store
+            })
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_redis_store_gets_its_defaults_and_local_takes_no_redis_keys() {
+        let c = learn("{ type: redis, address: \"127.0.0.1:6379\" }", "{}")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (c.host.as_str(), c.port, c.database),
+            ("127.0.0.1", 6379, 0)
+        );
+        assert_eq!(c.key_prefix, "sticky:");
+        assert_eq!(c.lookup_timeout, Duration::from_millis(20));
+        assert_eq!(c.connect_timeout, Duration::from_millis(1000));
+        assert_eq!(
+            c.refresh_interval,
+            Duration::from_secs(60),
+            "1800 s / 4, at most 60"
+        );
+        assert_eq!(c.write_queue, 10_000);
+        let short = learn(
+            "{ type: redis, address: \"h:1\" }",
+            "{ idle_timeout_seconds: 20 }",
+        );
+        assert_eq!(
+            short.unwrap().unwrap().refresh_interval,
+            Duration::from_secs(5)
+        );
+        assert!(learn("{}", "{}").unwrap().is_none());
+        assert!(learn("{ type: local }", "{}").unwrap().is_none());
+        let err = learn("{ type: local, key_prefix: x }", "{}").unwrap_err();
+        assert!(
+            err.contains("learn.store.key_prefix: not used by type \"local\""),
+            "{err}"
+        );
+        let err = learn("{ type: redis }", "{}").unwrap_err();
+        assert!(err.contains("learn.store.address: required"), "{err}");
+        let err = learn("{ type: redis, address: \"h:1\", username: u }", "{}").unwrap_err();
+        assert!(err.contains("learn.store.username"), "{err}");
+    }
+
     #[test]
     fn addresses_are_host_and_port() {
         let p = |s: &str| parse_host_port(s);
