@@ -97,8 +97,8 @@ measure() { # label port proxy_pid cookie_file
   LAST_REQS=$reqs
 }
 
-# Enough fresh ids that no id repeats within a run.
-FRESH=$((DURATION * 40000))
+# Enough fresh ids that no id repeats within a run (two runs' worth for the remote-hit seeding).
+FRESH=$((DURATION * 60000))
 ids "$TMP/hit.txt" hit 2000
 : >"$OUT"
 {
@@ -120,7 +120,12 @@ for round in 1 2; do
       # A second instance: every id the first just learned is a local miss and a Redis hit.
       conf redis-b $PB redis
       start redis-b $PB
-      head -n "$LAST_REQS" "$TMP/miss-$store-$round.txt" >"$TMP/remote-$round.txt"
+      # Let A learn as many more ids (unmeasured), so that B does not run out of them.
+      tail -n +"$((LAST_REQS + 1))" "$TMP/miss-$store-$round.txt" >"$TMP/rest-$round.txt"
+      more="$(wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$HERE/cycle.lua" "http://127.0.0.1:$PA/" \
+        -- "$TMP/rest-$round.txt" | awk '/requests in/ {print $1}')"
+      sleep 1 # the writer's queue drains
+      head -n "$((LAST_REQS + more))" "$TMP/miss-$store-$round.txt" >"$TMP/remote-$round.txt"
       measure "redis remote-hit (r$round)" $PB $PROXY_PID "$TMP/remote-$round.txt"
       # How many of those requests Redis answered (the rest: the id list wrapped, local hits).
       curl -s "http://127.0.0.1:$((PB + 1))/api/pools/web" | python3 -c \
