@@ -5,8 +5,17 @@ set -euo pipefail
 bin=${CARGO_TARGET_DIR:-target}/release
 "$bin/demo-backend" iis1=127.0.0.1:9001 iis2=127.0.0.1:9002 iis3=127.0.0.1:9003 &
 backends=$!
-trap 'kill $backends $proxy 2>/dev/null || true' EXIT INT TERM
+redis=""
+trap 'kill $backends $proxy $redis 2>/dev/null || true' EXIT INT TERM
 conf=${CONF:-conf/demo.yaml}
+# A config with a Redis session store: start a throw-away redis-server on 127.0.0.1:6379
+# unless one already answers there (without it the proxy still runs, on its local table).
+if grep -q "type: redis" "$conf" && command -v redis-server >/dev/null \
+  && ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
+  redis-server --save "" --appendonly no --bind 127.0.0.1 --port 6379 >/dev/null &
+  redis=$!
+  sleep 0.3
+fi
 RUST_LOG=${RUST_LOG:-info} "$bin/sticky-proxy" -c "$conf" &
 proxy=$!
 sleep 1

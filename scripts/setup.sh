@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs what building and testing need on a fresh Debian machine that has only the Rust
-# toolchain: cmake (Pingora's zlib-ng build) and curl (the demo's walkthrough). Idempotent.
+# toolchain: cmake (Pingora's zlib-ng build), curl (the demo's walkthrough) and redis-server
+# (the shared session store's tests, which start their own on a loopback port). Idempotent.
 set -euo pipefail
 missing=()
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   SUDO=""

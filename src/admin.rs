@@ -7,13 +7,13 @@
 //! | GET | `/healthz` | `200 ok` while the process runs | no |
 //! | GET | `/readyz` | `200 ready`; `503 shutting down` once a shutdown or upgrade has begun | no |
 //! | GET | `/metrics` | Prometheus text format (names in `metrics.rs`) | no |
-//! | GET | `/api/pools` | every pool: backends (state, health, in flight, requests, last used, pinned requests in the last minute) and session tables | no |
+//! | GET | `/api/pools` | every pool: backends (state, health, in flight, requests, last used, pinned requests in the last minute), session tables, and their shared stores (`stores`: Redis address, `up`, lookup and write counts) | no |
 //! | GET | `/api/pools/{pool}` | one pool, same shape | no |
 //! | POST | `/api/pools/{pool}/backends/{backend}/state` | body `{"state": "active" \| "draining" \| "disabled"}`, optionally `"close_upgraded": true` to also close its WebSocket connections | yes |
 //! | POST | `/api/pools/{pool}/backends/{backend}/close-upgraded` | close the backend's upgraded (WebSocket) connections; answers `{"closed": n}` | yes |
 //! | GET | `/api/pools/{pool}/tables/{table}/entries?limit=N` | entries of `learn` or `client_ip` (keys are hashes), default limit 100 | no |
 //! | GET | `/api/pools/{pool}/tables/{table}/lookup?id=…` or `?ip=…` | the entry for a session id or client IP | no |
-//! | POST | `/api/pools/{pool}/tables/{table}/delete` | body `{"id": …}`, `{"ip": …}` or `{"backend": …}` | yes |
+//! | POST | `/api/pools/{pool}/tables/{table}/delete` | body `{"id": …}`, `{"ip": …}` or `{"backend": …}`; an `id` is deleted from the shared store too | yes |
 //!
 //! Mutations are POST only and need `Authorization: Bearer <token>` (token from the file or
 //! environment variable named in `sticky.admin`): no header → 401, a wrong token → 403; with no
@@ -299,7 +299,11 @@ impl AdminApp {
             },
             (id, ip, None) if id.is_some() != ip.is_some() => {
                 match session_key(affinity, table, id.as_deref(), ip.as_deref()) {
-                    Ok(key) => usize::from(t.remove(key)),
+                    Ok(key) => match &affinity.learned {
+                        // The learned table: forget the id in the shared store too.
+                        Some(learned) if id.is_some() => usize::from(learned.forget(key)),
+                        _ => usize::from(t.remove(key)),
+                    },
                     Err(reply) => return reply,
                 }
             }
@@ -465,6 +469,8 @@ struct PoolView {
     name: String,
     backends: Vec<BackendView>,
     tables: std::collections::BTreeMap<String, TableStats>,
+    /// Shared session stores (Redis) by table name; empty when every table is local.
+    stores: std::collections::BTreeMap<String, crate::affinity::store::StoreStats>,
 }
 
 impl PoolView {
@@ -476,6 +482,7 @@ impl PoolView {
                 .map(|i| BackendView::of(pool, i, entries[i]))
                 .collect(),
             tables: pool.table_stats().into_iter().collect(),
+            stores: pool.store_stats().into_iter().collect(),
         }
     }
 }

@@ -4,7 +4,8 @@
 //! One YAML file configures Pingora (its own keys) and us (the `sticky:` section, see
 //! [`config`]). [`build_server`] turns the validated [`config::Config`] into a Pingora
 //! [`Server`]: one proxy service per listener, each serving one [`pool::Pool`], plus one
-//! background health-check service per pool that has a health check.
+//! background health-check service per pool that has a health check, and one background
+//! service per Redis session store ([`affinity::store`]: connection, heartbeat, writer).
 //!
 //! # Hook map (one request)
 //! ```text
@@ -82,6 +83,13 @@ pub fn build_server(
         let (pool, health_service) = pool::Pool::new(pool_config, &classes, extensions);
         if let Some(service) = health_service {
             server.add_boxed_service(service);
+        }
+        // Shared session stores connect from a background service: never during `-t`.
+        for (table, store) in pool.stores() {
+            server.add_service(pingora_core::services::background::background_service(
+                &format!("session store {}/{table}", pool.name),
+                affinity::store::StoreService(store),
+            ));
         }
         pools.push(pool);
     }

@@ -13,12 +13,16 @@
 //! | `sticky_backend_last_used_timestamp_seconds` | gauge | `pool`, `backend` (0: never) |
 //! | `sticky_session_table_entries` / `_capacity` / `_oldest_entry_age_seconds` | gauge | `pool`, `table` (`learn`, `client_ip`) |
 //! | `sticky_session_table_hits_total` / `_misses_total` / `_insertions_total` / `_evictions_total` / `_expirations_total` | counter | `pool`, `table` |
+//! | `sticky_session_store_up` | gauge | `pool`, `table` — 1 while the table's Redis store is up, 0 while it is down (or not connected yet) |
+//! | `sticky_session_store_lookups_total` | counter | `pool`, `table`, `result` (`hit`, `miss`, `failed`, `skipped` while down) — local misses asked of Redis |
+//! | `sticky_session_store_writes_total` | counter | `pool`, `table`, `result` (`sent`, `failed`, `dropped` when the queue is full or the store down) |
 //!
 //! The request path touches only pre-resolved handles ([`PoolMetrics`]): one atomic add per
 //! counter, no label lookups. Gauges and table counters are read from the live state when
 //! `/metrics` is scraped ([`Metrics::render`]).
 
 use crate::affinity::sessions::TableStats;
+use crate::affinity::store::StoreStats;
 use crate::affinity::Outcome;
 use crate::pool::{BackendState, Pool};
 use pingora_prometheus::prometheus::{
@@ -56,6 +60,31 @@ pub struct Metrics {
     last_used: IntGaugeVec,
     table_gauges: [(IntGaugeVec, ReadStat); 3],
     table_counters: [(IntCounterVec, ReadStat); 5],
+    store_up: IntGaugeVec,
+    store_lookups: IntCounterVec,
+    store_writes: IntCounterVec,
+}
+
+/// Reads one figure out of a store's statistics.
+type ReadStoreStat = fn(&StoreStats) -> u64;
+
+const STORE_LOOKUPS: [(&str, ReadStoreStat); 4] = [
+    ("hit", |s| s.lookup_hits),
+    ("miss", |s| s.lookup_misses),
+    ("failed", |s| s.lookup_failures),
+    ("skipped", |s| s.lookups_skipped),
+];
+const STORE_WRITES: [(&str, ReadStoreStat); 3] = [
+    ("sent", |s| s.writes_sent),
+    ("failed", |s| s.writes_failed),
+    ("dropped", |s| s.writes_dropped),
+];
+
+/// Raise a counter to `now` (counters read from live state at scrape time).
+fn catch_up(counter: &IntCounter, now: u64) {
+    if now > counter.get() {
+        counter.inc_by(now - counter.get());
+    }
 }
 
 /// One pool's request-path handles, resolved at start-up.
@@ -219,6 +248,21 @@ impl Metrics {
                     |s| s.expirations,
                 ),
             ],
+            store_up: gauge(
+                "sticky_session_store_up",
+                "1 while the session table's shared store (Redis) is up.",
+                &table,
+            ),
+            store_lookups: counter(
+                "sticky_session_store_lookups_total",
+                "Local misses asked of the shared store, by result.",
+                &["pool", "table", "result"],
+            ),
+            store_writes: counter(
+                "sticky_session_store_writes_total",
+                "Writes to the shared store, by result.",
+                &["pool", "table", "result"],
+            ),
         };
         let mut collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(metrics.requests.clone()),
@@ -229,6 +273,9 @@ impl Metrics {
             Box::new(metrics.in_flight.clone()),
             Box::new(metrics.pinned_last_minute.clone()),
             Box::new(metrics.last_used.clone()),
+            Box::new(metrics.store_up.clone()),
+            Box::new(metrics.store_lookups.clone()),
+            Box::new(metrics.store_writes.clone()),
         ];
         collectors.extend(
             metrics
@@ -321,11 +368,25 @@ impl Metrics {
                         .set(i64::try_from(read(&stats)).unwrap_or(i64::MAX));
                 }
                 for (counter, read) in &self.table_counters {
-                    let c = counter.with_label_values(&labels);
-                    let now = read(&stats);
-                    if now > c.get() {
-                        c.inc_by(now - c.get());
-                    }
+                    catch_up(&counter.with_label_values(&labels), read(&stats));
+                }
+            }
+            for (table, stats) in pool.store_stats() {
+                let labels = [pool.name.as_str(), table.as_str()];
+                self.store_up
+                    .with_label_values(&labels)
+                    .set(i64::from(stats.up));
+                for (result, read) in STORE_LOOKUPS {
+                    let c = self
+                        .store_lookups
+                        .with_label_values(&[labels[0], labels[1], result]);
+                    catch_up(&c, read(&stats));
+                }
+                for (result, read) in STORE_WRITES {
+                    let c = self
+                        .store_writes
+                        .with_label_values(&[labels[0], labels[1], result]);
+                    catch_up(&c, read(&stats));
                 }
             }
         }

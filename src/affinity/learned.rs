@@ -5,14 +5,18 @@
 //! Request side: [`LearnedSessions::request_id`] finds the session id a request carries — a
 //! learned cookie, a `;jsessionid=` path parameter, or a query parameter. Response side:
 //! [`observe_set_cookie`] says what a backend's `Set-Cookie` did to a learned cookie: set an id,
-//! or expire / clear one. Both are pure; the hooks apply them to the [`SessionTable`].
+//! or expire / clear one. Both are pure; the hooks apply them through [`LearnedSessions::local`],
+//! [`LearnedSessions::remote`], [`LearnedSessions::record`] and [`LearnedSessions::forget`] to
+//! the [`SessionTable`] and, when configured, the shared [`RedisStore`] behind it.
 
 use super::client_ip;
 use super::cookie::cookie_values;
-use super::sessions::{key_of, SessionKey, SessionTable};
+use super::sessions::{key_of, Recorded, SessionKey, SessionTable};
+use super::store::{Op, RedisStore};
 use crate::config::{ClientIpTableConfig, LearnConfig};
 use http::header::COOKIE;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// One pool's learned-session persistence.
 #[derive(Debug)]
@@ -20,7 +24,18 @@ pub struct LearnedSessions {
     pub cookies: Vec<String>,
     pub path_parameter: Option<String>,
     pub query_parameters: Vec<String>,
-    pub table: SessionTable,
+    pub table: Arc<SessionTable>,
+    /// The shared store behind the table (`store: { type: redis }`), if any.
+    pub store: Option<Arc<RedisStore>>,
+}
+
+/// Where a recorded session id came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The backend's `Set-Cookie`: it is authoritative.
+    SetCookie,
+    /// A request carried an id nobody had recorded, and it was served here.
+    Request,
 }
 
 /// What a backend's `Set-Cookie` line did to a learned session cookie.
@@ -35,13 +50,74 @@ pub enum Observed {
 }
 
 impl LearnedSessions {
-    pub fn new(config: &LearnConfig) -> Self {
+    /// `pool` and `table_name` name the table in Redis keys; `names` are the pool's backends.
+    pub fn new(config: &LearnConfig, pool: &str, table_name: &str, names: &[&str]) -> Self {
+        let table = Arc::new(SessionTable::new(config.table));
+        let store = config.store.clone().map(|store| {
+            Arc::new(RedisStore::new(
+                store,
+                pool,
+                table_name,
+                names.iter().map(|n| n.to_string()).collect(),
+                table.clone(),
+                config.table.idle_timeout,
+                config.table.max_lifetime,
+            ))
+        });
         LearnedSessions {
             cookies: config.cookies.clone(),
             path_parameter: config.path_parameter.clone(),
             query_parameters: config.query_parameters.clone(),
-            table: SessionTable::new(config.table),
+            table,
+            store,
         }
+    }
+
+    /// The backend the local table has for `key` (a hit restarts its idle timer). With a shared
+    /// store, a hit whose last refresh is older than the refresh interval queues one.
+    pub fn local(&self, key: SessionKey) -> Option<usize> {
+        let Some(store) = &self.store else {
+            return self.table.get(key);
+        };
+        let (backend, due) = self
+            .table
+            .get_syncing(key, Some(store.refresh_interval()))?;
+        if due {
+            store.enqueue(Op::Refresh { key, backend });
+        }
+        Some(backend)
+    }
+
+    /// After a local miss: the backend the shared store has for `key` (waiting at most its
+    /// lookup timeout), cached in the local table. `None` without a store.
+    pub async fn remote(&self, key: SessionKey) -> Option<usize> {
+        let backend = self.store.as_ref()?.lookup(key).await?;
+        self.table.insert(key, backend);
+        Some(backend)
+    }
+
+    /// Record `key` on `backend`, locally and (without waiting) in the shared store.
+    pub fn record(&self, key: SessionKey, backend: usize, source: Source) {
+        let recorded = self.table.insert(key, backend);
+        let Some(store) = &self.store else {
+            return;
+        };
+        match (recorded, source) {
+            (Recorded::New | Recorded::Moved, Source::SetCookie) => {
+                store.enqueue(Op::Set { key, backend });
+            }
+            (Recorded::Moved, Source::Request) => store.enqueue(Op::Set { key, backend }),
+            (Recorded::New, Source::Request) => store.enqueue(Op::SetIfAbsent { key, backend }),
+            (Recorded::Same | Recorded::Ignored, _) => {}
+        }
+    }
+
+    /// Forget `key` locally and in the shared store; returns whether the local table had it.
+    pub fn forget(&self, key: SessionKey) -> bool {
+        if let Some(store) = &self.store {
+            store.enqueue(Op::Delete { key });
+        }
+        self.table.remove(key)
     }
 
     /// The session id a request carries: a learned cookie (first configured name present, over
@@ -152,11 +228,12 @@ mod tests {
             cookies: cookies.iter().map(|c| c.to_string()).collect(),
             path_parameter: path.map(str::to_string),
             query_parameters: query.iter().map(|q| q.to_string()).collect(),
-            table: SessionTable::new(crate::affinity::sessions::TableConfig {
+            table: Arc::new(SessionTable::new(crate::affinity::sessions::TableConfig {
                 capacity: 10,
                 idle_timeout: std::time::Duration::from_secs(60),
                 max_lifetime: None,
-            }),
+            })),
+            store: None,
         }
     }
 

@@ -12,6 +12,7 @@ pub mod key;
 pub mod learned;
 pub mod persistence;
 pub mod sessions;
+pub mod store;
 
 use crate::config::CookieConfig;
 use http::HeaderValue;

@@ -7,6 +7,7 @@
 use super::decision::Mechanisms;
 use super::learned::{ClientIpTable, LearnedSessions};
 use super::sessions::SessionTable;
+use super::store::RedisStore;
 use super::CookieAffinity;
 use crate::config::{AffinityConfig, FailurePolicy};
 use crate::extension::{BackendNamer, Extensions};
@@ -36,7 +37,6 @@ impl Affinity {
     ) -> Self {
         let names: Vec<&str> = slots.iter().map(|s| s.name.as_str()).collect();
         Affinity {
-            class,
             cookie: config
                 .cookie
                 .as_ref()
@@ -45,13 +45,17 @@ impl Affinity {
                 .hash
                 .as_ref()
                 .map(|h| HashAffinity::new(h, slots, extensions)),
-            learned: config.learn.as_ref().map(LearnedSessions::new),
+            learned: config.learn.as_ref().map(|l| {
+                let table = table_name(class.as_deref(), "learn");
+                LearnedSessions::new(l, pool, &table, &names)
+            }),
             ip_table: config.client_ip_table.as_ref().map(ClientIpTable::new),
             named_node: config
                 .named_node
                 .as_deref()
                 .and_then(|n| extensions.backend_namer(n)),
             failure: config.failure.clone(),
+            class,
         }
     }
 
@@ -65,17 +69,32 @@ impl Affinity {
     /// The class's session tables, named as the admin API and metrics show them: `learn` and
     /// `client_ip`, prefixed by `<class>.` for a named class.
     pub fn tables(&self) -> Vec<(String, &SessionTable)> {
-        let prefix = self
-            .class
-            .as_deref()
-            .map_or(String::new(), |c| format!("{c}."));
+        let class = self.class.as_deref();
         let mut out = Vec::new();
         if let Some(learned) = &self.learned {
-            out.push((format!("{prefix}learn"), &learned.table));
+            out.push((table_name(class, "learn"), &*learned.table));
         }
         if let Some(ip) = &self.ip_table {
-            out.push((format!("{prefix}client_ip"), &ip.table));
+            out.push((table_name(class, "client_ip"), &ip.table));
         }
         out
+    }
+
+    /// The class's shared session stores, by table name.
+    pub fn stores(&self) -> Vec<(String, &Arc<RedisStore>)> {
+        let learned = self.learned.as_ref();
+        learned
+            .and_then(|l| l.store.as_ref())
+            .map(|s| (table_name(self.class.as_deref(), "learn"), s))
+            .into_iter()
+            .collect()
+    }
+}
+
+/// `learn` / `client_ip`, prefixed by `<class>.` for a named class.
+fn table_name(class: Option<&str>, table: &str) -> String {
+    match class {
+        Some(c) => format!("{c}.{table}"),
+        None => table.to_string(),
     }
 }

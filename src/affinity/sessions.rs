@@ -37,13 +37,28 @@ pub struct TableConfig {
     pub max_lifetime: Option<Duration>,
 }
 
-/// One recorded session: 12 bytes (times in 100 ms ticks).
+/// One recorded session: 16 bytes (times in 100 ms ticks).
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     backend: u16,
     /// Ticks since the table's epoch (see [`SessionTable::now`]).
     created: u32,
     last_used: u32,
+    /// When the entry was last written to (or refreshed in) a shared store.
+    synced: u32,
+}
+
+/// What [`SessionTable::insert`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// A new entry (or one that replaced an expired entry).
+    New,
+    /// The key now points at another backend.
+    Moved,
+    /// The key already pointed at this backend: only its idle timer was restarted.
+    Same,
+    /// Not recorded (a backend index beyond the table's range).
+    Ignored,
 }
 
 #[derive(Debug, Default)]
@@ -158,12 +173,24 @@ impl SessionTable {
 
     /// The backend recorded for `key`; a hit refreshes the entry (idle timer and LRU order).
     pub fn get(&self, key: SessionKey) -> Option<usize> {
+        self.get_syncing(key, None).map(|(backend, _)| backend)
+    }
+
+    /// [`get`](Self::get), also saying whether the entry is due for a refresh in a shared
+    /// store: its last write or refresh is at least `every` ago (then it counts as refreshed
+    /// now, so that only one request per interval asks for it).
+    pub fn get_syncing(&self, key: SessionKey, every: Option<Duration>) -> Option<(usize, bool)> {
         let now = self.now();
+        let every = every.map(ticks);
         let mut shard = self.shard(key);
         let found = match shard.get_mut(&key) {
             Some(entry) if !self.expired(entry, now) => {
                 entry.last_used = now;
-                Some(usize::from(entry.backend))
+                let due = every.is_some_and(|e| u64::from(now.saturating_sub(entry.synced)) >= e);
+                if due {
+                    entry.synced = now;
+                }
+                Some((usize::from(entry.backend), due))
             }
             Some(_) => {
                 shard.pop(&key);
@@ -183,10 +210,10 @@ impl SessionTable {
     }
 
     /// Record (or move) `key` to `backend`, dropping expired entries and, at capacity, the least
-    /// recently used one.
-    pub fn insert(&self, key: SessionKey, backend: usize) {
+    /// recently used one. A new or moved entry counts as just written to a shared store.
+    pub fn insert(&self, key: SessionKey, backend: usize) -> Recorded {
         let Ok(backend) = u16::try_from(backend) else {
-            return;
+            return Recorded::Ignored;
         };
         let now = self.now();
         let mut shard = self.shard(key);
@@ -199,17 +226,22 @@ impl SessionTable {
         }
         // A backend that re-sends the same session cookie on every response refreshes the
         // entry but does not restart its absolute lifetime.
+        let mut recorded = Recorded::New;
         if let Some(existing) = shard.get_mut(&key) {
-            if existing.backend == backend && !self.expired(existing, now) {
-                existing.last_used = now;
-                drop(shard);
-                return;
+            if !self.expired(existing, now) {
+                if existing.backend == backend {
+                    existing.last_used = now;
+                    drop(shard);
+                    return Recorded::Same;
+                }
+                recorded = Recorded::Moved;
             }
         }
         let entry = Entry {
             backend,
             created: now,
             last_used: now,
+            synced: now,
         };
         if shard.put(key, entry).is_none() && shard.len() > self.shard_capacity {
             shard.pop_lru();
@@ -217,6 +249,7 @@ impl SessionTable {
         }
         drop(shard);
         self.counters.insertions.fetch_add(1, Relaxed);
+        recorded
     }
 
     /// Forget `key`; returns whether it was there.
@@ -411,6 +444,28 @@ mod tests {
         std::thread::sleep(Duration::from_millis(150));
         assert_eq!(t.get(key_of(b"s")), None, "600 ms old, lifetime 500 ms");
         assert_eq!(t.stats().insertions, 1);
+    }
+
+    #[test]
+    fn insert_says_whether_an_entry_is_new_moved_or_the_same() {
+        let t = table(10, 60_000);
+        assert_eq!(t.insert(key_of(b"a"), 1), Recorded::New);
+        assert_eq!(t.insert(key_of(b"a"), 1), Recorded::Same);
+        assert_eq!(t.insert(key_of(b"a"), 2), Recorded::Moved);
+        assert_eq!(t.insert(key_of(b"a"), 70_000), Recorded::Ignored);
+    }
+
+    #[test]
+    fn a_store_refresh_is_due_at_most_once_per_interval() {
+        let t = table(10, 60_000);
+        let every = Some(Duration::from_millis(300));
+        t.insert(key_of(b"a"), 1);
+        assert_eq!(t.get_syncing(key_of(b"a"), every), Some((1, false)));
+        std::thread::sleep(Duration::from_millis(350));
+        assert_eq!(t.get_syncing(key_of(b"a"), every), Some((1, true)));
+        assert_eq!(t.get_syncing(key_of(b"a"), every), Some((1, false)));
+        assert_eq!(t.get_syncing(key_of(b"b"), every), None);
+        assert_eq!(t.get_syncing(key_of(b"a"), None), Some((1, false)));
     }
 
     #[test]

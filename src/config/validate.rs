@@ -366,5 +366,6 @@ fn check_attribute_value(field: &str, value: &str) -> Result<()> {
 mod affinity;
 mod listeners;
 mod routes;
+mod store;
 #[cfg(test)]
 mod tests;

@@ -194,6 +194,22 @@ impl Pool {
             .collect()
     }
 
+    /// Every shared session store on this pool, by table name.
+    pub fn stores(&self) -> Vec<(String, Arc<crate::affinity::store::RedisStore>)> {
+        self.affinities()
+            .flat_map(|a| a.stores())
+            .map(|(name, store)| (name, store.clone()))
+            .collect()
+    }
+
+    /// Statistics of every shared session store on this pool, by table name.
+    pub fn store_stats(&self) -> Vec<(String, crate::affinity::store::StoreStats)> {
+        self.stores()
+            .into_iter()
+            .map(|(name, store)| (name, store.stats()))
+            .collect()
+    }
+
     /// The session table called `name`, with the affinity it belongs to.
     pub fn table(
         &self,

@@ -37,8 +37,13 @@ impl Drop for InFlight {
 /// What the request's session records say, read once per request.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SessionLookup {
-    /// The first backend recorded for the request (cookie, then learned id, then client IP).
+    /// The first backend recorded for the request (named node, cookie, then learned id, then
+    /// client IP): see [`SessionLookup::settle`].
     pub pin: Pin,
+    /// What the affinity cookie says.
+    pub cookie_pin: Pin,
+    /// What a named node (a Rust namer) says, if it named one.
+    pub named_pin: Option<Pin>,
     /// The request carried an affinity cookie that named no backend.
     pub cookie_invalid: bool,
     /// The learned session id the request carries (hashed), and where the table had it.
@@ -108,8 +113,31 @@ impl Default for RequestCtx {
     }
 }
 
-/// Read the request's session records: a named node first (a Rust namer), then the inserted
-/// cookie, then a learned session id, then the client-IP table. Table hits refresh entries.
+impl SessionLookup {
+    /// Set `pin` from the records, in order of precedence: a named node, then the inserted
+    /// cookie, then a learned session id, then the client-IP table.
+    pub fn settle(&mut self) {
+        self.pin = self.cookie_pin;
+        if !matches!(self.pin, Pin::Backend(_)) {
+            if let Some(backend) = self.learned_hit.or(self.ip_hit) {
+                self.pin = Pin::Backend(backend);
+            }
+        }
+        if let Some(named) = self.named_pin {
+            self.pin = named;
+        }
+    }
+
+    /// The learned id the local table did not know, to ask the shared store about.
+    pub fn learned_miss(&self) -> Option<SessionKey> {
+        self.learned_key.filter(|_| self.learned_hit.is_none())
+    }
+}
+
+/// Read the request's session records in the local tables: a named node first (a Rust namer),
+/// then the inserted cookie, then a learned session id, then the client-IP table. Table hits
+/// refresh entries. A learned id the local table misses is left for the shared store
+/// ([`SessionLookup::learned_miss`]).
 pub fn look_up_session(
     pool: &Pool,
     affinity: Option<&Affinity>,
@@ -122,25 +150,20 @@ pub fn look_up_session(
         return lookup;
     };
     if let Some(cookie) = &affinity.cookie {
-        lookup.pin = cookie.pinned(headers.get_all(COOKIE).iter().map(|v| v.as_bytes()));
-        lookup.cookie_invalid = lookup.pin == Pin::Invalid;
+        lookup.cookie_pin = cookie.pinned(headers.get_all(COOKIE).iter().map(|v| v.as_bytes()));
+        lookup.cookie_invalid = lookup.cookie_pin == Pin::Invalid;
     }
     if let Some(learned) = &affinity.learned {
         if let Some(id) = learned.request_id(uri, headers) {
             let key = crate::affinity::sessions::key_of(id);
             lookup.learned_key = Some(key);
-            lookup.learned_hit = learned.table.get(key);
+            lookup.learned_hit = learned.local(key);
         }
     }
     if let (Some(table), Some(ip)) = (&affinity.ip_table, client_ip) {
         let key = table.key(ip);
         lookup.ip_key = Some(key);
         lookup.ip_hit = table.table.get(key);
-    }
-    if !matches!(lookup.pin, Pin::Backend(_)) {
-        if let Some(backend) = lookup.learned_hit.or(lookup.ip_hit) {
-            lookup.pin = Pin::Backend(backend);
-        }
     }
     if let Some(namer) = &affinity.named_node {
         let view = RequestView {
@@ -149,8 +172,9 @@ pub fn look_up_session(
             client_ip,
         };
         if let Some(name) = namer.backend(&view) {
-            lookup.pin = pool.backend_index(&name).map_or(Pin::Missing, Pin::Backend);
+            lookup.named_pin = Some(pool.backend_index(&name).map_or(Pin::Missing, Pin::Backend));
         }
     }
+    lookup.settle();
     lookup
 }

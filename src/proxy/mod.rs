@@ -3,7 +3,7 @@
 //!
 //! | hook | what it does here |
 //! |---|---|
-//! | `upstream_peer` | reads the request's session records once ([`ctx::look_up_session`]), then [`decide`]s: recorded backend if usable, else the hash key's backend, else a new pick — skipping backends this request already failed on |
+//! | `upstream_peer` | reads the request's session records once ([`ctx::look_up_session`]; a learned id the local table misses is asked of the shared store, if any, within its lookup timeout), then [`decide`]s: recorded backend if usable, else the hash key's backend, else a new pick — skipping backends this request already failed on |
 //! | `request_filter` | TLS or not (and TLS 1.3 when required), redirect to HTTPS, the route |
 //! | `connected_to_upstream` | registers the upstream socket of a WebSocket upgrade, so the admin API can close it |
 //! | `fail_to_connect` | remembers the failed backend and marks the error retryable, so `upstream_peer` re-picks (nothing was sent yet, so no body is sent twice) |
@@ -215,13 +215,23 @@ impl ProxyHttp for StickyProxy {
                 .client_addr()
                 .and_then(|a| a.as_inet())
                 .map(|a| client_ip::resolve(a.ip(), &req.headers, &self.settings.trusted_proxies));
-            let lookup =
+            let mut lookup =
                 ctx::look_up_session(pool, affinity, &req.uri, &req.headers, ctx.client_ip);
             if lookup.cookie_invalid {
                 route.metrics.cookie_verification_failure();
             }
+            // A learned id the local table misses: ask the shared store, if any (bounded by
+            // its lookup timeout; nothing when it is down).
+            let learned = affinity.and_then(|a| a.learned.as_ref());
+            if let (Some(key), Some(learned)) = (lookup.learned_miss(), learned) {
+                if learned.store.is_some() {
+                    lookup.learned_hit = learned.remote(key).await;
+                    lookup.settle();
+                }
+            }
             ctx.session = Some(lookup);
         }
+        let req = session.req_header();
         let lookup = ctx.session.unwrap_or_default();
         // A retry: the previous attempt no longer counts as in flight.
         ctx.in_flight = None;

@@ -5,7 +5,7 @@
 
 use super::ctx::RequestCtx;
 use super::ProxySettings;
-use crate::affinity::learned::Observed;
+use crate::affinity::learned::{Observed, Source};
 use crate::affinity::persistence::Affinity;
 use crate::affinity::sessions::key_of;
 use crate::affinity::{CookieAffinity, Outcome};
@@ -77,17 +77,17 @@ fn record_sessions(
                 Observed::Other => {}
                 Observed::Set(id) => {
                     let key = key_of(&id);
-                    learned.table.insert(key, backend);
+                    learned.record(key, backend, Source::SetCookie);
                     handled_request_id |= Some(key) == session.learned_key;
                 }
                 Observed::Cleared(Some(id)) => {
                     let key = key_of(&id);
-                    learned.table.remove(key);
+                    learned.forget(key);
                     handled_request_id |= Some(key) == session.learned_key;
                 }
                 Observed::Cleared(None) => {
                     if let Some(key) = session.learned_key {
-                        learned.table.remove(key);
+                        learned.forget(key);
                     }
                     handled_request_id = true;
                 }
@@ -102,7 +102,7 @@ fn record_sessions(
                 && session.learned_hit != Some(backend)
                 && response.status.as_u16() < 400
             {
-                learned.table.insert(key, backend);
+                learned.record(key, backend, Source::Request);
             }
         }
     }

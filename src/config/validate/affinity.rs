@@ -220,11 +220,13 @@ fn validate_learn(field: &str, raw: RawLearn) -> Result<LearnConfig> {
             "name at least one of presets, cookies, path_parameter, query_parameters",
         ));
     }
+    let table = validate_table(&format!("{field}.table"), &raw.table)?;
     Ok(LearnConfig {
         cookies,
         path_parameter,
         query_parameters: raw.query_parameters,
-        table: validate_table(&format!("{field}.table"), &raw.table)?,
+        store: super::store::validate_store(&format!("{field}.store"), raw.store, &table)?,
+        table,
     })
 }
 

@@ -1,0 +1,162 @@
+//! A real `redis-server` on a free loopback port for the shared-session-store tests: started
+//! with persistence off, killed on drop, restartable on the same port.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    binary: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+/// A free loopback port in 10000–19999: below the proxies' range (`free_port`), so that a
+/// proxy and a Redis of concurrent tests never pick the same one.
+fn redis_port() -> u16 {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    loop {
+        let port = rng.gen_range(10_000..20_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// `redis-server` on PATH, else `/usr/bin/redis-server`.
+pub fn redis_server_binary() -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join("redis-server"))
+        .chain(std::iter::once(PathBuf::from("/usr/bin/redis-server")))
+        .find(|p| p.is_file())
+}
+
+impl RedisServer {
+    /// Start one, or print why the test is skipped and return `None` (only where
+    /// `redis-server` cannot be found: `make test` installs it).
+    pub async fn start() -> Option<RedisServer> {
+        let Some(binary) = redis_server_binary() else {
+            eprintln!(
+                "SKIPPED: redis-server not found on PATH or at /usr/bin/redis-server \
+                 (scripts/setup.sh installs the Debian package redis-server)"
+            );
+            return None;
+        };
+        let mut server = RedisServer {
+            child: None,
+            port: 0,
+            binary,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        // Another test may take the same free port before this server binds it: then the
+        // server exits, and another port is tried.
+        for _ in 0..5 {
+            server.port = redis_port();
+            if server.launch().await {
+                return Some(server);
+            }
+        }
+        panic!("redis-server could not bind a port");
+    }
+
+    /// Start on `self.port`; `false` if the server exited (the port was taken).
+    async fn launch(&mut self) -> bool {
+        let log = std::fs::File::create(self.dir.path().join("redis.log")).unwrap();
+        let child = Command::new(&self.binary)
+            .args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
+            .arg("--port")
+            .arg(self.port.to_string())
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(log)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let exited = self
+                .child
+                .as_mut()
+                .is_some_and(|c| c.try_wait().unwrap().is_some());
+            if exited {
+                self.child = None;
+                return false;
+            }
+            if let Ok(mut c) = self.try_connection().await {
+                if redis::cmd("PING")
+                    .query_async::<String>(&mut c)
+                    .await
+                    .is_ok()
+                {
+                    // Ours, not another test's server on the same port.
+                    let ours = self
+                        .child
+                        .as_mut()
+                        .is_some_and(|c| c.try_wait().unwrap().is_none());
+                    if ours {
+                        return true;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn try_connection(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))?
+            .get_multiplexed_async_connection()
+            .await
+    }
+
+    /// A client connection (for checks with `EXISTS`, `TTL`, `SET`).
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        self.try_connection().await.unwrap()
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL: gone at once, data lost (persistence is off).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-CONT")
+                .arg(child.id().to_string())
+                .status();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGSTOP / SIGCONT: a Redis that accepts nothing and answers nothing (a hung server).
+    pub fn pause(&self, paused: bool) {
+        if let Some(child) = &self.child {
+            let signal = if paused { "-STOP" } else { "-CONT" };
+            let status = Command::new("kill")
+                .arg(signal)
+                .arg(child.id().to_string())
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+    }
+
+    /// Start again, empty, on the same port.
+    pub async fn restart(&mut self) {
+        self.kill();
+        assert!(self.launch().await, "port {} taken meanwhile", self.port);
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

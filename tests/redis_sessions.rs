@@ -1,0 +1,432 @@
+//! Learned sessions shared through a real `redis-server` on loopback: two proxy instances (real
+//! binaries) follow each other's sessions, survive a restart, and keep serving — each from its
+//! own table — while Redis is gone, then share again when it is back.
+//!
+//! Lookups here get a generous `lookup_timeout_ms` (500): the test machine is shared and
+//! noisy, and these tests check behaviour, not speed (the benchmark measures that).
+
+mod common;
+use common::redis_server::RedisServer;
+use common::*;
+use std::time::Duration;
+
+/// A pool with learned `JSESSIONID`s in Redis, and an admin listener.
+fn shared(backends: &[&TestBackend], redis: &RedisServer, idle: u64, refresh: u64) -> String {
+    let pool = one_pool(
+        backends,
+        &format!(
+            "      affinity:\n        learn:\n          presets: [j2ee]\n          \
+             table: {{ idle_timeout_seconds: {idle} }}\n          \
+             store: {{ type: redis, address: \"{}\", lookup_timeout_ms: 500, \
+             refresh_interval_seconds: {refresh} }}\n",
+            redis.address()
+        ),
+    );
+    format!("{pool}  admin: {{ addr: \"{{admin}}\" }}\n")
+}
+
+/// The store's entry in `/api/pools/web`.
+async fn store_view(client: &reqwest::Client, proxy: &Proxy) -> serde_json::Value {
+    let reply = get(client, &proxy.admin_url("/api/pools/web"), None).await;
+    let view: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    view["stores"]["learn"].clone()
+}
+
+async fn wait_store(client: &reqwest::Client, proxy: &Proxy, up: bool) {
+    let reached = eventually(Duration::from_secs(15), || async {
+        store_view(client, proxy).await["up"] == serde_json::Value::Bool(up)
+    })
+    .await;
+    assert!(
+        reached,
+        "store never {}:\n{}",
+        if up { "up" } else { "down" },
+        proxy.log()
+    );
+}
+
+/// The Redis key of a session id (the table's hash of it, never the id).
+fn key_of(id: &str) -> String {
+    format!(
+        "sticky:web:learn:{:032x}",
+        sticky_proxy::affinity::sessions::key_of(id.as_bytes())
+    )
+}
+
+async fn exists(redis: &RedisServer, id: &str) -> bool {
+    let mut c = redis.connection().await;
+    redis::cmd("EXISTS")
+        .arg(key_of(id))
+        .query_async::<i64>(&mut c)
+        .await
+        .unwrap()
+        == 1
+}
+
+async fn wait_exists(redis: &RedisServer, id: &str, want: bool) -> bool {
+    eventually(Duration::from_secs(10), || async {
+        exists(redis, id).await == want
+    })
+    .await
+}
+
+/// Log in through `proxy`; returns (JSESSIONID value, backend).
+async fn login(client: &reqwest::Client, proxy: &Proxy) -> (String, String) {
+    let reply = get(client, &proxy.url("/login"), None).await;
+    assert_eq!(reply.status, 200);
+    let id = reply
+        .cookie("JSESSIONID")
+        .expect("the backend hands out JSESSIONID");
+    (id, reply.backend().to_string())
+}
+
+/// Make `proxy`'s round robin (two backends) give its next new session to the backend that is
+/// not `home`: plain requests until one lands on `home`.
+async fn aim_balancer_away_from(client: &reqwest::Client, proxy: &Proxy, home: &str) {
+    for _ in 0..4 {
+        if get(client, &proxy.url("/"), None).await.backend() == home {
+            return;
+        }
+    }
+    panic!("the balancer never picked {home}");
+}
+
+fn other(home: &str) -> &'static str {
+    if home == "iis1" {
+        "iis2"
+    } else {
+        "iis1"
+    }
+}
+
+async fn outcome(proxy: &Proxy, path: &str) -> String {
+    let mut found = None;
+    eventually(Duration::from_secs(3), || {
+        found = proxy.outcome_of(path);
+        let done = found.is_some();
+        async move { done }
+    })
+    .await;
+    found.unwrap_or_else(|| panic!("no access line for {path}:\n{}", proxy.log()))
+}
+
+/// `id`, sent through `proxy` whose balancer would pick the other backend, lands on `home`;
+/// a fresh unknown id right after goes to the other backend (so the balancer really pointed
+/// away: without the shared record the request would have moved).
+async fn assert_honoured(client: &reqwest::Client, proxy: &Proxy, id: &str, home: &str, tag: &str) {
+    aim_balancer_away_from(client, proxy, home).await;
+    let path = format!("/cart-{tag}");
+    let reply = get(client, &proxy.url(&path), Some(&format!("JSESSIONID={id}"))).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.backend(),
+        home,
+        "{tag}: the shared session was not honoured"
+    );
+    assert_eq!(outcome(proxy, &path).await, "sticky");
+    let control = get(
+        client,
+        &proxy.url("/"),
+        Some(&format!("JSESSIONID=never-issued-{tag}")),
+    )
+    .await;
+    assert_eq!(
+        control.backend(),
+        other(home),
+        "{tag}: the balancer pointed away"
+    );
+}
+
+#[tokio::test]
+async fn a_session_learned_through_one_instance_is_honoured_by_another() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let (b1, b2) = (
+        TestBackend::start("iis1").await,
+        TestBackend::start("iis2").await,
+    );
+    let config = shared(&[&b1, &b2], &redis, 1800, 60);
+    let (a, b) = (Proxy::start(&config).await, Proxy::start(&config).await);
+    let client = client();
+    wait_store(&client, &a, true).await;
+    wait_store(&client, &b, true).await;
+    let (id, home) = login(&client, &a).await;
+    assert!(wait_exists(&redis, &id, true).await, "A wrote the session");
+    let mut c = redis.connection().await;
+    let value: String = redis::cmd("GET")
+        .arg(key_of(&id))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(
+        value.ends_with(&format!(" {home}")),
+        "stored by name: {value:?}"
+    );
+    assert!(!value.contains(&id), "the id itself is never stored");
+    assert_honoured(&client, &b, &id, &home, "b").await;
+    let stats = store_view(&client, &b).await;
+    assert_eq!(stats["lookup_hits"], 1, "{stats}");
+}
+
+#[tokio::test]
+async fn a_restarted_proxy_keeps_the_sessions_learned_before() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let (b1, b2) = (
+        TestBackend::start("iis1").await,
+        TestBackend::start("iis2").await,
+    );
+    let config = shared(&[&b1, &b2], &redis, 1800, 60);
+    let client = client();
+    let mut first = Proxy::start(&config).await;
+    wait_store(&client, &first, true).await;
+    let (id, home) = login(&client, &first).await;
+    assert!(wait_exists(&redis, &id, true).await);
+    let listen = first.addr.to_string();
+    first.stop();
+    drop(first);
+    let second = Proxy::start_on(&config, &listen).await;
+    wait_store(&client, &second, true).await;
+    assert_honoured(&client, &second, &id, &home, "restarted").await;
+}
+
+#[tokio::test]
+async fn redis_killed_under_load_fails_no_request_and_each_instance_keeps_its_own_sessions() {
+    let Some(mut redis) = RedisServer::start().await else {
+        return;
+    };
+    let (b1, b2) = (
+        TestBackend::start("iis1").await,
+        TestBackend::start("iis2").await,
+    );
+    let config = shared(&[&b1, &b2], &redis, 1800, 1);
+    let (a, b) = (Proxy::start(&config).await, Proxy::start(&config).await);
+    let client = client();
+    wait_store(&client, &a, true).await;
+    wait_store(&client, &b, true).await;
+    let mut sessions = Vec::new(); // (proxy index, id, home)
+    for i in 0..8 {
+        let proxy = if i % 2 == 0 { &a } else { &b };
+        let (id, home) = login(&client, proxy).await;
+        sessions.push((i % 2, id, home));
+    }
+    let proxies = [&a, &b];
+    let mut failed = 0;
+    let mut moved = 0;
+    let mut served = 0;
+    let started = std::time::Instant::now();
+    let mut killed = false;
+    let mut round = 0;
+    // Bounded: at most 400 rounds and 20 s.
+    while round < 400 && started.elapsed() < Duration::from_secs(20) {
+        round += 1;
+        if round == 30 {
+            redis.kill();
+            killed = true;
+        }
+        for (p, id, home) in &sessions {
+            let reply = get(
+                &client,
+                &proxies[*p].url("/load"),
+                Some(&format!("JSESSIONID={id}")),
+            )
+            .await;
+            served += 1;
+            if reply.status != 200 {
+                failed += 1;
+            } else if reply.backend() != home {
+                moved += 1;
+            }
+        }
+        // Ids neither table knows: looked up in Redis (which fails once it is gone), balanced.
+        for proxy in proxies {
+            let reply = get(
+                &client,
+                &proxy.url("/new"),
+                Some(&format!("JSESSIONID=unknown-{round}")),
+            )
+            .await;
+            served += 1;
+            failed += usize::from(reply.status != 200);
+        }
+        if round >= 60 && killed {
+            break;
+        }
+    }
+    assert!(killed);
+    assert_eq!(failed, 0, "of {served} requests");
+    assert_eq!(moved, 0, "each instance kept the sessions it learned");
+    wait_store(&client, &a, false).await;
+    wait_store(&client, &b, false).await;
+    // Still learning locally while Redis is gone.
+    let (id, home) = login(&client, &a).await;
+    for _ in 0..4 {
+        let reply = get(&client, &a.url("/"), Some(&format!("JSESSIONID={id}"))).await;
+        assert_eq!(reply.backend(), home);
+    }
+    let metrics = get(&client, &a.admin_url("/metrics"), None).await.body;
+    assert!(
+        metrics.contains("sticky_session_store_up{pool=\"web\",table=\"learn\"} 0"),
+        "{metrics}"
+    );
+    let downs = a.log().matches("down after").count();
+    assert_eq!(downs, 1, "the state change is logged once:\n{}", a.log());
+}
+
+#[tokio::test]
+async fn when_redis_comes_back_the_instances_share_sessions_again() {
+    let Some(mut redis) = RedisServer::start().await else {
+        return;
+    };
+    let (b1, b2) = (
+        TestBackend::start("iis1").await,
+        TestBackend::start("iis2").await,
+    );
+    let config = shared(&[&b1, &b2], &redis, 1800, 1);
+    let (a, b) = (Proxy::start(&config).await, Proxy::start(&config).await);
+    let client = client();
+    wait_store(&client, &a, true).await;
+    redis.kill();
+    // Unknown ids make A ask Redis until it notices that Redis is gone.
+    let noticed = eventually(Duration::from_secs(15), || async {
+        get(&client, &a.url("/"), Some("JSESSIONID=probe")).await;
+        store_view(&client, &a).await["up"] == false
+    })
+    .await;
+    assert!(noticed, "{}", a.log());
+    // Learned by A while Redis is down: only in A's table.
+    let (during, during_home) = login(&client, &a).await;
+    redis.restart().await;
+    wait_store(&client, &a, true).await;
+    wait_store(&client, &b, true).await;
+    assert!(a.log().contains("up again"), "{}", a.log());
+    // A new session is shared at once.
+    let (id, home) = login(&client, &a).await;
+    assert!(wait_exists(&redis, &id, true).await);
+    assert_honoured(&client, &b, &id, &home, "after").await;
+    // The one learned during the outage is written again when A uses it (refresh interval 1 s).
+    let restored = eventually(Duration::from_secs(10), || async {
+        get(&client, &a.url("/"), Some(&format!("JSESSIONID={during}"))).await;
+        exists(&redis, &during).await
+    })
+    .await;
+    assert!(restored, "A wrote back the session Redis lost");
+    assert_honoured(&client, &b, &during, &during_home, "restored").await;
+}
+
+#[tokio::test]
+async fn an_entry_lives_while_used_and_expires_from_redis_without_use() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let (b1, b2) = (
+        TestBackend::start("iis1").await,
+        TestBackend::start("iis2").await,
+    );
+    // Idle timeout (the Redis TTL) 3 s, refreshed at most once a second.
+    let config = shared(&[&b1, &b2], &redis, 3, 1);
+    let a = Proxy::start(&config).await;
+    let client = client();
+    wait_store(&client, &a, true).await;
+    let (id, home) = login(&client, &a).await;
+    assert!(wait_exists(&redis, &id, true).await);
+    let mut c = redis.connection().await;
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(key_of(&id))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!((1..=3).contains(&ttl), "TTL is the idle timeout: {ttl}");
+    // Used for 6 s, twice the TTL: still there.
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(6) {
+        let reply = get(&client, &a.url("/"), Some(&format!("JSESSIONID={id}"))).await;
+        assert_eq!(reply.backend(), home);
+        assert!(exists(&redis, &id).await, "expired while in use");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Unused: gone within the TTL (plus Redis's expiry granularity).
+    let started = std::time::Instant::now();
+    assert!(wait_exists(&redis, &id, false).await, "never expired");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "expired too early"
+    );
+}
+
+#[tokio::test]
+async fn a_cleared_session_cookie_deletes_the_shared_entry_and_unknown_names_are_misses() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let (b1, b2) = (
+        TestBackend::start("iis1").await,
+        TestBackend::start("iis2").await,
+    );
+    let config = shared(&[&b1, &b2], &redis, 1800, 60);
+    let (a, b) = (Proxy::start(&config).await, Proxy::start(&config).await);
+    let client = client();
+    wait_store(&client, &a, true).await;
+    wait_store(&client, &b, true).await;
+    let (id, _) = login(&client, &a).await;
+    assert!(wait_exists(&redis, &id, true).await);
+    let logout = get(
+        &client,
+        &a.url("/logout"),
+        Some(&format!("JSESSIONID={id}")),
+    )
+    .await;
+    assert!(logout.set_cookies().iter().any(|l| l.contains("Max-Age=0")));
+    assert!(
+        wait_exists(&redis, &id, false).await,
+        "the logout deleted it in Redis"
+    );
+    // A record naming a backend this instance does not have is a miss: a new session.
+    let mut c = redis.connection().await;
+    let _: () = redis::cmd("SET")
+        .arg(key_of("foreign"))
+        .arg("1700000000 iis9")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let reply = get(&client, &b.url("/foreign"), Some("JSESSIONID=foreign")).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(outcome(&b, "/foreign").await, "new");
+}
+
+#[tokio::test]
+async fn a_hung_redis_fails_no_request_and_is_used_again_once_it_answers() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let (b1, b2) = (
+        TestBackend::start("iis1").await,
+        TestBackend::start("iis2").await,
+    );
+    let config = shared(&[&b1, &b2], &redis, 1800, 60);
+    let a = Proxy::start(&config).await;
+    let client = client();
+    wait_store(&client, &a, true).await;
+    let (id, home) = login(&client, &a).await;
+    assert!(wait_exists(&redis, &id, true).await);
+    redis.pause(true);
+    // Local misses wait at most the lookup timeout, then are balanced; known ids stay pinned.
+    for i in 0..6 {
+        let unknown = get(&client, &a.url("/"), Some(&format!("JSESSIONID=hung-{i}"))).await;
+        assert_eq!(unknown.status, 200);
+        let known = get(&client, &a.url("/"), Some(&format!("JSESSIONID={id}"))).await;
+        assert_eq!(known.backend(), home);
+    }
+    assert_eq!(store_view(&client, &a).await["up"], false, "{}", a.log());
+    redis.pause(false);
+    wait_store(&client, &a, true).await;
+    let (id, home) = login(&client, &a).await;
+    assert!(
+        wait_exists(&redis, &id, true).await,
+        "written again once Redis answers"
+    );
+    let reply = get(&client, &a.url("/"), Some(&format!("JSESSIONID={id}"))).await;
+    assert_eq!(reply.backend(), home);
+}
