@@ -18,7 +18,8 @@
 //! Mutations are POST only and need `Authorization: Bearer <token>` (token from the file or
 //! environment variable named in `sticky.admin`): no header → 401, a wrong token → 403; with no
 //! token configured, mutations are off (403). Callers from other than loopback get 403 unless
-//! `allow_remote` is set. Bodies over 64 KiB get 413; malformed JSON, unknown pools, backends,
+//! `allow_remote` is set, and then need the token for every endpoint but `/healthz` and `/readyz`
+//! (the "token" column is for loopback callers). Bodies over 64 KiB get 413; malformed JSON, unknown pools, backends,
 //! tables or states get 400 / 404. Nothing changes on any 4xx.
 
 use crate::affinity::persistence::Affinity;
@@ -122,7 +123,8 @@ impl AdminApp {
             .map(|v| v.as_bytes().to_vec());
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         let is_mutation = method == Method::POST;
-        if is_mutation {
+        let loopback_caller = caller.is_none_or(|ip| ip.to_canonical().is_loopback());
+        if token_required(is_mutation, loopback_caller, &segments) {
             if let Err(reply) = self.authorize(auth.as_deref()) {
                 return reply;
             }
@@ -255,8 +257,8 @@ impl AdminApp {
         let key = match session_key(
             affinity,
             table,
-            query_param(query, "id"),
-            query_param(query, "ip"),
+            query_param(query, "id").as_deref(),
+            query_param(query, "ip").as_deref(),
         ) {
             Ok(k) => k,
             Err(reply) => return reply,
@@ -396,11 +398,19 @@ fn caller_allowed(caller: Option<std::net::IpAddr>, allow_remote: bool) -> bool 
     allow_remote || caller.is_none_or(|ip| ip.to_canonical().is_loopback())
 }
 
-fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
-    query.split('&').find_map(|pair| {
-        let (n, v) = pair.split_once('=')?;
-        (n == name).then_some(v)
-    })
+/// The first value of query parameter `name`, percent- and `+`-decoded (so that ids holding
+/// `&`, `=` or `+` can be looked up as `?id=a%26b`).
+fn query_param(query: &str, name: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Whether a request needs the bearer token: every mutation, and, from callers not on loopback
+/// (`allow_remote`), every read except the liveness and readiness probes — the API shows
+/// backend addresses and session tables.
+fn token_required(is_mutation: bool, loopback_caller: bool, segments: &[&str]) -> bool {
+    is_mutation || (!loopback_caller && !matches!(segments, ["healthz"] | ["readyz"]))
 }
 
 fn table_of<'p>(pool: &'p Pool, table: &str) -> Result<(&'p Affinity, &'p SessionTable), Reply> {
@@ -553,6 +563,24 @@ impl LookupView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remote_callers_need_the_token_for_everything_but_the_probes() {
+        assert!(!token_required(false, true, &["api", "pools"]));
+        assert!(token_required(false, false, &["api", "pools"]));
+        assert!(token_required(false, false, &["metrics"]));
+        assert!(!token_required(false, false, &["healthz"]));
+        assert!(!token_required(false, false, &["readyz"]));
+        assert!(token_required(true, true, &["api", "pools", "web"]));
+    }
+
+    #[test]
+    fn query_parameters_are_percent_decoded() {
+        assert_eq!(query_param("id=a%26b%3Dc&x=1", "id").unwrap(), "a&b=c");
+        assert_eq!(query_param("x=1&id=a+b", "id").unwrap(), "a b");
+        assert_eq!(query_param("id=%2B1", "id").unwrap(), "+1");
+        assert!(query_param("x=1", "id").is_none());
+    }
 
     #[test]
     fn only_loopback_callers_are_allowed_unless_remote_is_allowed() {

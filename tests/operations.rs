@@ -422,6 +422,25 @@ async fn session_table_entries_can_be_listed_looked_up_and_deleted() {
     )
     .await;
     assert_eq!(gone.status, 404);
+
+    // An id with `+`, `=` and `&` (recorded where it was first served) is looked up
+    // percent-encoded.
+    let odd = "ab+c=d&e";
+    let served = get(&client, &proxy.url("/"), Some(&format!("JSESSIONID={odd}"))).await;
+    let found = get(
+        &client,
+        &proxy.admin_url("/api/pools/web/tables/learn/lookup?id=ab%2Bc%3Dd%26e"),
+        None,
+    )
+    .await;
+    assert_eq!(found.status, 200, "{}", found.body);
+    assert!(
+        found
+            .body
+            .contains(&format!("\"backend\": \"{}\"", served.backend())),
+        "{}",
+        found.body
+    );
 }
 
 #[tokio::test]
