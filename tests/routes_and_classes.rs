@@ -431,3 +431,33 @@ async fn unreachable_routes_are_accepted_with_a_warning_and_unknown_names_are_er
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn ignore_case_routes_catch_the_path_in_any_case_as_iis_reads_it() {
+    let (b1, b2) = (
+        TestBackend::start("iis1").await,
+        TestBackend::start("iis2").await,
+    );
+    let routes = "    - { match: { path_prefix: /servlet, ignore_case: true }, pool: web, class: servlet }\n    - { match: { path_prefix: /static }, pool: web, class: none }\n";
+    let proxy = Proxy::start(&routed(&[&b1, &b2], SERVLET_CLASS, routes)).await;
+    let client = client();
+    let first = get(&client, &proxy.url("/SERVLET/cart"), None).await;
+    assert_eq!(first.status, 200);
+    let value = first
+        .cookie("ARRAffinity")
+        .expect("the servlet class applies to /SERVLET");
+    for path in ["/Servlet/a", "/servlet/b", "/SeRvLeT/c"] {
+        let reply = get(
+            &client,
+            &proxy.url(path),
+            Some(&format!("ARRAffinity={value}")),
+        )
+        .await;
+        assert_eq!(reply.backend(), first.backend(), "{path}");
+    }
+    // The case-sensitive /static route does not take /STATIC: no route, 404 from the proxy.
+    assert_eq!(
+        get(&client, &proxy.url("/STATIC/x"), None).await.status,
+        404
+    );
+}

@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use raw::{RawBalance as Balance, RawHealthCheckKind as HealthCheckKind};
+pub use validate::routes::starts_with_ignore_case;
 
 /// The validated `sticky:` section.
 #[derive(Debug, Clone)]
@@ -67,6 +68,8 @@ pub enum HostMatch {
 pub struct RouteConfig {
     pub host: Option<HostMatch>,
     pub path_prefix: Option<String>,
+    /// `path_prefix` compared ignoring ASCII case.
+    pub ignore_case: bool,
     pub methods: Vec<http::Method>,
     pub header: Option<(http::HeaderName, Option<http::HeaderValue>)>,
     pub pool: usize,

@@ -384,6 +384,10 @@ pub struct RawMatch {
     /// `shop.example.com`, or `*.example.com` for any subdomain.
     pub host: Option<String>,
     pub path_prefix: Option<String>,
+    /// Compare `path_prefix` ignoring ASCII case (HAProxy `path_beg -i`, NGINX `~*`), as IIS
+    /// backends do.
+    #[serde(default)]
+    pub ignore_case: bool,
     #[serde(default)]
     pub methods: Vec<String>,
     pub header: Option<RawHeaderMatch>,

@@ -365,7 +365,7 @@ fn check_attribute_value(field: &str, value: &str) -> Result<()> {
 
 mod affinity;
 mod listeners;
-mod routes;
+pub(super) mod routes;
 mod store;
 #[cfg(test)]
 mod tests;

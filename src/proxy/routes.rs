@@ -20,6 +20,7 @@ use std::sync::Arc;
 pub struct Matcher {
     pub host: Option<HostMatch>,
     pub path_prefix: Option<String>,
+    pub ignore_case: bool,
     pub methods: Vec<http::Method>,
     pub header: Option<(HeaderName, Option<http::HeaderValue>)>,
 }
@@ -29,6 +30,7 @@ impl Matcher {
         Matcher {
             host: route.host.clone(),
             path_prefix: route.path_prefix.clone(),
+            ignore_case: route.ignore_case,
             methods: route.methods.clone(),
             header: route.header.clone(),
         }
@@ -37,7 +39,13 @@ impl Matcher {
     /// Does the request satisfy every condition?
     pub fn matches(&self, req: &RequestHeader) -> bool {
         if let Some(prefix) = &self.path_prefix {
-            if !normalized_path(req.uri.path()).starts_with(prefix.as_str()) {
+            let path = normalized_path(req.uri.path());
+            let matched = if self.ignore_case {
+                crate::config::starts_with_ignore_case(&path, prefix)
+            } else {
+                path.starts_with(prefix.as_str())
+            };
+            if !matched {
                 return false;
             }
         }
@@ -274,6 +282,14 @@ mod tests {
         assert!(servlet.matches(&req("GET", "/static/../servlet/x", &[])));
         assert!(servlet.matches(&req("GET", "/%73ervlet/x", &[])));
         assert!(!servlet.matches(&req("GET", "/static/servlet", &[])));
+        assert!(!servlet.matches(&req("GET", "/Servlet/x", &[])));
+        let any_case = Matcher {
+            ignore_case: true,
+            ..servlet
+        };
+        assert!(any_case.matches(&req("GET", "/SERVLET/x", &[])));
+        assert!(any_case.matches(&req("GET", "/static/../SerVlet", &[])));
+        assert!(!any_case.matches(&req("GET", "/servle", &[])));
     }
 
     #[test]

@@ -205,11 +205,18 @@ fn validate_route(
     Ok(RouteConfig {
         host,
         path_prefix: m.path_prefix.clone(),
+        ignore_case: m.ignore_case,
         methods,
         header,
         pool,
         class,
     })
+}
+
+/// `text` starts with `prefix`, ignoring ASCII case.
+pub fn starts_with_ignore_case(text: &str, prefix: &str) -> bool {
+    text.len() >= prefix.len()
+        && text.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
 }
 
 /// Does every request that `later` matches also match `earlier`?
@@ -225,6 +232,9 @@ fn covers(earlier: &RouteConfig, later: &RouteConfig) -> bool {
     let path = match (&earlier.path_prefix, &later.path_prefix) {
         (None, _) => true,
         (Some(_), None) => false,
+        (Some(a), Some(b)) if earlier.ignore_case => starts_with_ignore_case(b, a),
+        // A case-sensitive prefix never covers a case-insensitive one.
+        (Some(_), Some(_)) if later.ignore_case => false,
         (Some(a), Some(b)) => b.starts_with(a.as_str()),
     };
     let methods = earlier.methods.is_empty()

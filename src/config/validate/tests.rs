@@ -207,3 +207,25 @@ fn bad_hash_settings_name_their_field() {
         assert!(error.starts_with(expected), "{error}\nexpected: {expected}");
     }
 }
+
+#[test]
+fn unreachable_route_warnings_respect_ignore_case() {
+    let routed = |first: &str, second: &str| {
+        let yaml = format!(
+            "sticky:\n  listeners: [{{ addr: \"127.0.0.1:6188\" }}]\n  pools:\n    - {{ name: web, backends: [{{ name: a, addr: \"127.0.0.1:9001\" }}] }}\n  routes:\n    - {{ match: {first}, pool: web }}\n    - {{ match: {second}, pool: web }}\n"
+        );
+        load_str(&yaml).unwrap().warnings
+    };
+    // A case-insensitive /app covers a case-sensitive /APP/x ...
+    let w = routed(
+        "{ path_prefix: /app, ignore_case: true }",
+        "{ path_prefix: /APP/x }",
+    );
+    assert!(w.iter().any(|w| w.contains("unreachable")), "{w:?}");
+    // ... but a case-sensitive /app does not cover a case-insensitive /app/x.
+    let w = routed(
+        "{ path_prefix: /app }",
+        "{ path_prefix: /app/x, ignore_case: true }",
+    );
+    assert!(!w.iter().any(|w| w.contains("unreachable")), "{w:?}");
+}
