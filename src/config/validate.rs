@@ -219,11 +219,10 @@ fn validate_pool(field: &str, raw: RawPool, extensions: &Extensions) -> Result<P
     for (j, backend) in raw.backends.into_iter().enumerate() {
         let field = format!("{field}.backends[{j}]");
         let backend = validate_backend(&field, backend)?;
-        // Compared ignoring case: ARR-format cookies hash the lower-cased name.
-        if let Some(k) = backends
-            .iter()
-            .position(|b| b.name.eq_ignore_ascii_case(&backend.name))
-        {
+        // Compared ignoring case, Unicode's as ARR's: `arr` cookies hash `to_lowercase(name)`,
+        // so `Ä` and `ä` (or `K`, the Kelvin sign, and `k`) would share one cookie value.
+        let lower = backend.name.to_lowercase();
+        if let Some(k) = backends.iter().position(|b| b.name.to_lowercase() == lower) {
             return Err(ConfigError::new(
                 format!("{field}.name"),
                 format!(

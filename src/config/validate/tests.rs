@@ -207,3 +207,26 @@ fn bad_hash_settings_name_their_field() {
         assert!(error.starts_with(expected), "{error}\nexpected: {expected}");
     }
 }
+
+#[test]
+fn backend_names_that_differ_only_in_unicode_case_are_duplicates() {
+    // Found by a proptest property (tests/properties.rs): `Ä` and `ä` passed the ASCII-only check, yet an `arr`
+    // cookie (SHA-256 of the lower-cased name) for one resolved to the other.
+    for (a, b) in [
+        ("\u{c4}", "\u{e4}"),
+        ("\u{212a}", "k"),
+        ("\u{130}", "i\u{307}"),
+    ] {
+        let yaml = MINIMAL.replace(
+            "backends: [{ name: iis1, addr: \"127.0.0.1:9001\" }]",
+            &format!(
+                "backends: [{{ name: \"{a}\", addr: \"127.0.0.1:9001\" }}, {{ name: \"{b}\", addr: \"127.0.0.1:9002\" }}]"
+            ),
+        );
+        let error = error_of(&yaml);
+        assert!(
+            error.starts_with("sticky.pools[0].backends[1].name: duplicate backend name"),
+            "{error}"
+        );
+    }
+}
