@@ -315,7 +315,7 @@ async fn a_plain_restart_under_load_refuses_connections_in_the_gap_and_every_ear
     let new = start_with_grace(&section, &listen).await;
     let gap = stopping.elapsed();
     restarted.store(true, Relaxed);
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
     stop.store(true, Relaxed);
     for worker in workers {
         worker.await.unwrap();
