@@ -470,3 +470,27 @@ async fn after_a_plain_restart_a_session_with_both_cookies_stays_home_and_its_id
         assert_eq!(&reply.backend(), home, "re-learned from the request");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_more_backends_refusing_than_pingoras_retry_limit_the_answer_is_still_the_proxys_own_503(
+) {
+    // Pingora tries an upstream at most `max_retries` (16) times per request: with 17 backends
+    // refusing and no health check, the attempts run out before the pool does.
+    let mut backends = Vec::new();
+    for i in 0..17 {
+        backends.push(TestBackend::start(&format!("node{i}")).await);
+    }
+    let refs: Vec<&TestBackend> = backends.iter().collect();
+    let proxy = Proxy::start(&one_pool(&refs, KEYED_AFFINITY)).await;
+    let client = client();
+    assert_eq!(get(&client, &proxy.url("/"), None).await.status, 200);
+    for backend in backends.iter_mut() {
+        backend.stop().await;
+    }
+    let refs: Vec<&TestBackend> = backends.iter().collect();
+    for _ in 0..5 {
+        let (reply, _) = timed_get(&client, &proxy.url("/many-down"), None).await;
+        assert_proxys_own_503(&reply, &refs);
+    }
+    assert_eq!(proxy.outcome_of("/many-down").as_deref(), Some("failed"));
+}
