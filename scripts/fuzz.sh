@@ -3,9 +3,9 @@
 # nightly toolchain). Each target (a module of tests/properties.rs: cookie_codec,
 # key_extraction, config_loader) runs for FUZZ_SECONDS (default 600) in batches of FUZZ_BATCH
 # cases per property (default 2000), each batch with a fresh random seed. Prints, per target:
-# duration, properties, cases executed (completed batches only), failures. A failure is shrunk
-# by proptest, saved to tests/properties.proptest-regressions (replayed by every later run) and
-# its output kept in $FUZZ_LOG_DIR.
+# duration, properties, cases executed (completed batches only), failures. A failure stops its
+# target: proptest shrinks it and saves it to tests/properties.proptest-regressions (replayed by
+# every later run), and its output is kept in $FUZZ_LOG_DIR/<target>.failure.log.
 #
 #   make fuzz                                # every target, 10 minutes each
 #   FUZZ_TARGETS=config_loader FUZZ_SECONDS=60 make fuzz
@@ -44,9 +44,12 @@ for target in $targets; do
             >"$log_dir/$target.last.log" 2>&1; then
             batches=$((batches + 1))
         else
+            # Stop this target: the saved failure is replayed first by every later batch, so
+            # going on would only find it again. Fix it, then run the target again.
             failures=$((failures + 1))
-            cp "$log_dir/$target.last.log" "$log_dir/$target.failure-$failures.log"
+            cp "$log_dir/$target.last.log" "$log_dir/$target.failure.log"
             status=1
+            break
         fi
     done
     elapsed=$(($(date +%s) - start))

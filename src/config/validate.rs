@@ -380,9 +380,12 @@ fn check_cookie_name(field: &str, name: &str) -> Result<()> {
 
 /// Attribute values may not contain `;`, control characters or non-ASCII bytes.
 fn check_attribute_value(field: &str, value: &str) -> Result<()> {
+    // Leading or trailing spaces are trimmed by every cookie parser (RFC 6265 5.2): `Path=/ `
+    // would be a cookie for `/`, not the configured path.
     if value
         .bytes()
         .any(|b| b == b';' || b.is_ascii_control() || !b.is_ascii())
+        || value.trim_matches(' ') != value
     {
         return Err(ConfigError::new(
             field,

@@ -230,3 +230,21 @@ fn backend_names_that_differ_only_in_unicode_case_are_duplicates() {
         );
     }
 }
+
+#[test]
+fn cookie_attributes_with_outer_spaces_are_refused() {
+    // Found by the proptest campaign (`make fuzz`): `path: "/ "` was accepted and sent as
+    // `Path=/ `, which browsers read as `Path=/`.
+    for (key, value) in [("path", "/ "), ("path", " /a"), ("domain", "example.com ")] {
+        let yaml = MINIMAL.replace(
+            "secret: \"0123456789abcdef\"",
+            &format!("secret: \"0123456789abcdef\", {key}: \"{value}\""),
+        );
+        assert_eq!(
+            error_of(&yaml),
+            format!(
+                "sticky.pools[0].affinity.cookie.{key}: not a valid cookie attribute value: {value:?}"
+            )
+        );
+    }
+}
