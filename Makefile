@@ -3,7 +3,7 @@ CARGO ?= cargo
 CONF ?= conf/demo.yaml
 SHELL := /bin/bash
 
-.PHONY: setup run build test lint unit check-conf bench bench-load clean
+.PHONY: setup run build test lint unit check-conf fuzz bench bench-load clean
 
 setup:
 	@./scripts/setup.sh
@@ -39,6 +39,11 @@ check-conf:
 		echo "check-conf: $$f"; \
 		$${CARGO_TARGET_DIR:-target}/debug/sticky-proxy -t -c $$f || exit 1; \
 	done
+
+## fuzz: long proptest campaign over tests/properties.rs, 10 minutes per target
+## (FUZZ_SECONDS, FUZZ_BATCH, FUZZ_TARGETS, FUZZ_RELEASE=1; see scripts/fuzz.sh)
+fuzz: setup
+	nice -n 10 ./scripts/fuzz.sh
 
 ## bench: criterion micro-benchmarks
 bench: setup

@@ -84,6 +84,19 @@ pub fn error_body(status: u16) -> &'static str {
     }
 }
 
+/// The status for a request that ends in error `e` after its connects failed on
+/// `connects_failed` backends. A retryable error then means Pingora ran out of attempts
+/// (`max_retries`, 16 by default) before the pool ran out of backends — more backends refusing
+/// than attempts: nothing reached a backend, so the answer is the `503` of a pool with none
+/// usable, not the last connect's `502`.
+pub fn final_error_status(e: &Error, connects_failed: usize) -> u16 {
+    if connects_failed > 0 && e.retry() {
+        503
+    } else {
+        error_status(e)
+    }
+}
+
 /// The status the proxy answers an error with (0: the client is gone, answer nothing).
 pub fn error_status(e: &Error) -> u16 {
     match e.etype() {
@@ -257,6 +270,17 @@ mod tests {
             cc(&["no-cache", "must-revalidate"]).as_deref(),
             Some("no-cache, must-revalidate, private")
         );
+    }
+
+    #[test]
+    fn running_out_of_attempts_after_failed_connects_is_a_503() {
+        let mut refused = Error::new_up(ErrorType::ConnectRefused);
+        assert_eq!(final_error_status(&refused, 1), 502, "not retryable: as is");
+        refused.set_retry(true);
+        assert_eq!(final_error_status(&refused, 16), 503);
+        assert_eq!(final_error_status(&refused, 0), 502, "no connect failed");
+        let timeout = Error::new_up(ErrorType::ReadTimedout);
+        assert_eq!(final_error_status(&timeout, 2), 504);
     }
 
     #[test]

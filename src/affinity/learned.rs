@@ -179,13 +179,17 @@ pub fn observe_set_cookie(line: &[u8], names: &[String]) -> Observed {
         return Observed::Other;
     }
     let value = cookie.value();
-    let expired_by_age = cookie.max_age().is_some_and(|age| age.whole_seconds() <= 0);
-    let expired_by_date = cookie
-        .expires_datetime()
-        .is_some_and(|when| when <= cookie::time::OffsetDateTime::now_utc());
+    // RFC 6265 5.3 step 3: `Max-Age`, when present, wins over `Expires` (a backend may send
+    // both, with an `Expires` its clock got wrong).
+    let expired = match cookie.max_age() {
+        Some(age) => age.whole_seconds() <= 0,
+        None => cookie
+            .expires_datetime()
+            .is_some_and(|when| when <= cookie::time::OffsetDateTime::now_utc()),
+    };
     if value.is_empty() {
         Observed::Cleared(None)
-    } else if expired_by_age || expired_by_date {
+    } else if expired {
         Observed::Cleared(Some(value.as_bytes().to_vec()))
     } else {
         Observed::Set(value.as_bytes().to_vec())
@@ -289,6 +293,26 @@ mod tests {
         );
         assert_eq!(o("OTHER=abc"), Observed::Other);
         assert_eq!(o("garbage"), Observed::Other);
+    }
+
+    #[test]
+    fn max_age_wins_over_expires_as_in_rfc_6265() {
+        // Found by a proptest property (tests/properties.rs): a live Max-Age with a past Expires used to clear the
+        // session; a browser keeps the cookie, so the table must keep the id.
+        let names = vec!["JSESSIONID".to_string()];
+        let o = |line: &str| observe_set_cookie(line.as_bytes(), &names);
+        assert_eq!(
+            o("JSESSIONID=abc; Max-Age=1; Expires=Thu, 01 Jan 1970 00:00:00 GMT"),
+            Observed::Set(b"abc".to_vec())
+        );
+        assert_eq!(
+            o("JSESSIONID=abc; Max-Age=0; Expires=Fri, 01 Jan 2100 00:00:00 GMT"),
+            Observed::Cleared(Some(b"abc".to_vec()))
+        );
+        assert_eq!(
+            o("JSESSIONID=abc; Expires=Fri, 01 Jan 2100 00:00:00 GMT"),
+            Observed::Set(b"abc".to_vec())
+        );
         assert_eq!(
             observe_set_cookie(b"JSESSIONID=\xff", &names),
             Observed::Other

@@ -184,11 +184,10 @@ fn validate_pool(field: &str, raw: RawPool, extensions: &Extensions) -> Result<P
     for (j, backend) in raw.backends.into_iter().enumerate() {
         let field = format!("{field}.backends[{j}]");
         let backend = validate_backend(&field, backend)?;
-        // Compared ignoring case: ARR-format cookies hash the lower-cased name.
-        if let Some(k) = backends
-            .iter()
-            .position(|b| b.name.eq_ignore_ascii_case(&backend.name))
-        {
+        // Compared ignoring case, Unicode's as ARR's: `arr` cookies hash `to_lowercase(name)`,
+        // so `Ä` and `ä` (or `K`, the Kelvin sign, and `k`) would share one cookie value.
+        let lower = backend.name.to_lowercase();
+        if let Some(k) = backends.iter().position(|b| b.name.to_lowercase() == lower) {
             return Err(ConfigError::new(
                 format!("{field}.name"),
                 format!(
@@ -351,9 +350,12 @@ fn check_cookie_name(field: &str, name: &str) -> Result<()> {
 
 /// Attribute values may not contain `;`, control characters or non-ASCII bytes.
 fn check_attribute_value(field: &str, value: &str) -> Result<()> {
+    // Leading or trailing spaces are trimmed by every cookie parser (RFC 6265 5.2): `Path=/ `
+    // would be a cookie for `/`, not the configured path.
     if value
         .bytes()
         .any(|b| b == b';' || b.is_ascii_control() || !b.is_ascii())
+        || value.trim_matches(' ') != value
     {
         return Err(ConfigError::new(
             field,

@@ -472,8 +472,8 @@ impl ProxyHttp for StickyProxy {
                 can_reuse_downstream: false,
             };
         }
-        let code = headers::error_status(e);
-        if ctx.selected.is_none() && code == 503 {
+        let code = headers::final_error_status(e, ctx.failed.len());
+        if code == 503 && (ctx.selected.is_none() || !ctx.responded) {
             ctx.outcome = Outcome::Failed;
         }
         if code > 0 {

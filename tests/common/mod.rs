@@ -286,6 +286,26 @@ impl Proxy {
             .map(|o| o.split_whitespace().next().unwrap_or("").to_string())
     }
 
+    /// A plain stop (not the graceful upgrade): SIGTERM, then wait up to `timeout` for the
+    /// process to exit. Its exit status, or `None` if it had to be killed.
+    pub async fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                self.stop();
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

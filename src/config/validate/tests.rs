@@ -229,3 +229,44 @@ fn unreachable_route_warnings_respect_ignore_case() {
     );
     assert!(!w.iter().any(|w| w.contains("unreachable")), "{w:?}");
 }
+
+#[test]
+fn backend_names_that_differ_only_in_unicode_case_are_duplicates() {
+    // Found by a proptest property (tests/properties.rs): `Ä` and `ä` passed the ASCII-only check, yet an `arr`
+    // cookie (SHA-256 of the lower-cased name) for one resolved to the other.
+    for (a, b) in [
+        ("\u{c4}", "\u{e4}"),
+        ("\u{212a}", "k"),
+        ("\u{130}", "i\u{307}"),
+    ] {
+        let yaml = MINIMAL.replace(
+            "backends: [{ name: iis1, addr: \"127.0.0.1:9001\" }]",
+            &format!(
+                "backends: [{{ name: \"{a}\", addr: \"127.0.0.1:9001\" }}, {{ name: \"{b}\", addr: \"127.0.0.1:9002\" }}]"
+            ),
+        );
+        let error = error_of(&yaml);
+        assert!(
+            error.starts_with("sticky.pools[0].backends[1].name: duplicate backend name"),
+            "{error}"
+        );
+    }
+}
+
+#[test]
+fn cookie_attributes_with_outer_spaces_are_refused() {
+    // Found by the proptest campaign (`make fuzz`): `path: "/ "` was accepted and sent as
+    // `Path=/ `, which browsers read as `Path=/`.
+    for (key, value) in [("path", "/ "), ("path", " /a"), ("domain", "example.com ")] {
+        let yaml = MINIMAL.replace(
+            "secret: \"0123456789abcdef\"",
+            &format!("secret: \"0123456789abcdef\", {key}: \"{value}\""),
+        );
+        assert_eq!(
+            error_of(&yaml),
+            format!(
+                "sticky.pools[0].affinity.cookie.{key}: not a valid cookie attribute value: {value:?}"
+            )
+        );
+    }
+}
