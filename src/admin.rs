@@ -72,7 +72,6 @@ impl AdminApp {
             .ok_or_else(|| Reply::error(StatusCode::NOT_FOUND, format!("no pool named {name:?}")))
     }
 
-    /// 401 without a token, 403 with a wrong one or when mutations are off.
     /// A pool and the index of one of its backends, or the 404 to answer.
     fn backend(&self, pool: &str, backend: &str) -> Result<(&Arc<Pool>, usize), Reply> {
         let pool = self.pool(pool)?;
@@ -85,11 +84,12 @@ impl AdminApp {
         }
     }
 
+    /// 401 without a token, 403 with a wrong one or when no token is configured.
     fn authorize(&self, header: Option<&[u8]>) -> Result<(), Reply> {
         let Some(expected) = &self.token else {
             return Err(Reply::error(
                 StatusCode::FORBIDDEN,
-                "mutations are off: no admin token is configured",
+                "no admin token is configured: mutations (and remote reads) are off",
             ));
         };
         let Some(given) = header.and_then(|h| h.strip_prefix(b"Bearer ")) else {

@@ -204,18 +204,30 @@ pub fn name_matches(pattern: &str, name: &str) -> bool {
 }
 
 impl ListenerTls {
-    /// The certificate for a client's SNI name: the first whose names match, else the default
-    /// (the first certificate) unless `strict_sni`. No SNI: the default.
+    /// The certificate for a client's SNI name: one that names it exactly, else one whose
+    /// wildcard covers it (NGINX's and HAProxy's order, whatever the list order), else the
+    /// default (the first certificate). With `strict_sni`, a name no certificate has, or no SNI
+    /// at all, gets none (HAProxy `strict-sni`).
     pub fn certificate_for(&self, sni: Option<&str>) -> Option<&Certificate> {
         let Some(sni) = sni else {
-            return self.certificates.first();
+            return if self.strict_sni {
+                None
+            } else {
+                self.certificates.first()
+            };
         };
         let sni = sni.trim_end_matches('.').to_ascii_lowercase();
-        let found = self
-            .certificates
-            .iter()
-            .find(|c| c.names.iter().any(|p| name_matches(p, &sni)));
-        match found {
+        let exact = || {
+            self.certificates
+                .iter()
+                .find(|c| c.names.iter().any(|p| !p.starts_with("*.") && *p == sni))
+        };
+        let wildcard = || {
+            self.certificates
+                .iter()
+                .find(|c| c.names.iter().any(|p| name_matches(p, &sni)))
+        };
+        match exact().or_else(wildcard) {
             Some(c) => Some(c),
             None if self.strict_sni => None,
             None => self.certificates.first(),
@@ -267,7 +279,9 @@ impl ResolvesServerCert for Resolver {
     }
 }
 
-/// The ALPN setting for a list of protocols (in preference order, as HTTP/2 first).
+/// The ALPN setting for a list of protocols. Pingora offers HTTP/2 before HTTP/1.1 when both are
+/// listed; a list that puts `http/1.1` first is refused by the config check
+/// ([`alpn_prefers_http11`]) rather than silently reordered.
 pub fn alpn_for(protocols: &[AlpnProtocol]) -> Option<ALPN> {
     let h2 = protocols.contains(&AlpnProtocol::H2);
     let h1 = protocols.contains(&AlpnProtocol::Http11);
@@ -277,6 +291,13 @@ pub fn alpn_for(protocols: &[AlpnProtocol]) -> Option<ALPN> {
         (false, true) => Some(ALPN::H1),
         (false, false) => None,
     }
+}
+
+/// Whether a list names `http/1.1` before `h2` (a preference Pingora cannot express).
+pub fn alpn_prefers_http11(protocols: &[AlpnProtocol]) -> bool {
+    let h1 = protocols.iter().position(|p| *p == AlpnProtocol::Http11);
+    let h2 = protocols.iter().position(|p| *p == AlpnProtocol::H2);
+    matches!((h1, h2), (Some(a), Some(b)) if a < b)
 }
 
 /// TLS from the proxy to a pool's backends.
@@ -371,7 +392,28 @@ mod tests {
         assert_eq!(tls.certificate_for(None).unwrap().names[0], "a.example");
         let strict = listener(true);
         assert!(strict.certificate_for(Some("nope.example")).is_none());
+        assert!(strict.certificate_for(None).is_none());
         assert!(strict.certificate_for(Some("b.example")).is_some());
+    }
+
+    #[test]
+    fn an_exact_name_beats_a_wildcard_listed_before_it() {
+        let wild = self_signed("w", &["*.example.com".into()]).unwrap();
+        let api = self_signed("a", &["api.example.com".into()]).unwrap();
+        let tls = ListenerTls {
+            certificates: vec![wild, api],
+            min_version: MinVersion::Tls12,
+            alpn: ALPN::H2H1,
+            strict_sni: false,
+        };
+        assert_eq!(
+            tls.certificate_for(Some("api.example.com")).unwrap().names,
+            ["api.example.com"]
+        );
+        assert_eq!(
+            tls.certificate_for(Some("www.example.com")).unwrap().names,
+            ["*.example.com"]
+        );
     }
 
     #[test]

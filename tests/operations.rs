@@ -278,7 +278,7 @@ async fn without_a_configured_token_mutations_are_off() {
     );
     let (status, body) = set_state(&proxy, "iis1", "draining", Some(TOKEN)).await;
     assert_eq!(status, 403, "{body}");
-    assert!(body.contains("mutations are off"));
+    assert!(body.contains("no admin token is configured"));
     assert_eq!(
         get(&client, &proxy.admin_url("/api/pools"), None)
             .await

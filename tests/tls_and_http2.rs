@@ -4,7 +4,10 @@
 //! time.
 
 mod common;
-use common::tls::{https_client, https_client_builder, TestCert, TlsBackend};
+use common::tls::{
+    https_client, https_client_builder, peer_certificate, tls12_only_handshake, TestCert,
+    TlsBackend,
+};
 use common::*;
 use std::net::SocketAddr;
 
@@ -39,6 +42,12 @@ async fn edge_proxy(
         &listen,
     )
     .await;
+    // Each listener is bound by its own service: wait for the TLS one too.
+    let bound = eventually(std::time::Duration::from_secs(10), || async move {
+        tokio::net::TcpStream::connect(tls_addr).await.is_ok()
+    })
+    .await;
+    assert!(bound, "TLS listener up");
     (EdgeProxy { proxy, tls_addr }, made)
 }
 
@@ -212,13 +221,19 @@ async fn sni_chooses_the_certificate_and_strict_sni_refuses_unknown_names() {
         .is_ok());
     let any_cert = https_client_builder(&[], &names)
         .danger_accept_invalid_certs(true)
+        .tls_info(true)
         .build()
         .unwrap();
-    assert!(any_cert
+    let unknown = any_cert
         .get(format!("https://c.test:{port}/"))
         .send()
         .await
-        .is_ok());
+        .unwrap();
+    assert_eq!(
+        peer_certificate(&unknown).unwrap(),
+        certs[0].cert_der,
+        "the first certificate is the default"
+    );
 
     // strict_sni: the unknown name's handshake is refused, the known names still work.
     let b1 = TestBackend::start("iis1").await;
@@ -241,6 +256,12 @@ async fn sni_chooses_the_certificate_and_strict_sni_refuses_unknown_names() {
         .await
         .unwrap();
     assert_eq!(reply.status(), 200);
+    // No SNI at all (an IP address in the URL): refused too, as HAProxy's strict-sni does.
+    assert!(any_cert
+        .get(format!("https://127.0.0.1:{port}/"))
+        .send()
+        .await
+        .is_err());
 }
 
 #[tokio::test]
@@ -253,11 +274,14 @@ async fn min_version_tls13_refuses_connections_that_negotiate_tls12() {
         .max_tls_version(reqwest::tls::Version::TLS_1_2)
         .build()
         .unwrap();
-    // rustls offers its TLS 1.3 suites even when capped at 1.2, so the handshake completes
-    // and the proxy refuses the request itself; nothing reaches a backend.
-    if let Ok(response) = tls12_only.get(&url).send().await {
-        assert_eq!(response.status(), 426);
-    }
+    // A client that offers only TLS 1.2 suites is refused in the handshake.
+    let refused = tls12_only_handshake(edge.tls_addr, "app.test", &certs[0]).await;
+    assert!(refused.is_err(), "{refused:?}");
+    // rustls capped at 1.2 still offers its TLS 1.3 suites, so its handshake completes and the
+    // proxy refuses the request itself; nothing reaches a backend.
+    let response = tls12_only.get(&url).send().await.unwrap();
+    assert_eq!(response.status(), 426);
+    assert_eq!(response.text().await.unwrap(), "426 TLS 1.3 required\n");
     assert_eq!(b1.hits(), 0);
     let modern = https_client(&[&certs[0]], &resolve);
     assert_eq!(modern.get(&url).send().await.unwrap().status(), 200);
@@ -270,6 +294,10 @@ async fn min_version_tls13_refuses_connections_that_negotiate_tls12() {
         .unwrap();
     let url = format!("https://app.test:{}/", edge12.tls_addr.port());
     assert_eq!(tls12_only.get(&url).send().await.unwrap().status(), 200);
+    assert_eq!(
+        tls12_only_handshake(edge12.tls_addr, "app.test", &certs12[0]).await,
+        Ok(())
+    );
 }
 
 #[tokio::test]
@@ -505,4 +533,41 @@ async fn hash_keys_and_learned_sessions_work_for_http2_clients_as_for_http1_ones
         let over_h1 = get(&h1, &proxy.url("/cart"), Some(&format!("JSESSIONID={id}"))).await;
         assert_eq!(over_h1.backend(), login.backend());
     }
+}
+
+#[tokio::test]
+async fn https_reported_by_a_trusted_proxy_counts_as_https_and_anyone_elses_claim_is_ignored() {
+    let b1 = TestBackend::start("iis1").await;
+    let yaml = |trusted: &str| {
+        format!(
+            "sticky:\n  listeners:\n    - addr: \"{{listen}}\"\n{trusted}  pools:\n    - name: web\n      backends: [{}]\n      affinity:\n        cookie: {{ secret: test-secret-0123456789abcdef }}\n",
+            b1.yaml()
+        )
+    };
+    let ask = |proxy: &Proxy| {
+        let url = proxy.url("/");
+        async move {
+            into_reply(
+                client()
+                    .get(url)
+                    .header("X-Forwarded-Proto", "https")
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    // Behind a TLS-terminating balancer we trust (loopback here).
+    let behind = Proxy::start(&yaml("  trusted_proxies: [127.0.0.1/32]\n")).await;
+    let reply = ask(&behind).await;
+    assert_eq!(reply.header("x-echo-forwarded-proto").unwrap(), "https");
+    let line = reply.set_cookies().join("\n");
+    assert!(line.contains("Secure"), "{line}");
+    // Nobody trusted: the client's claim is replaced, and the cookie is not Secure.
+    let exposed = Proxy::start(&yaml("")).await;
+    let reply = ask(&exposed).await;
+    assert_eq!(reply.header("x-echo-forwarded-proto").unwrap(), "http");
+    let line = reply.set_cookies().join("\n");
+    assert!(!line.contains("Secure"), "{line}");
 }

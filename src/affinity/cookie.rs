@@ -312,6 +312,18 @@ mod tests {
             assert!(line.contains(attr), "{line} lacks {attr}");
         }
         assert!(!line.contains("Secure"), "{line}");
+        // Secure by default only on TLS; `secure: false` never; `true` always.
+        assert!(set_cookie_line(&config, "A", "v", false, true).contains("Secure"));
+        let never = CookieConfig {
+            secure: Some(false),
+            ..config.clone()
+        };
+        assert!(!set_cookie_line(&never, "A", "v", false, true).contains("Secure"));
+        let always = CookieConfig {
+            secure: Some(true),
+            ..config.clone()
+        };
+        assert!(set_cookie_line(&always, "A", "v", false, false).contains("Secure"));
         let twin = set_cookie_line(&config, "ARRAffinitySameSite", "abc", true, false);
         assert!(
             twin.contains("SameSite=None") && twin.contains("Secure"),

@@ -74,6 +74,27 @@ impl StickyProxy {
         }
     }
 
+    /// A trusted proxy in front (`trusted_proxies`) says the client spoke HTTPS to it
+    /// (`X-Forwarded-Proto: https`): the request counts as HTTPS (Secure cookie, the header
+    /// passed on). Anyone else's `X-Forwarded-Proto` is ignored and replaced.
+    fn https_by_trusted_proxy(&self, session: &Session) -> bool {
+        if self.settings.trusted_proxies.is_empty() {
+            return false;
+        }
+        let trusted = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .is_some_and(|a| {
+                client_ip::is_trusted(&a.ip().to_canonical(), &self.settings.trusted_proxies)
+            });
+        trusted
+            && session
+                .req_header()
+                .headers
+                .get("x-forwarded-proto")
+                .is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"https"))
+    }
+
     /// The route a request was matched to (set by `request_filter`).
     fn route(&self, ctx: &RequestCtx) -> Option<&routes::Route> {
         self.router.routes.get(ctx.route)
@@ -93,15 +114,15 @@ async fn respond(
     status: u16,
     content_type: http::HeaderValue,
     body: Bytes,
-    location: Option<http::HeaderValue>,
+    extra: Option<(http::HeaderName, http::HeaderValue)>,
 ) {
     let mut resp = ServerSession::generate_error(status);
     let mut written = resp
         .insert_header(CONTENT_TYPE, content_type)
         .and_then(|_| resp.insert_header(CACHE_CONTROL, "no-store"))
         .and_then(|_| resp.set_content_length(body.len()));
-    if let Some(location) = location {
-        written = written.and_then(|_| resp.insert_header(http::header::LOCATION, location));
+    if let Some((name, value)) = extra {
+        written = written.and_then(|_| resp.insert_header(name, value));
     }
     let sent = match written {
         Ok(()) => {
@@ -138,7 +159,8 @@ async fn respond_policy(session: &mut Session, policy: &FailurePolicy) -> u16 {
         }
         FailurePolicy::Redirect { location } => {
             let body = Bytes::from_static(b"302 Found\n");
-            respond(session, 302, TEXT_PLAIN, body, Some(location.clone())).await;
+            let location = (http::header::LOCATION, location.clone());
+            respond(session, 302, TEXT_PLAIN, body, Some(location)).await;
             302
         }
         FailurePolicy::Close => 0,
@@ -164,9 +186,14 @@ impl ProxyHttp for StickyProxy {
             // offered 1.3 suites but still negotiated 1.2 is refused here, before any routing.
             if self.require_tls13 && !crate::tls::is_tls13(&ssl.version) {
                 let body = Bytes::from_static(b"426 TLS 1.3 required\n");
+                // (Pingora drops an `Upgrade` header from any answer but a 101, so the body
+                // says what is needed.) The connection is closed after the answer.
                 respond(session, 426, TEXT_PLAIN, body, None).await;
                 return Ok(true);
             }
+        }
+        if !ctx.tls && self.https_by_trusted_proxy(session) {
+            ctx.tls = true;
         }
         if let Some(redirect) = self.redirect_to_https {
             let req = session.req_header();
@@ -181,6 +208,7 @@ impl ProxyHttp for StickyProxy {
             match target {
                 Some(location) => {
                     let body = Bytes::from_static(b"Moved to HTTPS\n");
+                    let location = (http::header::LOCATION, location);
                     respond(session, redirect.status, TEXT_PLAIN, body, Some(location)).await;
                 }
                 None => respond_plain(session, 400).await,

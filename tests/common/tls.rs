@@ -11,6 +11,7 @@ use std::time::Duration;
 /// A self-signed certificate and its key, as PEM text and as files in a test's directory.
 pub struct TestCert {
     pub cert_pem: String,
+    pub cert_der: Vec<u8>,
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
 }
@@ -21,12 +22,14 @@ impl TestCert {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let generated = rcgen::generate_simple_self_signed(names).unwrap();
         let cert_pem = generated.cert.pem();
+        let cert_der = generated.cert.der().to_vec();
         let cert_file = dir.join(format!("{stem}.crt"));
         let key_file = dir.join(format!("{stem}.key"));
         std::fs::write(&cert_file, &cert_pem).unwrap();
         std::fs::write(&key_file, generated.key_pair.serialize_pem()).unwrap();
         TestCert {
             cert_pem,
+            cert_der,
             cert_file,
             key_file,
         }
@@ -125,4 +128,48 @@ impl TlsBackend {
         });
         TlsBackend { addr, task }
     }
+}
+
+/// The DER certificate the server presented on `response`'s connection (client built with
+/// `tls_info(true)`).
+pub fn peer_certificate(response: &reqwest::Response) -> Option<Vec<u8>> {
+    response
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()?
+        .peer_certificate()
+        .map(|der| der.to_vec())
+}
+
+/// A TLS handshake to `addr` for `name` by a client that offers only TLS 1.2 cipher suites
+/// and protocol version (trusting `root`); `Ok` if the handshake completed.
+pub async fn tls12_only_handshake(
+    addr: SocketAddr,
+    name: &str,
+    root: &TestCert,
+) -> Result<(), String> {
+    use pingora_rustls::{ClientConfig, CryptoProvider, RootCertStore, ServerName, TlsConnector};
+    pingora_rustls::install_default_crypto_provider();
+    let mut provider = CryptoProvider::get_default().unwrap().as_ref().clone();
+    provider
+        .cipher_suites
+        .retain(|s| s.version() == &pingora_rustls::version::TLS12);
+    let mut roots = RootCertStore::empty();
+    roots.add(root.cert_der.clone().into()).unwrap();
+    let config = ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[&pingora_rustls::version::TLS12])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let server_name = ServerName::try_from(name.to_string()).unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        TlsConnector::from(Arc::new(config)).connect(server_name, stream),
+    )
+    .await
+    .map_err(|_| "handshake timed out".to_string())?
+    .map(|_| ())
+    .map_err(|e| e.to_string())
 }

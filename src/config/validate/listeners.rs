@@ -134,6 +134,12 @@ fn validate_listener_tls(field: &str, raw: RawListenerTls) -> Result<ListenerTls
             "at least one certificate (cert_file + key_file), or self_signed names, is required",
         ));
     }
+    if tls::alpn_prefers_http11(&raw.alpn) {
+        return Err(ConfigError::new(
+            format!("{field}.alpn"),
+            "[http/1.1, h2]: HTTP/2 is always preferred when both are offered; write [h2, http/1.1] (or drop h2)",
+        ));
+    }
     let Some(alpn) = tls::alpn_for(&raw.alpn) else {
         return Err(ConfigError::new(
             format!("{field}.alpn"),
@@ -180,6 +186,12 @@ pub(super) fn validate_upstream_tls(field: &str, raw: RawUpstreamTls) -> Result<
     }
     if !sni.is_empty() {
         check_server_name(&format!("{field}.sni"), &sni)?;
+        if sni.starts_with("*.") {
+            return Err(ConfigError::new(
+                format!("{field}.sni"),
+                format!("{sni:?}: a wildcard cannot be sent as SNI; name the backends' host"),
+            ));
+        }
     }
     let ca = raw
         .ca_file
