@@ -173,3 +173,23 @@ pub async fn tls12_only_handshake(
     .map(|_| ())
     .map_err(|e| e.to_string())
 }
+
+/// A TLS connection (HTTP/1.1, no ALPN) to `addr` for `name`, trusting `root`.
+pub async fn tls_connect(
+    addr: SocketAddr,
+    name: &str,
+    root: &TestCert,
+) -> pingora_rustls::ClientTlsStream<tokio::net::TcpStream> {
+    use pingora_rustls::{ClientConfig, RootCertStore, ServerName, TlsConnector};
+    pingora_rustls::install_default_crypto_provider();
+    let mut roots = RootCertStore::empty();
+    roots.add(root.cert_der.clone().into()).unwrap();
+    let config = ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from(name.to_string()).unwrap(), stream)
+        .await
+        .unwrap()
+}
