@@ -430,3 +430,41 @@ async fn a_hung_redis_fails_no_request_and_is_used_again_once_it_answers() {
     let reply = get(&client, &a.url("/"), Some(&format!("JSESSIONID={id}"))).await;
     assert_eq!(reply.backend(), home);
 }
+
+#[tokio::test]
+async fn sessions_are_shared_through_a_redis_that_speaks_only_tls() {
+    let Some(redis) = RedisServer::start_tls().await else {
+        return;
+    };
+    let ca = redis.tls_cert().unwrap().cert_file.display().to_string();
+    let (b1, b2) = (
+        TestBackend::start("iis1").await,
+        TestBackend::start("iis2").await,
+    );
+    let config = shared(&[&b1, &b2], &redis, 1800, 60).replacen(
+        "refresh_interval_seconds: 60 }",
+        &format!("refresh_interval_seconds: 60, tls: true, ca_file: \"{ca}\" }}"),
+        1,
+    );
+    assert!(config.contains("tls: true"), "{config}");
+    let (a, b) = (Proxy::start(&config).await, Proxy::start(&config).await);
+    let client = client();
+    wait_store(&client, &a, true).await;
+    wait_store(&client, &b, true).await;
+    let (id, home) = login(&client, &a).await;
+    assert!(
+        wait_exists(&redis, &id, true).await,
+        "A wrote the session over TLS"
+    );
+    assert_honoured(&client, &b, &id, &home, "b").await;
+
+    // A proxy that does not trust the server's certificate never gets the store up, and
+    // still serves from its own table.
+    let dir = tempfile::tempdir().unwrap();
+    let stranger = common::tls::TestCert::generate(dir.path(), "stranger", &["127.0.0.1"]);
+    let untrusting = config.replace(&ca, &stranger.cert_file.display().to_string());
+    let c = Proxy::start(&untrusting).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(store_view(&client, &c).await["up"], false, "{}", c.log());
+    assert_eq!(get(&client, &c.url("/"), None).await.status, 200);
+}

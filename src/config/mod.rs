@@ -239,6 +239,8 @@ pub struct RedisStoreConfig {
     pub connect_timeout: Duration,
     pub refresh_interval: Duration,
     pub write_queue: usize,
+    /// `Some`: TLS to Redis, trusting these PEM CA certificates (empty: the system's).
+    pub tls_ca_pem: Option<Vec<u8>>,
 }
 
 impl RedisStoreConfig {
@@ -259,6 +261,7 @@ impl fmt::Debug for RedisStoreConfig {
             .field("address", &self.address())
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("tls", &self.tls_ca_pem.is_some())
             .field("database", &self.database)
             .field("key_prefix", &self.key_prefix)
             .field("lookup_timeout", &self.lookup_timeout)

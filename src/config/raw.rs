@@ -482,8 +482,10 @@ pub struct RawStore {
     /// Writes waiting for the writer task; more are dropped (and counted). Default
     /// [`default_write_queue`].
     pub write_queue: Option<usize>,
-    /// TLS to Redis (not built in: see the README).
+    /// TLS to Redis (`rediss://`), verifying the server's certificate and name.
     pub tls: Option<bool>,
+    /// With `tls`: PEM CA certificates to trust instead of the system's.
+    pub ca_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]

@@ -10,6 +10,8 @@ pub struct RedisServer {
     pub port: u16,
     binary: PathBuf,
     dir: tempfile::TempDir,
+    /// TLS only (`--tls-port`): the server's certificate.
+    tls: Option<super::tls::TestCert>,
 }
 
 /// A free loopback port in 10000–19999: below the proxies' range (`free_port`), so that a
@@ -39,6 +41,21 @@ impl RedisServer {
     /// Start one, or print why the test is skipped and return `None` (only where
     /// `redis-server` cannot be found: `make test` installs it).
     pub async fn start() -> Option<RedisServer> {
+        Self::start_with(false).await
+    }
+
+    /// Like [`RedisServer::start`], speaking only TLS, with a certificate for `127.0.0.1`
+    /// generated now ([`RedisServer::tls_cert`]).
+    pub async fn start_tls() -> Option<RedisServer> {
+        Self::start_with(true).await
+    }
+
+    /// The TLS server's certificate (its own CA: trust it to connect).
+    pub fn tls_cert(&self) -> Option<&super::tls::TestCert> {
+        self.tls.as_ref()
+    }
+
+    async fn start_with(tls: bool) -> Option<RedisServer> {
         let Some(binary) = redis_server_binary() else {
             eprintln!(
                 "SKIPPED: redis-server not found on PATH or at /usr/bin/redis-server \
@@ -46,11 +63,14 @@ impl RedisServer {
             );
             return None;
         };
+        let dir = tempfile::tempdir().unwrap();
+        let tls = tls.then(|| super::tls::TestCert::generate(dir.path(), "redis", &["127.0.0.1"]));
         let mut server = RedisServer {
             child: None,
             port: 0,
             binary,
-            dir: tempfile::tempdir().unwrap(),
+            dir,
+            tls,
         };
         // Another test may take the same free port before this server binds it: then the
         // server exits, and another port is tried.
@@ -66,10 +86,22 @@ impl RedisServer {
     /// Start on `self.port`; `false` if the server exited (the port was taken).
     async fn launch(&mut self) -> bool {
         let log = std::fs::File::create(self.dir.path().join("redis.log")).unwrap();
-        let child = Command::new(&self.binary)
-            .args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
-            .arg("--port")
-            .arg(self.port.to_string())
+        let mut command = Command::new(&self.binary);
+        command.args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"]);
+        match &self.tls {
+            None => command.arg("--port").arg(self.port.to_string()),
+            Some(cert) => command
+                .args(["--port", "0", "--tls-auth-clients", "no"])
+                .arg("--tls-port")
+                .arg(self.port.to_string())
+                .arg("--tls-cert-file")
+                .arg(&cert.cert_file)
+                .arg("--tls-key-file")
+                .arg(&cert.key_file)
+                .arg("--tls-ca-cert-file")
+                .arg(&cert.cert_file),
+        };
+        let child = command
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(log)
@@ -109,9 +141,20 @@ impl RedisServer {
     }
 
     async fn try_connection(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
-        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))?
-            .get_multiplexed_async_connection()
-            .await
+        let client = match &self.tls {
+            None => redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))?,
+            Some(cert) => {
+                pingora_rustls::install_default_crypto_provider();
+                redis::Client::build_with_tls(
+                    format!("rediss://127.0.0.1:{}/", self.port),
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(cert.cert_pem.clone().into_bytes()),
+                    },
+                )?
+            }
+        };
+        client.get_multiplexed_async_connection().await
     }
 
     /// A client connection (for checks with `EXISTS`, `TTL`, `SET`).

@@ -76,12 +76,34 @@ fn connection_manager(store: &RedisStore) -> redis::RedisResult<ConnectionManage
     if let Some(password) = &c.password {
         settings = settings.set_password(password);
     }
-    let info = redis::IntoConnectionInfo::into_connection_info(redis::ConnectionAddr::Tcp(
-        c.host.clone(),
-        c.port,
-    ))?
-    .set_redis_settings(settings);
-    let client = redis::Client::open(info)?;
+    let addr = match &c.tls_ca_pem {
+        None => redis::ConnectionAddr::Tcp(c.host.clone(), c.port),
+        Some(_) => redis::ConnectionAddr::TcpTls {
+            host: c.host.clone(),
+            port: c.port,
+            insecure: false,
+            tls_params: None,
+        },
+    };
+    let info = redis::IntoConnectionInfo::into_connection_info(addr)?.set_redis_settings(settings);
+    let client = match &c.tls_ca_pem {
+        Some(ca) if !ca.is_empty() => {
+            // rustls needs the process's crypto provider (Pingora's ring) before a config.
+            pingora_rustls::install_default_crypto_provider();
+            redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.clone()),
+                },
+            )?
+        }
+        Some(_) => {
+            pingora_rustls::install_default_crypto_provider();
+            redis::Client::open(info)?
+        }
+        None => redis::Client::open(info)?,
+    };
     let config = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(c.connect_timeout))
         .set_response_timeout(Some(c.connect_timeout))

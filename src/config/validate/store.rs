@@ -33,6 +33,7 @@ pub(super) fn validate_store(
                 ),
                 ("write_queue", raw.write_queue.is_some()),
                 ("tls", raw.tls.is_some()),
+                ("ca_file", raw.ca_file.is_some()),
             ];
             match given.iter().find(|(_, given)| *given) {
                 Some((name, _)) => Err(ConfigError::new(
@@ -48,14 +49,24 @@ pub(super) fn validate_store(
 
 fn validate_redis(field: &str, raw: RawStore, table: &TableConfig) -> Result<RedisStoreConfig> {
     let err = |name: &str, message: String| ConfigError::new(format!("{field}.{name}"), message);
-    if raw.tls == Some(true) {
-        return Err(err(
-            "tls",
-            "true: TLS to Redis is not built into this binary; reach a TLS Redis through a local \
-             tunnel (stunnel, spiped) on loopback and point address at it"
-                .to_string(),
-        ));
-    }
+    let tls_ca_pem = match (raw.tls == Some(true), raw.ca_file.as_deref()) {
+        (false, Some(path)) => {
+            return Err(err(
+                "ca_file",
+                format!("{path:?} is only used with tls: true"),
+            ))
+        }
+        (false, None) => None,
+        (true, None) => Some(Vec::new()),
+        (true, Some(path)) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| err("ca_file", format!("cannot read {path:?}: {e}")))?;
+            if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                return Err(err("ca_file", format!("no PEM certificate in {path:?}")));
+            }
+            Some(pem)
+        }
+    };
     let address = raw
         .address
         .as_deref()
@@ -136,6 +147,7 @@ fn validate_redis(field: &str, raw: RawStore, table: &TableConfig) -> Result<Red
         connect_timeout,
         refresh_interval: Duration::from_secs(refresh),
         write_queue,
+        tls_ca_pem,
     })
 }
 
