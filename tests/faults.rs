@@ -73,6 +73,34 @@ async fn a_silent_backend_and_a_slow_one_give_504_at_the_read_timeout_while_othe
 }
 
 #[tokio::test]
+async fn the_pool_total_timeout_answers_504_where_the_read_timeout_alone_would_wait() {
+    let b1 = TestBackend::start("iis1").await;
+    // Each read may take 10 s, but the whole exchange only 500 ms.
+    let proxy = Proxy::start(&one_pool(
+        &[&b1],
+        &format!("      timeouts: {{ read_ms: 10000, total_ms: 500 }}\n{KEYED_AFFINITY}"),
+    ))
+    .await;
+    let client = client();
+    let slow = get(&client, &proxy.url("/slow/3000"), None).await;
+    assert_eq!(slow.status, 504, "{}", slow.body);
+    assert_eq!(slow.body, "504 Gateway Timeout\n");
+    // Within the total, answers are normal; and the proxy serves others meanwhile.
+    let quick = get(&client, &proxy.url("/slow/50"), None).await;
+    assert_eq!(quick.status, 200);
+    // Without total_ms the same slow answer arrives (the read timeout is 10 s).
+    let patient = Proxy::start(&one_pool(
+        &[&b1],
+        &format!("      timeouts: {{ read_ms: 10000 }}\n{KEYED_AFFINITY}"),
+    ))
+    .await;
+    assert_eq!(
+        get(&client, &patient.url("/slow/1500"), None).await.status,
+        200
+    );
+}
+
+#[tokio::test]
 async fn smuggling_shapes_and_header_injection_are_refused_and_the_proxy_keeps_serving() {
     let b1 = TestBackend::start("iis1").await;
     let proxy = Proxy::start(&one_pool(&[&b1], KEYED_AFFINITY)).await;

@@ -198,6 +198,8 @@ pub struct TimeoutConfig {
     pub read: Duration,
     pub write: Duration,
     pub idle: Duration,
+    /// Request arrival to the end of the response, retries included.
+    pub total: Option<Duration>,
 }
 
 /// A pool's affinity mechanisms. A request goes to the first backend recorded for it (inserted

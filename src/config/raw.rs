@@ -275,6 +275,9 @@ pub struct RawTimeouts {
     pub write_ms: u64,
     #[serde(default = "default_idle_ms")]
     pub idle_ms: u64,
+    /// From the request's arrival to the end of the backend's response, retries included
+    /// (Envoy's route `timeout`); absent: no overall limit.
+    pub total_ms: Option<u64>,
 }
 
 impl Default for RawTimeouts {
@@ -284,6 +287,7 @@ impl Default for RawTimeouts {
             read_ms: default_read_ms(),
             write_ms: default_write_ms(),
             idle_ms: default_idle_ms(),
+            total_ms: None,
         }
     }
 }

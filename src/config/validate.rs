@@ -312,6 +312,10 @@ fn validate_timeouts(field: &str, raw: &RawTimeouts) -> Result<TimeoutConfig> {
         read: positive_ms(&format!("{field}.read_ms"), raw.read_ms)?,
         write: positive_ms(&format!("{field}.write_ms"), raw.write_ms)?,
         idle: positive_ms(&format!("{field}.idle_ms"), raw.idle_ms)?,
+        total: raw
+            .total_ms
+            .map(|ms| positive_ms(&format!("{field}.total_ms"), ms))
+            .transpose()?,
     })
 }
 

@@ -42,6 +42,8 @@ pub struct Pool {
     /// The named classes routes apply to this pool, by class index.
     pub class_affinities: Vec<(usize, Arc<Affinity>)>,
     pub opt_out_header: http::HeaderName,
+    /// `timeouts.total_ms`: request arrival to the end of the response, retries included.
+    pub total_timeout: Option<std::time::Duration>,
     /// Upgraded (WebSocket) connections to the backends, for closing them on request.
     pub upgraded: Arc<upgraded::UpgradedConnections>,
     balancer: Balancer,
@@ -116,6 +118,7 @@ impl Pool {
                 })
                 .collect(),
             opt_out_header: config.opt_out_header.clone(),
+            total_timeout: config.timeouts.total,
             upgraded: Arc::default(),
             slots,
             balancer,
@@ -228,9 +231,28 @@ impl Pool {
         self.slots.iter().position(|s| s.name == name)
     }
 
-    /// The peer to connect to for a backend index.
-    pub fn peer(&self, index: usize) -> Box<HttpPeer> {
-        Box::new(self.slots[index].peer.clone())
+    /// The peer to connect to for a backend index; with `remaining` (what is left of the
+    /// request's total timeout), its connect, read and write timeouts are capped to it.
+    pub fn peer(&self, index: usize, remaining: Option<std::time::Duration>) -> Box<HttpPeer> {
+        let mut peer = Box::new(self.slots[index].peer.clone());
+        if let Some(remaining) = remaining {
+            cap_timeouts(&mut peer.options, remaining);
+        }
+        peer
+    }
+}
+
+/// Cap a peer's connect, read and write timeouts to `remaining`.
+pub fn cap_timeouts(
+    options: &mut pingora_core::upstreams::peer::PeerOptions,
+    remaining: std::time::Duration,
+) {
+    for timeout in [
+        &mut options.connection_timeout,
+        &mut options.read_timeout,
+        &mut options.write_timeout,
+    ] {
+        *timeout = Some(timeout.map_or(remaining, |t| t.min(remaining)));
     }
 }
 
@@ -294,5 +316,27 @@ fn futures_now<F: std::future::Future>(future: F) -> Option<F::Output> {
     match future.as_mut().poll(&mut cx) {
         std::task::Poll::Ready(v) => Some(v),
         std::task::Poll::Pending => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cap_timeouts;
+    use pingora_core::upstreams::peer::HttpPeer;
+    use std::time::Duration;
+
+    #[test]
+    fn timeouts_are_capped_to_what_is_left_of_the_total() {
+        let mut peer = HttpPeer::new("127.0.0.1:1", false, String::new());
+        peer.options.connection_timeout = Some(Duration::from_secs(3));
+        peer.options.read_timeout = Some(Duration::from_millis(200));
+        peer.options.write_timeout = None;
+        cap_timeouts(&mut peer.options, Duration::from_millis(500));
+        assert_eq!(
+            peer.options.connection_timeout,
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(peer.options.read_timeout, Some(Duration::from_millis(200)));
+        assert_eq!(peer.options.write_timeout, Some(Duration::from_millis(500)));
     }
 }

@@ -236,6 +236,16 @@ impl ProxyHttp for StickyProxy {
             return Error::e_explain(ErrorType::HTTPStatus(404), "no route");
         };
         let pool = &route.pool;
+        // What is left of the pool's total timeout (retries included); none left: 504. Not for
+        // upgrades: a WebSocket lives as long as its ends want.
+        let total = pool.total_timeout.filter(|_| !session.is_upgrade_req());
+        let remaining = match total {
+            Some(total) => match total.checked_sub(ctx.started.elapsed()) {
+                Some(left) if !left.is_zero() => Some(left),
+                _ => return Error::e_explain(ErrorType::ReadTimedout, "total timeout"),
+            },
+            None => None,
+        };
         let affinity = route.affinity.as_deref();
         let req = session.req_header();
         if ctx.session.is_none() {
@@ -311,7 +321,7 @@ impl ProxyHttp for StickyProxy {
         ctx.in_flight = Some(InFlight::start(&pool.slots, index));
         ctx.upstream_started = Some(std::time::Instant::now());
         pool.slots[index].record_request(decision.outcome == Outcome::Sticky);
-        Ok(pool.peer(index))
+        Ok(pool.peer(index, remaining))
     }
 
     fn fail_to_connect(
@@ -439,6 +449,27 @@ impl ProxyHttp for StickyProxy {
             upstream_request.append_header("x-forwarded-host", host)?;
         }
         Ok(())
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        session: &mut Session,
+        _body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        if session.was_upgraded() {
+            return Ok(None);
+        }
+        // The total timeout also bounds a body that trickles in (each read is within the read
+        // timeout): past it, the response is cut (its header has gone out already).
+        let total = self.route(ctx).and_then(|r| r.pool.total_timeout);
+        if let Some(total) = total {
+            if !end_of_stream && ctx.started.elapsed() > total {
+                return Error::e_explain(ErrorType::ReadTimedout, "total timeout");
+            }
+        }
+        Ok(None)
     }
 
     async fn response_filter(
