@@ -23,6 +23,7 @@
 #   CARGO_TARGET_DIR (default: target)   where `cargo build --release` puts sticky-proxy
 #   STICKY_BIN=path  use this sticky-proxy binary and skip the build
 #   KEEP_TMP=1       keep the temporary directory (configs, logs)
+#   WORKLOADS="new returning rotating sdk learned"  a subset, for focused trials
 #   RESULTS_DIR=dir  where results-<N>t.txt and summary.md go (default: benches/load; use another
 #                    directory for trial runs so the published results stay)
 set -euo pipefail
@@ -54,7 +55,7 @@ WARM_S="${WARMUP%s}"
 }
 
 PROXIES=(sticky sticky-off haproxy nginx)
-WORKLOADS=(new returning rotating sdk learned)
+read -r -a WORKLOADS <<<"${WORKLOADS:-new returning rotating sdk learned}"
 # NGINX (open source) cannot learn session ids: no row for it in `learned`.
 proxies_for() { # workload → the proxies measured in it
   if [ "$1" = learned ]; then echo sticky sticky-off haproxy; else echo "${PROXIES[@]}"; fi
@@ -309,7 +310,8 @@ measure() { # threads round workload proxy
 N_THREADS=$(wc -w <<<"$THREADS")
 N_RUNS=0
 for w in "${WORKLOADS[@]}"; do N_RUNS=$((N_RUNS + $(proxies_for "$w" | wc -w))); done
-EST=$((N_THREADS * (ROUNDS * N_RUNS * (DUR_S + 1) + ${#PROXIES[@]} * (WARM_S + 1) + 2 * 3 + 8)))
+# About half a second per run beyond DURATION (sampling /proc, starting wrk), plus start-up.
+EST=$((N_THREADS * (ROUNDS * N_RUNS * (2 * DUR_S + 1) / 2 + ${#PROXIES[@]} * (WARM_S + 1) + 2 * 3 + 10)))
 log "plan: THREADS='$THREADS' ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS PIN=$PIN; about ${EST}s of measuring (limit ${TIME_LIMIT}s since start, ${SECONDS}s used)"
 
 "$PY" "$LIB" cookies "$TMP/sdk.txt" 1000 "CUserID="
