@@ -11,9 +11,12 @@
   benchlib.py run-timed CPUFILE CMD... run CMD, write its children's user+sys CPU ticks to CPUFILE
   benchlib.py record K=V... WRKFILE    one "RESULT {json}" line for a finished wrk run
   benchlib.py cookies OUT N PREFIX [VALID...]  N cookie lines; VALID values spread evenly
+  benchlib.py jsessionids OUT N        N lines JSESSIONID=<32 upper-case hex digits> (Tomcat style)
   benchlib.py report [--quiet=PCT] RAWFILE...  Markdown tables of medians (and ratios to HAProxy);
                                        --quiet adds tables of the runs with other CPU ≤ PCT %
   benchlib.py report --compact RAWFILE...      narrower tables: "value (ratio)" per cell
+  benchlib.py targets RAWFILE...       the #7 targets computed from the runs: cookie vs
+                                       affinity-off CPU per request, 2-thread vs 1-thread scaling
   benchlib.py callgrind FILE REQUESTS  self and inclusive instruction counts per function and
                                        per request, with sticky_proxy's own functions listed apart
 
@@ -206,8 +209,15 @@ def cookies(args):
         f.write("\n".join(lines) + "\n")
 
 
+def jsessionids(args):
+    out, n = args[0], int(args[1])
+    rng = random.Random(11)  # fixed seed: the same ids in every run
+    with open(out, "w") as f:
+        f.write("".join(f"JSESSIONID={rng.getrandbits(128):032X}\n" for _ in range(n)))
+
+
 PROXY_ORDER = ["sticky", "sticky-off", "haproxy", "nginx"]
-WORKLOAD_ORDER = ["new", "returning", "rotating", "sdk"]
+WORKLOAD_ORDER = ["new", "returning", "rotating", "sdk", "learned"]
 METRICS = [  # key, column title, format
     ("rps", "req/s", "{:,.0f}"),
     ("p50_ms", "p50 ms", "{:.3f}"),
@@ -310,6 +320,48 @@ def compact(runs):
     return out
 
 
+def targets(runs):
+    """The issue #7 targets that this benchmark can compute from one run's records."""
+    by = defaultdict(list)
+    for r in runs:
+        by[(r["threads"], r["workload"], r["proxy"])].append(r)
+    out = ["", "## Targets computed from these runs", "",
+           "**Affinity vs affinity off, CPU per request** (median over rounds of the per-round ratio "
+           "`sticky / sticky-off`, same workload; target ≤ 1.05 for cookie affinity)", "",
+           "| threads | workload | sticky CPU µs/req | sticky-off CPU µs/req | ratio (per-round median) | per-round ratios |",
+           "|---:|---|---:|---:|---:|---|"]
+    for threads in sorted({r["threads"] for r in runs}):
+        for workload in WORKLOAD_ORDER:
+            on = {r["round"]: r for r in by.get((threads, workload, "sticky"), [])}
+            off = {r["round"]: r for r in by.get((threads, workload, "sticky-off"), [])}
+            ratios = [on[k]["cpu_us_per_req"] / off[k]["cpu_us_per_req"] for k in sorted(on) if k in off]
+            if not ratios:
+                continue
+            out.append(f"| {threads} | {workload} | {median([r['cpu_us_per_req'] for r in on.values()]):.1f} | "
+                       f"{median([r['cpu_us_per_req'] for r in off.values()]):.1f} | {median(ratios):.3f} | "
+                       + ", ".join(f"{x:.3f}" for x in ratios) + " |")
+    ts = sorted({r["threads"] for r in runs})
+    if 1 in ts and 2 in ts:
+        out += ["", "**2 threads vs 1 thread** (medians). *measured* = req/s with 2 threads ÷ req/s with 1; "
+                "on this 2-core box the 2-thread proxy shares CPU 1 with wrk and the backends, so this is "
+                "not the issue's set-up. *capacity* = 2 × (1-thread CPU µs/req) ÷ (2-thread CPU µs/req): "
+                "the req/s two fully available cores would give relative to one, from the measured CPU "
+                "cost per request (assumes the proxy could keep both cores busy, as it would with the "
+                "load generator on another machine). Target ≥ 1.6.", "",
+                "| workload | proxy | req/s 1t | req/s 2t | measured 2t/1t | CPU µs/req 1t | CPU µs/req 2t | capacity 2t/1t |",
+                "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for workload in WORKLOAD_ORDER:
+            for proxy in PROXY_ORDER:
+                a, b = by.get((1, workload, proxy)), by.get((2, workload, proxy))
+                if not a or not b:
+                    continue
+                r1, r2 = median([r["rps"] for r in a]), median([r["rps"] for r in b])
+                c1, c2 = median([r["cpu_us_per_req"] for r in a]), median([r["cpu_us_per_req"] for r in b])
+                out.append(f"| {workload} | {proxy} | {r1:,.0f} | {r2:,.0f} | {r2 / r1:.2f} | "
+                           f"{c1:.1f} | {c2:.1f} | {2 * c1 / c2:.2f} |")
+    return out
+
+
 def report(args):
     quiet = None
     if args and args[0] == "--compact":
@@ -328,6 +380,7 @@ def report(args):
                 f"at most {quiet:g}% of a core. A ratio needs HAProxy's run of the same round to be "
                 "quiet too; `–` where none was."]
         out += tables(calm, ", quiet runs") if calm else ["", "(no quiet runs)"]
+    out += targets(runs)
     for note in notes:
         out.append(f"\n{note}")
     print("\n".join(out))
@@ -442,6 +495,10 @@ def main():
         cookies(args)
     elif cmd == "callgrind":
         callgrind(args)
+    elif cmd == "jsessionids":
+        jsessionids(args)
+    elif cmd == "targets":
+        print("\n".join(targets(load_runs(args)[0])).lstrip("\n"))
     elif cmd == "report":
         report(args)
     else:

@@ -10,6 +10,12 @@ declare -A PORT=([sticky]=6201 [sticky-off]=6202 [haproxy]=6203 [nginx]=6204)
 # second frontend/server block of the HAProxy and NGINX processes. sticky-off has no affinity and
 # gets the same request on its usual port.
 declare -A SDK_PORT=([sticky]=6211 [sticky-off]=6202 [haproxy]=6213 [nginx]=6214)
+# The `learned` workload (JSESSIONID ids the proxy learns on first sight): sticky-proxy with
+# `affinity.learn` (preset j2ee) as its own process (`sticky-learn`, port 6221); HAProxy's
+# equivalent, a stick table keyed on the JSESSIONID cookie, as a third frontend. sticky-off gets
+# the same requests on its usual port. NGINX has no row: open-source NGINX cannot learn a session
+# id (`sticky learn` is NGINX Plus), and hashing the cookie is already the `sdk` workload.
+declare -A LEARN_PORT=([sticky]=6221 [sticky-off]=6202 [haproxy]=6223)
 
 backends_conf() { # dir: one NGINX, three server blocks iis1..iis3 on 127.0.0.1:9101-9103
   local dir=$1 t i
@@ -26,7 +32,7 @@ backends_conf() { # dir: one NGINX, three server blocks iis1..iis3 on 127.0.0.1:
   echo "}"
 }
 
-sticky_conf() { # path-prefix threads port affinity(cookie|hash|off)
+sticky_conf() { # path-prefix threads port affinity(cookie|hash|learn|off)
   local name=$1 n=$2 port=$3 aff=$4
   cat <<EOF
 version: 1
@@ -62,6 +68,8 @@ EOF
 EOF
       ;;
     hash) echo "      affinity: { hash: { sources: [ { type: cookie, name: CUserID } ] } }" ;;
+    # Unknown ids are recorded where they are served (answers < 400): the table fills itself.
+    learn) echo "      affinity: { learn: { presets: [j2ee], table: { capacity: 100000 } } }" ;;
     off) echo "      affinity: { enabled: false }" ;;
   esac
 }
@@ -99,6 +107,19 @@ frontend fe_sdk
 backend be_sdk
   balance hash req.cook(CUserID)
   hash-type consistent
+  server iis1 127.0.0.1:9101
+  server iis2 127.0.0.1:9102
+  server iis3 127.0.0.1:9103
+frontend fe_learn
+  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  bind 127.0.0.1:${LEARN_PORT[haproxy]}
+  default_backend be_learn
+backend be_learn
+  # HAProxy's learned session: the JSESSIONID the client sends, stored on first sight.
+  balance roundrobin
+  stick-table type string len 64 size 100k expire 30m
+  stick on req.cook(JSESSIONID)
   server iis1 127.0.0.1:9101
   server iis2 127.0.0.1:9102
   server iis3 127.0.0.1:9103

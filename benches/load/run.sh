@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Side-by-side load benchmark: sticky-proxy (cookie affinity / affinity off) vs HAProxy vs NGINX,
 # same NGINX backends, loopback only, interleaved rounds. See benches/README.md.
-# Rows: sticky (ARRAffinity insertion; for `sdk` its CUserID hash mode), sticky-off
-# (`affinity: { enabled: false }`), haproxy (cookie insert; `balance hash` for sdk), nginx
-# (`hash $cookie_ARRAffinity consistent`; `$cookie_CUserID` for sdk). Configs: confs.sh.
+# Rows: sticky (ARRAffinity insertion; for `sdk` its CUserID hash mode; for `learned` its
+# JSESSIONID session table), sticky-off (`affinity: { enabled: false }`), haproxy (cookie insert;
+# `balance hash` for sdk; a JSESSIONID stick table for learned), nginx
+# (`hash $cookie_ARRAffinity consistent`; `$cookie_CUserID` for sdk; no learned row).
+# Configs: confs.sh.
 #
 #   benches/load/run.sh                      # defaults: THREADS="1 2" ROUNDS=3 DURATION=4s
 #   DURATION=5s ROUNDS=5 THREADS=2 benches/load/run.sh
@@ -21,6 +23,7 @@
 #   CARGO_TARGET_DIR (default: target)   where `cargo build --release` puts sticky-proxy
 #   STICKY_BIN=path  use this sticky-proxy binary and skip the build
 #   KEEP_TMP=1       keep the temporary directory (configs, logs)
+#   WORKLOADS="new returning rotating sdk learned"  a subset, for focused trials
 #   RESULTS_DIR=dir  where results-<N>t.txt and summary.md go (default: benches/load; use another
 #                    directory for trial runs so the published results stay)
 set -euo pipefail
@@ -52,7 +55,11 @@ WARM_S="${WARMUP%s}"
 }
 
 PROXIES=(sticky sticky-off haproxy nginx)
-WORKLOADS=(new returning rotating sdk)
+read -r -a WORKLOADS <<<"${WORKLOADS:-new returning rotating sdk learned}"
+# NGINX (open source) cannot learn session ids: no row for it in `learned`.
+proxies_for() { # workload → the proxies measured in it
+  if [ "$1" = learned ]; then echo sticky sticky-off haproxy; else echo "${PROXIES[@]}"; fi
+}
 
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
@@ -79,7 +86,7 @@ export PATH="$PATH:/usr/sbin:/sbin"
 
 # The Debian packages start system services where systemd runs; nothing here uses them, and the
 # ports used below are checked to be free.
-for p in "${BACKEND_PORTS[@]}" "${PORT[@]}" "${SDK_PORT[@]}"; do
+for p in "${BACKEND_PORTS[@]}" "${PORT[@]}" "${SDK_PORT[@]}" "${LEARN_PORT[@]}"; do
   if ss -Hltn "sport = :$p" 2>/dev/null | grep -q .; then
     echo "run.sh: port 127.0.0.1:$p is in use; stop what listens there first" >&2
     exit 1
@@ -168,12 +175,13 @@ for p in "${BACKEND_PORTS[@]}"; do wait_http "$p"; done
 start_proxies() { # threads
   local n=$1 pin dir
   pin=$(proxy_pin "$n")
-  for name in sticky sticky-off sticky-sdk; do
+  for name in sticky sticky-off sticky-sdk sticky-learn; do
     local aff port
     case $name in
       sticky) aff=cookie port=${PORT[sticky]} ;;
       sticky-off) aff=off port=${PORT[sticky-off]} ;;
       sticky-sdk) aff=hash port=${SDK_PORT[sticky]} ;;
+      sticky-learn) aff=learn port=${LEARN_PORT[sticky]} ;;
     esac
     sticky_conf "$TMP/$name" "$n" "$port" "$aff" >"$TMP/$name-${n}t.yaml"
     # RUST_LOG=warn: no per-request access log line (HAProxy and NGINX log nothing either).
@@ -195,6 +203,7 @@ start_proxies() { # threads
   for name in "${PROXIES[@]}"; do
     wait_http "${PORT[$name]}"
     wait_http "${SDK_PORT[$name]}"
+    if [ -n "${LEARN_PORT[$name]:-}" ]; then wait_http "${LEARN_PORT[$name]}"; fi
   done
 }
 
@@ -202,6 +211,7 @@ stop_proxies() {
   stop_pid "${ROOT[sticky]}" INT
   stop_pid "${ROOT[sticky-off]}" INT
   stop_pid "${ROOT[sticky-sdk]}" INT
+  stop_pid "${ROOT[sticky-learn]}" INT
   stop_pid "${ROOT[haproxy]}" TERM
   stop_pid "${ROOT[nginx]}" TERM
 }
@@ -236,6 +246,25 @@ check_hash() { # proxy: on its sdk port, one CUserID must always reach one backe
   fi
 }
 
+check_learn() { # proxy: on its learned port, a JSESSIONID seen once must keep its backend
+  local port=${LEARN_PORT[$1]} bodies
+  bodies=$(for i in 1 2 3 4 5 6; do curl -s -H "Cookie: JSESSIONID=BENCHCHECK$1" "http://127.0.0.1:$port/"; done | sort -u)
+  [ "$(wc -l <<<"$bodies")" -eq 1 ] || { echo "run.sh: $1 does not learn JSESSIONID: $bodies" >&2; exit 1; }
+  if curl -s -D - -o /dev/null -H "Cookie: JSESSIONID=BENCHCHECK$1" "http://127.0.0.1:$port/" | grep -qi '^set-cookie'; then
+    echo "run.sh: $1 inserts a cookie in learned mode" >&2
+    exit 1
+  fi
+}
+
+seed_learn() { # proxy: send every id of learned.txt once (at least) so the table holds them all
+  local port=${LEARN_PORT[$1]} n
+  "${AUX_PIN[@]}" timeout -k 2 20 wrk -t1 -c"$CONNS" -d2s -s "$LUA" "http://127.0.0.1:$port/" \
+    -- "$TMP/learned.txt" >"$TMP/seed-$1.out" 2>&1 || true
+  n=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' "$TMP/seed-$1.out")
+  echo "# learned: seeded $1 with ${n:-0} requests over 10000 ids" >>"$RAW"
+  [ "${n:-0}" -ge 10000 ] || log "warning: $1 saw only ${n:-0} seed requests; part of its learned table fills during round 1"
+}
+
 # ---------------------------------------------------------------------------------------------
 # One measured run
 RAW=""
@@ -246,11 +275,13 @@ measure() { # threads round workload proxy
   port=${PORT[$proxy]}
   root=${ROOT[$proxy]}
   [ "$workload" = sdk ] && [ "$proxy" = sticky ] && root=${ROOT[sticky-sdk]}
+  [ "$workload" = learned ] && [ "$proxy" = sticky ] && root=${ROOT[sticky-learn]}
   case "$workload" in
     new) ;;
     returning) opts=(-H "Cookie: ARRAffinity=${RETURNING[$proxy]}") ;;
     rotating) opts=(-s "$LUA"); sargs=(-- "$TMP/rotating-$proxy.txt") ;;
     sdk) opts=(-s "$LUA"); sargs=(-- "$TMP/sdk.txt"); port=${SDK_PORT[$proxy]} ;;
+    learned) opts=(-s "$LUA"); sargs=(-- "$TMP/learned.txt"); port=${LEARN_PORT[$proxy]} ;;
   esac
   url="http://127.0.0.1:$port/"
   read -r u0 k0 b0 s0 _ < <("$PY" "$LIB" snap --reset "$root" "$BACKENDS")
@@ -277,11 +308,16 @@ measure() { # threads round workload proxy
 # ---------------------------------------------------------------------------------------------
 # Main
 N_THREADS=$(wc -w <<<"$THREADS")
-EST=$((N_THREADS * (ROUNDS * ${#WORKLOADS[@]} * ${#PROXIES[@]} * (DUR_S + 1) + ${#PROXIES[@]} * (WARM_S + 1) + 8)))
+N_RUNS=0
+for w in "${WORKLOADS[@]}"; do N_RUNS=$((N_RUNS + $(proxies_for "$w" | wc -w))); done
+# About half a second per run beyond DURATION (sampling /proc, starting wrk), plus start-up.
+EST=$((N_THREADS * (ROUNDS * N_RUNS * (2 * DUR_S + 1) / 2 + ${#PROXIES[@]} * (WARM_S + 1) + 2 * 3 + 10)))
 log "plan: THREADS='$THREADS' ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS PIN=$PIN; about ${EST}s of measuring (limit ${TIME_LIMIT}s since start, ${SECONDS}s used)"
 
 "$PY" "$LIB" cookies "$TMP/sdk.txt" 1000 "CUserID="
 "$PY" "$LIB" cookies "$TMP/rotating-nginx.txt" 10000 "ARRAffinity="
+# learned: 10,000 Tomcat-style ids (32 hex digits); each proxy learns them on first sight.
+"$PY" "$LIB" jsessionids "$TMP/learned.txt" 10000
 declare -A RETURNING=()
 
 for n in $THREADS; do
@@ -317,16 +353,22 @@ for n in $THREADS; do
   check_hash sticky
   check_hash haproxy
   check_hash nginx
+  check_learn sticky
+  check_learn haproxy
 
   for p in "${PROXIES[@]}"; do
     "${AUX_PIN[@]}" wrk -t1 -c"$CONNS" -d"$WARMUP" "http://127.0.0.1:${PORT[$p]}/" >/dev/null 2>&1
   done
+  # learned: the measured runs find every id in the table (the seeding pass did the inserts).
+  seed_learn sticky
+  seed_learn haproxy
 
   for ((round = 1; round <= ROUNDS; round++)); do
     for workload in "${WORKLOADS[@]}"; do
       # Rotate which proxy goes first each round so that position effects cancel out too.
-      for ((k = 0; k < ${#PROXIES[@]}; k++)); do
-        proxy=${PROXIES[$(((k + round - 1) % ${#PROXIES[@]}))]}
+      read -r -a these <<<"$(proxies_for "$workload")"
+      for ((k = 0; k < ${#these[@]}; k++)); do
+        proxy=${these[$(((k + round - 1) % ${#these[@]}))]}
         if ((SECONDS + DUR_S + 2 > TIME_LIMIT)); then
           TRUNCATED=1
           break 3
