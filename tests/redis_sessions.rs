@@ -25,10 +25,14 @@ fn shared(backends: &[&TestBackend], redis: &RedisServer, idle: u64, refresh: u6
     format!("{pool}  admin: {{ addr: \"{{admin}}\" }}\n")
 }
 
-/// The store's entry in `/api/pools/web`.
+/// The store's entry in `/api/pools/web` (`null` while the admin listener is not up yet: each
+/// listener is bound by its own service, so it may come up after the proxy listener).
 async fn store_view(client: &reqwest::Client, proxy: &Proxy) -> serde_json::Value {
-    let reply = get(client, &proxy.admin_url("/api/pools/web"), None).await;
-    let view: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    let Ok(response) = client.get(proxy.admin_url("/api/pools/web")).send().await else {
+        return serde_json::Value::Null;
+    };
+    let body = response.text().await.unwrap_or_default();
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
     view["stores"]["learn"].clone()
 }
 

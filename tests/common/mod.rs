@@ -180,6 +180,18 @@ impl Proxy {
         )
         .await;
         proxy.admin = admin.parse().unwrap();
+        if sticky_section.contains("{admin}") {
+            // Each listener is bound by its own service: the admin one may come up later.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while TcpStream::connect(proxy.admin).is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "admin listener not up:\n{}",
+                    proxy.log()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
         proxy
     }
 
