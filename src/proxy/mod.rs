@@ -12,6 +12,7 @@
 //! | `fail_to_proxy` | answers errors with a short plain body that leaks nothing |
 //! | `logging` | releases the in-flight count and writes the decision line |
 
+mod answer;
 pub mod ctx;
 mod response;
 pub mod routes;
@@ -23,12 +24,12 @@ use crate::affinity::{client_ip, Outcome, Pin};
 use crate::config::{FailurePolicy, RedirectToHttps};
 use crate::headers;
 use crate::pool::Pool;
+use answer::{respond, respond_plain, respond_policy, TEXT_PLAIN};
 use async_trait::async_trait;
 use bytes::Bytes;
 use ctx::{InFlight, RequestCtx};
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, COOKIE, HOST};
+use http::header::{COOKIE, HOST};
 use http::HeaderName;
-use pingora_core::protocols::http::ServerSession;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -106,69 +107,6 @@ fn backend_name(pool: &Pool, index: Option<usize>) -> &str {
     index
         .and_then(|i| pool.slots.get(i))
         .map_or("-", |s| s.name.as_str())
-}
-
-/// Write an answer from the proxy itself (never cached, the connection not reused).
-async fn respond(
-    session: &mut Session,
-    status: u16,
-    content_type: http::HeaderValue,
-    body: Bytes,
-    extra: Option<(http::HeaderName, http::HeaderValue)>,
-) {
-    let mut resp = ServerSession::generate_error(status);
-    let mut written = resp
-        .insert_header(CONTENT_TYPE, content_type)
-        .and_then(|_| resp.insert_header(CACHE_CONTROL, "no-store"))
-        .and_then(|_| resp.set_content_length(body.len()));
-    if let Some((name, value)) = extra {
-        written = written.and_then(|_| resp.insert_header(name, value));
-    }
-    let sent = match written {
-        Ok(()) => {
-            session
-                .as_downstream_mut()
-                .write_error_response(resp, body)
-                .await
-        }
-        Err(e) => Err(e),
-    };
-    if let Err(err) = sent {
-        log::debug!("could not send the proxy's own answer: {err}");
-    }
-}
-
-const TEXT_PLAIN: http::HeaderValue = http::HeaderValue::from_static("text/plain; charset=utf-8");
-
-/// A short plain-text answer naming only the status.
-async fn respond_plain(session: &mut Session, status: u16) {
-    let body = Bytes::from_static(headers::error_body(status).as_bytes());
-    respond(session, status, TEXT_PLAIN, body, None).await;
-}
-
-/// Write the answer a failure policy prescribes; the status written (0: none).
-async fn respond_policy(session: &mut Session, policy: &FailurePolicy) -> u16 {
-    match policy {
-        FailurePolicy::Sorry {
-            status,
-            content_type,
-            body,
-        } => {
-            respond(session, *status, content_type.clone(), body.clone(), None).await;
-            *status
-        }
-        FailurePolicy::Redirect { location } => {
-            let body = Bytes::from_static(b"302 Found\n");
-            let location = (http::header::LOCATION, location.clone());
-            respond(session, 302, TEXT_PLAIN, body, Some(location)).await;
-            302
-        }
-        FailurePolicy::Close => 0,
-        FailurePolicy::Strict | FailurePolicy::Rebalance => {
-            respond_plain(session, 503).await;
-            503
-        }
-    }
 }
 
 #[async_trait]

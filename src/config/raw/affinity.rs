@@ -1,0 +1,337 @@
+//! The affinity part of the file format: `…affinity` with its `cookie`, `hash`, `learn` (and
+//! its Redis `store`), `client_ip_table`, `named_node` and `failure` sections. Plain serde
+//! structs, defaults beside them, as in the parent module.
+
+use serde::Deserialize;
+
+/// `sticky.pools[i].affinity`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAffinity {
+    /// `false` switches affinity off for the pool (ARR's `web.config` way): no cookie is issued,
+    /// incoming ones and hash keys are ignored.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Cookie insertion; absent: no cookie is inserted.
+    pub cookie: Option<RawCookie>,
+    /// Rule-based hashing onto a consistent ring; absent: no hashing.
+    pub hash: Option<RawHash>,
+    /// Learned sessions: follow the application's own session ids; absent: off.
+    pub learn: Option<RawLearn>,
+    /// IP-based persistence as a table (not a hash); absent: off.
+    pub client_ip_table: Option<RawClientIpTable>,
+    /// What happens when the backend a session requires cannot serve.
+    #[serde(default)]
+    pub failure: RawFailure,
+    /// A registered Rust backend namer that names the backend directly (Stingray's "named node").
+    pub named_node: Option<RawNamedNode>,
+    /// The response header with which a backend opts a response out of affinity (pool level).
+    pub opt_out_header: Option<String>,
+}
+
+/// `…affinity.named_node`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNamedNode {
+    /// The name under which the namer was registered (`Extensions::with_backend_namer`).
+    pub source: String,
+}
+
+/// `…affinity.failure` — the failure policy when the required backend cannot serve.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawFailure {
+    #[serde(default)]
+    pub policy: RawPolicy,
+    /// `sorry`: the status (default 503).
+    pub status: Option<u16>,
+    /// `sorry`: the content type (default `text/plain; charset=utf-8`).
+    pub content_type: Option<String>,
+    /// `sorry`: the body.
+    pub body: Option<String>,
+    /// `redirect`: where to (a 302 with this `Location`).
+    pub location: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawPolicy {
+    /// Drop the session record and balance to a working backend (new cookie / entry).
+    #[default]
+    Rebalance,
+    /// 503, and keep the session (Envoy's `strict`).
+    Strict,
+    /// A configured sorry response.
+    Sorry,
+    /// A redirect to a configured URL.
+    Redirect,
+    /// Drop the connection without an answer.
+    Close,
+}
+
+impl Default for RawAffinity {
+    fn default() -> Self {
+        RawAffinity {
+            enabled: true,
+            cookie: None,
+            hash: None,
+            learn: None,
+            client_ip_table: None,
+            failure: RawFailure::default(),
+            named_node: None,
+            opt_out_header: None,
+        }
+    }
+}
+
+/// `sticky.pools[i].affinity.learn`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLearn {
+    /// Shorthands: `j2ee` (JSESSIONID cookie and `;jsessionid=` path parameter), `aspnet`
+    /// (ASP.NET_SessionId), `php` (PHPSESSID).
+    #[serde(default)]
+    pub presets: Vec<RawPreset>,
+    /// Session cookie names to learn from `Set-Cookie` and follow in `Cookie`.
+    #[serde(default)]
+    pub cookies: Vec<String>,
+    /// A path parameter carrying the id (`/cart;jsessionid=ABC`), as in J2EE URL rewriting.
+    pub path_parameter: Option<String>,
+    /// Query parameters carrying the id, tried in order.
+    #[serde(default)]
+    pub query_parameters: Vec<String>,
+    #[serde(default)]
+    pub table: RawTable,
+    /// Where learned sessions are kept: `local` (default, the table alone) or `redis` (the table
+    /// in front of a Redis shared by every proxy instance).
+    #[serde(default)]
+    pub store: RawStore,
+}
+
+/// `…learn.store` — `{ type: local }` (the default) or `{ type: redis, address: …, … }`.
+/// One struct rather than a tagged enum, so that an unknown key is reported under `store`.
+/// The Redis keys are options (their defaults are the `default_*` functions below): with
+/// `type: local` none may be given.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    #[serde(rename = "type", default)]
+    pub kind: RawStoreKind,
+    /// `host:port` of the Redis server (required with `redis`).
+    pub address: Option<String>,
+    /// An ACL user name (Redis 6+); absent: the default user.
+    pub username: Option<String>,
+    /// An environment variable holding the password.
+    pub password_env: Option<String>,
+    /// A file whose contents (trailing newline trimmed) are the password.
+    pub password_file: Option<String>,
+    /// The Redis database number (`SELECT`); default 0.
+    pub database: Option<u32>,
+    /// Prefix of every key the proxy writes; default [`default_key_prefix`].
+    pub key_prefix: Option<String>,
+    /// How long a request waits for Redis on a local miss before balancing without it;
+    /// default [`default_lookup_timeout_ms`].
+    pub lookup_timeout_ms: Option<u64>,
+    /// Connecting (and background writes) give up after this long; default
+    /// [`default_store_connect_timeout_ms`].
+    pub connect_timeout_ms: Option<u64>,
+    /// An entry's Redis TTL is refreshed at most once per this interval (default: a quarter
+    /// of the table's idle timeout, between 1 and 60 s).
+    pub refresh_interval_seconds: Option<u64>,
+    /// Writes waiting for the writer task; more are dropped (and counted). Default
+    /// [`default_write_queue`].
+    pub write_queue: Option<usize>,
+    /// TLS to Redis (`rediss://`), verifying the server's certificate and name.
+    pub tls: Option<bool>,
+    /// With `tls`: PEM CA certificates to trust instead of the system's.
+    pub ca_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawStoreKind {
+    /// The in-process table only.
+    #[default]
+    Local,
+    /// The in-process table as a cache in front of Redis.
+    Redis,
+}
+
+pub fn default_key_prefix() -> String {
+    "sticky:".to_string()
+}
+pub fn default_lookup_timeout_ms() -> u64 {
+    20
+}
+pub fn default_store_connect_timeout_ms() -> u64 {
+    1000
+}
+pub fn default_write_queue() -> usize {
+    10_000
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawPreset {
+    J2ee,
+    Aspnet,
+    Php,
+}
+
+/// `sticky.pools[i].affinity.client_ip_table`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientIpTable {
+    #[serde(default = "default_ipv4_prefix")]
+    pub ipv4_prefix: u8,
+    #[serde(default = "default_table_ipv6_prefix")]
+    pub ipv6_prefix: u8,
+    #[serde(default)]
+    pub table: RawTable,
+}
+
+/// Size and lifetime of a session table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTable {
+    #[serde(default = "default_table_capacity")]
+    pub capacity: u64,
+    /// Entries unused this long are dropped (each hit restarts the clock).
+    #[serde(default = "default_idle_timeout_seconds")]
+    pub idle_timeout_seconds: u64,
+    /// Entries are dropped this long after they were recorded, used or not.
+    pub max_lifetime_seconds: Option<u64>,
+}
+
+impl Default for RawTable {
+    fn default() -> Self {
+        RawTable {
+            capacity: default_table_capacity(),
+            idle_timeout_seconds: default_idle_timeout_seconds(),
+            max_lifetime_seconds: None,
+        }
+    }
+}
+
+/// A client-IP *table* keys IPv6 clients by their /64: one host owns a whole /64, and keying on
+/// /128 would let it flush the table by rotating addresses.
+fn default_table_ipv6_prefix() -> u8 {
+    64
+}
+
+fn default_table_capacity() -> u64 {
+    100_000
+}
+fn default_idle_timeout_seconds() -> u64 {
+    1800
+}
+
+/// `sticky.pools[i].affinity.hash`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHash {
+    /// Ordered key sources; the first one present in a request is the key.
+    pub sources: Vec<RawKeySource>,
+    /// Bounded load (HAProxy `hash-balance-factor`, Envoy `hash_balance_factor`): no backend
+    /// takes more than this multiple of the average in-flight requests; > 1.0.
+    pub balance_factor: Option<f64>,
+}
+
+/// One key source, e.g. `- { type: cookie, name: CUserID }`, `- { type: path }`,
+/// `- { type: client_ip, ipv4_prefix: 24 }`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RawKeySource {
+    /// An application cookie's value, or the first capture group of `regex` on that value.
+    Cookie { name: String, regex: Option<String> },
+    /// A request header's value (ARR's "server variable hash").
+    Header { name: String },
+    /// A key source registered in Rust (`Extensions::with_key_source`).
+    Custom { name: String },
+    /// Query-string parameters, values concatenated in this order (ARR's "query string hash").
+    Query { params: Vec<String> },
+    /// The URL path (ARR's "request hash").
+    Path,
+    /// The URL path and query string.
+    PathAndQuery,
+    /// The `Host` header.
+    Host,
+    /// The client IP, masked to a prefix (NGINX `ip_hash` uses /24).
+    ClientIp {
+        #[serde(default = "default_ipv4_prefix")]
+        ipv4_prefix: u8,
+        #[serde(default = "default_ipv6_prefix")]
+        ipv6_prefix: u8,
+    },
+}
+
+fn default_ipv4_prefix() -> u8 {
+    32
+}
+fn default_ipv6_prefix() -> u8 {
+    128
+}
+
+pub(super) fn default_true() -> bool {
+    true
+}
+
+/// `sticky.pools[i].affinity.cookie`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCookie {
+    #[serde(default = "default_cookie_name")]
+    pub name: String,
+    #[serde(default)]
+    pub format: RawCookieFormat,
+    /// `keyed` only: the HMAC secret, inline (prefer `secret_file` or `secret_env`).
+    pub secret: Option<String>,
+    /// `keyed` only: a file whose contents (trailing newline trimmed) are the secret.
+    pub secret_file: Option<String>,
+    /// `keyed` only: an environment variable holding the secret.
+    pub secret_env: Option<String>,
+    #[serde(default = "default_cookie_path")]
+    pub path: String,
+    pub domain: Option<String>,
+    #[serde(default = "default_true")]
+    pub http_only: bool,
+    /// `Secure` attribute: absent = on for requests that came over TLS (auto); `true` always;
+    /// `false` never.
+    pub secure: Option<bool>,
+    pub same_site: Option<RawSameSite>,
+    pub max_age_seconds: Option<u64>,
+    /// Name of the twin cookie sent with `SameSite=None; Secure` (ARR's `ARRAffinitySameSite`).
+    pub same_site_none_twin: Option<String>,
+    /// Remove the proxy's cookies from the `Cookie` header sent to the backend (HAProxy `indirect`).
+    #[serde(default = "default_true")]
+    pub indirect: bool,
+    /// Mark responses that insert the cookie `Cache-Control: private` (HAProxy `nocache`).
+    #[serde(default = "default_true")]
+    pub nocache: bool,
+}
+
+fn default_cookie_name() -> String {
+    "ARRAffinity".to_string()
+}
+fn default_cookie_path() -> String {
+    "/".to_string()
+}
+
+/// How the cookie value is derived from the backend name.
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawCookieFormat {
+    /// HMAC-SHA256 under a secret: nobody without the secret can mint a value.
+    #[default]
+    Keyed,
+    /// ARR's own: hex SHA-256 of the backend name.
+    Arr,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawSameSite {
+    Lax,
+    Strict,
+    None,
+}

@@ -1,0 +1,73 @@
+//! The proxy's own answers (never a backend's): failure-policy pages, redirects, and short
+//! plain-text errors that name only the status. Never cached; the connection is not reused.
+
+use crate::config::FailurePolicy;
+use crate::headers;
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use pingora_core::protocols::http::ServerSession;
+use pingora_proxy::Session;
+
+/// Write an answer from the proxy itself (never cached, the connection not reused).
+pub(super) async fn respond(
+    session: &mut Session,
+    status: u16,
+    content_type: http::HeaderValue,
+    body: Bytes,
+    extra: Option<(http::HeaderName, http::HeaderValue)>,
+) {
+    let mut resp = ServerSession::generate_error(status);
+    let mut written = resp
+        .insert_header(CONTENT_TYPE, content_type)
+        .and_then(|_| resp.insert_header(CACHE_CONTROL, "no-store"))
+        .and_then(|_| resp.set_content_length(body.len()));
+    if let Some((name, value)) = extra {
+        written = written.and_then(|_| resp.insert_header(name, value));
+    }
+    let sent = match written {
+        Ok(()) => {
+            session
+                .as_downstream_mut()
+                .write_error_response(resp, body)
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(err) = sent {
+        log::debug!("could not send the proxy's own answer: {err}");
+    }
+}
+
+pub(super) const TEXT_PLAIN: http::HeaderValue =
+    http::HeaderValue::from_static("text/plain; charset=utf-8");
+
+/// A short plain-text answer naming only the status.
+pub(super) async fn respond_plain(session: &mut Session, status: u16) {
+    let body = Bytes::from_static(headers::error_body(status).as_bytes());
+    respond(session, status, TEXT_PLAIN, body, None).await;
+}
+
+/// Write the answer a failure policy prescribes; the status written (0: none).
+pub(super) async fn respond_policy(session: &mut Session, policy: &FailurePolicy) -> u16 {
+    match policy {
+        FailurePolicy::Sorry {
+            status,
+            content_type,
+            body,
+        } => {
+            respond(session, *status, content_type.clone(), body.clone(), None).await;
+            *status
+        }
+        FailurePolicy::Redirect { location } => {
+            let body = Bytes::from_static(b"302 Found\n");
+            let location = (http::header::LOCATION, location.clone());
+            respond(session, 302, TEXT_PLAIN, body, Some(location)).await;
+            302
+        }
+        FailurePolicy::Close => 0,
+        FailurePolicy::Strict | FailurePolicy::Rebalance => {
+            respond_plain(session, 503).await;
+            503
+        }
+    }
+}
