@@ -379,6 +379,24 @@ async fn a_plain_listener_can_redirect_every_request_to_https() {
     )
     .await;
     assert_eq!(raw_status(&bad), 400, "{bad}");
+
+    // Behind a trusted TLS terminator that says the client spoke HTTPS: served, not redirected
+    // again (which would loop).
+    let b2 = TestBackend::start("iis2").await;
+    let behind = Proxy::start(&format!(
+        "sticky:\n  listeners:\n    - {{ addr: \"{{listen}}\", redirect_to_https: {{ port: 443 }} }}\n  trusted_proxies: [127.0.0.1/32]\n  pools:\n    - name: web\n      backends: [{}]\n",
+        b2.yaml()
+    ))
+    .await;
+    let plain = get(&client(), &behind.url("/x"), None).await;
+    assert_eq!(plain.status, 301);
+    let forwarded = client()
+        .get(behind.url("/x"))
+        .header("X-Forwarded-Proto", "https")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forwarded.status(), 200);
 }
 
 #[tokio::test]

@@ -133,7 +133,9 @@ impl ProxyHttp for StickyProxy {
         if !ctx.tls && self.https_by_trusted_proxy(session) {
             ctx.tls = true;
         }
-        if let Some(redirect) = self.redirect_to_https {
+        // (Not when a trusted TLS terminator in front says the client spoke HTTPS: that would
+        // redirect forever.)
+        if let Some(redirect) = self.redirect_to_https.filter(|_| !ctx.tls) {
             let req = session.req_header();
             let host = req
                 .headers
