@@ -87,7 +87,7 @@ fn provider() -> Option<&'static Arc<CryptoProvider>> {
 /// find the names it serves (configured, else the certificate's DNS names).
 pub fn load_certificate(field: &str, files: &CertificateFiles) -> Result<Certificate> {
     for (key, path) in [("cert_file", files.cert_file), ("key_file", files.key_file)] {
-        if let Err(e) = std::fs::metadata(path).and_then(|_| std::fs::File::open(path)) {
+        if let Err(e) = std::fs::File::open(path) {
             return Err(ConfigError::new(
                 format!("{field}.{key}"),
                 format!("cannot read {path:?}: {e}"),

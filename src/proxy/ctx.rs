@@ -59,6 +59,10 @@ pub struct RequestCtx {
     pub started: Instant,
     /// The request came over TLS (cookies get `Secure`, `X-Forwarded-Proto: https`).
     pub tls: bool,
+    /// The TCP peer's address (canonical: IPv4-mapped addresses as IPv4), and whether it is one
+    /// of the `trusted_proxies`; read once in `request_filter`.
+    pub peer: Option<IpAddr>,
+    pub peer_trusted: bool,
     /// Index of the matched route (`usize::MAX` until `request_filter` matches one).
     pub route: usize,
     /// The failure policy that answered, if the required backend could not serve.
@@ -90,6 +94,8 @@ impl RequestCtx {
         RequestCtx {
             started: Instant::now(),
             tls: false,
+            peer: None,
+            peer_trusted: false,
             route: usize::MAX,
             failure_policy: None,
             session: None,

@@ -78,17 +78,8 @@ impl StickyProxy {
     /// A trusted proxy in front (`trusted_proxies`) says the client spoke HTTPS to it
     /// (`X-Forwarded-Proto: https`): the request counts as HTTPS (Secure cookie, the header
     /// passed on). Anyone else's `X-Forwarded-Proto` is ignored and replaced.
-    fn https_by_trusted_proxy(&self, session: &Session) -> bool {
-        if self.settings.trusted_proxies.is_empty() {
-            return false;
-        }
-        let trusted = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .is_some_and(|a| {
-                client_ip::is_trusted(&a.ip().to_canonical(), &self.settings.trusted_proxies)
-            });
-        trusted
+    fn https_by_trusted_proxy(session: &Session, peer_trusted: bool) -> bool {
+        peer_trusted
             && session
                 .req_header()
                 .headers
@@ -118,6 +109,13 @@ impl ProxyHttp for StickyProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_canonical());
+        ctx.peer_trusted = ctx
+            .peer
+            .is_some_and(|ip| client_ip::is_trusted(&ip, &self.settings.trusted_proxies));
         if let Some(ssl) = session.digest().and_then(|d| d.ssl_digest.as_ref()) {
             ctx.tls = true;
             // Clients that offer no TLS 1.3 suite are refused in the handshake; one that
@@ -130,7 +128,7 @@ impl ProxyHttp for StickyProxy {
                 return Ok(true);
             }
         }
-        if !ctx.tls && self.https_by_trusted_proxy(session) {
+        if !ctx.tls && Self::https_by_trusted_proxy(session, ctx.peer_trusted) {
             ctx.tls = true;
         }
         // (Not when a trusted TLS terminator in front says the client spoke HTTPS: that would
@@ -189,10 +187,9 @@ impl ProxyHttp for StickyProxy {
         let affinity = route.affinity.as_deref();
         let req = session.req_header();
         if ctx.session.is_none() {
-            ctx.client_ip = session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| client_ip::resolve(a.ip(), &req.headers, &self.settings.trusted_proxies));
+            ctx.client_ip = ctx
+                .peer
+                .map(|ip| client_ip::resolve(ip, &req.headers, &self.settings.trusted_proxies));
             let mut lookup =
                 ctx::look_up_session(pool, affinity, &req.uri, &req.headers, ctx.client_ip);
             if lookup.cookie_invalid {
@@ -344,12 +341,8 @@ impl ProxyHttp for StickyProxy {
         }
         // The forwarding headers were removed above, so appending sets them. A trusted proxy's
         // chain is kept and the peer appended; anyone else's is replaced by the peer.
-        if let Some(ip) = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_canonical())
-        {
-            let trusted = client_ip::is_trusted(&ip, &self.settings.trusted_proxies);
+        if let Some(ip) = ctx.peer {
+            let trusted = ctx.peer_trusted;
             let chain = session.req_header().headers.get_all("x-forwarded-for");
             let value = match chain.iter().next() {
                 Some(_) if trusted => {
