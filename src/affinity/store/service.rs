@@ -86,23 +86,19 @@ fn connection_manager(store: &RedisStore) -> redis::RedisResult<ConnectionManage
         },
     };
     let info = redis::IntoConnectionInfo::into_connection_info(addr)?.set_redis_settings(settings);
+    if c.tls_ca_pem.is_some() {
+        // rustls needs the process's crypto provider (Pingora's ring) before a config.
+        pingora_rustls::install_default_crypto_provider();
+    }
     let client = match &c.tls_ca_pem {
-        Some(ca) if !ca.is_empty() => {
-            // rustls needs the process's crypto provider (Pingora's ring) before a config.
-            pingora_rustls::install_default_crypto_provider();
-            redis::Client::build_with_tls(
-                info,
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(ca.clone()),
-                },
-            )?
-        }
-        Some(_) => {
-            pingora_rustls::install_default_crypto_provider();
-            redis::Client::open(info)?
-        }
-        None => redis::Client::open(info)?,
+        Some(ca) if !ca.is_empty() => redis::Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.clone()),
+            },
+        )?,
+        _ => redis::Client::open(info)?,
     };
     let config = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(c.connect_timeout))
