@@ -30,6 +30,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
+pub mod sockets;
 pub mod tls;
 
 use pingora_core::server::configuration::{Opt, ServerConf};
@@ -39,13 +40,16 @@ use std::sync::Arc;
 /// Build the Pingora server for a validated configuration: pools (with their health-check
 /// services and persistence classes), one proxy service per listener, the admin listener.
 /// Nothing listens until the server runs. `extensions` must be the ones the config was
-/// validated with.
+/// validated with; `inherited` are the sockets a service manager passed ([`sockets`]), used by
+/// the listeners with their addresses instead of binding. Returns the server and the flag that
+/// [`lifecycle::SignalsWithGrace`] sets when a SIGTERM starts the grace.
 pub fn build_server(
     opt: Option<Opt>,
     server_conf: ServerConf,
     config: &config::Config,
     extensions: &extension::Extensions,
-) -> Server {
+    inherited: sockets::Assigned,
+) -> (Server, lifecycle::Leaving) {
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
     let leaving = lifecycle::Leaving::default();
     server.add_service(pingora_core::services::background::background_service(
@@ -127,7 +131,7 @@ pub fn build_server(
                 }
             },
         }
-        server.add_service(service);
+        server.add_service(sockets::WithInherited::new(service, inherited.clone()));
     }
     if let Some(admin) = &config.admin {
         let app = admin::AdminApp::new(
@@ -140,9 +144,9 @@ pub fn build_server(
         let mut service =
             pingora_core::services::listening::Service::new(format!("admin {}", admin.addr), app);
         service.add_tcp(&admin.addr.to_string());
-        server.add_service(service);
+        server.add_service(sockets::WithInherited::new(service, inherited));
     }
-    server
+    (server, leaving)
 }
 
 /// A listener's routes: the configured ones (then the default pool, if any), or a single
@@ -189,6 +193,40 @@ fn router_for(
     Router::new(routes, unmatched_status)
 }
 
+/// The listening sockets for Pingora ([`sockets`]): those a service manager passed, and (when
+/// `bind` is set) the proxy listeners' own, bound here, each with its `defer_accept`.
+fn listening_sockets(
+    config: &config::Config,
+    bind: bool,
+) -> Result<Vec<(String, std::os::fd::RawFd)>, String> {
+    let addresses: Vec<std::net::SocketAddr> = config
+        .listeners
+        .iter()
+        .map(|l| l.addr)
+        .chain(config.admin.as_ref().map(|a| a.addr))
+        .collect();
+    let mut sockets = sockets::assign(&sockets::take_inherited()?, &addresses)?;
+    for (addr, fd) in &sockets {
+        log::info!("listener {addr}: using the socket passed as descriptor {fd}");
+    }
+    for (i, listener) in config.listeners.iter().enumerate() {
+        let key = listener.addr.to_string();
+        let fd = match sockets.iter().find(|(addr, _)| *addr == key) {
+            Some((_, fd)) => *fd,
+            None if bind => {
+                let fd = sockets::bind(listener.addr)
+                    .map_err(|e| format!("sticky.listeners[{i}].addr: {e}"))?;
+                sockets.push((key, fd));
+                fd
+            }
+            None => continue,
+        };
+        sockets::set_defer_accept(fd, listener.defer_accept)
+            .map_err(|e| format!("sticky.listeners[{i}].defer_accept: {e}"))?;
+    }
+    Ok(sockets)
+}
+
 /// The whole `sticky-proxy` program: Pingora's command line, our configuration (validated
 /// before Pingora's bootstrap, so `-t` covers it), the server, run forever. A Rust user with
 /// extensions calls this from their own `main`.
@@ -228,7 +266,25 @@ pub fn main_with(extensions: extension::Extensions) -> ! {
         }
     };
     let test_only = opt.test;
-    let mut server = build_server(Some(opt), server_conf, &config, &extensions);
+    let sockets = if test_only {
+        Vec::new()
+    } else {
+        // A graceful upgrade (-u) takes the sockets over from the running process instead.
+        match listening_sockets(&config, !opt.upgrade) {
+            Ok(sockets) => sockets,
+            Err(e) => {
+                eprintln!("sticky-proxy: {path}: {e}");
+                exit(2);
+            }
+        }
+    };
+    let (mut server, leaving) = build_server(
+        Some(opt),
+        server_conf,
+        &config,
+        &extensions,
+        Arc::new(sockets),
+    );
     if test_only {
         for warning in &config.warnings {
             println!("sticky-proxy: {path}: warning: {warning}");
@@ -236,5 +292,11 @@ pub fn main_with(extensions: extension::Extensions) -> ! {
         println!("sticky-proxy: {path}: configuration OK");
     }
     server.bootstrap();
-    server.run_forever();
+    server.run(pingora_core::server::RunArgs {
+        shutdown_signal: Box::new(lifecycle::SignalsWithGrace {
+            grace: config.grace,
+            leaving,
+        }),
+    });
+    exit(0)
 }

@@ -5,9 +5,16 @@
 //! While leaving, `/readyz` answers 503 and every response tells its client to close the
 //! connection (`Connection: close`), so kept-alive clients reconnect — to the new process during
 //! an upgrade — instead of being cut off when Pingora drops idle connections at the end.
+//!
+//! `sticky.grace_ms` (HAProxy's `grace`) delays a SIGTERM stop: for that long the process is
+//! already leaving but still accepts and serves, so a balancer in front sees `/readyz` fail and
+//! kept-alive clients are told to reconnect before Pingora stops listening and drops idle
+//! connections. SIGINT during the grace stops at once; SIGQUIT still hands over to a new process.
 
 use async_trait::async_trait;
-use pingora_core::server::{ExecutionPhase, ShutdownWatch};
+use pingora_core::server::{
+    ExecutionPhase, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch, UnixShutdownSignalWatch,
+};
 use pingora_core::services::background::BackgroundService;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -83,6 +90,49 @@ impl BackgroundService for LifecycleWatcher {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Pingora's signal handling (SIGQUIT upgrade, SIGTERM graceful stop, SIGINT fast stop) with
+/// `grace` between a SIGTERM and the stop it asks for.
+pub struct SignalsWithGrace {
+    pub grace: std::time::Duration,
+    pub leaving: Leaving,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for SignalsWithGrace {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (mut quit, mut term, mut int) = match (
+            signal(SignalKind::quit()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(quit), Ok(term), Ok(int)) => (quit, term, int),
+            _ => {
+                log::error!("cannot watch signals for sticky.grace_ms; SIGTERM stops at once");
+                return UnixShutdownSignalWatch.recv().await;
+            }
+        };
+        tokio::select! {
+            _ = quit.recv() => return ShutdownSignal::GracefulUpgrade,
+            _ = int.recv() => return ShutdownSignal::FastShutdown,
+            _ = term.recv() => {}
+        }
+        if self.grace.is_zero() {
+            return ShutdownSignal::GracefulTerminate;
+        }
+        log::info!(
+            "SIGTERM: still accepting and serving for sticky.grace_ms = {} ms, then stopping",
+            self.grace.as_millis()
+        );
+        self.leaving.set();
+        tokio::select! {
+            _ = tokio::time::sleep(self.grace) => ShutdownSignal::GracefulTerminate,
+            _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
+            _ = int.recv() => ShutdownSignal::FastShutdown,
         }
     }
 }

@@ -118,3 +118,22 @@ fn a_secret_can_come_from_a_file_or_the_environment() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_listener_address_that_cannot_be_bound_stops_the_start_with_a_message_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    // 192.0.2.1 (TEST-NET-1) is no address of this machine.
+    std::fs::write(
+        &path,
+        "version: 1\nsticky:\n  listeners: [{ addr: \"192.0.2.1:6188\" }]\n  pools:\n    - name: web\n      backends: [{ name: iis1, addr: \"127.0.0.1:9001\" }]\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = run(&["-c", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("sticky.listeners[0].addr: cannot listen on 192.0.2.1:6188"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -1,14 +1,12 @@
-//! Outages and restarts: every backend down (before and after the health checks notice), service
-//! resuming by itself when a backend returns, and a plain restart (SIGTERM, then a new process
-//! on the same config) under load — what survives it and what does not.
+//! Outages: every backend down (before and after the health checks notice), service resuming by
+//! itself when a backend returns, and what a plain restart does to learned-only sessions (the
+//! restart under load itself is in tests/restart.rs).
 //!
 //! Latencies are printed, never asserted (timing belongs in benchmarks); the bounds here are
 //! hang guards only. `cargo nextest run --test outages --no-capture` shows the figures.
 
 mod common;
 use common::*;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// TCP checks every 100 ms; one failure takes a backend out, one success brings it back.
@@ -200,167 +198,6 @@ async fn when_a_backend_returns_service_resumes_by_itself_and_old_cookies_pin_to
     assert_eq!(
         get(&client, &proxy.url("/"), Some(&c2)).await.backend(),
         "iis2"
-    );
-}
-
-/// Start the proxy on `listen` with the grace period of the `conf/` examples (1 s): what a
-/// deployment runs, unlike the harness's 0 s.
-async fn start_with_grace(section: &str, listen: &str) -> Proxy {
-    let section = section.replace("{listen}", listen);
-    Proxy::start_full(
-        |dir| {
-            let keys =
-                pingora_keys(dir).replace("grace_period_seconds: 0", "grace_period_seconds: 1");
-            format!("{keys}{section}")
-        },
-        listen,
-    )
-    .await
-}
-
-/// What one busy session saw during a plain restart.
-#[derive(Default)]
-struct Tally {
-    ok: AtomicUsize,
-    ok_after_restart: AtomicUsize,
-    refused: AtomicUsize,
-    cut: AtomicUsize,
-    misrouted: AtomicUsize,
-    http_errors: AtomicUsize,
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_plain_restart_under_load_refuses_connections_in_the_gap_and_every_earlier_cookie_pins_to_the_same_backend_after(
-) {
-    let b: Vec<TestBackend> = vec![
-        TestBackend::start("iis1").await,
-        TestBackend::start("iis2").await,
-        TestBackend::start("iis3").await,
-    ];
-    let section = one_pool(&[&b[0], &b[1], &b[2]], KEYED_AFFINITY);
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut old = start_with_grace(&section, &listen).await;
-    let client = client();
-    let url = old.url("/");
-    let mut sessions = Vec::new();
-    for _ in 0..60 {
-        let reply = get(&client, &url, None).await;
-        sessions.push((
-            reply.backend().to_string(),
-            format!("ARRAffinity={}", reply.cookie("ARRAffinity").unwrap()),
-        ));
-    }
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let restarted = Arc::new(AtomicBool::new(false));
-    let tally = Arc::new(Tally::default());
-    let served_after: Arc<Mutex<Vec<bool>>> = Arc::new(Mutex::new(vec![false; sessions.len()]));
-    let mut workers = Vec::new();
-    for (i, (home, cookie)) in sessions.into_iter().enumerate() {
-        let (client, url) = (client.clone(), url.clone());
-        let (stop, restarted, tally, served_after) = (
-            stop.clone(),
-            restarted.clone(),
-            tally.clone(),
-            served_after.clone(),
-        );
-        workers.push(tokio::spawn(async move {
-            while !stop.load(Relaxed) {
-                let after = restarted.load(Relaxed);
-                match client.get(&url).header("Cookie", &cookie).send().await {
-                    Ok(response) => {
-                        let status = response.status().as_u16();
-                        let new_cookie = response.headers().contains_key("set-cookie");
-                        match response.text().await {
-                            Ok(body) if status == 200 => {
-                                if body.trim() != format!("hello {home}") || new_cookie {
-                                    eprintln!("session of {home} answered by {body:?}");
-                                    tally.misrouted.fetch_add(1, Relaxed);
-                                } else {
-                                    tally.ok.fetch_add(1, Relaxed);
-                                    if after {
-                                        tally.ok_after_restart.fetch_add(1, Relaxed);
-                                        served_after.lock().unwrap()[i] = true;
-                                    }
-                                }
-                            }
-                            Ok(body) => {
-                                eprintln!("HTTP {status}: {body:?}");
-                                tally.http_errors.fetch_add(1, Relaxed);
-                            }
-                            Err(_) => {
-                                tally.cut.fetch_add(1, Relaxed);
-                            }
-                        }
-                    }
-                    Err(e) if e.is_connect() => {
-                        tally.refused.fetch_add(1, Relaxed);
-                    }
-                    Err(e) => {
-                        eprintln!("cut: {e:?}");
-                        tally.cut.fetch_add(1, Relaxed);
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }));
-    }
-
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = tally.ok.load(Relaxed);
-    let stopping = Instant::now();
-    let status = old.terminate(Duration::from_secs(10)).await;
-    assert!(status.is_some(), "SIGTERM stops the proxy:\n{}", old.log());
-    let stopped_after = stopping.elapsed();
-    let new = start_with_grace(&section, &listen).await;
-    let gap = stopping.elapsed();
-    restarted.store(true, Relaxed);
-    tokio::time::sleep(Duration::from_millis(2000)).await;
-    stop.store(true, Relaxed);
-    for worker in workers {
-        worker.await.unwrap();
-    }
-    drop(new);
-
-    let t = &tally;
-    println!(
-        "plain restart: SIGTERM → exit {:?}, SIGTERM → new process accepting {:?}; \
-         {} answers before, {} ok in all, {} after; {} connects refused, {} requests cut, \
-         {} HTTP errors, {} misrouted",
-        stopped_after,
-        gap,
-        before,
-        t.ok.load(Relaxed),
-        t.ok_after_restart.load(Relaxed),
-        t.refused.load(Relaxed),
-        t.cut.load(Relaxed),
-        t.http_errors.load(Relaxed),
-        t.misrouted.load(Relaxed),
-    );
-    assert_eq!(
-        t.misrouted.load(Relaxed),
-        0,
-        "every cookie pins to the same backend before and after, with no new cookie"
-    );
-    assert_eq!(
-        t.http_errors.load(Relaxed),
-        0,
-        "no error answer from either process"
-    );
-    assert!(
-        served_after.lock().unwrap().iter().all(|s| *s),
-        "every session is served by its own backend after the restart"
-    );
-    // Only a request sent on a kept-alive connection just as the old process closed it is cut
-    // (reset, or closed before the answer): at most about one per connection.
-    assert!(
-        t.cut.load(Relaxed) <= 60,
-        "{} requests cut",
-        t.cut.load(Relaxed)
-    );
-    assert!(
-        t.refused.load(Relaxed) > 0,
-        "the load overlapped the gap, where connects are refused"
     );
 }
 

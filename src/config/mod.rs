@@ -34,6 +34,8 @@ pub struct Config {
     pub default_route: DefaultRoute,
     /// Accepted oddities reported at start (overlapping or unreachable routes).
     pub warnings: Vec<String>,
+    /// `sticky.grace_ms`: serving on after SIGTERM before the stop (see [`crate::lifecycle`]).
+    pub grace: std::time::Duration,
 }
 
 /// A named persistence class: the mechanisms of a pool's `affinity`, shareable by routes.
@@ -146,6 +148,8 @@ pub struct ListenerConfig {
     pub h2c: bool,
     /// Answer every request with a redirect to HTTPS.
     pub redirect_to_https: Option<RedirectToHttps>,
+    /// Set TCP_DEFER_ACCEPT on the listening socket.
+    pub defer_accept: bool,
 }
 
 /// A plain listener's redirect to HTTPS.

@@ -45,6 +45,10 @@ pub struct RawSticky {
     pub default_route: Option<RawDefaultRoute>,
     #[serde(default)]
     pub access_log: RawAccessLog,
+    /// After SIGTERM, keep accepting and serving this long (readyz 503, connections closed after
+    /// each response) before stopping (HAProxy `grace`). 0: stop at once.
+    #[serde(default)]
+    pub grace_ms: u64,
 }
 
 /// `sticky.admin`
@@ -88,6 +92,10 @@ pub struct RawListener {
     pub h2c: bool,
     /// Plain listeners: answer every request with a redirect to the same URL over HTTPS.
     pub redirect_to_https: Option<RawRedirectToHttps>,
+    /// TCP_DEFER_ACCEPT: a connection is accepted once its first bytes arrived (NGINX
+    /// `deferred`, HAProxy `defer-accept`), so a stop never drops a request that was on its way.
+    #[serde(default = "default_true")]
+    pub defer_accept: bool,
 }
 
 /// `sticky.listeners[i].tls`

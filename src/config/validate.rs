@@ -102,6 +102,15 @@ pub(super) fn validate(raw: RawSticky, extensions: &Extensions) -> Result<Config
     }
     let (routes, default_route, warnings) =
         routes::validate_routes(&raw.routes, raw.default_route.as_ref(), &pools, &classes)?;
+    if raw.grace_ms > MAX_GRACE_MS {
+        return Err(ConfigError::new(
+            "sticky.grace_ms",
+            format!(
+                "{}: at most {MAX_GRACE_MS} (10 minutes; the value is in milliseconds)",
+                raw.grace_ms
+            ),
+        ));
+    }
 
     Ok(Config {
         listeners,
@@ -114,8 +123,12 @@ pub(super) fn validate(raw: RawSticky, extensions: &Extensions) -> Result<Config
         routes,
         default_route,
         warnings,
+        grace: std::time::Duration::from_millis(raw.grace_ms),
     })
 }
+
+/// The longest accepted `sticky.grace_ms`.
+const MAX_GRACE_MS: u64 = 600_000;
 
 /// The shortest accepted admin token, in bytes.
 pub const MIN_TOKEN_LEN: usize = 16;

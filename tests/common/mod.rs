@@ -222,31 +222,72 @@ impl Proxy {
         make_yaml: impl FnOnce(&std::path::Path) -> String,
         listen: &str,
     ) -> Proxy {
+        let mut proxy = Self::spawn(binary, make_yaml, listen, |command| command);
+        proxy.wait_ready().await;
+        proxy
+    }
+
+    /// Start the proxy the way systemd socket activation does: `socket` (bound by the caller,
+    /// who keeps it, as systemd does) becomes descriptor 3 of the child, with `LISTEN_FDS=1`
+    /// and `LISTEN_PID` set to the child's pid. Ready once a request through the socket is
+    /// answered (connects succeed even before the proxy runs: the socket queues them).
+    pub async fn start_activated(
+        make_yaml: impl FnOnce(&std::path::Path) -> String,
+        socket: &StdListener,
+    ) -> Proxy {
+        let listen = socket.local_addr().unwrap().to_string();
+        let mut proxy = Self::spawn(
+            std::path::Path::new(env!("CARGO_BIN_EXE_sticky-proxy")),
+            make_yaml,
+            &listen,
+            |command| socket_activated(command, socket),
+        );
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap();
+        let probe = client.get(proxy.url("/")).send().await;
+        if let Some(status) = proxy.child.try_wait().unwrap() {
+            panic!("proxy exited early ({status}):\n{}", proxy.log());
+        }
+        assert!(
+            probe.is_ok(),
+            "no answer through the socket:\n{}",
+            proxy.log()
+        );
+        proxy
+    }
+
+    /// Write the config and start `binary -c <config>` (through `wrap`, which may replace the
+    /// command), logging to the proxy's temp dir. Not yet waited for.
+    fn spawn(
+        binary: &std::path::Path,
+        make_yaml: impl FnOnce(&std::path::Path) -> String,
+        listen: &str,
+        wrap: impl FnOnce(Command) -> Command,
+    ) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
         let yaml = make_yaml(dir.path());
         let config_path = dir.path().join("proxy.yaml");
         std::fs::write(&config_path, yaml).unwrap();
         let log = std::fs::File::create(dir.path().join("proxy.log")).unwrap();
-        let child = Command::new(binary)
-            .arg("-c")
-            .arg(&config_path)
-            .env(
-                "RUST_LOG",
-                std::env::var("STICKY_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            )
+        let mut command = Command::new(binary);
+        command.arg("-c").arg(&config_path).env(
+            "RUST_LOG",
+            std::env::var("STICKY_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        );
+        let child = wrap(command)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .unwrap();
-        let mut proxy = Proxy {
+        Proxy {
             child,
             addr: listen.parse().unwrap(),
             admin: "127.0.0.1:0".parse().unwrap(),
             dir,
             config_path,
-        };
-        proxy.wait_ready().await;
-        proxy
+        }
     }
 
     async fn wait_ready(&mut self) {
@@ -425,6 +466,43 @@ pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) 
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// `command` as systemd socket activation runs it: `socket` (which the caller keeps open, as
+/// systemd does) becomes the child's descriptor 3, with `LISTEN_FDS=1` and `LISTEN_PID` the
+/// child's pid (through `/bin/sh`: `$$` is the shell's pid, which `exec` keeps).
+pub fn socket_activated(command: Command, socket: &StdListener) -> Command {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let fd = socket.as_raw_fd();
+    let mut shell = Command::new("/bin/sh");
+    shell
+        .arg("-c")
+        .arg(r#"LISTEN_PID=$$ exec "$0" "$@""#)
+        .arg(command.get_program())
+        .args(command.get_args())
+        .env("LISTEN_FDS", "1");
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => shell.env(key, value),
+            None => shell.env_remove(key),
+        };
+    }
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        shell.pre_exec(move || {
+            let moved = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if moved < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    shell
 }
 
 /// GET `url` with an optional `Cookie` header.

@@ -96,6 +96,7 @@ pub(super) fn validate_listeners(
             tls,
             h2c: listener.h2c,
             redirect_to_https,
+            defer_accept: listener.defer_accept,
         });
     }
     Ok(listeners)
