@@ -110,7 +110,8 @@ impl AdminApp {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        if !caller_allowed(caller, self.allow_remote) {
+        let loopback_caller = is_loopback_caller(caller);
+        if !(loopback_caller || self.allow_remote) {
             return Reply::error(StatusCode::FORBIDDEN, "admin API is for loopback callers");
         }
         let req = session.req_header();
@@ -123,7 +124,6 @@ impl AdminApp {
             .map(|v| v.as_bytes().to_vec());
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         let is_mutation = method == Method::POST;
-        let loopback_caller = caller.is_none_or(|ip| ip.to_canonical().is_loopback());
         if token_required(is_mutation, loopback_caller, &segments) {
             if let Err(reply) = self.authorize(auth.as_deref()) {
                 return reply;
@@ -392,10 +392,11 @@ async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Reply> {
     }
 }
 
-/// May this caller use the admin API? Loopback callers always (IPv4-mapped ones included);
-/// others only with `allow_remote`; a caller without an IP address (a Unix socket) too.
-fn caller_allowed(caller: Option<std::net::IpAddr>, allow_remote: bool) -> bool {
-    allow_remote || caller.is_none_or(|ip| ip.to_canonical().is_loopback())
+/// Is the caller on this machine: a loopback address (IPv4-mapped ones included) or no IP
+/// address at all (a Unix socket)? Others may use the admin API only with `allow_remote`, and
+/// then need the token for reads too ([`token_required`]).
+fn is_loopback_caller(caller: Option<std::net::IpAddr>) -> bool {
+    caller.is_none_or(|ip| ip.to_canonical().is_loopback())
 }
 
 /// The first value of query parameter `name`, percent- and `+`-decoded (so that ids holding
@@ -583,15 +584,15 @@ mod tests {
     }
 
     #[test]
-    fn only_loopback_callers_are_allowed_unless_remote_is_allowed() {
+    fn loopback_callers_are_the_ones_on_this_machine() {
         let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().unwrap());
-        assert!(caller_allowed(ip("127.0.0.1"), false));
-        assert!(caller_allowed(ip("127.9.9.9"), false));
-        assert!(caller_allowed(ip("::1"), false));
-        assert!(caller_allowed(ip("::ffff:127.0.0.1"), false));
-        assert!(!caller_allowed(ip("10.0.0.1"), false));
-        assert!(!caller_allowed(ip("192.168.1.5"), false));
-        assert!(!caller_allowed(ip("2001:db8::1"), false));
-        assert!(caller_allowed(ip("10.0.0.1"), true));
+        assert!(is_loopback_caller(ip("127.0.0.1")));
+        assert!(is_loopback_caller(ip("127.9.9.9")));
+        assert!(is_loopback_caller(ip("::1")));
+        assert!(is_loopback_caller(ip("::ffff:127.0.0.1")));
+        assert!(is_loopback_caller(None));
+        assert!(!is_loopback_caller(ip("10.0.0.1")));
+        assert!(!is_loopback_caller(ip("192.168.1.5")));
+        assert!(!is_loopback_caller(ip("2001:db8::1")));
     }
 }
