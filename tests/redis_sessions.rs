@@ -192,6 +192,8 @@ async fn a_restarted_proxy_keeps_the_sessions_learned_before() {
     first.stop();
     drop(first);
     let second = Proxy::start_on(&config, &listen).await;
+    // The first process's kept-alive connections died with it: reconnect.
+    let client = common::client();
     wait_store(&client, &second, true).await;
     assert_honoured(&client, &second, &id, &home, "restarted").await;
 }
