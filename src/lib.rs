@@ -40,15 +40,16 @@ use std::sync::Arc;
 /// Build the Pingora server for a validated configuration: pools (with their health-check
 /// services and persistence classes), one proxy service per listener, the admin listener.
 /// Nothing listens until the server runs. `extensions` must be the ones the config was
-/// validated with; `inherited` are the sockets a service manager passed ([`sockets`]), used by
-/// the listeners with their addresses instead of binding. Returns the server and the flag that
+/// validated with; `listen_sockets` are the sockets prepared before Pingora starts (passed by a
+/// service manager, or bound at start: [`sockets`]), used by the listeners with their addresses
+/// instead of binding. Returns the server and the flag that
 /// [`lifecycle::SignalsWithGrace`] sets when a SIGTERM starts the grace.
 pub fn build_server(
     opt: Option<Opt>,
     server_conf: ServerConf,
     config: &config::Config,
     extensions: &extension::Extensions,
-    inherited: sockets::Assigned,
+    listen_sockets: sockets::ListenSockets,
 ) -> (Server, lifecycle::Leaving) {
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
     let leaving = lifecycle::Leaving::default();
@@ -131,7 +132,10 @@ pub fn build_server(
                 }
             },
         }
-        server.add_service(sockets::WithInherited::new(service, inherited.clone()));
+        server.add_service(sockets::WithListenSockets::new(
+            service,
+            listen_sockets.clone(),
+        ));
     }
     if let Some(admin) = &config.admin {
         let app = admin::AdminApp::new(
@@ -144,7 +148,7 @@ pub fn build_server(
         let mut service =
             pingora_core::services::listening::Service::new(format!("admin {}", admin.addr), app);
         service.add_tcp(&admin.addr.to_string());
-        server.add_service(sockets::WithInherited::new(service, inherited));
+        server.add_service(sockets::WithListenSockets::new(service, listen_sockets));
     }
     (server, leaving)
 }

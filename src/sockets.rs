@@ -15,7 +15,7 @@
 //! bytes already there, and Pingora reads those before it looks at the shutdown.
 
 use async_trait::async_trait;
-use pingora_core::server::{ListenFds, ShutdownWatch};
+use pingora_core::server::{ListenFds, RuntimeOpts, ShutdownWatch};
 use pingora_core::services::{ServiceReadyNotifier, ServiceWithDependents};
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
@@ -24,8 +24,9 @@ use std::sync::Arc;
 /// The first descriptor a service manager passes (`SD_LISTEN_FDS_START`).
 const FIRST_FD: RawFd = 3;
 
-/// Sockets assigned to listeners: (the listener's address as Pingora keys it, descriptor).
-pub type Assigned = Arc<Vec<(String, RawFd)>>;
+/// Listening sockets prepared for Pingora, inherited or bound here: (the listener's address as
+/// Pingora keys it, descriptor).
+pub type ListenSockets = Arc<Vec<(String, RawFd)>>;
 
 /// How many descriptors the environment passes to this process: `LISTEN_FDS` when
 /// `LISTEN_PID` names us, else none (they were meant for another process).
@@ -176,22 +177,22 @@ pub fn set_defer_accept(fd: RawFd, on: bool) -> Result<(), String> {
     }
 }
 
-/// A Pingora service that first puts the inherited sockets into the server's table of listening
+/// A Pingora service that first puts the prepared sockets into the server's table of listening
 /// sockets (unless a graceful upgrade already filled in that address), so its listeners use
-/// them instead of binding.
-pub struct WithInherited<S> {
+/// them instead of binding. Everything else is the inner service's.
+pub struct WithListenSockets<S> {
     inner: S,
-    sockets: Assigned,
+    sockets: ListenSockets,
 }
 
-impl<S> WithInherited<S> {
-    pub fn new(inner: S, sockets: Assigned) -> Self {
-        WithInherited { inner, sockets }
+impl<S> WithListenSockets<S> {
+    pub fn new(inner: S, sockets: ListenSockets) -> Self {
+        WithListenSockets { inner, sockets }
     }
 }
 
 #[async_trait]
-impl<S: ServiceWithDependents> ServiceWithDependents for WithInherited<S> {
+impl<S: ServiceWithDependents> ServiceWithDependents for WithListenSockets<S> {
     async fn start_service(
         &mut self,
         fds: Option<ListenFds>,
@@ -218,6 +219,14 @@ impl<S: ServiceWithDependents> ServiceWithDependents for WithInherited<S> {
 
     fn threads(&self) -> Option<usize> {
         self.inner.threads()
+    }
+
+    fn runtime_opts_override(&self, global: &RuntimeOpts) -> Option<RuntimeOpts> {
+        self.inner.runtime_opts_override(global)
+    }
+
+    fn on_startup_delay(&self, time_waited: std::time::Duration) {
+        self.inner.on_startup_delay(time_waited)
     }
 
     fn listen_addresses(&self) -> Option<Vec<String>> {
