@@ -218,7 +218,9 @@ fn listening_sockets(
         let fd = match sockets.iter().find(|(addr, _)| *addr == key) {
             Some((_, fd)) => *fd,
             None if bind => {
-                let fd = sockets::bind(listener.addr)
+                // A process stopping with the same config may hold the address for its grace.
+                let patience = config.grace + std::time::Duration::from_secs(10);
+                let fd = sockets::bind(listener.addr, patience)
                     .map_err(|e| format!("sticky.listeners[{i}].addr: {e}"))?;
                 sockets.push((key, fd));
                 fd

@@ -9,12 +9,11 @@
 //! `sticky.grace_ms` (HAProxy's `grace`) delays a SIGTERM stop: for that long the process is
 //! already leaving but still accepts and serves, so a balancer in front sees `/readyz` fail and
 //! kept-alive clients are told to reconnect before Pingora stops listening and drops idle
-//! connections. SIGINT during the grace stops at once; SIGQUIT still hands over to a new process.
+//! connections. During the grace SIGINT stops at once, a second SIGTERM ends the grace, and
+//! SIGQUIT still hands over to a new process.
 
 use async_trait::async_trait;
-use pingora_core::server::{
-    ExecutionPhase, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch, UnixShutdownSignalWatch,
-};
+use pingora_core::server::{ExecutionPhase, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora_core::services::background::BackgroundService;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -112,8 +111,9 @@ impl ShutdownSignalWatch for SignalsWithGrace {
         ) {
             (Ok(quit), Ok(term), Ok(int)) => (quit, term, int),
             _ => {
-                log::error!("cannot watch signals for sticky.grace_ms; SIGTERM stops at once");
-                return UnixShutdownSignalWatch.recv().await;
+                // Pingora's own watcher would panic on the same registrations.
+                log::error!("cannot watch SIGTERM, SIGQUIT and SIGINT: only SIGKILL stops this");
+                return std::future::pending().await;
             }
         };
         tokio::select! {
@@ -131,6 +131,8 @@ impl ShutdownSignalWatch for SignalsWithGrace {
         self.leaving.set();
         tokio::select! {
             _ = tokio::time::sleep(self.grace) => ShutdownSignal::GracefulTerminate,
+            // A second SIGTERM cuts the grace short.
+            _ = term.recv() => ShutdownSignal::GracefulTerminate,
             _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
             _ = int.recv() => ShutdownSignal::FastShutdown,
         }

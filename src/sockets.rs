@@ -11,8 +11,9 @@
 //!
 //! `TCP_DEFER_ACCEPT` matters when a process stops: Pingora drops every connection still waiting
 //! for its first request when it shuts down, so a connection accepted just before, whose request
-//! was still in flight, would be cut. Deferred, a connection is only accepted with its request
-//! bytes already there, and Pingora reads those before it looks at the shutdown.
+//! was still in flight, would be cut. Deferred, a connection is only accepted with its first
+//! bytes already there, and Pingora reads a request head that came with them before it looks at
+//! the shutdown (not a head spread over several segments, nor a TLS handshake's request).
 
 use async_trait::async_trait;
 use pingora_core::server::{ListenFds, RuntimeOpts, ShutdownWatch};
@@ -49,8 +50,14 @@ pub fn assign(
 ) -> Result<Vec<(String, RawFd)>, String> {
     inherited
         .iter()
-        .map(|(fd, addr)| {
-            if listeners.contains(addr) {
+        .enumerate()
+        .map(|(i, (fd, addr))| {
+            if inherited[..i].iter().any(|(_, earlier)| earlier == addr) {
+                Err(format!(
+                    "inherited sockets for {addr} twice (LISTEN_FDS, descriptor {fd}): one \
+                     listener takes one socket"
+                ))
+            } else if listeners.contains(addr) {
                 Ok((addr.to_string(), *fd))
             } else {
                 Err(format!(
@@ -62,21 +69,16 @@ pub fn assign(
         .collect()
 }
 
-/// Read the sockets the service manager passed (see [`passed_count`]), make them usable by
-/// tokio (non-blocking, close-on-exec), and remove the variables so nothing started later
-/// takes them for its own. Errors name the descriptor.
+/// Read the sockets the service manager passed (see [`passed_count`]) and make them usable by
+/// tokio (non-blocking, close-on-exec). The variables stay (changing the environment is unsound
+/// once an embedding program runs threads); `LISTEN_PID` keeps any other process from taking
+/// them. Errors name the descriptor.
 pub fn take_inherited() -> Result<Vec<(RawFd, SocketAddr)>, String> {
     let count = passed_count(
         std::env::var("LISTEN_PID").ok().as_deref(),
         std::env::var("LISTEN_FDS").ok().as_deref(),
         std::process::id(),
     );
-    // SAFETY: called once at start-up, before Pingora starts any thread.
-    unsafe {
-        std::env::remove_var("LISTEN_PID");
-        std::env::remove_var("LISTEN_FDS");
-        std::env::remove_var("LISTEN_FDNAMES");
-    }
     (0..count)
         .map(|i| {
             let fd = FIRST_FD + i as RawFd;
@@ -130,10 +132,10 @@ fn listening_tcp_address(fd: RawFd) -> Result<SocketAddr, String> {
 }
 
 /// Bind a listening socket for `addr` (address reuse on, as Pingora's own bind), waiting up to
-/// 10 s while another process still holds the address.
-pub fn bind(addr: SocketAddr) -> Result<RawFd, String> {
+/// `patience` while another process still holds the address (a stopping one in its grace).
+pub fn bind(addr: SocketAddr, patience: std::time::Duration) -> Result<RawFd, String> {
     use std::os::fd::IntoRawFd;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + patience;
     loop {
         match std::net::TcpListener::bind(addr) {
             Ok(listener) => {
@@ -237,6 +239,7 @@ impl<S: ServiceWithDependents> ServiceWithDependents for WithListenSockets<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn descriptors_count_only_when_listen_pid_is_ours() {
@@ -258,6 +261,16 @@ mod tests {
                 ("127.0.0.1:8080".to_string(), 3),
                 ("[::1]:9000".to_string(), 4)
             ]
+        );
+    }
+
+    #[test]
+    fn two_inherited_sockets_for_one_address_are_an_error() {
+        let a: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let err = assign(&[(3, a), (4, a)], &[a]).unwrap_err();
+        assert!(
+            err.contains("127.0.0.1:8080") && err.contains("twice"),
+            "{err}"
         );
     }
 
@@ -290,7 +303,7 @@ mod tests {
     #[test]
     fn a_bound_socket_listens_on_its_address_and_defer_accept_can_be_switched() {
         use std::os::fd::FromRawFd;
-        let fd = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let fd = bind("127.0.0.1:0".parse().unwrap(), Duration::ZERO).unwrap();
         let addr = listening_tcp_address(fd).unwrap();
         assert!(addr.ip().is_loopback() && addr.port() != 0);
         set_defer_accept(fd, true).unwrap();
@@ -303,7 +316,7 @@ mod tests {
 
     #[test]
     fn binding_an_address_that_is_not_ours_names_it() {
-        let err = bind("192.0.2.1:80".parse().unwrap()).unwrap_err();
+        let err = bind("192.0.2.1:80".parse().unwrap(), Duration::ZERO).unwrap_err();
         assert!(err.contains("192.0.2.1:80"), "{err}");
     }
 

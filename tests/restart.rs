@@ -230,6 +230,8 @@ async fn a_restart_with_the_socket_held_by_the_service_manager_and_a_grace_loses
         "{}",
         old.log()
     );
+    // The proxy set `defer_accept` (on by default) on the very socket the test holds.
+    assert!(defer_accept_seconds(&socket) > 0);
     let load = Load::start(&old.url("/")).await;
 
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -281,10 +283,6 @@ fn a_passed_socket_that_no_listener_uses_stops_the_start_with_a_message_naming_i
         stderr.contains(&format!("inherited socket {stray}")) && stderr.contains("no listener"),
         "{stderr}"
     );
-    assert!(
-        std::net::TcpStream::connect(&listen).is_err(),
-        "nothing half-started on the configured listener"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -334,4 +332,40 @@ async fn during_the_grace_after_sigterm_the_proxy_still_serves_but_closes_connec
 
     let status = proxy.terminate(Duration::from_secs(15)).await;
     assert!(status.is_some(), "stops after the grace:\n{}", proxy.log());
+}
+
+/// `TCP_DEFER_ACCEPT` of a listening socket (0: off).
+fn defer_accept_seconds(socket: &std::net::TcpListener) -> libc::c_int {
+    use std::os::fd::AsRawFd;
+    let mut value: libc::c_int = -1;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: out-pointers valid for their sizes; the socket is open.
+    let status = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(status, 0);
+    value
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defer_accept_false_leaves_the_listening_socket_without_tcp_defer_accept() {
+    let b = TestBackend::start("iis1").await;
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = socket.local_addr().unwrap().to_string();
+    let section = one_pool(&[&b], "")
+        .replace(
+            "- addr: \"{listen}\"",
+            "- defer_accept: false\n      addr: \"{listen}\"",
+        )
+        .replace("{listen}", &listen);
+    assert!(section.contains("defer_accept: false"), "{section}");
+    let _proxy =
+        Proxy::start_activated(|dir| format!("{}{section}", pingora_keys(dir)), &socket).await;
+    assert_eq!(defer_accept_seconds(&socket), 0);
 }

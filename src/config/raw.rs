@@ -93,7 +93,8 @@ pub struct RawListener {
     /// Plain listeners: answer every request with a redirect to the same URL over HTTPS.
     pub redirect_to_https: Option<RawRedirectToHttps>,
     /// TCP_DEFER_ACCEPT: a connection is accepted once its first bytes arrived (NGINX
-    /// `deferred`, HAProxy `defer-accept`), so a stop never drops a request that was on its way.
+    /// `deferred`, HAProxy `defer-accept`), so a stop does not drop a plain-HTTP request whose
+    /// head was already on its way.
     #[serde(default = "default_true")]
     pub defer_accept: bool,
 }
