@@ -209,7 +209,7 @@ fn listening_sockets(
         .map(|l| l.addr)
         .chain(config.admin.as_ref().map(|a| a.addr))
         .collect();
-    let mut sockets = sockets::assign(&sockets::take_inherited()?, &addresses)?;
+    let mut sockets = sockets::assign(&sockets::passed_sockets()?, &addresses)?;
     for (addr, fd) in &sockets {
         log::info!("listener {addr}: using the socket passed as descriptor {fd}");
     }

@@ -73,7 +73,7 @@ pub fn assign(
 /// tokio (non-blocking, close-on-exec). The variables stay (changing the environment is unsound
 /// once an embedding program runs threads); `LISTEN_PID` keeps any other process from taking
 /// them. Errors name the descriptor.
-pub fn take_inherited() -> Result<Vec<(RawFd, SocketAddr)>, String> {
+pub fn passed_sockets() -> Result<Vec<(RawFd, SocketAddr)>, String> {
     let count = passed_count(
         std::env::var("LISTEN_PID").ok().as_deref(),
         std::env::var("LISTEN_FDS").ok().as_deref(),
@@ -174,6 +174,31 @@ pub fn set_defer_accept(fd: RawFd, on: bool) -> Result<(), String> {
     } else {
         Err(format!(
             "TCP_DEFER_ACCEPT on descriptor {fd}: {}",
+            std::io::Error::last_os_error()
+        ))
+    }
+}
+
+/// Is `TCP_DEFER_ACCEPT` on for this listening socket? (What the tests check on a socket the
+/// proxy was given.)
+pub fn defer_accept(fd: RawFd) -> Result<bool, String> {
+    let mut seconds: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt with out-pointers valid for their sizes.
+    let status = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&mut seconds as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if status == 0 {
+        Ok(seconds > 0)
+    } else {
+        Err(format!(
+            "TCP_DEFER_ACCEPT of descriptor {fd}: {}",
             std::io::Error::last_os_error()
         ))
     }
@@ -283,23 +308,6 @@ mod tests {
         assert!(err.contains("descriptor 3"), "{err}");
     }
 
-    fn defer_accept_of(fd: RawFd) -> libc::c_int {
-        let mut value: libc::c_int = -1;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: out-pointers valid for their sizes.
-        let status = unsafe {
-            libc::getsockopt(
-                fd,
-                libc::IPPROTO_TCP,
-                libc::TCP_DEFER_ACCEPT,
-                (&mut value as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        assert_eq!(status, 0);
-        value
-    }
-
     #[test]
     fn a_bound_socket_listens_on_its_address_and_defer_accept_can_be_switched() {
         use std::os::fd::FromRawFd;
@@ -307,9 +315,9 @@ mod tests {
         let addr = listening_tcp_address(fd).unwrap();
         assert!(addr.ip().is_loopback() && addr.port() != 0);
         set_defer_accept(fd, true).unwrap();
-        assert!(defer_accept_of(fd) > 0);
+        assert!(defer_accept(fd).unwrap());
         set_defer_accept(fd, false).unwrap();
-        assert_eq!(defer_accept_of(fd), 0);
+        assert!(!defer_accept(fd).unwrap());
         // SAFETY: `fd` is ours, closed once here.
         drop(unsafe { std::net::TcpListener::from_raw_fd(fd) });
     }

@@ -231,7 +231,7 @@ async fn a_restart_with_the_socket_held_by_the_service_manager_and_a_grace_loses
         old.log()
     );
     // The proxy set `defer_accept` (on by default) on the very socket the test holds.
-    assert!(defer_accept_seconds(&socket) > 0);
+    assert!(defer_accept_on(&socket));
     let load = Load::start(&old.url("/")).await;
 
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -334,23 +334,10 @@ async fn during_the_grace_after_sigterm_the_proxy_still_serves_but_closes_connec
     assert!(status.is_some(), "stops after the grace:\n{}", proxy.log());
 }
 
-/// `TCP_DEFER_ACCEPT` of a listening socket (0: off).
-fn defer_accept_seconds(socket: &std::net::TcpListener) -> libc::c_int {
+/// Whether the proxy left `TCP_DEFER_ACCEPT` on the socket the test holds (the same socket).
+fn defer_accept_on(socket: &std::net::TcpListener) -> bool {
     use std::os::fd::AsRawFd;
-    let mut value: libc::c_int = -1;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: out-pointers valid for their sizes; the socket is open.
-    let status = unsafe {
-        libc::getsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_DEFER_ACCEPT,
-            (&mut value as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    assert_eq!(status, 0);
-    value
+    sticky_proxy::sockets::defer_accept(socket.as_raw_fd()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -367,5 +354,5 @@ async fn defer_accept_false_leaves_the_listening_socket_without_tcp_defer_accept
     assert!(section.contains("defer_accept: false"), "{section}");
     let _proxy =
         Proxy::start_activated(|dir| format!("{}{section}", pingora_keys(dir)), &socket).await;
-    assert_eq!(defer_accept_seconds(&socket), 0);
+    assert!(!defer_accept_on(&socket));
 }
