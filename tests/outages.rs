@@ -59,23 +59,50 @@ fn summary(mut latencies: Vec<Duration>) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_backend_killed_and_marked_down_gets_the_proxys_own_503_without_hanging() {
-    let (mut b1, mut b2) = (
+/// Two backends under fast health checks and keyed cookies, with one session pinned to each.
+struct TwoSessions {
+    b1: TestBackend,
+    b2: TestBackend,
+    proxy: Proxy,
+    client: reqwest::Client,
+    /// `Cookie` header values pinning to iis1 and to iis2.
+    c1: String,
+    c2: String,
+}
+
+async fn two_sessions() -> TwoSessions {
+    let (b1, b2) = (
         TestBackend::start("iis1").await,
         TestBackend::start("iis2").await,
     );
     let section = one_pool(&[&b1, &b2], &format!("{FAST_CHECK}{KEYED_AFFINITY}"));
     let proxy = Proxy::start(&section).await;
     let client = client();
-    let c1 = format!(
-        "ARRAffinity={}",
-        cookie_for(&client, &proxy, "/", "iis1").await
-    );
-    let c2 = format!(
-        "ARRAffinity={}",
-        cookie_for(&client, &proxy, "/", "iis2").await
-    );
+    let pinned_to = |name: &'static str| {
+        let (client, proxy) = (&client, &proxy);
+        async move { format!("ARRAffinity={}", cookie_for(client, proxy, "/", name).await) }
+    };
+    let (c1, c2) = (pinned_to("iis1").await, pinned_to("iis2").await);
+    TwoSessions {
+        b1,
+        b2,
+        proxy,
+        client,
+        c1,
+        c2,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_backend_killed_and_marked_down_gets_the_proxys_own_503_without_hanging() {
+    let TwoSessions {
+        mut b1,
+        mut b2,
+        proxy,
+        client,
+        c1,
+        c2,
+    } = two_sessions().await;
     b1.stop().await;
     b2.stop().await;
     let noticed = eventually(Duration::from_secs(5), || async {
@@ -143,21 +170,14 @@ async fn before_any_health_check_notices_refused_connects_to_every_backend_end_i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_a_backend_returns_service_resumes_by_itself_and_old_cookies_pin_to_it_again() {
-    let (mut b1, mut b2) = (
-        TestBackend::start("iis1").await,
-        TestBackend::start("iis2").await,
-    );
-    let section = one_pool(&[&b1, &b2], &format!("{FAST_CHECK}{KEYED_AFFINITY}"));
-    let proxy = Proxy::start(&section).await;
-    let client = client();
-    let c1 = format!(
-        "ARRAffinity={}",
-        cookie_for(&client, &proxy, "/", "iis1").await
-    );
-    let c2 = format!(
-        "ARRAffinity={}",
-        cookie_for(&client, &proxy, "/", "iis2").await
-    );
+    let TwoSessions {
+        mut b1,
+        mut b2,
+        proxy,
+        client,
+        c1,
+        c2,
+    } = two_sessions().await;
     b1.stop().await;
     b2.stop().await;
     assert!(
