@@ -25,7 +25,7 @@ pub fn resolve(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
     }
     let mut client = peer;
     let xff: Vec<&[u8]> = headers
-        .get_all("x-forwarded-for")
+        .get_all(crate::headers::X_FORWARDED_FOR)
         .iter()
         .map(|v| v.as_bytes())
         .collect();
