@@ -6,6 +6,8 @@
 #   off      affinity: { enabled: false }, the same Cookie header
 #   learn    affinity.learn (preset j2ee), Cookie: JSESSIONID=<id> (a table hit after the first)
 #   off-j    affinity: { enabled: false }, the same JSESSIONID header
+#   bare     examples/bare_pingora.rs: the least a Pingora proxy does for the same work (round
+#            robin, the three X-Forwarded-* headers), the ARRAffinity header: Pingora's floor
 # Counters are zeroed after start-up. Loopback only; everything started is stopped on exit.
 #
 #   benches/load/affinity-cost.sh          # PROFILE_SECONDS=8 CONNS=8; about 2 minutes
@@ -24,10 +26,13 @@ for t in wrk nginx curl valgrind; do
 done
 if [ -n "${STICKY_BIN:-}" ]; then
   BIN="$STICKY_BIN"
+  BARE_BIN="${BARE_BIN:-$(dirname "$STICKY_BIN")/examples/bare_pingora}"
 else
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
-  (cd "$REPO" && cargo build --release --bin sticky-proxy)
-  case "$CARGO_TARGET_DIR" in /*) BIN="$CARGO_TARGET_DIR/release/sticky-proxy" ;; *) BIN="$REPO/$CARGO_TARGET_DIR/release/sticky-proxy" ;; esac
+  (cd "$REPO" && cargo build --release --bin sticky-proxy --example bare_pingora)
+  case "$CARGO_TARGET_DIR" in /*) OUTDIR="$CARGO_TARGET_DIR/release" ;; *) OUTDIR="$REPO/$CARGO_TARGET_DIR/release" ;; esac
+  BIN="$OUTDIR/sticky-proxy"
+  BARE_BIN="$OUTDIR/examples/bare_pingora"
 fi
 
 TMP="$(mktemp -d /tmp/sticky-affcost.XXXXXX)"
@@ -76,20 +81,27 @@ JSID="JSESSIONID=0123456789ABCDEF0123456789ABCDEF"
 
 OUT="$TMP/affinity-cost.txt"
 {
-  echo "# benches/load/affinity-cost.sh, $(date -u +%Y-%m-%dT%H:%M:%SZ); checkout at $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')"
+  echo "# benches/load/affinity-cost.sh, $(date -u +%Y-%m-%dT%H:%M:%SZ); checkout at $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?') (uncommitted changes under src/: $(git -C "$REPO" status --porcelain -- src 2>/dev/null | wc -l) files)"
   echo "# binary $BIN, built $(date -u -r "$BIN" +%Y-%m-%dT%H:%M:%SZ); 1 worker thread; wrk -t1 -c$CONNS -d${PROFILE_SECONDS}s per configuration"
   echo "# configuration  cookie-header  requests  Ir-total  Ir/request"
 } >"$OUT"
 
 declare -A IR=()
-for run in "cookie:$VALUE" "off:$VALUE" "learn:$JSID" "off-j:$JSID"; do
+BACKENDS=()
+for p in "${BACKEND_PORTS[@]}"; do BACKENDS+=("127.0.0.1:$p"); done
+for run in "cookie:$VALUE" "off:$VALUE" "learn:$JSID" "off-j:$JSID" "bare:$VALUE"; do
   conf=${run%%:*}
   header=${run#*:}
   aff=$conf
   [ "$conf" = off-j ] && aff=off
-  sticky_conf "$TMP/$conf" 1 "$PORT_A" "$aff" >"$TMP/$conf.yaml"
+  if [ "$conf" = bare ]; then
+    cmd=("$BARE_BIN" "127.0.0.1:$PORT_A" 1 "${BACKENDS[@]}")
+  else
+    sticky_conf "$TMP/$conf" 1 "$PORT_A" "$aff" >"$TMP/$conf.yaml"
+    cmd=("$BIN" -c "$TMP/$conf.yaml")
+  fi
   RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$TMP/$conf.callgrind" \
-    "$BIN" -c "$TMP/$conf.yaml" >"$TMP/$conf.valgrind.log" 2>&1 &
+    "${cmd[@]}" >"$TMP/$conf.valgrind.log" 2>&1 &
   vg=$!
   PIDS+=($vg)
   wait_http "$PORT_A"
@@ -109,5 +121,7 @@ done
   echo
   awk -v a="${IR[cookie]}" -v b="${IR[off]}" 'BEGIN { printf "cookie affinity vs off: %+d Ir/request (%.3f x)\n", a - b, a / b }'
   awk -v a="${IR[learn]}" -v b="${IR[off-j]}" 'BEGIN { printf "learned session (table hit) vs off: %+d Ir/request (%.3f x)\n", a - b, a / b }'
+  awk -v a="${IR[off]}" -v b="${IR[bare]}" 'BEGIN { printf "affinity off vs bare Pingora: %+d Ir/request (%.3f x)\n", a - b, a / b }'
+  awk -v a="${IR[cookie]}" -v b="${IR[bare]}" 'BEGIN { printf "cookie affinity vs bare Pingora: %+d Ir/request (%.3f x)\n", a - b, a / b }'
 } | tee -a "$OUT"
 cp "$OUT" "$HERE/affinity-cost.txt"

@@ -216,7 +216,7 @@ def jsessionids(args):
         f.write("".join(f"JSESSIONID={rng.getrandbits(128):032X}\n" for _ in range(n)))
 
 
-PROXY_ORDER = ["sticky", "sticky-off", "haproxy", "nginx"]
+PROXY_ORDER = ["sticky", "sticky-off", "pingora-bare", "haproxy", "nginx"]
 WORKLOAD_ORDER = ["new", "returning", "rotating", "sdk", "learned"]
 METRICS = [  # key, column title, format
     ("rps", "req/s", "{:,.0f}"),
@@ -340,6 +340,22 @@ def targets(runs):
             out.append(f"| {threads} | {workload} | {median([r['cpu_us_per_req'] for r in on.values()]):.1f} | "
                        f"{median([r['cpu_us_per_req'] for r in off.values()]):.1f} | {median(ratios):.3f} | "
                        + ", ".join(f"{x:.3f}" for x in ratios) + " |")
+    floor = [("sticky", "pingora-bare"), ("sticky-off", "pingora-bare"), ("pingora-bare", "haproxy")]
+    rows = []
+    for threads in sorted({r["threads"] for r in runs}):
+        for a, b in floor:
+            one = {r["round"]: r for r in by.get((threads, "returning", a), [])}
+            two = {r["round"]: r for r in by.get((threads, "returning", b), [])}
+            ratios = [one[k]["cpu_us_per_req"] / two[k]["cpu_us_per_req"] for k in sorted(one) if k in two]
+            if ratios:
+                rows.append(f"| {threads} | {a} / {b} | {median(ratios):.3f} | "
+                            + ", ".join(f"{x:.3f}" for x in ratios) + " |")
+    if rows:
+        out += ["", "**Against the Pingora floor** (`returning`, CPU per request; `pingora-bare` = "
+                "examples/bare_pingora.rs: round robin and the X-Forwarded-* headers, nothing else): "
+                "how much above a bare Pingora proxy sticky-proxy is, and how far bare Pingora is from "
+                "HAProxy", "",
+                "| threads | ratio | per-round median | per-round ratios |", "|---:|---|---:|---|"] + rows
     ts = sorted({r["threads"] for r in runs})
     if 1 in ts and 2 in ts:
         out += ["", "**2 threads vs 1 thread** (medians). *measured* = req/s with 2 threads ÷ req/s with 1; "

@@ -4,7 +4,7 @@
 BACKEND_PORTS=(9101 9102 9103)
 # Each proxy row is a process (tree) measured on its own. `sticky` inserts ARRAffinity like
 # HAProxy; `sticky-off` is sticky-proxy with `affinity: { enabled: false }`.
-declare -A PORT=([sticky]=6201 [sticky-off]=6202 [haproxy]=6203 [nginx]=6204)
+declare -A PORT=([sticky]=6201 [sticky-off]=6202 [haproxy]=6203 [nginx]=6204 [pingora-bare]=6205)
 # The `sdk` workload uses each proxy's application-cookie hash mode (hash of CUserID on a
 # consistent ring, no Set-Cookie): a separate sticky-proxy process (`sticky-sdk`, port 6211) and a
 # second frontend/server block of the HAProxy and NGINX processes. sticky-off has no affinity and

@@ -4,7 +4,9 @@
 # Rows: sticky (ARRAffinity insertion; for `sdk` its CUserID hash mode; for `learned` its
 # JSESSIONID session table), sticky-off (`affinity: { enabled: false }`), haproxy (cookie insert;
 # `balance hash` for sdk; a JSESSIONID stick table for learned), nginx
-# (`hash $cookie_ARRAffinity consistent`; `$cookie_CUserID` for sdk; no learned row).
+# (`hash $cookie_ARRAffinity consistent`; `$cookie_CUserID` for sdk; no learned row), and in
+# `returning` only pingora-bare (examples/bare_pingora.rs: round robin + X-Forwarded-*, the
+# least a Pingora proxy does for this work; the floor under sticky-proxy's figures).
 # Configs: confs.sh.
 #
 #   benches/load/run.sh                      # defaults: THREADS="1 2" ROUNDS=3 DURATION=4s
@@ -21,7 +23,8 @@
 #   QUIET=20         the report adds tables of the runs during which everything else on the
 #                    machine used at most this % of one core
 #   CARGO_TARGET_DIR (default: target)   where `cargo build --release` puts sticky-proxy
-#   STICKY_BIN=path  use this sticky-proxy binary and skip the build
+#   STICKY_BIN=path  use this sticky-proxy binary and skip the build (BARE_BIN=path: the
+#                    bare_pingora example; default: examples/bare_pingora next to STICKY_BIN)
 #   KEEP_TMP=1       keep the temporary directory (configs, logs)
 #   WORKLOADS="new returning rotating sdk learned"  a subset, for focused trials
 #   RESULTS_DIR=dir  where results-<N>t.txt and summary.md go (default: benches/load; use another
@@ -58,7 +61,11 @@ PROXIES=(sticky sticky-off haproxy nginx)
 read -r -a WORKLOADS <<<"${WORKLOADS:-new returning rotating sdk learned}"
 # NGINX (open source) cannot learn session ids: no row for it in `learned`.
 proxies_for() { # workload → the proxies measured in it
-  if [ "$1" = learned ]; then echo sticky sticky-off haproxy; else echo "${PROXIES[@]}"; fi
+  case "$1" in
+    learned) echo sticky sticky-off haproxy ;;
+    returning) echo "${PROXIES[@]}" pingora-bare ;;
+    *) echo "${PROXIES[@]}" ;;
+  esac
 }
 
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
@@ -97,16 +104,20 @@ done
 # sticky-proxy
 if [ -n "${STICKY_BIN:-}" ]; then
   BIN="$STICKY_BIN"
+  BARE_BIN="${BARE_BIN:-$(dirname "$STICKY_BIN")/examples/bare_pingora}"
 else
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
   log "building sticky-proxy (cargo build --release, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-  (cd "$REPO" && cargo build --release --bin sticky-proxy)
+  (cd "$REPO" && cargo build --release --bin sticky-proxy --example bare_pingora)
   case "$CARGO_TARGET_DIR" in
-    /*) BIN="$CARGO_TARGET_DIR/release/sticky-proxy" ;;
-    *) BIN="$REPO/$CARGO_TARGET_DIR/release/sticky-proxy" ;;
+    /*) OUTDIR="$CARGO_TARGET_DIR/release" ;;
+    *) OUTDIR="$REPO/$CARGO_TARGET_DIR/release" ;;
   esac
+  BIN="$OUTDIR/sticky-proxy"
+  BARE_BIN="$OUTDIR/examples/bare_pingora"
 fi
 [ -x "$BIN" ] || { echo "run.sh: no sticky-proxy binary at $BIN" >&2; exit 1; }
+[ -x "$BARE_BIN" ] || { echo "run.sh: no bare_pingora binary at $BARE_BIN" >&2; exit 1; }
 
 # ---------------------------------------------------------------------------------------------
 # Process bookkeeping: everything started is killed on exit, whatever happens.
@@ -200,6 +211,13 @@ start_proxies() { # threads
   $pin nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" &
   ROOT[nginx]=$!
   STARTED+=($!)
+  local backends=()
+  for p in "${BACKEND_PORTS[@]}"; do backends+=("127.0.0.1:$p"); done
+  RUST_LOG=warn $pin "$BARE_BIN" "127.0.0.1:${PORT[pingora-bare]}" "$n" "${backends[@]}" \
+    >"$TMP/pingora-bare-${n}t.log" 2>&1 &
+  ROOT[pingora-bare]=$!
+  STARTED+=($!)
+  wait_http "${PORT[pingora-bare]}"
   for name in "${PROXIES[@]}"; do
     wait_http "${PORT[$name]}"
     wait_http "${SDK_PORT[$name]}"
@@ -214,6 +232,7 @@ stop_proxies() {
   stop_pid "${ROOT[sticky-learn]}" INT
   stop_pid "${ROOT[haproxy]}" TERM
   stop_pid "${ROOT[nginx]}" TERM
+  stop_pid "${ROOT[pingora-bare]}" INT
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -311,7 +330,7 @@ N_THREADS=$(wc -w <<<"$THREADS")
 N_RUNS=0
 for w in "${WORKLOADS[@]}"; do N_RUNS=$((N_RUNS + $(proxies_for "$w" | wc -w))); done
 # About half a second per run beyond DURATION (sampling /proc, starting wrk), plus start-up.
-EST=$((N_THREADS * (ROUNDS * N_RUNS * (2 * DUR_S + 1) / 2 + ${#PROXIES[@]} * (WARM_S + 1) + 2 * 3 + 10)))
+EST=$((N_THREADS * (ROUNDS * N_RUNS * (2 * DUR_S + 1) / 2 + (${#PROXIES[@]} + 1) * (WARM_S + 1) + 2 * 3 + 10)))
 log "plan: THREADS='$THREADS' ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS PIN=$PIN; about ${EST}s of measuring (limit ${TIME_LIMIT}s since start, ${SECONDS}s used)"
 
 "$PY" "$LIB" cookies "$TMP/sdk.txt" 1000 "CUserID="
@@ -343,7 +362,8 @@ for n in $THREADS; do
   # returning: a valid cookie of that proxy. sticky-off ignores cookies: it gets sticky's (same
   # request bytes); NGINX issues none and hashes any value: it gets HAProxy's.
   RETURNING=([sticky]="${VALID[sticky]%% *}" [sticky-off]="${VALID[sticky]%% *}"
-    [haproxy]="${VALID[haproxy]%% *}" [nginx]="${VALID[haproxy]%% *}")
+    [haproxy]="${VALID[haproxy]%% *}" [nginx]="${VALID[haproxy]%% *}"
+    [pingora-bare]="${VALID[sticky]%% *}")
   # rotating: 10,000 values = the proxy's 3 valid values + 9,997 ids it never issued (NGINX: all
   # 10,000 are distinct hash keys). The unknown ids are the same 64-hex strings for every proxy.
   "$PY" "$LIB" cookies "$TMP/rotating-sticky.txt" 10000 "ARRAffinity=" ${VALID[sticky]}
@@ -356,7 +376,7 @@ for n in $THREADS; do
   check_learn sticky
   check_learn haproxy
 
-  for p in "${PROXIES[@]}"; do
+  for p in "${PROXIES[@]}" pingora-bare; do
     "${AUX_PIN[@]}" wrk -t1 -c"$CONNS" -d"$WARMUP" "http://127.0.0.1:${PORT[$p]}/" >/dev/null 2>&1
   done
   # learned: the measured runs find every id in the table (the seeding pass did the inserts).
