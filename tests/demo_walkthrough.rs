@@ -50,13 +50,18 @@ async fn the_demo_config_shows_stickiness_alternation_and_opt_out_as_the_readme_
         &listen_addr,
     )
     .await;
-    // Wait until both backends answer through the proxy.
-    assert!(
-        eventually(std::time::Duration::from_secs(5), || async {
-            curl(&[&proxy.url("/")]).starts_with("hello")
-        })
-        .await
-    );
+    // Wait until both backends answer through the proxy: under load the backends can start
+    // after the proxy's first health probes, and a backend marked down needs `rise` good probes.
+    let answered = std::cell::RefCell::new(std::collections::BTreeSet::new());
+    let both_up = eventually(std::time::Duration::from_secs(15), || async {
+        let body = curl(&[&proxy.url("/")]);
+        if body.starts_with("hello") {
+            answered.borrow_mut().insert(body.trim().to_string());
+        }
+        answered.borrow().len() == 2
+    })
+    .await;
+    assert!(both_up, "backends seen through the proxy: {answered:?}");
 
     let first = curl(&["-i", &proxy.url("/")]);
     let cookie = first
