@@ -198,7 +198,8 @@ fn router_for(
 }
 
 /// The listening sockets for Pingora ([`sockets`]): those a service manager passed, and (when
-/// `bind` is set) the proxy listeners' own, bound here, each with its `defer_accept`.
+/// `bind` is set) the proxy listeners' own, bound here, each with its `defer_accept`, and the
+/// admin listener's.
 fn listening_sockets(
     config: &config::Config,
     bind: bool,
@@ -229,6 +230,17 @@ fn listening_sockets(
         };
         sockets::set_defer_accept(fd, listener.defer_accept)
             .map_err(|e| format!("sticky.listeners[{i}].defer_accept: {e}"))?;
+    }
+    // The admin listener too, so that an address it cannot have is a start error (Pingora's
+    // own bind panics in the service's task and the proxy ran on without its admin API).
+    if let Some(admin) = config.admin.as_ref().filter(|_| bind) {
+        let key = admin.addr.to_string();
+        if !sockets.iter().any(|(addr, _)| *addr == key) {
+            let patience = config.grace + std::time::Duration::from_secs(10);
+            let fd = sockets::bind(admin.addr, patience)
+                .map_err(|e| format!("sticky.admin.addr: {e}"))?;
+            sockets.push((key, fd));
+        }
     }
     Ok(sockets)
 }

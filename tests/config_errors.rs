@@ -137,3 +137,23 @@ fn a_listener_address_that_cannot_be_bound_stops_the_start_with_a_message_naming
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn an_admin_address_that_cannot_be_bound_stops_the_start_with_a_message_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    // The proxy listener can be bound; 192.0.2.1 (TEST-NET-1) is no address of this machine.
+    let listen = common::free_port();
+    std::fs::write(
+        &path,
+        format!("version: 1\nsticky:\n  listeners: [{{ addr: \"127.0.0.1:{listen}\" }}]\n  admin: {{ addr: \"192.0.2.1:6189\" }}\n  pools:\n    - name: web\n      backends: [{{ name: iis1, addr: \"127.0.0.1:9001\" }}]\n"),
+    )
+    .unwrap();
+    let (code, _, stderr) = run(&["-c", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("sticky.admin.addr: cannot listen on 192.0.2.1:6189"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
