@@ -1,0 +1,76 @@
+//! The returning-session decision (find and verify the affinity cookie, check the backend,
+//! decide) makes no heap allocation: a counting allocator around the system one, per thread,
+//! over the same calls as the criterion benchmark `cookie/decision: returning session`.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use sticky_proxy::affinity::decision::{decide, Mechanisms};
+use sticky_proxy::config::load_str;
+use sticky_proxy::pool::Pool;
+
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.with(|n| n.set(n.get() + 1));
+        System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.with(|n| n.set(n.get() + 1));
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Heap allocations made by this thread while `f` runs.
+fn allocations_in<T>(f: impl FnOnce() -> T) -> (usize, T) {
+    let before = ALLOCATIONS.with(Cell::get);
+    let out = f();
+    (ALLOCATIONS.with(Cell::get) - before, out)
+}
+
+#[test]
+fn the_returning_session_decision_allocates_nothing() {
+    let yaml = "sticky:\n  listeners: [{ addr: \"127.0.0.1:6188\" }]\n  pools:\n    - name: web\n      backends: [{ name: app0, addr: \"127.0.0.1:10000\" }, { name: app1, addr: \"127.0.0.1:10001\" }, { name: app2, addr: \"127.0.0.1:10002\" }]\n      affinity:\n        cookie: { secret: test-secret-0123456789abcdef }\n";
+    let config = load_str(yaml).unwrap();
+    let pool = Pool::new(&config.pools[0], &[], &Default::default()).0;
+    let cookie = pool.own_affinity.as_ref().unwrap().cookie.as_ref().unwrap();
+    let value = sticky_proxy::affinity::cookie::value_text(&cookie.config.format, "web", "app1");
+    let header = format!("_ga=GA1.2.3; theme=dark; ARRAffinity={value}; CUserID=42");
+    let returning = || {
+        let pin = cookie.pinned(std::iter::once(header.as_bytes()));
+        decide(
+            pin,
+            Mechanisms {
+                cookie: true,
+                tables: false,
+            },
+            &[],
+            |i| pool.slots[i].is_usable(),
+            |_| None,
+            |failed| pool.select_new(failed),
+        )
+    };
+    // Once before counting: anything lazily set up on first use is not per request.
+    assert_eq!(returning().backend, Some(1));
+
+    let (count, decision) = allocations_in(returning);
+    assert_eq!(decision.backend, Some(1), "the cookie pins app1");
+    assert_eq!(
+        count, 0,
+        "heap allocations in one returning-session decision"
+    );
+
+    // The counter does see allocations (so the zero above is a measurement).
+    let (count, _) = allocations_in(|| std::hint::black_box(vec![0u8; 64]));
+    assert_eq!(count, 1);
+}
