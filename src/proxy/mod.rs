@@ -524,30 +524,6 @@ impl ProxyHttp for StickyProxy {
 
 /// Remove the proxy's own cookies from the `Cookie` headers forwarded to the backend.
 fn strip_affinity_cookies(req: &mut RequestHeader, names: &[Box<[u8]>]) {
-    use crate::affinity::cookie::{contains_any, without_cookies};
-    // The usual request has one `Cookie` header: checked and rebuilt once, then replaced by one
-    // insertion (not a removal plus an append, and no list of kept values).
-    let mut values = req.headers.get_all(COOKIE).iter();
-    let kept = match (values.next(), values.next()) {
-        (None, _) => return,
-        (Some(only), None) if !contains_any(only.as_bytes(), names) => return,
-        (Some(only), None) => without_cookies(only.as_bytes(), names),
-        _ => return strip_from_several_cookie_headers(req, names),
-    };
-    match kept.and_then(|v| http::HeaderValue::from_bytes(&v).ok()) {
-        // Replacing a header that was parsed from the same request cannot fail.
-        Some(value) => {
-            let _ = req.insert_header(COOKIE, value);
-        }
-        None => {
-            req.remove_header(&COOKIE);
-        }
-    }
-}
-
-/// [`strip_affinity_cookies`] for a request with several `Cookie` headers (HTTP/2 clients
-/// send one per cookie).
-fn strip_from_several_cookie_headers(req: &mut RequestHeader, names: &[Box<[u8]>]) {
     let present = req
         .headers
         .get_all(COOKIE)
