@@ -112,13 +112,18 @@ impl Drop for TestBackend {
 
 /// A free loopback port for a proxy listener, chosen below Linux's ephemeral range
 /// (32768–60999) so that backends bound to port 0 can never take it between our check and the
-/// proxy's bind.
+/// proxy's bind. Never the same port twice in one test process: a listener and an admin
+/// address picked one after the other were once the same port (the first was free again when
+/// the second was checked), and the config was refused.
 pub fn free_port() -> u16 {
     use rand::Rng;
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let mut rng = rand::thread_rng();
     loop {
         let port = rng.gen_range(20_000..32_000);
-        if StdListener::bind(("127.0.0.1", port)).is_ok() {
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if !handed_out.contains(&port) && StdListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.push(port);
             return port;
         }
     }
