@@ -119,41 +119,33 @@ fn a_secret_can_come_from_a_file_or_the_environment() {
     );
 }
 
-#[test]
-fn a_listener_address_that_cannot_be_bound_stops_the_start_with_a_message_naming_the_field() {
+/// Start the binary on `yaml`; it must stop with exit 2, a message containing `expected` and
+/// no panic.
+fn assert_start_refused(yaml: &str, expected: &str) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.yaml");
-    // 192.0.2.1 (TEST-NET-1) is no address of this machine.
-    std::fs::write(
-        &path,
-        "version: 1\nsticky:\n  listeners: [{ addr: \"192.0.2.1:6188\" }]\n  pools:\n    - name: web\n      backends: [{ name: iis1, addr: \"127.0.0.1:9001\" }]\n",
-    )
-    .unwrap();
+    std::fs::write(&path, yaml).unwrap();
     let (code, _, stderr) = run(&["-c", path.to_str().unwrap()]);
     assert_eq!(code, 2, "{stderr}");
-    assert!(
-        stderr.contains("sticky.listeners[0].addr: cannot listen on 192.0.2.1:6188"),
-        "{stderr}"
-    );
+    assert!(stderr.contains(expected), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+// 192.0.2.1 (TEST-NET-1) is no address of this machine: it cannot be bound.
+#[test]
+fn a_listener_address_that_cannot_be_bound_stops_the_start_with_a_message_naming_the_field() {
+    assert_start_refused(
+        "version: 1\nsticky:\n  listeners: [{ addr: \"192.0.2.1:6188\" }]\n  pools:\n    - name: web\n      backends: [{ name: iis1, addr: \"127.0.0.1:9001\" }]\n",
+        "sticky.listeners[0].addr: cannot listen on 192.0.2.1:6188",
+    );
 }
 
 #[test]
 fn an_admin_address_that_cannot_be_bound_stops_the_start_with_a_message_naming_the_field() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("c.yaml");
-    // The proxy listener can be bound; 192.0.2.1 (TEST-NET-1) is no address of this machine.
+    // The proxy listener itself can be bound.
     let listen = common::free_port();
-    std::fs::write(
-        &path,
-        format!("version: 1\nsticky:\n  listeners: [{{ addr: \"127.0.0.1:{listen}\" }}]\n  admin: {{ addr: \"192.0.2.1:6189\" }}\n  pools:\n    - name: web\n      backends: [{{ name: iis1, addr: \"127.0.0.1:9001\" }}]\n"),
-    )
-    .unwrap();
-    let (code, _, stderr) = run(&["-c", path.to_str().unwrap()]);
-    assert_eq!(code, 2, "{stderr}");
-    assert!(
-        stderr.contains("sticky.admin.addr: cannot listen on 192.0.2.1:6189"),
-        "{stderr}"
+    assert_start_refused(
+        &format!("version: 1\nsticky:\n  listeners: [{{ addr: \"127.0.0.1:{listen}\" }}]\n  admin: {{ addr: \"192.0.2.1:6189\" }}\n  pools:\n    - name: web\n      backends: [{{ name: iis1, addr: \"127.0.0.1:9001\" }}]\n"),
+        "sticky.admin.addr: cannot listen on 192.0.2.1:6189",
     );
-    assert!(!stderr.contains("panicked"), "{stderr}");
 }
