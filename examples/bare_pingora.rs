@@ -1,15 +1,17 @@
 //! The floor the load benchmark compares sticky-proxy with: the least a Pingora 0.9 proxy does
 //! for the same work — round robin over the backends (`pingora-load-balancing`), the three
-//! `X-Forwarded-*` headers HAProxy, NGINX and sticky-proxy add in `benches/load/`, the same
-//! allocator as the `sticky-proxy` binary, nothing else (no affinity, routes, header stripping,
-//! metrics or log line). What sticky-proxy with `affinity: { enabled: false }` costs above this
-//! is ours to cut; what this costs above HAProxy is Pingora's.
+//! `X-Forwarded-*` headers HAProxy, NGINX and sticky-proxy add in `benches/load/` (written the
+//! way sticky-proxy writes them), sticky-proxy's default upstream timeouts, no downstream
+//! modules, the same allocator as the `sticky-proxy` binary; nothing else (no affinity, routes,
+//! header stripping, metrics or log line). What sticky-proxy with `affinity: { enabled: false }`
+//! costs above this is ours to cut; what this costs above HAProxy is Pingora's.
 //!
 //! `cargo run --release --example bare_pingora -- LISTEN THREADS BACKEND...`, e.g.
 //! `bare_pingora 127.0.0.1:6231 1 127.0.0.1:9101 127.0.0.1:9102 127.0.0.1:9103`.
 //! Not a product: no config file, no health checks, exits 2 on bad arguments.
 
 use async_trait::async_trait;
+use pingora_core::modules::http::HttpModules;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::Server;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -18,6 +20,8 @@ use pingora_http::RequestHeader;
 use pingora_load_balancing::{selection::RoundRobin, LoadBalancer};
 use pingora_proxy::{ProxyHttp, Session};
 use std::sync::Arc;
+use std::time::Duration;
+use sticky_proxy::headers::ip_header_value;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -29,11 +33,20 @@ impl ProxyHttp for Bare {
     type CTX = ();
     fn new_ctx(&self) {}
 
+    /// As sticky-proxy: not Pingora's default (disabled) compression module.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
+
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
         let backend = self.0.select(b"", 256).ok_or_else(|| {
             pingora_core::Error::explain(pingora_core::ErrorType::ConnectNoRoute, "no backend")
         })?;
-        Ok(Box::new(HttpPeer::new(backend.addr, false, String::new())))
+        let mut peer = HttpPeer::new(backend.addr, false, String::new());
+        // sticky-proxy's defaults (`sticky.pools[].timeouts`): each costs timer work per request.
+        peer.options.connection_timeout = Some(Duration::from_secs(3));
+        peer.options.read_timeout = Some(Duration::from_secs(60));
+        peer.options.write_timeout = Some(Duration::from_secs(60));
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        Ok(Box::new(peer))
     }
 
     async fn upstream_request_filter(
@@ -47,10 +60,15 @@ impl ProxyHttp for Bare {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip())
         {
-            upstream_request.append_header("x-forwarded-for", ip.to_string())?;
+            upstream_request.append_header("x-forwarded-for", ip_header_value(ip))?;
         }
         upstream_request.append_header("x-forwarded-proto", "http")?;
-        if let Some(host) = session.req_header().headers.get("host").cloned() {
+        if let Some(host) = session
+            .req_header()
+            .headers
+            .get(http::header::HOST)
+            .cloned()
+        {
             upstream_request.append_header("x-forwarded-host", host)?;
         }
         Ok(())

@@ -35,6 +35,9 @@ else
   BARE_BIN="$OUTDIR/examples/bare_pingora"
 fi
 
+[ -x "$BIN" ] || { echo "affinity-cost.sh: no sticky-proxy binary at $BIN" >&2; exit 1; }
+[ -x "$BARE_BIN" ] || { echo "affinity-cost.sh: no bare_pingora binary at $BARE_BIN (set BARE_BIN)" >&2; exit 1; }
+
 TMP="$(mktemp -d /tmp/sticky-affcost.XXXXXX)"
 PIDS=()
 cleanup() {
@@ -81,8 +84,8 @@ JSID="JSESSIONID=0123456789ABCDEF0123456789ABCDEF"
 
 OUT="$TMP/affinity-cost.txt"
 {
-  echo "# benches/load/affinity-cost.sh, $(date -u +%Y-%m-%dT%H:%M:%SZ); checkout at $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?') (uncommitted changes under src/: $(git -C "$REPO" status --porcelain -- src 2>/dev/null | wc -l) files)"
-  echo "# binary $BIN, built $(date -u -r "$BIN" +%Y-%m-%dT%H:%M:%SZ); 1 worker thread; wrk -t1 -c$CONNS -d${PROFILE_SECONDS}s per configuration"
+  echo "# benches/load/affinity-cost.sh, $(date -u +%Y-%m-%dT%H:%M:%SZ); checkout at $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?') (uncommitted changes under src/ and examples/: $(git -C "$REPO" status --porcelain -- src examples 2>/dev/null | wc -l) files)"
+  echo "# binary $BIN, built $(date -u -r "$BIN" +%Y-%m-%dT%H:%M:%SZ); bare_pingora built $(date -u -r "$BARE_BIN" +%Y-%m-%dT%H:%M:%SZ); 1 worker thread; wrk -t1 -c$CONNS -d${PROFILE_SECONDS}s per configuration"
   echo "# configuration  cookie-header  requests  Ir-total  Ir/request"
 } >"$OUT"
 

@@ -60,10 +60,13 @@ WARM_S="${WARMUP%s}"
 PROXIES=(sticky sticky-off haproxy nginx)
 read -r -a WORKLOADS <<<"${WORKLOADS:-new returning rotating sdk learned}"
 # NGINX (open source) cannot learn session ids: no row for it in `learned`.
+# pingora-bare (the floor) is measured in `returning` only, when that workload runs.
+BARE=0
+[[ " ${WORKLOADS[*]} " == *" returning "* ]] && BARE=1
 proxies_for() { # workload → the proxies measured in it
   case "$1" in
     learned) echo sticky sticky-off haproxy ;;
-    returning) echo "${PROXIES[@]}" pingora-bare ;;
+    returning) if [ "$BARE" = 1 ]; then echo "${PROXIES[@]}" pingora-bare; else echo "${PROXIES[@]}"; fi ;;
     *) echo "${PROXIES[@]}" ;;
   esac
 }
@@ -117,7 +120,10 @@ else
   BARE_BIN="$OUTDIR/examples/bare_pingora"
 fi
 [ -x "$BIN" ] || { echo "run.sh: no sticky-proxy binary at $BIN" >&2; exit 1; }
-[ -x "$BARE_BIN" ] || { echo "run.sh: no bare_pingora binary at $BARE_BIN" >&2; exit 1; }
+if [ "$BARE" = 1 ] && [ ! -x "$BARE_BIN" ]; then
+  log "warning: no bare_pingora binary at $BARE_BIN (set BARE_BIN); no pingora-bare row"
+  BARE=0
+fi
 
 # ---------------------------------------------------------------------------------------------
 # Process bookkeeping: everything started is killed on exit, whatever happens.
@@ -211,13 +217,15 @@ start_proxies() { # threads
   $pin nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" &
   ROOT[nginx]=$!
   STARTED+=($!)
-  local backends=()
-  for p in "${BACKEND_PORTS[@]}"; do backends+=("127.0.0.1:$p"); done
-  RUST_LOG=warn $pin "$BARE_BIN" "127.0.0.1:${PORT[pingora-bare]}" "$n" "${backends[@]}" \
-    >"$TMP/pingora-bare-${n}t.log" 2>&1 &
-  ROOT[pingora-bare]=$!
-  STARTED+=($!)
-  wait_http "${PORT[pingora-bare]}"
+  if [ "$BARE" = 1 ]; then
+    local backends=()
+    for p in "${BACKEND_PORTS[@]}"; do backends+=("127.0.0.1:$p"); done
+    RUST_LOG=warn $pin "$BARE_BIN" "127.0.0.1:${PORT[pingora-bare]}" "$n" "${backends[@]}" \
+      >"$TMP/pingora-bare-${n}t.log" 2>&1 &
+    ROOT[pingora-bare]=$!
+    STARTED+=($!)
+    wait_http "${PORT[pingora-bare]}"
+  fi
   for name in "${PROXIES[@]}"; do
     wait_http "${PORT[$name]}"
     wait_http "${SDK_PORT[$name]}"
@@ -232,7 +240,7 @@ stop_proxies() {
   stop_pid "${ROOT[sticky-learn]}" INT
   stop_pid "${ROOT[haproxy]}" TERM
   stop_pid "${ROOT[nginx]}" TERM
-  stop_pid "${ROOT[pingora-bare]}" INT
+  if [ "$BARE" = 1 ]; then stop_pid "${ROOT[pingora-bare]}" INT; fi
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -330,7 +338,7 @@ N_THREADS=$(wc -w <<<"$THREADS")
 N_RUNS=0
 for w in "${WORKLOADS[@]}"; do N_RUNS=$((N_RUNS + $(proxies_for "$w" | wc -w))); done
 # About half a second per run beyond DURATION (sampling /proc, starting wrk), plus start-up.
-EST=$((N_THREADS * (ROUNDS * N_RUNS * (2 * DUR_S + 1) / 2 + (${#PROXIES[@]} + 1) * (WARM_S + 1) + 2 * 3 + 10)))
+EST=$((N_THREADS * (ROUNDS * N_RUNS * (2 * DUR_S + 1) / 2 + (${#PROXIES[@]} + BARE) * (WARM_S + 1) + 2 * 3 + 10)))
 log "plan: THREADS='$THREADS' ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS PIN=$PIN; about ${EST}s of measuring (limit ${TIME_LIMIT}s since start, ${SECONDS}s used)"
 
 "$PY" "$LIB" cookies "$TMP/sdk.txt" 1000 "CUserID="
@@ -344,8 +352,9 @@ for n in $THREADS; do
   {
     echo "# sticky-proxy load benchmark raw output: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "# commit $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')" \
-      "(uncommitted changes under src/: $(git -C "$REPO" status --porcelain -- src 2>/dev/null | wc -l) files)"
-    echo "# binary $BIN"
+      "(uncommitted changes under src/ and examples/: $(git -C "$REPO" status --porcelain -- src examples 2>/dev/null | wc -l) files)"
+    echo "# binary $BIN, built $(date -u -r "$BIN" +%Y-%m-%dT%H:%M:%SZ)"
+    [ "$BARE" = 1 ] && echo "# bare_pingora $BARE_BIN, built $(date -u -r "$BARE_BIN" +%Y-%m-%dT%H:%M:%SZ)"
     echo "# $(uname -srm); nproc $NCPU; $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')"
     echo "# $(haproxy -v | head -1); $(nginx -v 2>&1); $(wrk -v 2>&1 | head -1)"
     echo "# threads=$n rounds=$ROUNDS duration=$DURATION conns=$CONNS wrk-threads=1 pin=$PIN" \
@@ -376,7 +385,9 @@ for n in $THREADS; do
   check_learn sticky
   check_learn haproxy
 
-  for p in "${PROXIES[@]}" pingora-bare; do
+  extra=()
+  [ "$BARE" = 1 ] && extra=(pingora-bare)
+  for p in "${PROXIES[@]}" "${extra[@]}"; do
     "${AUX_PIN[@]}" wrk -t1 -c"$CONNS" -d"$WARMUP" "http://127.0.0.1:${PORT[$p]}/" >/dev/null 2>&1
   done
   # learned: the measured runs find every id in the table (the seeding pass did the inserts).
