@@ -214,33 +214,33 @@ fn listening_sockets(
     for (addr, fd) in &sockets {
         log::info!("listener {addr}: using the socket passed as descriptor {fd}");
     }
+    // A process stopping with the same config may hold an address for its grace.
+    let patience = config.grace + std::time::Duration::from_secs(10);
+    // The socket for `addr`: the passed one, else (with `bind`) one bound here, named `field`
+    // in the error.
+    let mut socket_for = |addr: std::net::SocketAddr, field: String| {
+        let key = addr.to_string();
+        if let Some((_, fd)) = sockets.iter().find(|(a, _)| *a == key) {
+            return Ok(Some(*fd));
+        }
+        if !bind {
+            return Ok(None);
+        }
+        let fd = sockets::bind(addr, patience).map_err(|e| format!("{field}: {e}"))?;
+        sockets.push((key, fd));
+        Ok::<_, String>(Some(fd))
+    };
     for (i, listener) in config.listeners.iter().enumerate() {
-        let key = listener.addr.to_string();
-        let fd = match sockets.iter().find(|(addr, _)| *addr == key) {
-            Some((_, fd)) => *fd,
-            None if bind => {
-                // A process stopping with the same config may hold the address for its grace.
-                let patience = config.grace + std::time::Duration::from_secs(10);
-                let fd = sockets::bind(listener.addr, patience)
-                    .map_err(|e| format!("sticky.listeners[{i}].addr: {e}"))?;
-                sockets.push((key, fd));
-                fd
-            }
-            None => continue,
-        };
-        sockets::set_defer_accept(fd, listener.defer_accept)
-            .map_err(|e| format!("sticky.listeners[{i}].defer_accept: {e}"))?;
+        let field = format!("sticky.listeners[{i}].addr");
+        if let Some(fd) = socket_for(listener.addr, field)? {
+            sockets::set_defer_accept(fd, listener.defer_accept)
+                .map_err(|e| format!("sticky.listeners[{i}].defer_accept: {e}"))?;
+        }
     }
     // The admin listener too, so that an address it cannot have is a start error (Pingora's
     // own bind panics in the service's task and the proxy ran on without its admin API).
-    if let Some(admin) = config.admin.as_ref().filter(|_| bind) {
-        let key = admin.addr.to_string();
-        if !sockets.iter().any(|(addr, _)| *addr == key) {
-            let patience = config.grace + std::time::Duration::from_secs(10);
-            let fd = sockets::bind(admin.addr, patience)
-                .map_err(|e| format!("sticky.admin.addr: {e}"))?;
-            sockets.push((key, fd));
-        }
+    if let Some(admin) = &config.admin {
+        socket_for(admin.addr, "sticky.admin.addr".to_string())?;
     }
     Ok(sockets)
 }
