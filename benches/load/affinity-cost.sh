@@ -24,17 +24,7 @@ PY="$(python3 -c 'import sys; print(sys.executable)')"
 for t in wrk nginx curl valgrind; do
   command -v "$t" >/dev/null 2>&1 || { echo "affinity-cost.sh: needs $t (benches/load/profile.sh installs it)" >&2; exit 1; }
 done
-if [ -n "${STICKY_BIN:-}" ]; then
-  BIN="$STICKY_BIN"
-  BARE_BIN="${BARE_BIN:-$(dirname "$STICKY_BIN")/examples/bare_pingora}"
-else
-  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
-  (cd "$REPO" && cargo build --release --bin sticky-proxy --example bare_pingora)
-  case "$CARGO_TARGET_DIR" in /*) OUTDIR="$CARGO_TARGET_DIR/release" ;; *) OUTDIR="$REPO/$CARGO_TARGET_DIR/release" ;; esac
-  BIN="$OUTDIR/sticky-proxy"
-  BARE_BIN="$OUTDIR/examples/bare_pingora"
-fi
-
+locate_binaries
 [ -x "$BIN" ] || { echo "affinity-cost.sh: no sticky-proxy binary at $BIN" >&2; exit 1; }
 [ -x "$BARE_BIN" ] || { echo "affinity-cost.sh: no bare_pingora binary at $BARE_BIN (set BARE_BIN)" >&2; exit 1; }
 

@@ -352,7 +352,8 @@ def targets(runs):
                             + ", ".join(f"{x:.3f}" for x in ratios) + " |")
     if rows:
         out += ["", "**Against the Pingora floor** (`returning`, CPU per request; `pingora-bare` = "
-                "examples/bare_pingora.rs: round robin and the X-Forwarded-* headers, nothing else): "
+                "examples/bare_pingora.rs: round robin, the X-Forwarded-* headers, sticky-proxy's default "
+                "timeouts, nothing else): "
                 "how much above a bare Pingora proxy sticky-proxy is, and how far bare Pingora is from "
                 "HAProxy", "",
                 "| threads | ratio | per-round median | per-round ratios |", "|---:|---|---:|---|"] + rows

@@ -1,4 +1,4 @@
-# Configurations shared by run.sh and profile.sh (sourced; bash). Loopback addresses only.
+# Configurations and set-up shared by the benchmark scripts (sourced; bash). Loopback only.
 
 # Loopback only. Backends are fixed by the benchmark's definition; proxies get their own ports.
 BACKEND_PORTS=(9101 9102 9103)
@@ -165,3 +165,22 @@ EOF
   echo "}"
 }
 
+
+locate_binaries() { # sets BIN (sticky-proxy) and BARE_BIN (examples/bare_pingora)
+  # STICKY_BIN given: use it (BARE_BIN defaults to examples/bare_pingora next to it); else
+  # `cargo build --release` both into $CARGO_TARGET_DIR (default target). Needs REPO.
+  if [ -n "${STICKY_BIN:-}" ]; then
+    BIN="$STICKY_BIN"
+    BARE_BIN="${BARE_BIN:-$(dirname "$STICKY_BIN")/examples/bare_pingora}"
+    return
+  fi
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+  (cd "$REPO" && cargo build --release --bin sticky-proxy --example bare_pingora)
+  local out
+  case "$CARGO_TARGET_DIR" in
+    /*) out="$CARGO_TARGET_DIR/release" ;;
+    *) out="$REPO/$CARGO_TARGET_DIR/release" ;;
+  esac
+  BIN="$out/sticky-proxy"
+  BARE_BIN="$out/examples/bare_pingora"
+}

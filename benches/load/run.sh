@@ -105,20 +105,8 @@ done
 
 # ---------------------------------------------------------------------------------------------
 # sticky-proxy
-if [ -n "${STICKY_BIN:-}" ]; then
-  BIN="$STICKY_BIN"
-  BARE_BIN="${BARE_BIN:-$(dirname "$STICKY_BIN")/examples/bare_pingora}"
-else
-  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
-  log "building sticky-proxy (cargo build --release, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-  (cd "$REPO" && cargo build --release --bin sticky-proxy --example bare_pingora)
-  case "$CARGO_TARGET_DIR" in
-    /*) OUTDIR="$CARGO_TARGET_DIR/release" ;;
-    *) OUTDIR="$REPO/$CARGO_TARGET_DIR/release" ;;
-  esac
-  BIN="$OUTDIR/sticky-proxy"
-  BARE_BIN="$OUTDIR/examples/bare_pingora"
-fi
+[ -n "${STICKY_BIN:-}" ] || log "building sticky-proxy and bare_pingora (cargo build --release, CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target})"
+locate_binaries
 [ -x "$BIN" ] || { echo "run.sh: no sticky-proxy binary at $BIN" >&2; exit 1; }
 if [ "$BARE" = 1 ] && [ ! -x "$BARE_BIN" ]; then
   log "warning: no bare_pingora binary at $BARE_BIN (set BARE_BIN); no pingora-bare row"
