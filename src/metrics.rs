@@ -1,5 +1,5 @@
 //! Every Prometheus metric: its name, help, labels — in this one file, listed again in the
-//! README. Uses the `prometheus` crate as re-exported by `pingora-prometheus`.
+//! docs/operations.md. Uses the `prometheus` crate as re-exported by `pingora-prometheus`.
 //!
 //! | metric | type | labels |
 //! |---|---|---|

@@ -1,7 +1,7 @@
 //! The file format of our `sticky:` section: plain serde structs that mirror the YAML.
 //!
 //! Every struct denies unknown keys, so a typo is a start-up error naming the field. Defaults
-//! live here (as `#[serde(default = ...)]`) so that the README's table and the code agree in one
+//! live here (as `#[serde(default = ...)]`) so that docs/configuration.md's tables and the code agree in one
 //! place. Nothing here is validated beyond its type: `super::validate` turns these into the typed
 //! model in `super` (socket addresses, durations, header names, secrets).
 
