@@ -143,9 +143,7 @@ async fn assert_honoured(client: &reqwest::Client, proxy: &Proxy, id: &str, home
 
 #[tokio::test]
 async fn a_session_learned_through_one_instance_is_honoured_by_another() {
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
+    let redis = RedisServer::start().await;
     let (b1, b2) = (
         TestBackend::start("iis1").await,
         TestBackend::start("iis2").await,
@@ -175,9 +173,7 @@ async fn a_session_learned_through_one_instance_is_honoured_by_another() {
 
 #[tokio::test]
 async fn a_restarted_proxy_keeps_the_sessions_learned_before() {
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
+    let redis = RedisServer::start().await;
     let (b1, b2) = (
         TestBackend::start("iis1").await,
         TestBackend::start("iis2").await,
@@ -188,10 +184,10 @@ async fn a_restarted_proxy_keeps_the_sessions_learned_before() {
     wait_store(&client, &first, true).await;
     let (id, home) = login(&client, &first).await;
     assert!(wait_exists(&redis, &id, true).await);
-    let listen = first.addr.to_string();
     first.stop();
+    let listen = first.release_sockets().remove(0);
     drop(first);
-    let second = Proxy::start_on(&config, &listen).await;
+    let second = Proxy::start_on(&config, listen).await;
     // The first process's kept-alive connections died with it: reconnect.
     let client = common::client();
     wait_store(&client, &second, true).await;
@@ -200,9 +196,7 @@ async fn a_restarted_proxy_keeps_the_sessions_learned_before() {
 
 #[tokio::test]
 async fn redis_killed_under_load_fails_no_request_and_each_instance_keeps_its_own_sessions() {
-    let Some(mut redis) = RedisServer::start().await else {
-        return;
-    };
+    let mut redis = RedisServer::start().await;
     let (b1, b2) = (
         TestBackend::start("iis1").await,
         TestBackend::start("iis2").await,
@@ -283,9 +277,7 @@ async fn redis_killed_under_load_fails_no_request_and_each_instance_keeps_its_ow
 
 #[tokio::test]
 async fn when_redis_comes_back_the_instances_share_sessions_again() {
-    let Some(mut redis) = RedisServer::start().await else {
-        return;
-    };
+    let mut redis = RedisServer::start().await;
     let (b1, b2) = (
         TestBackend::start("iis1").await,
         TestBackend::start("iis2").await,
@@ -324,9 +316,7 @@ async fn when_redis_comes_back_the_instances_share_sessions_again() {
 
 #[tokio::test]
 async fn an_entry_lives_while_used_and_expires_from_redis_without_use() {
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
+    let redis = RedisServer::start().await;
     let (b1, b2) = (
         TestBackend::start("iis1").await,
         TestBackend::start("iis2").await,
@@ -364,9 +354,7 @@ async fn an_entry_lives_while_used_and_expires_from_redis_without_use() {
 
 #[tokio::test]
 async fn a_cleared_session_cookie_deletes_the_shared_entry_and_unknown_names_are_misses() {
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
+    let redis = RedisServer::start().await;
     let (b1, b2) = (
         TestBackend::start("iis1").await,
         TestBackend::start("iis2").await,
@@ -404,9 +392,7 @@ async fn a_cleared_session_cookie_deletes_the_shared_entry_and_unknown_names_are
 
 #[tokio::test]
 async fn a_hung_redis_fails_no_request_and_is_used_again_once_it_answers() {
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
+    let redis = RedisServer::start().await;
     let (b1, b2) = (
         TestBackend::start("iis1").await,
         TestBackend::start("iis2").await,
@@ -439,9 +425,7 @@ async fn a_hung_redis_fails_no_request_and_is_used_again_once_it_answers() {
 
 #[tokio::test]
 async fn sessions_are_shared_through_a_redis_that_speaks_only_tls() {
-    let Some(redis) = RedisServer::start_tls().await else {
-        return;
-    };
+    let redis = RedisServer::start_tls().await;
     let ca = redis.tls_cert().unwrap().cert_file.display().to_string();
     let (b1, b2) = (
         TestBackend::start("iis1").await,

@@ -184,15 +184,18 @@ async fn three_backends() -> Vec<TestBackend> {
 async fn a_plain_restart_under_load_refuses_connections_in_the_gap_and_every_earlier_cookie_pins_to_the_same_backend_after(
 ) {
     let b = three_backends().await;
-    let listen = format!("127.0.0.1:{}", free_port());
-    let section = one_pool(&[&b[0], &b[1], &b[2]], KEYED_AFFINITY).replace("{listen}", &listen);
-    let start = || {
-        Proxy::start_full(
-            |dir| format!("{}{section}", pingora_keys_with_grace(dir)),
-            &listen,
-        )
-    };
-    let mut old = start().await;
+    // The first process gets the socket and the test lets go of its copy: the process is
+    // then the socket's only holder, as if it had bound it itself, and its listening socket
+    // closes with it. The new process binds the address itself; in the gap the address is free
+    // and another process could take it (an outgoing connection's ephemeral port): a small
+    // window this one test accepts, since the gap is what it measures.
+    let port = Port::new();
+    let listen = port.addr();
+    let section =
+        one_pool(&[&b[0], &b[1], &b[2]], KEYED_AFFINITY).replace("{listen}", &listen.to_string());
+    let yaml = |dir: &std::path::Path| format!("{}{section}", pingora_keys_with_grace(dir));
+    let mut old = Proxy::start_full(yaml, vec![port]).await;
+    drop(old.release_sockets());
     let load = Load::start(&old.url("/")).await;
 
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -200,7 +203,7 @@ async fn a_plain_restart_under_load_refuses_connections_in_the_gap_and_every_ear
     let status = old.terminate(Duration::from_secs(10)).await;
     assert!(status.is_some(), "SIGTERM stops the proxy:\n{}", old.log());
     let stopped_after = stopping.elapsed();
-    let _new = start().await;
+    let _new = Proxy::start_self_bound(yaml, listen).await;
     println!(
         "plain restart: SIGTERM → exit {stopped_after:?}, SIGTERM → new process accepting {:?}",
         stopping.elapsed()
@@ -274,7 +277,8 @@ fn a_passed_socket_that_no_listener_uses_stops_the_start_with_a_message_naming_i
     let stray = socket.local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("proxy.yaml");
-    let listen = format!("127.0.0.1:{}", free_port());
+    // Held, not passed: the start fails on the stray socket before it would bind this one.
+    let listen = Port::new();
     std::fs::write(
         &config,
         format!(
@@ -285,7 +289,7 @@ fn a_passed_socket_that_no_listener_uses_stops_the_start_with_a_message_naming_i
     .unwrap();
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sticky-proxy"));
     command.arg("-c").arg(&config).env("RUST_LOG", "off");
-    let out = socket_activated(command, &socket).output().unwrap();
+    let out = socket_activated(command, &[&socket]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(

@@ -24,30 +24,25 @@ async fn edge_proxy(
     tls_extra: &str,
     plain_extra: &str,
 ) -> (EdgeProxy, Vec<TestCert>) {
-    let listen = format!("127.0.0.1:{}", free_port());
-    let tls_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (listen, tls_port) = (Port::new(), Port::new());
+    let tls_addr = tls_port.addr();
     let list: Vec<String> = backends.iter().map(|b| b.yaml()).collect();
     let mut made = Vec::new();
+    let listen_addr = listen.addr();
     let proxy = Proxy::start_full(
         |dir| {
             made = certs(dir);
             let certificates: Vec<String> = made.iter().map(|c| c.yaml()).collect();
             format!(
-                "{keys}sticky:\n  listeners:\n    - {{ addr: \"{listen}\"{plain_extra} }}\n    - addr: \"{tls_addr}\"\n      tls:\n        certificates: [{certs}]\n{tls_extra}  pools:\n    - name: web\n      backends: [{list}]\n      affinity:\n        cookie: {{ secret: test-secret-0123456789abcdef }}\n",
+                "{keys}sticky:\n  listeners:\n    - {{ addr: \"{listen_addr}\"{plain_extra} }}\n    - addr: \"{tls_addr}\"\n      tls:\n        certificates: [{certs}]\n{tls_extra}  pools:\n    - name: web\n      backends: [{list}]\n      affinity:\n        cookie: {{ secret: test-secret-0123456789abcdef }}\n",
                 keys = pingora_keys(dir),
                 certs = certificates.join(", "),
                 list = list.join(", "),
             )
         },
-        &listen,
+        vec![listen, tls_port],
     )
     .await;
-    // Each listener is bound by its own service: wait for the TLS one too.
-    let bound = eventually(std::time::Duration::from_secs(10), || async move {
-        tokio::net::TcpStream::connect(tls_addr).await.is_ok()
-    })
-    .await;
-    assert!(bound, "TLS listener up");
     (EdgeProxy { proxy, tls_addr }, made)
 }
 
@@ -497,12 +492,11 @@ async fn hash_keys_and_learned_sessions_work_for_http2_clients_as_for_http1_ones
         TestBackend::start("iis3").await,
     ];
     let list: Vec<String> = backends.iter().map(|b| b.yaml()).collect();
-    let listen = format!("127.0.0.1:{}", free_port());
     let yaml = format!(
         "sticky:\n  listeners:\n    - {{ addr: \"{{listen}}\", h2c: true }}\n  routes:\n    - {{ match: {{ path_prefix: /sdk }}, pool: sdk }}\n    - {{ match: {{ path_prefix: / }}, pool: app }}\n  pools:\n    - name: sdk\n      backends: [{list}]\n      affinity: {{ hash: {{ sources: [{{ type: cookie, name: CUserID }}] }} }}\n    - name: app\n      backends: [{list}]\n      affinity: {{ learn: {{ presets: [j2ee] }} }}\n",
         list = list.join(", ")
     );
-    let proxy = Proxy::start_on(&yaml, &listen).await;
+    let proxy = Proxy::start_on(&yaml, Port::new()).await;
     let h1 = client();
     let h2 = reqwest::Client::builder()
         .http2_prior_knowledge()
