@@ -284,6 +284,7 @@ async fn least_requests_sends_new_sessions_away_from_a_busy_backend() {
     // Pin a session to iis1 and keep three slow requests in flight there.
     let iis1 = cookie_for(&client, &proxy, "/", "iis1").await;
     let mut slow = Vec::new();
+    let before = b1.hits();
     for _ in 0..3 {
         let (client, url, cookie) = (
             client.clone(),
@@ -294,7 +295,12 @@ async fn least_requests_sends_new_sessions_away_from_a_busy_backend() {
             get(&client, &url, Some(&cookie)).await
         }));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The three slow requests have reached iis1: they are in flight there.
+    let arrived = eventually(Duration::from_secs(5), || {
+        let hits = b1.hits();
+        async move { hits >= before + 3 }
+    });
+    assert!(arrived.await, "the slow requests reached iis1");
     for _ in 0..5 {
         // Each of these finishes at once, so iis2 always has fewer in flight.
         assert_eq!(get(&client, &proxy.url("/"), None).await.backend(), "iis2");

@@ -13,6 +13,16 @@ async fn backends(n: usize) -> Vec<TestBackend> {
     list
 }
 
+/// Whether `backend` has received `hits` requests within a few seconds (requests in flight
+/// there have arrived).
+async fn arrived(backend: &TestBackend, hits: usize) -> bool {
+    eventually(Duration::from_secs(5), || {
+        let now = backend.hits();
+        async move { now >= hits }
+    })
+    .await
+}
+
 /// A pool of `backends` with these hash `sources` (YAML flow list items) and extra pool lines.
 fn hash_pool(backends: &[&TestBackend], sources: &str, extra_affinity: &str) -> String {
     one_pool(
@@ -200,14 +210,19 @@ async fn with_a_balance_factor_a_hot_key_spills_to_the_next_backend() {
         .backend()
         .to_string();
     let mut slow = Vec::new();
-    for _ in 0..2 {
+    let home_backend = b.iter().find(|b| b.name == home).unwrap();
+    for i in 1..=2 {
+        let before = home_backend.hits();
         let (client, url) = (client.clone(), proxy.url("/slow/1500"));
         slow.push(tokio::spawn(async move {
             get(&client, &url, Some("CUserID=hot")).await
         }));
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // One at a time, each in flight at home before the next is sent.
+        assert!(
+            arrived(home_backend, before + 1).await,
+            "slow request {i} reached home"
+        );
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
     // Two in flight at home, none elsewhere: the bound ceil(1.25 × 3 / 2) = 2 is reached.
     let spilled = get(&client, &proxy.url("/"), Some("CUserID=hot")).await;
     assert_ne!(spilled.backend(), home);
@@ -233,13 +248,18 @@ async fn without_a_balance_factor_a_hot_key_stays_home_under_load() {
         .backend()
         .to_string();
     let mut slow = Vec::new();
+    let home_backend = b.iter().find(|b| b.name == home).unwrap();
+    let before = home_backend.hits();
     for _ in 0..3 {
         let (client, url) = (client.clone(), proxy.url("/slow/1000"));
         slow.push(tokio::spawn(async move {
             get(&client, &url, Some("CUserID=hot")).await
         }));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        arrived(home_backend, before + 3).await,
+        "the slow requests reached home"
+    );
     assert_eq!(
         get(&client, &proxy.url("/"), Some("CUserID=hot"))
             .await

@@ -463,8 +463,20 @@ async fn metrics_count_a_scripted_sequence_of_requests() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     };
-    // Metrics are counted when a request's logging phase ends, just after its response.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Metrics are counted when a request's logging phase ends, just after its response, which
+    // also releases the in-flight gauge: wait until nothing is in flight.
+    let settled = eventually(Duration::from_secs(5), || {
+        let client = client.clone();
+        async move {
+            let text = scrape(client).await;
+            !text.contains("sticky_backend_in_flight{")
+                || text
+                    .lines()
+                    .filter(|l| l.starts_with("sticky_backend_in_flight{"))
+                    .all(|l| l.ends_with(" 0"))
+        }
+    });
+    assert!(settled.await, "earlier requests settled");
     let before = scrape(client.clone()).await;
     for _ in 0..3 {
         get(

@@ -454,7 +454,11 @@ async fn sessions_are_shared_through_a_redis_that_speaks_only_tls() {
     let stranger = common::tls::TestCert::generate(dir.path(), "stranger", &["127.0.0.1"]);
     let untrusting = config.replace(&ca, &stranger.cert_file.display().to_string());
     let c = Proxy::start(&untrusting).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let said = eventually(Duration::from_secs(10), || {
+        let log = c.log();
+        async move { log.contains("down at start") }
+    });
+    assert!(said.await, "the store says it is down:\n{}", c.log());
     assert_eq!(store_view(&client, &c).await["up"], false, "{}", c.log());
     assert_eq!(get(&client, &c.url("/"), None).await.status, 200);
 }

@@ -32,6 +32,18 @@ fn spawn_new(config: &std::path::Path, log: &std::path::Path) -> Process {
     start(command, log)
 }
 
+/// Whether a new process (`-u`) is waiting for the sockets: it has created its upgrade socket
+/// (the config's `upgrade_sock` in `dir`). Not probed by connecting: the new process takes the
+/// first connection there for the old process's hand-over.
+async fn waiting_for_sockets(dir: &std::path::Path) -> bool {
+    let path = dir.join("upgrade.sock");
+    eventually(Duration::from_secs(10), || {
+        let made = path.exists();
+        async move { made }
+    })
+    .await
+}
+
 fn start(mut command: Command, log: &std::path::Path) -> Process {
     Process(
         command
@@ -131,7 +143,7 @@ async fn a_graceful_upgrade_to_a_changed_config_loses_no_request_and_keeps_cooki
     // The upgrade: the new process waits for the listening sockets, the old one hands them over
     // on SIGQUIT and finishes its in-flight requests.
     let _new = spawn_new(&new_config, &dir.path().join("new.log"));
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(waiting_for_sockets(dir.path()).await, "new process waits");
     let _ = Command::new("kill")
         .args(["-QUIT", &old.0.id().to_string()])
         .status();
@@ -254,7 +266,7 @@ async fn readyz_answers_503_from_the_old_process_once_an_upgrade_begins() {
     assert_eq!(get_on(&mut to_old, "/healthz").await, 200);
 
     let _new = spawn_new(&config, &dir.path().join("new.log"));
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(waiting_for_sockets(dir.path()).await, "new process waits");
     let _ = Command::new("kill")
         .args(["-QUIT", &old.0.id().to_string()])
         .status();
