@@ -110,9 +110,10 @@ fn websocket(name: &str, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
             let reply = match message {
                 Message::Text(text) => Message::Text(format!("{echo_name}: {text}")),
                 Message::Close(_) => {
-                    // tungstenite has queued our Close (with the client's code); send it, then
-                    // the connection ends. (Dropping it unsent left browsers with code 1006.)
-                    let _ = ws.close(None).await;
+                    // tungstenite has queued our Close (with the client's code): flushing sends
+                    // it, then the connection ends. (Dropping it unsent left browsers with code
+                    // 1006; `ws.close` would try to send a second Close and fail.)
+                    let _ = ws.flush().await;
                     break;
                 }
                 _ => continue,
