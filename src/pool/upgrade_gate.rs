@@ -24,6 +24,11 @@
 //! connection (which would have no gate), and a zero idle timeout, so a connection whose upgrade
 //! the backend refused is closed instead of being parked in the pool where nobody can use it.
 //! Other requests are not touched.
+//!
+//! Limits: an upgrade request with a body (WebSocket handshakes have none) flushes once per body
+//! write, so its reads pass once the body's first piece is sent; with a body in several pieces
+//! the race remains possible if the backend answers before it has the whole body. Pingora's
+//! `client_bind_to_ipv4`/`_ipv6` (not used by our configurations) does not apply to upgrades.
 
 use async_trait::async_trait;
 use pingora_core::connectors::L4Connect;
@@ -50,7 +55,8 @@ pub const HOLD_AT_MOST: Duration = Duration::from_secs(1);
 /// Flushes after arming before reads pass: the request header, then the end of the body.
 const FLUSHES_BEFORE_READS: u8 = 2;
 
-/// Group keys of upgrade peers: a counter in a range no pool's key (a hash) is likely to hit.
+/// Group keys of upgrade peers: one each, so no two upgrades share a reuse hash (a pool's key is
+/// a 64-bit hash, equal to one of these only by chance).
 static NEXT_GROUP_KEY: AtomicU64 = AtomicU64::new(0x5715_c4e0_0000_0000);
 
 /// Make `peer` an upgrade's peer: its connection is opened by a [`GatedConnector`], is never a
