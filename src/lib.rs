@@ -62,6 +62,7 @@ pub fn build_server(
         trusted_proxies: config.trusted_proxies.clone(),
         access_log_format: config.access_log_format,
         leaving: leaving.clone(),
+        upgrade_body_delay: proxy::upgrade::test_body_delay_from_env(),
     });
     let metrics = Arc::new(metrics::Metrics::new());
     let mut pools = Vec::with_capacity(config.pools.len());

@@ -10,6 +10,7 @@
 mod backend;
 mod health;
 pub mod ring;
+pub mod upgrade_gate;
 pub mod upgraded;
 
 pub use backend::{BackendSlot, BackendState};

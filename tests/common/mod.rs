@@ -4,6 +4,7 @@
 
 pub mod redis_server;
 pub mod tls;
+pub mod ws;
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::PathBuf;
@@ -224,6 +225,25 @@ impl Proxy {
             sockets,
         )
         .await
+    }
+
+    /// Like [`Proxy::start_full`], with `env` set in the proxy's environment.
+    pub async fn start_full_with_env(
+        make_yaml: impl FnOnce(&std::path::Path) -> String,
+        listen: &str,
+        env: &[(&str, &str)],
+    ) -> Proxy {
+        let mut proxy = Self::spawn(
+            std::path::Path::new(env!("CARGO_BIN_EXE_sticky-proxy")),
+            make_yaml,
+            listen,
+            |mut command| {
+                command.envs(env.iter().copied());
+                command
+            },
+        );
+        proxy.wait_ready().await;
+        proxy
     }
 
     async fn start_full_bin(
