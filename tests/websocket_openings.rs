@@ -31,9 +31,8 @@ struct Edge {
 /// items, 4 spaces in) reached by `routes` (YAML list items, 4 spaces in; anything else goes to
 /// `web`), with `env` in the proxy's environment.
 async fn edge(web: &[&TestBackend], extra_pools: &str, routes: &str, env: &[(&str, &str)]) -> Edge {
-    let listen = format!("127.0.0.1:{}", free_port());
-    let tls_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let admin = format!("127.0.0.1:{}", free_port());
+    let (listen_port, tls_port, admin_port) = (Port::new(), Port::new(), Port::new());
+    let (listen, tls_addr, admin) = (listen_port.addr(), tls_port.addr(), admin_port.addr());
     let list: Vec<String> = web.iter().map(|b| b.yaml()).collect();
     let mut cert = None;
     let mut proxy = Proxy::start_full_with_env(
@@ -51,18 +50,11 @@ async fn edge(web: &[&TestBackend], extra_pools: &str, routes: &str, env: &[(&st
             cert = Some(made);
             yaml
         },
-        &listen,
+        vec![listen_port, tls_port, admin_port],
         env,
     )
     .await;
-    proxy.admin = admin.parse().unwrap();
-    for addr in [tls_addr, proxy.admin] {
-        let up = eventually(Duration::from_secs(10), || async move {
-            tokio::net::TcpStream::connect(addr).await.is_ok()
-        })
-        .await;
-        assert!(up, "listener {addr} up:\n{}", proxy.log());
-    }
+    proxy.admin = admin;
     Edge {
         proxy,
         tls_addr,

@@ -230,20 +230,11 @@ impl Proxy {
     /// Like [`Proxy::start_full`], with `env` set in the proxy's environment.
     pub async fn start_full_with_env(
         make_yaml: impl FnOnce(&std::path::Path) -> String,
-        listen: &str,
+        sockets: Vec<Port>,
         env: &[(&str, &str)],
     ) -> Proxy {
-        let mut proxy = Self::spawn(
-            std::path::Path::new(env!("CARGO_BIN_EXE_sticky-proxy")),
-            make_yaml,
-            listen,
-            |mut command| {
-                command.envs(env.iter().copied());
-                command
-            },
-        );
-        proxy.wait_ready().await;
-        proxy
+        let binary = std::path::Path::new(env!("CARGO_BIN_EXE_sticky-proxy"));
+        Self::start_full_bin_env(binary, make_yaml, sockets, env).await
     }
 
     async fn start_full_bin(
@@ -251,9 +242,21 @@ impl Proxy {
         make_yaml: impl FnOnce(&std::path::Path) -> String,
         sockets: Vec<Port>,
     ) -> Proxy {
+        Self::start_full_bin_env(binary, make_yaml, sockets, &[]).await
+    }
+
+    async fn start_full_bin_env(
+        binary: &std::path::Path,
+        make_yaml: impl FnOnce(&std::path::Path) -> String,
+        sockets: Vec<Port>,
+        env: &[(&str, &str)],
+    ) -> Proxy {
         let fds: Vec<&StdListener> = sockets.iter().map(Port::socket).collect();
         let listen = sockets[0].to_string();
-        let wrap = |command| socket_activated(command, &fds);
+        let wrap = |mut command: Command| {
+            command.envs(env.iter().copied());
+            socket_activated(command, &fds)
+        };
         let mut proxy = Self::spawn(binary, make_yaml, &listen, wrap);
         drop(fds);
         proxy.sockets = sockets;
