@@ -161,11 +161,7 @@ async fn a_slow_loris_client_does_not_stop_others_from_being_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_behind_a_round_robin_spreader_agree_for_the_cookie_and_every_hash_source()
 {
-    let b: Vec<TestBackend> = vec![
-        TestBackend::start("iis1").await,
-        TestBackend::start("iis2").await,
-        TestBackend::start("iis3").await,
-    ];
+    let b: [TestBackend; 3] = TestBackend::start_each(["iis1", "iis2", "iis3"]).await;
     let all = [&b[0], &b[1], &b[2]];
     let sources = [
         ("{ type: cookie, name: CUserID }", ("Cookie", "CUserID=")),
@@ -233,11 +229,7 @@ async fn three_instances_behind_a_round_robin_spreader_agree_for_the_cookie_and_
 async fn a_backend_killed_under_200_busy_sessions_loses_only_its_own_sessions_and_comes_back() {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
     use std::sync::Arc;
-    let mut b: Vec<TestBackend> = vec![
-        TestBackend::start("iis1").await,
-        TestBackend::start("iis2").await,
-        TestBackend::start("iis3").await,
-    ];
+    let mut b: [TestBackend; 3] = TestBackend::start_each(["iis1", "iis2", "iis3"]).await;
     let check = "      health_check: { type: tcp, interval_ms: 200, fall: 1, rise: 1 }\n";
     let section = one_pool(&[&b[0], &b[1], &b[2]], &format!("{check}{KEYED_AFFINITY}"));
     let proxy = Proxy::start(&section).await;

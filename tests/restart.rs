@@ -172,12 +172,8 @@ impl Load {
     }
 }
 
-async fn three_backends() -> Vec<TestBackend> {
-    vec![
-        TestBackend::start("iis1").await,
-        TestBackend::start("iis2").await,
-        TestBackend::start("iis3").await,
-    ]
+async fn three_backends() -> [TestBackend; 3] {
+    TestBackend::start_each(["iis1", "iis2", "iis3"]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

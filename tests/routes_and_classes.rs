@@ -278,11 +278,7 @@ async fn failure_policy_strict_answers_503_and_keeps_the_session_for_when_it_ret
 
 #[tokio::test]
 async fn a_custom_rust_key_source_routes_by_a_header_derived_tenant() {
-    let b: Vec<TestBackend> = vec![
-        TestBackend::start("iis1").await,
-        TestBackend::start("iis2").await,
-        TestBackend::start("iis3").await,
-    ];
+    let b: [TestBackend; 3] = TestBackend::start_each(["iis1", "iis2", "iis3"]).await;
     let classes = "    tenants:\n      hash: { sources: [{ type: custom, name: tenant }] }\n";
     let routes = "    - { pool: web, class: tenants }\n";
     let section = routed(&[&b[0], &b[1], &b[2]], classes, routes);

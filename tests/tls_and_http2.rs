@@ -98,11 +98,7 @@ async fn https_requests_get_a_secure_cookie_and_the_backend_sees_https() {
 
 #[tokio::test]
 async fn an_http2_client_over_tls_is_pinned_like_an_http1_client() {
-    let backends = [
-        TestBackend::start("iis1").await,
-        TestBackend::start("iis2").await,
-        TestBackend::start("iis3").await,
-    ];
+    let backends = TestBackend::start_each(["iis1", "iis2", "iis3"]).await;
     let refs: Vec<&TestBackend> = backends.iter().collect();
     let (edge, certs) = edge_proxy(&refs, one_cert, "", "").await;
     let resolve = [("app.test", edge.tls_addr)];
@@ -486,11 +482,7 @@ async fn tls_config_errors_name_the_field_and_the_file() {
 
 #[tokio::test]
 async fn hash_keys_and_learned_sessions_work_for_http2_clients_as_for_http1_ones() {
-    let backends = [
-        TestBackend::start("iis1").await,
-        TestBackend::start("iis2").await,
-        TestBackend::start("iis3").await,
-    ];
+    let backends = TestBackend::start_each(["iis1", "iis2", "iis3"]).await;
     let list: Vec<String> = backends.iter().map(|b| b.yaml()).collect();
     let yaml = format!(
         "sticky:\n  listeners:\n    - {{ addr: \"{{listen}}\", h2c: true }}\n  routes:\n    - {{ match: {{ path_prefix: /sdk }}, pool: sdk }}\n    - {{ match: {{ path_prefix: / }}, pool: app }}\n  pools:\n    - name: sdk\n      backends: [{list}]\n      affinity: {{ hash: {{ sources: [{{ type: cookie, name: CUserID }}] }} }}\n    - name: app\n      backends: [{list}]\n      affinity: {{ learn: {{ presets: [j2ee] }} }}\n",
@@ -588,11 +580,7 @@ async fn https_reported_by_a_trusted_proxy_counts_as_https_and_anyone_elses_clai
 async fn a_secure_websocket_follows_the_session_cookie_like_plain_requests() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
-    let backends = [
-        TestBackend::start("iis1").await,
-        TestBackend::start("iis2").await,
-        TestBackend::start("iis3").await,
-    ];
+    let backends = TestBackend::start_each(["iis1", "iis2", "iis3"]).await;
     let refs: Vec<&TestBackend> = backends.iter().collect();
     let (edge, certs) = edge_proxy(&refs, one_cert, "", "").await;
     let https = https_client(&[&certs[0]], &[("app.test", edge.tls_addr)]);

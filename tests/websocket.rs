@@ -93,11 +93,7 @@ async fn echo(ws: &mut Ws, text: &str) -> String {
 #[tokio::test]
 async fn a_websocket_opened_with_the_session_cookie_reaches_the_same_backend_and_exchanges_messages(
 ) {
-    let backends = [
-        TestBackend::start("iis1").await,
-        TestBackend::start("iis2").await,
-        TestBackend::start("iis3").await,
-    ];
+    let backends = TestBackend::start_each(["iis1", "iis2", "iis3"]).await;
     let refs: Vec<&TestBackend> = backends.iter().collect();
     let proxy = proxy_with_admin(&refs).await;
     let client = client();
@@ -149,11 +145,7 @@ async fn a_websocket_without_a_session_gets_the_cookie_in_its_handshake_and_late
 
 #[tokio::test]
 async fn a_session_pinned_long_polling_loop_stays_on_one_backend_over_50_polls() {
-    let backends = [
-        TestBackend::start("iis1").await,
-        TestBackend::start("iis2").await,
-        TestBackend::start("iis3").await,
-    ];
+    let backends = TestBackend::start_each(["iis1", "iis2", "iis3"]).await;
     let refs: Vec<&TestBackend> = backends.iter().collect();
     let proxy = proxy_with_admin(&refs).await;
     let client = client();

@@ -88,11 +88,7 @@ fn assert_none_failed(failures: &[String], count: usize) {
 #[tokio::test]
 async fn two_thousand_websockets_opened_one_after_another_over_a_plain_listener_all_echo_the_first_frame(
 ) {
-    let backends = [
-        TestBackend::start("iis1").await,
-        TestBackend::start("iis2").await,
-        TestBackend::start("iis3").await,
-    ];
+    let backends = TestBackend::start_each(["iis1", "iis2", "iis3"]).await;
     let refs: Vec<&TestBackend> = backends.iter().collect();
     let edge = edge(&refs, "", "", &[]).await;
     let failures = open_plain(edge.proxy.addr, "/ws/chat", 2000).await;
@@ -102,11 +98,7 @@ async fn two_thousand_websockets_opened_one_after_another_over_a_plain_listener_
 #[tokio::test]
 async fn two_thousand_websockets_opened_one_after_another_over_a_tls_listener_all_echo_the_first_frame(
 ) {
-    let backends = [
-        TestBackend::start("iis1").await,
-        TestBackend::start("iis2").await,
-        TestBackend::start("iis3").await,
-    ];
+    let backends = TestBackend::start_each(["iis1", "iis2", "iis3"]).await;
     let refs: Vec<&TestBackend> = backends.iter().collect();
     let edge = edge(&refs, "", "", &[]).await;
     let connector = tls_connector(&edge.cert);

@@ -36,6 +36,17 @@ impl TestBackend {
         backend
     }
 
+    /// One backend per name, in order.
+    pub async fn start_each<const N: usize>(names: [&str; N]) -> [TestBackend; N] {
+        let mut started = Vec::with_capacity(N);
+        for name in names {
+            started.push(TestBackend::start(name).await);
+        }
+        started
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("one backend per name"))
+    }
+
     fn serve(&mut self, listener: tokio::net::TcpListener) {
         let name: Arc<str> = self.name.clone().into();
         let hits = self.hits.clone();
