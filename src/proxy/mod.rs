@@ -8,7 +8,7 @@
 //! | `connected_to_upstream` | registers the upstream socket of a WebSocket upgrade, so the admin API can close it |
 //! | `fail_to_connect` | remembers the failed backend and marks the error retryable, so `upstream_peer` re-picks (nothing was sent yet, so no body is sent twice) |
 //! | `upstream_request_filter` | strips client-sent internal/forwarding headers and (with `indirect`) the proxy's cookies; sets `X-Forwarded-*`; joins HTTP/2's split `Cookie` headers |
-//! | `response_filter` | [`response::apply`]: opt-out header, internal headers, learning session ids, recording client IPs, `Set-Cookie` for a new or moved session |
+//! | `response_filter` | [`response::apply`]: opt-out header, internal headers, the backend's `Set-Cookie` for the listener's affinity cookie names (removed), learning session ids, recording client IPs, `Set-Cookie` for a new or moved session |
 //! | `fail_to_proxy` | answers errors with a short plain body that leaks nothing |
 //! | `logging` | releases the in-flight count and writes the decision line |
 
@@ -441,13 +441,8 @@ impl ProxyHttp for StickyProxy {
                 .metrics
                 .upstream_latency(backend, started.elapsed().as_secs_f64());
         }
-        response::apply(
-            &route.pool,
-            route.affinity.as_deref(),
-            &self.settings,
-            upstream_response,
-            ctx,
-        )
+        let names = &self.router.cookie_names;
+        response::apply(route, names, &self.settings, upstream_response, ctx)
     }
 
     async fn fail_to_proxy(
