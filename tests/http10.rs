@@ -77,7 +77,8 @@ async fn a_request_that_names_its_host_keeps_it_whatever_its_version() {
     let proxy = Proxy::start(&section(&backend, "      default_host: www.example.com\n")).await;
     for request in [
         &b"GET / HTTP/1.0\r\nHost: shop.example:8080\r\n\r\n"[..],
-        &b"GET / HTTP/1.1\r\nHost: shop.example:8080\r\nConnection: close\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: shop.example:8080\r\nConnection: close\r\n\r\n",
+        b"GET http://shop.example:8080/ HTTP/1.0\r\n\r\n",
     ] {
         let raw = raw_request(proxy.addr, request).await;
         assert_eq!(raw_status(&raw), 200, "{raw}");
@@ -85,4 +86,23 @@ async fn a_request_that_names_its_host_keeps_it_whatever_its_version() {
     }
     let reply = get(&client(), &proxy.url("/"), None).await;
     assert_eq!(reply.body.trim(), format!("host={}", proxy.addr));
+}
+
+#[tokio::test]
+async fn an_http11_request_without_host_is_answered_400_by_the_proxy_and_never_reaches_a_backend() {
+    let backend = strict_backend("iis1").await;
+    let proxy = Proxy::start(&section(&backend, "      default_host: www.example.com\n")).await;
+    for request in [
+        &b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"[..],
+        b"GET http://shop.example/ HTTP/1.1\r\nConnection: close\r\n\r\n",
+    ] {
+        let raw = raw_request(proxy.addr, request).await;
+        assert_eq!(raw_status(&raw), 400, "{raw}");
+        assert_eq!(
+            body(&raw),
+            "400 Bad Request",
+            "the proxy's own answer: {raw}"
+        );
+    }
+    assert!(backend.heads().is_empty(), "{:?}", backend.heads());
 }

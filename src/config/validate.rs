@@ -244,6 +244,10 @@ fn validate_pool(field: &str, raw: RawPool, extensions: &Extensions) -> Result<P
         .tls
         .map(|t| listeners::validate_upstream_tls(&format!("{field}.tls"), t))
         .transpose()?;
+    let default_host = raw
+        .default_host
+        .map(|h| parse_host(&format!("{field}.default_host"), &h))
+        .transpose()?;
     Ok(PoolConfig {
         name: raw.name,
         balance: raw.balance,
@@ -253,6 +257,7 @@ fn validate_pool(field: &str, raw: RawPool, extensions: &Extensions) -> Result<P
         affinity,
         opt_out_header,
         tls,
+        default_host,
     })
 }
 
@@ -336,6 +341,28 @@ fn parse_addr(field: &str, value: &str) -> Result<SocketAddr> {
     value
         .parse()
         .map_err(|_| ConfigError::new(field, format!("not a socket address: {value:?}")))
+}
+
+/// A `Host` value: a host name or IP address, with an optional port (`uri-host [ ":" port ]`).
+fn parse_host(field: &str, value: &str) -> Result<http::HeaderValue> {
+    let is_port = |p: &str| p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok();
+    let port_ok = match value.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').is_some_and(|(ip, rest)| {
+            ip.parse::<std::net::Ipv6Addr>().is_ok()
+                && (rest.is_empty() || rest.strip_prefix(':').is_some_and(is_port))
+        }),
+        None => value.split_once(':').is_none_or(|(_, port)| is_port(port)),
+    };
+    let valid = port_ok
+        && !value.contains('@')
+        && http::uri::Authority::try_from(value).is_ok_and(|a| a.as_str() == value);
+    match http::HeaderValue::from_str(value) {
+        Ok(header) if valid => Ok(header),
+        _ => Err(ConfigError::new(
+            field,
+            format!("not a host, or host:port: {value:?}"),
+        )),
+    }
 }
 
 fn parse_header_name(field: &str, value: &str) -> Result<http::HeaderName> {
