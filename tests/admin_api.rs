@@ -99,11 +99,8 @@ async fn the_bearer_scheme_is_accepted_in_any_case_and_a_wrong_token_is_still_re
     let (proxy, _token) = start_with_token(&b).await;
     let url = proxy.admin_url("/api/pools/web/backends/iis1/state");
     let post = |authorization: String| {
-        call(
-            reqwest::Method::POST,
-            url.clone(),
-            Some(&*authorization.leak()),
-        )
+        let url = url.clone();
+        async move { call(reqwest::Method::POST, url, Some(&authorization)).await }
     };
     for refused in [
         format!("Bearer {TOKEN}x"),
