@@ -91,7 +91,7 @@ async fn a_request_that_names_its_host_keeps_it_whatever_its_version() {
 #[tokio::test]
 async fn an_http11_request_without_host_is_answered_400_by_the_proxy_and_never_reaches_a_backend() {
     let backend = strict_backend("iis1").await;
-    let proxy = Proxy::start(&section(&backend, "      default_host: www.example.com\n")).await;
+    let proxy = Proxy::start(&section(&backend, "")).await;
     for request in [
         &b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"[..],
         b"GET http://shop.example/ HTTP/1.1\r\nConnection: close\r\n\r\n",
