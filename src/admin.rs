@@ -15,18 +15,23 @@
 //! | GET | `/api/pools/{pool}/tables/{table}/lookup?id=…` or `?ip=…` | the entry for a session id or client IP | no |
 //! | POST | `/api/pools/{pool}/tables/{table}/delete` | body `{"id": …}`, `{"ip": …}` or `{"backend": …}`; an `id` is deleted from the shared store too | yes |
 //!
-//! Mutations are POST only and need `Authorization: Bearer <token>` (token from the file or
-//! environment variable named in `sticky.admin`): no header → 401, a wrong token → 403; with no
-//! token configured, mutations are off (403). Callers from other than loopback get 403 unless
-//! `allow_remote` is set, and then need the token for every endpoint but `/healthz` and `/readyz`
-//! (the "token" column is for loopback callers). Bodies over 64 KiB get 413; malformed JSON, unknown pools, backends,
-//! tables or states get 400 / 404. Nothing changes on any 4xx.
+//! Mutations are POST only and need `Authorization: Bearer <token>` (the scheme in any case;
+//! token from the file or environment variable named in `sticky.admin`): no header → 401, a
+//! wrong token → 403; with no token configured, mutations are off (403). Callers from other than
+//! loopback get 403 unless `allow_remote` is set, and then need the token for every endpoint but
+//! `/healthz` and `/readyz` (the "token" column is for loopback callers). A path not in the table
+//! gets 404, one in it with another method 405 and `Allow` ([`access`]). Bodies over 64 KiB get
+//! 413; malformed JSON, unknown pools, backends, tables or states get 400 / 404. Nothing
+//! changes on any 4xx.
+
+mod access;
 
 use crate::affinity::persistence::Affinity;
 use crate::affinity::sessions::{key_of, EntryView, SessionTable, TableStats};
 use crate::lifecycle::Leaving;
 use crate::metrics::Metrics;
 use crate::pool::{BackendState, Pool};
+use access::{is_loopback_caller, query_param, token_required};
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
 use pingora_core::apps::http_app::ServeHttp;
@@ -92,7 +97,7 @@ impl AdminApp {
                 "no admin token is configured: mutations (and remote reads) are off",
             ));
         };
-        let Some(given) = header.and_then(|h| h.strip_prefix(b"Bearer ")) else {
+        let Some(given) = header.and_then(access::bearer_token) else {
             return Err(Reply::error(
                 StatusCode::UNAUTHORIZED,
                 "bearer token required",
@@ -152,6 +157,7 @@ impl AdminApp {
                     status: StatusCode::OK,
                     content_type,
                     body,
+                    allow: None,
                 }
             }
             ("GET", ["api", "pools"]) => {
@@ -184,11 +190,13 @@ impl AdminApp {
             ("POST", ["api", "pools", pool, "tables", table, "delete"]) => {
                 self.delete(pool, table, &body)
             }
-            (_, ["healthz" | "readyz" | "metrics"]) | (_, ["api", ..]) => Reply::error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed (mutations are POST, reads are GET)",
-            ),
-            _ => Reply::error(StatusCode::NOT_FOUND, "no such endpoint"),
+            (_, path) => match access::allowed_method(path) {
+                Some(allow) => Reply {
+                    allow: Some(allow),
+                    ..Reply::error(StatusCode::METHOD_NOT_ALLOWED, format!("{allow} only"))
+                },
+                None => Reply::error(StatusCode::NOT_FOUND, "no such endpoint"),
+            },
         }
     }
 
@@ -325,7 +333,11 @@ impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let reply = self.handle(session).await;
         let length = reply.body.len();
-        Response::builder()
+        let mut builder = Response::builder();
+        if let Some(allow) = reply.allow {
+            builder = builder.header(http::header::ALLOW, allow);
+        }
+        builder
             .status(reply.status)
             .header(http::header::CONTENT_TYPE, reply.content_type)
             .header(http::header::CONTENT_LENGTH, length)
@@ -340,6 +352,8 @@ struct Reply {
     status: StatusCode,
     content_type: String,
     body: Vec<u8>,
+    /// The method a 405 names in `Allow`.
+    allow: Option<&'static str>,
 }
 
 impl Reply {
@@ -348,6 +362,7 @@ impl Reply {
             status,
             content_type: "text/plain; charset=utf-8".into(),
             body: body.as_bytes().to_vec(),
+            allow: None,
         }
     }
 
@@ -358,6 +373,7 @@ impl Reply {
             status,
             content_type: "application/json".into(),
             body,
+            allow: None,
         }
     }
 
@@ -390,28 +406,6 @@ async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Reply> {
             Err(_) => return Err(Reply::error(StatusCode::BAD_REQUEST, "unreadable body")),
         }
     }
-}
-
-/// Is the caller on this machine: a loopback address (IPv4-mapped ones included) or no IP
-/// address at all (a Unix socket)? Others may use the admin API only with `allow_remote`, and
-/// then need the token for reads too ([`token_required`]).
-fn is_loopback_caller(caller: Option<std::net::IpAddr>) -> bool {
-    caller.is_none_or(|ip| ip.to_canonical().is_loopback())
-}
-
-/// The first value of query parameter `name`, percent- and `+`-decoded (so that ids holding
-/// `&`, `=` or `+` can be looked up as `?id=a%26b`).
-fn query_param(query: &str, name: &str) -> Option<String> {
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.into_owned())
-}
-
-/// Whether a request needs the bearer token: every mutation, and, from callers not on loopback
-/// (`allow_remote`), every read except the liveness and readiness probes — the API shows
-/// backend addresses and session tables.
-fn token_required(is_mutation: bool, loopback_caller: bool, segments: &[&str]) -> bool {
-    is_mutation || (!loopback_caller && !matches!(segments, ["healthz"] | ["readyz"]))
 }
 
 fn table_of<'p>(pool: &'p Pool, table: &str) -> Result<(&'p Affinity, &'p SessionTable), Reply> {
@@ -558,41 +552,5 @@ impl LookupView {
             age_seconds: entry.age_seconds,
             idle_seconds: entry.idle_seconds,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn remote_callers_need_the_token_for_everything_but_the_probes() {
-        assert!(!token_required(false, true, &["api", "pools"]));
-        assert!(token_required(false, false, &["api", "pools"]));
-        assert!(token_required(false, false, &["metrics"]));
-        assert!(!token_required(false, false, &["healthz"]));
-        assert!(!token_required(false, false, &["readyz"]));
-        assert!(token_required(true, true, &["api", "pools", "web"]));
-    }
-
-    #[test]
-    fn query_parameters_are_percent_decoded() {
-        assert_eq!(query_param("id=a%26b%3Dc&x=1", "id").unwrap(), "a&b=c");
-        assert_eq!(query_param("x=1&id=a+b", "id").unwrap(), "a b");
-        assert_eq!(query_param("id=%2B1", "id").unwrap(), "+1");
-        assert!(query_param("x=1", "id").is_none());
-    }
-
-    #[test]
-    fn loopback_callers_are_the_ones_on_this_machine() {
-        let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().unwrap());
-        assert!(is_loopback_caller(ip("127.0.0.1")));
-        assert!(is_loopback_caller(ip("127.9.9.9")));
-        assert!(is_loopback_caller(ip("::1")));
-        assert!(is_loopback_caller(ip("::ffff:127.0.0.1")));
-        assert!(is_loopback_caller(None));
-        assert!(!is_loopback_caller(ip("10.0.0.1")));
-        assert!(!is_loopback_caller(ip("192.168.1.5")));
-        assert!(!is_loopback_caller(ip("2001:db8::1")));
     }
 }

@@ -216,15 +216,11 @@ async fn redis_killed_under_load_fails_no_request_and_each_instance_keeps_its_ow
     let mut failed = 0;
     let mut moved = 0;
     let mut served = 0;
-    let started = std::time::Instant::now();
-    let mut killed = false;
-    let mut round = 0;
-    // Bounded: at most 400 rounds and 20 s.
-    while round < 400 && started.elapsed() < Duration::from_secs(20) {
-        round += 1;
+    // 60 rounds, Redis killed before the 30th: counted in rounds, not seconds, so a slow
+    // machine runs the same test.
+    for round in 1..=60 {
         if round == 30 {
             redis.kill();
-            killed = true;
         }
         for (p, id, home) in &sessions {
             let reply = get(
@@ -251,11 +247,7 @@ async fn redis_killed_under_load_fails_no_request_and_each_instance_keeps_its_ow
             served += 1;
             failed += usize::from(reply.status != 200);
         }
-        if round >= 60 && killed {
-            break;
-        }
     }
-    assert!(killed);
     assert_eq!(failed, 0, "of {served} requests");
     assert_eq!(moved, 0, "each instance kept the sessions it learned");
     wait_store(&client, &a, false).await;

@@ -191,6 +191,10 @@ pub struct RawPool {
     pub affinity: RawAffinity,
     /// TLS to the backends; absent: plain HTTP.
     pub tls: Option<RawUpstreamTls>,
+    /// The `Host` sent to the backends for a request that has none (HTTP/1.0 allows that;
+    /// HTTP/1.1 backends must refuse it). Absent: the `tls.sni` name, else the backend's
+    /// address (NGINX's `$proxy_host`). A request's own `Host` is always kept.
+    pub default_host: Option<String>,
 }
 
 /// How new sessions are spread over a pool.

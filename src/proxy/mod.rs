@@ -7,14 +7,15 @@
 //! | `request_filter` | TLS or not (and TLS 1.3 when required), redirect to HTTPS, the route |
 //! | `connected_to_upstream` | for a WebSocket upgrade: arms its gate ([`upgrade`]) and registers its upstream socket, so the admin API can close it |
 //! | `fail_to_connect` | remembers the failed backend and marks the error retryable, so `upstream_peer` re-picks (nothing was sent yet, so no body is sent twice) |
-//! | `upstream_request_filter` | strips client-sent internal/forwarding headers and (with `indirect`) the proxy's cookies; sets `X-Forwarded-*`; joins HTTP/2's split `Cookie` headers |
+//! | `upstream_request_filter` | strips client-sent internal/forwarding headers and (with `indirect`) the proxy's cookies; sets `X-Forwarded-*`; joins HTTP/2's split `Cookie` headers; gives an HTTP/1.0 request without `Host` its backend's ([`request`]) |
 //! | `request_body_filter` | only the test-only delay of an upgrade request's end ([`upgrade`]) |
-//! | `response_filter` | [`response::apply`]: opt-out header, internal headers, learning session ids, recording client IPs, `Set-Cookie` for a new or moved session |
+//! | `response_filter` | [`response::apply`]: opt-out header, internal headers, the backend's `Set-Cookie` for the listener's affinity cookie names (removed), learning session ids, recording client IPs, `Set-Cookie` for a new or moved session |
 //! | `fail_to_proxy` | answers errors with a short plain body that leaks nothing |
 //! | `logging` | releases the in-flight count and writes the decision line |
 
 mod answer;
 pub mod ctx;
+mod request;
 mod response;
 pub mod routes;
 pub mod upgrade;
@@ -161,6 +162,10 @@ impl ProxyHttp for StickyProxy {
                 }
                 None => respond_plain(session, 400).await,
             }
+            return Ok(true);
+        }
+        if request::lacks_required_host(session.req_header()) {
+            respond_plain(session, 400).await;
             return Ok(true);
         }
         match self.router.select(session.req_header()) {
@@ -363,8 +368,9 @@ impl ProxyHttp for StickyProxy {
         // Every affinity cookie of this listener (with `indirect`), whatever this route's class:
         // a `class: none` route on the same host receives the browser's cookies too.
         if !self.router.indirect_cookie_names.is_empty() {
-            strip_affinity_cookies(upstream_request, &self.router.indirect_cookie_names);
+            request::strip_affinity_cookies(upstream_request, &self.router.indirect_cookie_names);
         }
+        request::name_missing_host(session.req_header(), upstream_request, route, ctx.selected)?;
         // The forwarding headers were removed above, so appending sets them. A trusted proxy's
         // chain is kept and the peer appended; anyone else's is replaced by the peer.
         if let Some(ip) = ctx.peer {
@@ -466,13 +472,8 @@ impl ProxyHttp for StickyProxy {
                 .metrics
                 .upstream_latency(backend, started.elapsed().as_secs_f64());
         }
-        response::apply(
-            &route.pool,
-            route.affinity.as_deref(),
-            &self.settings,
-            upstream_response,
-            ctx,
-        )
+        let names = &self.router.cookie_names;
+        response::apply(route, names, &self.settings, upstream_response, ctx)
     }
 
     async fn fail_to_proxy(
@@ -544,30 +545,5 @@ impl ProxyHttp for StickyProxy {
             error: e.map(|e| e.etype().as_str()),
         };
         log::info!(target: access_log::TARGET, "{}", entry.render(self.settings.access_log_format));
-    }
-}
-
-/// Remove the proxy's own cookies from the `Cookie` headers forwarded to the backend.
-fn strip_affinity_cookies(req: &mut RequestHeader, names: &[Box<[u8]>]) {
-    let present = req
-        .headers
-        .get_all(COOKIE)
-        .iter()
-        .any(|v| crate::affinity::cookie::contains_any(v.as_bytes(), names));
-    if !present {
-        return;
-    }
-    let kept: Vec<Vec<u8>> = req
-        .headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| crate::affinity::cookie::without_cookies(v.as_bytes(), names))
-        .collect();
-    req.remove_header(&COOKIE);
-    for value in kept {
-        if let Ok(value) = http::HeaderValue::from_bytes(&value) {
-            // Appending a header that was just parsed from the same request cannot fail.
-            let _ = req.append_header(COOKIE, value);
-        }
     }
 }

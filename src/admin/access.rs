@@ -1,0 +1,134 @@
+//! Who may call what on the admin listener, as pure functions: the endpoints and their one
+//! method (404 for a path that is none of them, 405 with `Allow` for another method), the
+//! bearer token (its scheme in any case), callers on this machine, and which requests need the
+//! token.
+
+/// The method an admin path is served with, or `None` when the admin API serves no such path
+/// (404). Keep in step with the table at the top of `admin.rs` and its `match`.
+pub(super) fn allowed_method(segments: &[&str]) -> Option<&'static str> {
+    match segments {
+        ["healthz"] | ["readyz"] | ["metrics"] => Some("GET"),
+        ["api", "pools"] | ["api", "pools", _] => Some("GET"),
+        ["api", "pools", _, "backends", _, "state" | "close-upgraded"] => Some("POST"),
+        ["api", "pools", _, "tables", _, "entries" | "lookup"] => Some("GET"),
+        ["api", "pools", _, "tables", _, "delete"] => Some("POST"),
+        _ => None,
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header value. The scheme is matched in any
+/// case (RFC 9110 §11.1: `bearer`, `BEARER`), followed by one or more spaces; `None` for another
+/// scheme or no token.
+pub(super) fn bearer_token(header: &[u8]) -> Option<&[u8]> {
+    let space = header.iter().position(|b| *b == b' ')?;
+    let (scheme, rest) = header.split_at(space);
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return None;
+    }
+    let token = rest.trim_ascii();
+    (!token.is_empty()).then_some(token)
+}
+
+/// Is the caller on this machine: a loopback address (IPv4-mapped ones included) or no IP
+/// address at all (a Unix socket)? Others may use the admin API only with `allow_remote`, and
+/// then need the token for reads too ([`token_required`]).
+pub(super) fn is_loopback_caller(caller: Option<std::net::IpAddr>) -> bool {
+    caller.is_none_or(|ip| ip.to_canonical().is_loopback())
+}
+
+/// The first value of query parameter `name`, percent- and `+`-decoded (so that ids holding
+/// `&`, `=` or `+` can be looked up as `?id=a%26b`).
+pub(super) fn query_param(query: &str, name: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Whether a request needs the bearer token: every mutation, and, from callers not on loopback
+/// (`allow_remote`), every read except the liveness and readiness probes — the API shows
+/// backend addresses and session tables.
+pub(super) fn token_required(is_mutation: bool, loopback_caller: bool, segments: &[&str]) -> bool {
+    is_mutation || (!loopback_caller && !matches!(segments, ["healthz"] | ["readyz"]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_endpoint_has_one_method_and_other_paths_none() {
+        for (path, method) in [
+            ("healthz", Some("GET")),
+            ("metrics", Some("GET")),
+            ("api/pools", Some("GET")),
+            ("api/pools/web", Some("GET")),
+            ("api/pools/web/backends/iis1/state", Some("POST")),
+            ("api/pools/web/backends/iis1/close-upgraded", Some("POST")),
+            ("api/pools/web/tables/learn/entries", Some("GET")),
+            ("api/pools/web/tables/learn/lookup", Some("GET")),
+            ("api/pools/web/tables/learn/delete", Some("POST")),
+            ("api", None),
+            ("api/nope", None),
+            ("api/pools/web/backends", None),
+            ("api/pools/web/backends/iis1", None),
+            ("api/pools/web/backends/iis1/state/x", None),
+            ("api/pools/web/tables/learn", None),
+            ("", None),
+            ("nope", None),
+        ] {
+            let segments: Vec<&str> = path.split('/').collect();
+            assert_eq!(allowed_method(&segments), method, "{path}");
+        }
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_matched_in_any_case() {
+        for (header, token) in [
+            (&b"Bearer abc"[..], Some(&b"abc"[..])),
+            (b"bearer abc", Some(b"abc")),
+            (b"BEARER abc", Some(b"abc")),
+            (b"BeArEr   abc ", Some(b"abc")),
+            (b"Bearer", None),
+            (b"Bearer ", None),
+            (b"Bearerabc", None),
+            (b"Basic abc", None),
+            (b"Bearer\tabc", None),
+            (b" Bearer abc", None),
+            (b"", None),
+        ] {
+            let shown = String::from_utf8_lossy(header);
+            assert_eq!(bearer_token(header), token, "{shown:?}");
+        }
+    }
+
+    #[test]
+    fn remote_callers_need_the_token_for_everything_but_the_probes() {
+        assert!(!token_required(false, true, &["api", "pools"]));
+        assert!(token_required(false, false, &["api", "pools"]));
+        assert!(token_required(false, false, &["metrics"]));
+        assert!(!token_required(false, false, &["healthz"]));
+        assert!(!token_required(false, false, &["readyz"]));
+        assert!(token_required(true, true, &["api", "pools", "web"]));
+    }
+
+    #[test]
+    fn query_parameters_are_percent_decoded() {
+        assert_eq!(query_param("id=a%26b%3Dc&x=1", "id").unwrap(), "a&b=c");
+        assert_eq!(query_param("x=1&id=a+b", "id").unwrap(), "a b");
+        assert_eq!(query_param("id=%2B1", "id").unwrap(), "+1");
+        assert!(query_param("x=1", "id").is_none());
+    }
+
+    #[test]
+    fn loopback_callers_are_the_ones_on_this_machine() {
+        let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().unwrap());
+        assert!(is_loopback_caller(ip("127.0.0.1")));
+        assert!(is_loopback_caller(ip("127.9.9.9")));
+        assert!(is_loopback_caller(ip("::1")));
+        assert!(is_loopback_caller(ip("::ffff:127.0.0.1")));
+        assert!(is_loopback_caller(None));
+        assert!(!is_loopback_caller(ip("10.0.0.1")));
+        assert!(!is_loopback_caller(ip("192.168.1.5")));
+        assert!(!is_loopback_caller(ip("2001:db8::1")));
+    }
+}
