@@ -4,7 +4,7 @@
 //! token.
 
 /// The method an admin path is served with, or `None` when the admin API serves no such path
-/// (404). Keep in step with the table at the top of `admin.rs` and its `match`.
+/// (404). Keep in step with the table at the top of `admin/mod.rs` and its `match`.
 pub(super) fn allowed_method(segments: &[&str]) -> Option<&'static str> {
     match segments {
         ["healthz"] | ["readyz"] | ["metrics"] => Some("GET"),
