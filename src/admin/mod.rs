@@ -25,6 +25,7 @@
 //! changes on any 4xx.
 
 mod access;
+mod reply;
 
 use crate::affinity::persistence::Affinity;
 use crate::affinity::sessions::{key_of, EntryView, SessionTable, TableStats};
@@ -32,6 +33,7 @@ use crate::lifecycle::Leaving;
 use crate::metrics::Metrics;
 use crate::pool::{BackendState, Pool};
 use access::{is_loopback_caller, query_param, token_required};
+use reply::{read_body, Reply};
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
 use pingora_core::apps::http_app::ServeHttp;
@@ -40,9 +42,6 @@ use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
-
-/// Largest accepted request body.
-const MAX_BODY: usize = 64 * 1024;
 
 /// What the admin app serves from.
 pub struct AdminApp {
@@ -344,67 +343,6 @@ impl ServeHttp for AdminApp {
             .header(http::header::CACHE_CONTROL, "no-store")
             .body(reply.body)
             .unwrap_or_else(|_| Response::new(b"error\n".to_vec()))
-    }
-}
-
-/// A response before it becomes an `http::Response`.
-struct Reply {
-    status: StatusCode,
-    content_type: String,
-    body: Vec<u8>,
-    /// The method a 405 names in `Allow`.
-    allow: Option<&'static str>,
-}
-
-impl Reply {
-    fn text(status: StatusCode, body: &str) -> Self {
-        Reply {
-            status,
-            content_type: "text/plain; charset=utf-8".into(),
-            body: body.as_bytes().to_vec(),
-            allow: None,
-        }
-    }
-
-    fn json(status: StatusCode, value: &impl Serialize) -> Self {
-        let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
-        body.push(b'\n');
-        Reply {
-            status,
-            content_type: "application/json".into(),
-            body,
-            allow: None,
-        }
-    }
-
-    fn error(status: StatusCode, message: impl Into<String>) -> Self {
-        Self::json(status, &serde_json::json!({ "error": message.into() }))
-    }
-}
-
-async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Reply> {
-    let too_big = || Reply::error(StatusCode::PAYLOAD_TOO_LARGE, "body over 64 KiB");
-    let declared = session
-        .req_header()
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY) {
-        return Err(too_big());
-    }
-    let mut body = Vec::new();
-    loop {
-        match session.read_request_body().await {
-            Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > MAX_BODY {
-                    return Err(too_big());
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => return Ok(body),
-            Err(_) => return Err(Reply::error(StatusCode::BAD_REQUEST, "unreadable body")),
-        }
     }
 }
 
