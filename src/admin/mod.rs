@@ -26,20 +26,21 @@
 
 mod access;
 mod reply;
+mod views;
 
 use crate::affinity::persistence::Affinity;
-use crate::affinity::sessions::{key_of, EntryView, SessionTable, TableStats};
+use crate::affinity::sessions::{key_of, SessionTable};
 use crate::lifecycle::Leaving;
 use crate::metrics::Metrics;
 use crate::pool::{BackendState, Pool};
 use access::{is_loopback_caller, query_param, token_required};
 use reply::{read_body, Reply};
+use views::{table_entries_by_backend, BackendView, LookupView, PoolView};
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
-use serde::{Deserialize, Serialize};
-use std::sync::atomic::Ordering::Relaxed;
+use serde::Deserialize;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
@@ -390,105 +391,5 @@ fn session_key(
             StatusCode::BAD_REQUEST,
             "a client_ip table takes \"ip\"",
         )),
-    }
-}
-
-/// Session-table entries per backend index, over every table of the pool (one walk each).
-fn table_entries_by_backend(pool: &Pool) -> Vec<usize> {
-    let mut total = vec![0; pool.slots.len()];
-    for (_, table) in pool.affinities().flat_map(|a| a.tables()) {
-        for (t, n) in total
-            .iter_mut()
-            .zip(table.count_by_backend(pool.slots.len()))
-        {
-            *t += n;
-        }
-    }
-    total
-}
-
-#[derive(Serialize)]
-struct PoolView {
-    name: String,
-    backends: Vec<BackendView>,
-    tables: std::collections::BTreeMap<String, TableStats>,
-    /// Shared session stores (Redis) by table name; empty when every table is local.
-    stores: std::collections::BTreeMap<String, crate::affinity::store::StoreStats>,
-}
-
-impl PoolView {
-    fn of(pool: &Pool) -> Self {
-        let entries = table_entries_by_backend(pool);
-        PoolView {
-            name: pool.name.clone(),
-            backends: (0..pool.slots.len())
-                .map(|i| BackendView::of(pool, i, entries[i]))
-                .collect(),
-            tables: pool.table_stats().into_iter().collect(),
-            stores: pool.store_stats().into_iter().collect(),
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct BackendView {
-    name: String,
-    addr: String,
-    weight: u32,
-    state: BackendState,
-    healthy: bool,
-    in_flight: usize,
-    requests: u64,
-    last_used_unix_ms: Option<u64>,
-    pinned_requests_last_minute: u64,
-    /// Entries of the pool's session tables that point here.
-    table_entries: usize,
-    /// Upgraded (WebSocket) connections open to this backend.
-    upgraded_connections: usize,
-}
-
-impl BackendView {
-    fn of(pool: &Pool, index: usize, table_entries: usize) -> Self {
-        let slot = &pool.slots[index];
-        BackendView {
-            name: slot.name.clone(),
-            addr: slot.addr.to_string(),
-            weight: slot.weight,
-            state: slot.state(),
-            healthy: slot.is_healthy(),
-            in_flight: slot.in_flight.load(Relaxed),
-            requests: slot.requests.load(Relaxed),
-            last_used_unix_ms: slot.last_used_ms(),
-            pinned_requests_last_minute: slot.pinned_last_minute(),
-            table_entries,
-            upgraded_connections: pool
-                .upgraded
-                .count_by_backend(pool.slots.len())
-                .get(index)
-                .copied()
-                .unwrap_or(0),
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct LookupView {
-    key: String,
-    backend: String,
-    age_seconds: u64,
-    idle_seconds: u64,
-}
-
-impl LookupView {
-    fn of(pool: &Pool, entry: EntryView) -> Self {
-        LookupView {
-            key: entry.key,
-            backend: pool
-                .slots
-                .get(entry.backend)
-                .map_or_else(|| "-".into(), |s| s.name.clone()),
-            age_seconds: entry.age_seconds,
-            idle_seconds: entry.idle_seconds,
-        }
     }
 }
