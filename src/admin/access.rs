@@ -1,7 +1,7 @@
 //! Who may call what on the admin listener, as pure functions: the endpoints and their one
 //! method (404 for a path that is none of them, 405 with `Allow` for another method), the
 //! bearer token (its scheme in any case), callers on this machine, and which requests need the
-//! token.
+//! token (and the refusal: 401 without one, 403 for a wrong one or none configured).
 
 /// The method an admin path is served with, or `None` when the admin API serves no such path
 /// (404). Keep in step with the table at the top of `admin/mod.rs` and its `match`.
@@ -13,6 +13,51 @@ pub(super) fn allowed_method(segments: &[&str]) -> Option<&'static str> {
         ["api", "pools", _, "tables", _, "entries" | "lookup"] => Some("GET"),
         ["api", "pools", _, "tables", _, "delete"] => Some("POST"),
         _ => None,
+    }
+}
+
+/// Why a request that needs the admin token is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refused {
+    /// No token is configured: mutations (and remote reads) are off. 403.
+    NoTokenConfigured,
+    /// No `Authorization: Bearer` header. 401.
+    Missing,
+    /// A token that is not the configured one. 403.
+    Wrong,
+}
+
+impl Refused {
+    /// The status the refusal is answered with.
+    pub(super) fn status(self) -> http::StatusCode {
+        match self {
+            Refused::Missing => http::StatusCode::UNAUTHORIZED,
+            Refused::NoTokenConfigured | Refused::Wrong => http::StatusCode::FORBIDDEN,
+        }
+    }
+
+    /// The message the refusal is answered with (it never shows the token).
+    pub(super) fn message(self) -> &'static str {
+        match self {
+            Refused::NoTokenConfigured => {
+                "no admin token is configured: mutations (and remote reads) are off"
+            }
+            Refused::Missing => "bearer token required",
+            Refused::Wrong => "wrong token",
+        }
+    }
+}
+
+/// Check an `Authorization` header value against the configured token (compared in constant
+/// time). `expected` is `None` when no token is configured: everything is refused.
+pub(super) fn check_token(expected: Option<&str>, header: Option<&[u8]>) -> Result<(), Refused> {
+    use subtle::ConstantTimeEq;
+    let expected = expected.ok_or(Refused::NoTokenConfigured)?;
+    let given = header.and_then(bearer_token).ok_or(Refused::Missing)?;
+    if bool::from(given.ct_eq(expected.as_bytes())) {
+        Ok(())
+    } else {
+        Err(Refused::Wrong)
     }
 }
 
@@ -99,6 +144,29 @@ mod tests {
             let shown = String::from_utf8_lossy(header);
             assert_eq!(bearer_token(header), token, "{shown:?}");
         }
+    }
+
+    #[test]
+    fn a_missing_token_is_401_and_a_wrong_one_or_none_configured_403() {
+        let token = Some("0123456789abcdef");
+        assert_eq!(check_token(token, Some(b"Bearer 0123456789abcdef")), Ok(()));
+        assert_eq!(check_token(token, None), Err(Refused::Missing));
+        assert_eq!(check_token(token, Some(b"Basic x")), Err(Refused::Missing));
+        assert_eq!(
+            check_token(token, Some(b"Bearer 0123456789abcdeF")),
+            Err(Refused::Wrong)
+        );
+        assert_eq!(
+            check_token(token, Some(b"Bearer 0123")),
+            Err(Refused::Wrong)
+        );
+        assert_eq!(
+            check_token(None, Some(b"Bearer 0123456789abcdef")),
+            Err(Refused::NoTokenConfigured)
+        );
+        assert_eq!(Refused::Missing.status(), 401);
+        assert_eq!(Refused::Wrong.status(), 403);
+        assert_eq!(Refused::NoTokenConfigured.status(), 403);
     }
 
     #[test]

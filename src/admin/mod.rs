@@ -25,24 +25,22 @@
 //! changes on any 4xx.
 
 mod access;
+mod backends;
 mod reply;
+mod tables;
 mod views;
 
-use crate::affinity::persistence::Affinity;
-use crate::affinity::sessions::{key_of, SessionTable};
 use crate::lifecycle::Leaving;
 use crate::metrics::Metrics;
-use crate::pool::{BackendState, Pool};
-use access::{is_loopback_caller, query_param, token_required};
-use reply::{read_body, Reply};
-use views::{table_entries_by_backend, BackendView, LookupView, PoolView};
+use crate::pool::Pool;
+use access::{is_loopback_caller, token_required};
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
-use serde::Deserialize;
+use reply::{read_body, Reply};
 use std::sync::Arc;
-use subtle::ConstantTimeEq;
+use views::PoolView;
 
 /// What the admin app serves from.
 pub struct AdminApp {
@@ -89,25 +87,11 @@ impl AdminApp {
         }
     }
 
-    /// 401 without a token, 403 with a wrong one or when no token is configured.
+    /// Check the request's `Authorization` header against the configured token: the refusal
+    /// (401 / 403) to answer, if any.
     fn authorize(&self, header: Option<&[u8]>) -> Result<(), Reply> {
-        let Some(expected) = &self.token else {
-            return Err(Reply::error(
-                StatusCode::FORBIDDEN,
-                "no admin token is configured: mutations (and remote reads) are off",
-            ));
-        };
-        let Some(given) = header.and_then(access::bearer_token) else {
-            return Err(Reply::error(
-                StatusCode::UNAUTHORIZED,
-                "bearer token required",
-            ));
-        };
-        if bool::from(given.ct_eq(expected.as_bytes())) {
-            Ok(())
-        } else {
-            Err(Reply::error(StatusCode::FORBIDDEN, "wrong token"))
-        }
+        access::check_token(self.token.as_deref(), header)
+            .map_err(|refused| Reply::error(refused.status(), refused.message()))
     }
 
     async fn handle(&self, session: &mut ServerSession) -> Reply {
@@ -175,14 +159,7 @@ impl AdminApp {
                 self.close_upgraded(pool, backend)
             }
             ("GET", ["api", "pools", pool, "tables", table, "entries"]) => {
-                let limit = query_param(&query, "limit")
-                    .and_then(|l| l.parse().ok())
-                    .unwrap_or(100usize)
-                    .min(10_000);
-                match self.pool(pool).and_then(|p| table_of(p, table)) {
-                    Ok((_, t)) => Reply::json(StatusCode::OK, &t.entries(limit)),
-                    Err(reply) => reply,
-                }
+                self.entries(pool, table, &query)
             }
             ("GET", ["api", "pools", pool, "tables", table, "lookup"]) => {
                 self.lookup(pool, table, &query)
@@ -198,133 +175,6 @@ impl AdminApp {
                 None => Reply::error(StatusCode::NOT_FOUND, "no such endpoint"),
             },
         }
-    }
-
-    fn set_state(&self, pool: &str, backend: &str, body: &[u8]) -> Reply {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Body {
-            state: BackendState,
-            #[serde(default)]
-            close_upgraded: bool,
-        }
-        let (pool, index) = match self.backend(pool, backend) {
-            Ok(found) => found,
-            Err(reply) => return reply,
-        };
-        let body: Body = match serde_json::from_slice(body) {
-            Ok(b) => b,
-            Err(e) => return Reply::error(StatusCode::BAD_REQUEST, format!("bad body: {e}")),
-        };
-        let slot = &pool.slots[index];
-        let before = slot.state();
-        slot.set_state(body.state);
-        log::warn!(
-            "admin: backend {} of pool {} is now {} (was {})",
-            slot.name,
-            pool.name,
-            body.state.as_str(),
-            before.as_str()
-        );
-        if body.close_upgraded {
-            let closed = pool.upgraded.close_backend(index);
-            log::warn!(
-                "admin: closed {closed} upgraded connections to backend {} of pool {}",
-                slot.name,
-                pool.name
-            );
-        }
-        Reply::json(
-            StatusCode::OK,
-            &BackendView::of(pool, index, table_entries_by_backend(pool)[index]),
-        )
-    }
-
-    fn close_upgraded(&self, pool: &str, backend: &str) -> Reply {
-        let (pool, index) = match self.backend(pool, backend) {
-            Ok(found) => found,
-            Err(reply) => return reply,
-        };
-        let closed = pool.upgraded.close_backend(index);
-        log::warn!(
-            "admin: closed {closed} upgraded connections to backend {backend} of pool {}",
-            pool.name
-        );
-        Reply::json(StatusCode::OK, &serde_json::json!({ "closed": closed }))
-    }
-
-    fn lookup(&self, pool: &str, table: &str, query: &str) -> Reply {
-        let pool = match self.pool(pool) {
-            Ok(p) => p,
-            Err(reply) => return reply,
-        };
-        let (affinity, t) = match table_of(pool, table) {
-            Ok(t) => t,
-            Err(reply) => return reply,
-        };
-        let key = match session_key(
-            affinity,
-            table,
-            query_param(query, "id").as_deref(),
-            query_param(query, "ip").as_deref(),
-        ) {
-            Ok(k) => k,
-            Err(reply) => return reply,
-        };
-        match t.peek(key) {
-            Some(entry) => Reply::json(StatusCode::OK, &LookupView::of(pool, entry)),
-            None => Reply::error(StatusCode::NOT_FOUND, "no entry"),
-        }
-    }
-
-    fn delete(&self, pool: &str, table: &str, body: &[u8]) -> Reply {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Body {
-            id: Option<String>,
-            ip: Option<String>,
-            backend: Option<String>,
-        }
-        let pool = match self.pool(pool) {
-            Ok(p) => p,
-            Err(reply) => return reply,
-        };
-        let (affinity, t) = match table_of(pool, table) {
-            Ok(t) => t,
-            Err(reply) => return reply,
-        };
-        let body: Body = match serde_json::from_slice(body) {
-            Ok(b) => b,
-            Err(e) => return Reply::error(StatusCode::BAD_REQUEST, format!("bad body: {e}")),
-        };
-        let deleted = match (&body.id, &body.ip, &body.backend) {
-            (None, None, Some(name)) => match pool.backend_index(name) {
-                Some(index) => t.remove_backend(index),
-                None => {
-                    return Reply::error(
-                        StatusCode::NOT_FOUND,
-                        format!("no backend named {name:?}"),
-                    )
-                }
-            },
-            (id, ip, None) if id.is_some() != ip.is_some() => {
-                match session_key(affinity, table, id.as_deref(), ip.as_deref()) {
-                    Ok(key) => match &affinity.learned {
-                        // The learned table: forget the id in the shared store too.
-                        Some(learned) if id.is_some() => usize::from(learned.forget(key)),
-                        _ => usize::from(t.remove(key)),
-                    },
-                    Err(reply) => return reply,
-                }
-            }
-            _ => {
-                return Reply::error(
-                    StatusCode::BAD_REQUEST,
-                    "give exactly one of \"id\", \"ip\", \"backend\"",
-                )
-            }
-        };
-        Reply::json(StatusCode::OK, &serde_json::json!({ "deleted": deleted }))
     }
 }
 
@@ -344,52 +194,5 @@ impl ServeHttp for AdminApp {
             .header(http::header::CACHE_CONTROL, "no-store")
             .body(reply.body)
             .unwrap_or_else(|_| Response::new(b"error\n".to_vec()))
-    }
-}
-
-fn table_of<'p>(pool: &'p Pool, table: &str) -> Result<(&'p Affinity, &'p SessionTable), Reply> {
-    pool.table(table).ok_or_else(|| {
-        let names: Vec<String> = pool.table_stats().into_iter().map(|(n, _)| n).collect();
-        Reply::error(
-            StatusCode::NOT_FOUND,
-            format!(
-                "pool {:?} has no table {table:?} (tables: {names:?})",
-                pool.name
-            ),
-        )
-    })
-}
-
-/// The table key for a session id (a `learn` table) or a client IP (a `client_ip` table).
-fn session_key(
-    affinity: &Affinity,
-    table: &str,
-    id: Option<&str>,
-    ip: Option<&str>,
-) -> Result<u128, Reply> {
-    let is_learn = table.ends_with("learn");
-    match (id, ip) {
-        (Some(id), None) if is_learn => Ok(key_of(id.as_bytes())),
-        (None, Some(ip)) if !is_learn => {
-            let addr: std::net::IpAddr = ip.parse().map_err(|_| {
-                Reply::error(
-                    StatusCode::BAD_REQUEST,
-                    format!("not an IP address: {ip:?}"),
-                )
-            })?;
-            affinity
-                .ip_table
-                .as_ref()
-                .map(|t| t.key(addr))
-                .ok_or_else(|| Reply::error(StatusCode::NOT_FOUND, "no client_ip table"))
-        }
-        _ if is_learn => Err(Reply::error(
-            StatusCode::BAD_REQUEST,
-            "a learn table takes \"id\"",
-        )),
-        _ => Err(Reply::error(
-            StatusCode::BAD_REQUEST,
-            "a client_ip table takes \"ip\"",
-        )),
     }
 }
