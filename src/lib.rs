@@ -140,12 +140,16 @@ pub fn build_server(
     }
     if let Some(admin) = &config.admin {
         let app = admin::AdminApp::new(
+            config,
+            admin,
             pools.clone(),
             metrics.clone(),
-            admin.token.clone(),
-            admin.allow_remote,
             leaving.clone(),
         );
+        server.add_service(pingora_core::services::background::background_service(
+            "admin request rates",
+            app.rate_sampler(),
+        ));
         let mut service =
             pingora_core::services::listening::Service::new(format!("admin {}", admin.addr), app);
         service.add_tcp(&admin.addr.to_string());

@@ -7,7 +7,9 @@
 /// (404). Keep in step with the table at the top of `admin/mod.rs` and its `match`.
 pub(super) fn allowed_method(segments: &[&str]) -> Option<&'static str> {
     match segments {
+        [""] | ["dashboard.js"] | ["dashboard.css"] => Some("GET"),
         ["healthz"] | ["readyz"] | ["metrics"] => Some("GET"),
+        ["api", "status"] | ["api", "auth"] => Some("GET"),
         ["api", "pools"] | ["api", "pools", _] => Some("GET"),
         ["api", "pools", _, "backends", _, "state" | "close-upgraded"] => Some("POST"),
         ["api", "pools", _, "tables", _, "entries" | "lookup"] => Some("GET"),
@@ -89,11 +91,16 @@ pub(super) fn query_param(query: &str, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-/// Whether a request needs the bearer token: every mutation, and, from callers not on loopback
-/// (`allow_remote`), every read except the liveness and readiness probes — the API shows
-/// backend addresses and session tables.
+/// Whether a request needs the bearer token: every mutation, the token check `/api/auth`, and,
+/// from callers not on loopback (`allow_remote`), every read except the liveness and readiness
+/// probes and the dashboard's files (which hold no data: the page asks for the token, then
+/// reads the API with it) — the API shows backend addresses and session tables.
 pub(super) fn token_required(is_mutation: bool, loopback_caller: bool, segments: &[&str]) -> bool {
-    is_mutation || (!loopback_caller && !matches!(segments, ["healthz"] | ["readyz"]))
+    let open_to_remote = matches!(
+        segments,
+        ["healthz"] | ["readyz"] | [""] | ["dashboard.js"] | ["dashboard.css"]
+    );
+    is_mutation || matches!(segments, ["api", "auth"]) || (!loopback_caller && !open_to_remote)
 }
 
 #[cfg(test)]
@@ -103,6 +110,11 @@ mod tests {
     #[test]
     fn each_endpoint_has_one_method_and_other_paths_none() {
         for (path, method) in [
+            ("", Some("GET")),
+            ("dashboard.js", Some("GET")),
+            ("dashboard.css", Some("GET")),
+            ("api/status", Some("GET")),
+            ("api/auth", Some("GET")),
             ("healthz", Some("GET")),
             ("metrics", Some("GET")),
             ("api/pools", Some("GET")),
@@ -118,8 +130,10 @@ mod tests {
             ("api/pools/web/backends/iis1", None),
             ("api/pools/web/backends/iis1/state/x", None),
             ("api/pools/web/tables/learn", None),
-            ("", None),
             ("nope", None),
+            ("dashboard.html", None),
+            ("api/status/x", None),
+            ("/", None),
         ] {
             let segments: Vec<&str> = path.split('/').collect();
             assert_eq!(allowed_method(&segments), method, "{path}");
@@ -177,6 +191,17 @@ mod tests {
         assert!(!token_required(false, false, &["healthz"]));
         assert!(!token_required(false, false, &["readyz"]));
         assert!(token_required(true, true, &["api", "pools", "web"]));
+        assert!(!token_required(false, false, &[""]));
+        assert!(!token_required(false, false, &["dashboard.js"]));
+        assert!(token_required(false, false, &["api", "status"]));
+        assert!(token_required(true, false, &[""]));
+    }
+
+    #[test]
+    fn the_token_check_always_needs_the_token() {
+        assert!(token_required(false, true, &["api", "auth"]));
+        assert!(token_required(false, false, &["api", "auth"]));
+        assert!(!token_required(false, true, &["api", "status"]));
     }
 
     #[test]

@@ -47,7 +47,16 @@ impl AdminApp {
         }
         Reply::json(
             StatusCode::OK,
-            &BackendView::of(pool, index, table_entries_by_backend(pool)[index]),
+            &BackendView::of(
+                pool,
+                index,
+                table_entries_by_backend(pool)[index],
+                self.rates
+                    .of_pool(pool)
+                    .into_iter()
+                    .nth(index)
+                    .unwrap_or_default(),
+            ),
         )
     }
 

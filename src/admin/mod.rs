@@ -1,13 +1,20 @@
-//! The admin listener: health, readiness, Prometheus metrics and a JSON API over pools,
-//! backends and session tables. Served by Pingora itself (a `ServeHttp` app on its own
-//! listener, loopback by default), so it follows the same graceful upgrade as the proxy.
+//! The admin listener: the dashboard, health, readiness, Prometheus metrics and a JSON API over
+//! pools, backends and session tables. Served by Pingora itself (a `ServeHttp` app on its own
+//! listener, loopback by default), so it follows the same graceful upgrade as the proxy. This
+//! file routes; [`access`] says who may call what, [`views`] and [`status`] are the JSON,
+//! [`rates`] the request rates, [`dashboard`] the page, [`backends`] and [`tables`] the
+//! endpoints that act.
 //!
 //! | method | path | what | token |
 //! |---|---|---|---|
+//! | GET | `/` | the dashboard (HTML; its data comes from `/api/status` and `/api/pools`) | no |
+//! | GET | `/dashboard.js`, `/dashboard.css` | the dashboard's script and style | no |
 //! | GET | `/healthz` | `200 ok` while the process runs | no |
 //! | GET | `/readyz` | `200 ready`; `503 shutting down` once a shutdown or upgrade has begun | no |
 //! | GET | `/metrics` | Prometheus text format (names in `metrics.rs`) | no |
-//! | GET | `/api/pools` | every pool: backends (state, health, in flight, requests, last used, pinned requests in the last minute), session tables, and their shared stores (`stores`: Redis address, `up`, lookup and write counts) | no |
+//! | GET | `/api/status` | version, start time, uptime, readiness, listeners, whether mutations are on, the rates' sampling | no |
+//! | GET | `/api/auth` | checks the bearer token: `200` when it is right, else 401 / 403; changes nothing | always |
+//! | GET | `/api/pools` | every pool: backends (state, health, weight, in flight, requests, requests per second now and per 10 s over 5 minutes, last used, pinned requests in the last minute, table entries, upgraded connections), session tables, and their shared stores (`stores`: Redis address, `up`, lookup and write counts) | no |
 //! | GET | `/api/pools/{pool}` | one pool, same shape | no |
 //! | POST | `/api/pools/{pool}/backends/{backend}/state` | body `{"state": "active" \| "draining" \| "disabled"}`, optionally `"close_upgraded": true` to also close its WebSocket connections | yes |
 //! | POST | `/api/pools/{pool}/backends/{backend}/close-upgraded` | close the backend's upgraded (WebSocket) connections; answers `{"closed": n}` | yes |
@@ -19,17 +26,22 @@
 //! token from the file or environment variable named in `sticky.admin`): no header → 401, a
 //! wrong token → 403; with no token configured, mutations are off (403). Callers from other than
 //! loopback get 403 unless `allow_remote` is set, and then need the token for every endpoint but
-//! `/healthz` and `/readyz` (the "token" column is for loopback callers). A path not in the table
-//! gets 404, one in it with another method 405 and `Allow` ([`access`]). Bodies over 64 KiB get
-//! 413; malformed JSON, unknown pools, backends, tables or states get 400 / 404. Nothing
-//! changes on any 4xx.
+//! `/healthz`, `/readyz` and the dashboard's three files, which hold no data (the "token" column
+//! is for loopback callers). A path not in the table gets 404, one in it with another method
+//! 405 and `Allow` ([`access`]). Bodies over 64 KiB get 413; malformed JSON, unknown pools,
+//! backends, tables or states get 400 / 404. Nothing changes on any 4xx. Every answer has
+//! `Cache-Control: no-store` and [`dashboard::SECURITY_HEADERS`].
 
 mod access;
 mod backends;
+mod dashboard;
+mod rates;
 mod reply;
+mod status;
 mod tables;
 mod views;
 
+use crate::config::{AdminConfig, Config};
 use crate::lifecycle::Leaving;
 use crate::metrics::Metrics;
 use crate::pool::Pool;
@@ -42,6 +54,8 @@ use reply::{read_body, Reply};
 use std::sync::Arc;
 use views::PoolView;
 
+pub use rates::RateSampler;
+
 /// What the admin app serves from.
 pub struct AdminApp {
     pools: Vec<Arc<Pool>>,
@@ -49,23 +63,35 @@ pub struct AdminApp {
     token: Option<String>,
     allow_remote: bool,
     leaving: Leaving,
+    status: status::Status,
+    rates: Arc<rates::Rates>,
 }
 
 impl AdminApp {
+    /// The admin app of `config`'s admin listener `admin`, over `pools`. Its request rates stay
+    /// at the first snapshot unless [`AdminApp::rate_sampler`] runs as a background service.
     pub fn new(
+        config: &Config,
+        admin: &AdminConfig,
         pools: Vec<Arc<Pool>>,
         metrics: Arc<Metrics>,
-        token: Option<String>,
-        allow_remote: bool,
         leaving: Leaving,
     ) -> Self {
         AdminApp {
+            rates: Arc::new(rates::Rates::new(pools.clone())),
+            status: status::Status::new(config, admin),
             pools,
             metrics,
-            token,
-            allow_remote,
+            token: admin.token.clone(),
+            allow_remote: admin.allow_remote,
             leaving,
         }
+    }
+
+    /// The background service that samples the backends' request counters every 2 s for the
+    /// request rates of `/api/pools` (it only reads counters the proxy keeps anyway).
+    pub fn rate_sampler(&self) -> RateSampler {
+        RateSampler(self.rates.clone())
     }
 
     fn pool(&self, name: &str) -> Result<&Arc<Pool>, Reply> {
@@ -127,6 +153,8 @@ impl AdminApp {
             Vec::new()
         };
         match (method.as_str(), segments.as_slice()) {
+            ("GET", path @ ([""] | ["dashboard.js"] | ["dashboard.css"])) => dashboard::asset(path)
+                .unwrap_or_else(|| Reply::error(StatusCode::NOT_FOUND, "no such file")),
             ("GET", ["healthz"]) => Reply::text(StatusCode::OK, "ok\n"),
             ("GET", ["readyz"]) => {
                 if self.leaving.is_set() {
@@ -144,12 +172,23 @@ impl AdminApp {
                     allow: None,
                 }
             }
+            ("GET", ["api", "status"]) => {
+                Reply::json(StatusCode::OK, &self.status.view(!self.leaving.is_set()))
+            }
+            // The token was checked above (`token_required`).
+            ("GET", ["api", "auth"]) => {
+                Reply::json(StatusCode::OK, &serde_json::json!({ "token": "accepted" }))
+            }
             ("GET", ["api", "pools"]) => {
-                let views: Vec<PoolView> = self.pools.iter().map(|p| PoolView::of(p)).collect();
+                let views: Vec<PoolView> = self
+                    .pools
+                    .iter()
+                    .map(|p| PoolView::of(p, &self.rates))
+                    .collect();
                 Reply::json(StatusCode::OK, &views)
             }
             ("GET", ["api", "pools", pool]) => match self.pool(pool) {
-                Ok(p) => Reply::json(StatusCode::OK, &PoolView::of(p)),
+                Ok(p) => Reply::json(StatusCode::OK, &PoolView::of(p, &self.rates)),
                 Err(reply) => reply,
             },
             ("POST", ["api", "pools", pool, "backends", backend, "state"]) => {
@@ -187,11 +226,15 @@ impl ServeHttp for AdminApp {
         if let Some(allow) = reply.allow {
             builder = builder.header(http::header::ALLOW, allow);
         }
-        builder
+        builder = builder
             .status(reply.status)
             .header(http::header::CONTENT_TYPE, reply.content_type)
             .header(http::header::CONTENT_LENGTH, length)
-            .header(http::header::CACHE_CONTROL, "no-store")
+            .header(http::header::CACHE_CONTROL, "no-store");
+        for (name, value) in dashboard::SECURITY_HEADERS {
+            builder = builder.header(name, value);
+        }
+        builder
             .body(reply.body)
             .unwrap_or_else(|_| Response::new(b"error\n".to_vec()))
     }

@@ -1,7 +1,8 @@
 //! The JSON views of the admin API: what `/api/pools` shows of a pool, its backends and session
-//! tables, and of one session-table entry. Read from the live state (atomics and table
-//! statistics) at request time; nothing here is on the proxy's request path.
+//! tables, and of one session-table entry. Read from the live state (atomics, table statistics
+//! and the rates' ring) at request time; nothing here is on the proxy's request path.
 
+use super::rates::{BackendRate, Rates};
 use crate::affinity::sessions::{EntryView, TableStats};
 use crate::affinity::store::StoreStats;
 use crate::pool::{BackendState, Pool};
@@ -23,6 +24,7 @@ pub(super) fn table_entries_by_backend(pool: &Pool) -> Vec<usize> {
     total
 }
 
+/// A pool as `/api/pools` shows it.
 #[derive(Serialize)]
 pub(super) struct PoolView {
     name: String,
@@ -33,12 +35,14 @@ pub(super) struct PoolView {
 }
 
 impl PoolView {
-    pub(super) fn of(pool: &Pool) -> Self {
+    /// The view of `pool` now, its backends' request rates from `rates`.
+    pub(super) fn of(pool: &Pool, rates: &Rates) -> Self {
         let entries = table_entries_by_backend(pool);
+        let mut rates = rates.of_pool(pool).into_iter();
         PoolView {
             name: pool.name.clone(),
             backends: (0..pool.slots.len())
-                .map(|i| BackendView::of(pool, i, entries[i]))
+                .map(|i| BackendView::of(pool, i, entries[i], rates.next().unwrap_or_default()))
                 .collect(),
             tables: pool.table_stats().into_iter().collect(),
             stores: pool.store_stats().into_iter().collect(),
@@ -46,6 +50,7 @@ impl PoolView {
     }
 }
 
+/// A backend as `/api/pools` shows it.
 #[derive(Serialize)]
 pub(super) struct BackendView {
     name: String,
@@ -61,10 +66,15 @@ pub(super) struct BackendView {
     table_entries: usize,
     /// Upgraded (WebSocket) connections open to this backend.
     upgraded_connections: usize,
+    /// `requests_per_second` and `requests_per_second_history`.
+    #[serde(flatten)]
+    rate: BackendRate,
 }
 
 impl BackendView {
-    pub(super) fn of(pool: &Pool, index: usize, table_entries: usize) -> Self {
+    /// The view of backend `index` of `pool` now; `table_entries` and `rate` are computed by
+    /// the caller (over the whole pool at once).
+    pub(super) fn of(pool: &Pool, index: usize, table_entries: usize, rate: BackendRate) -> Self {
         let slot = &pool.slots[index];
         BackendView {
             name: slot.name.clone(),
@@ -83,10 +93,12 @@ impl BackendView {
                 .get(index)
                 .copied()
                 .unwrap_or(0),
+            rate,
         }
     }
 }
 
+/// One session-table entry, its backend by name.
 #[derive(Serialize)]
 pub(super) struct LookupView {
     key: String,
