@@ -7,7 +7,7 @@
 /// (404). Keep in step with the table at the top of `admin/mod.rs` and its `match`.
 pub(super) fn allowed_method(segments: &[&str]) -> Option<&'static str> {
     match segments {
-        [""] | ["dashboard.js"] | ["dashboard.css"] => Some("GET"),
+        path if super::dashboard::is_asset(path) => Some("GET"),
         ["healthz"] | ["readyz"] | ["metrics"] => Some("GET"),
         ["api", "status"] | ["api", "auth"] => Some("GET"),
         ["api", "pools"] | ["api", "pools", _] => Some("GET"),
@@ -96,10 +96,8 @@ pub(super) fn query_param(query: &str, name: &str) -> Option<String> {
 /// probes and the dashboard's files (which hold no data: the page asks for the token, then
 /// reads the API with it) — the API shows backend addresses and session tables.
 pub(super) fn token_required(is_mutation: bool, loopback_caller: bool, segments: &[&str]) -> bool {
-    let open_to_remote = matches!(
-        segments,
-        ["healthz"] | ["readyz"] | [""] | ["dashboard.js"] | ["dashboard.css"]
-    );
+    let open_to_remote =
+        matches!(segments, ["healthz"] | ["readyz"]) || super::dashboard::is_asset(segments);
     is_mutation || matches!(segments, ["api", "auth"]) || (!loopback_caller && !open_to_remote)
 }
 
@@ -113,6 +111,7 @@ mod tests {
             ("", Some("GET")),
             ("dashboard.js", Some("GET")),
             ("dashboard.css", Some("GET")),
+            ("favicon.svg", Some("GET")),
             ("api/status", Some("GET")),
             ("api/auth", Some("GET")),
             ("healthz", Some("GET")),

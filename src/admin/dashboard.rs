@@ -1,5 +1,5 @@
-//! The dashboard: one page (`GET /`), its script (`GET /dashboard.js`) and style
-//! (`GET /dashboard.css`), embedded in the binary from `src/admin/assets/` (no CDN, no font, no
+//! The dashboard: one page (`GET /`), its script (`GET /dashboard.js`), style
+//! (`GET /dashboard.css`) and icon (`GET /favicon.svg`), embedded in the binary from `src/admin/assets/` (no CDN, no font, no
 //! build step). The page holds no data: it reads `/api/status` and `/api/pools` every 2 s, with
 //! the admin token from the tab's `sessionStorage` as `Authorization: Bearer` when one was
 //! entered, and posts the backend actions to the API.
@@ -27,18 +27,30 @@ pub(super) const SECURITY_HEADERS: [(HeaderName, &str); 4] = [
 const PAGE: &str = include_str!("assets/dashboard.html");
 const SCRIPT: &str = include_str!("assets/dashboard.js");
 const STYLE: &str = include_str!("assets/dashboard.css");
+const ICON: &str = include_str!("assets/favicon.svg");
+
+/// The dashboard's files: path segments, content type, body.
+const FILES: [(&str, &str, &str); 4] = [
+    ("", "text/html; charset=utf-8", PAGE),
+    ("dashboard.js", "text/javascript; charset=utf-8", SCRIPT),
+    ("dashboard.css", "text/css; charset=utf-8", STYLE),
+    ("favicon.svg", "image/svg+xml", ICON),
+];
+
+/// Is `segments` one of the dashboard's files (`[""]` is `/`)?
+pub(super) fn is_asset(segments: &[&str]) -> bool {
+    matches!(segments, [one] if FILES.iter().any(|(path, _, _)| path == one))
+}
 
 /// The dashboard file at `segments` (`[""]` is `/`), or `None` when it is no dashboard path.
 pub(super) fn asset(segments: &[&str]) -> Option<Reply> {
-    let (content_type, body) = match segments {
-        [""] => ("text/html; charset=utf-8", PAGE),
-        ["dashboard.js"] => ("text/javascript; charset=utf-8", SCRIPT),
-        ["dashboard.css"] => ("text/css; charset=utf-8", STYLE),
-        _ => return None,
+    let [one] = segments else {
+        return None;
     };
+    let (_, content_type, body) = FILES.iter().find(|(path, _, _)| path == one)?;
     Some(Reply {
         status: StatusCode::OK,
-        content_type: content_type.into(),
+        content_type: (*content_type).into(),
         body: body.as_bytes().to_vec(),
         allow: None,
     })
@@ -52,6 +64,7 @@ mod tests {
     fn the_page_loads_only_its_own_script_and_style() {
         assert!(PAGE.contains(r#"<script src="/dashboard.js" defer></script>"#));
         assert!(PAGE.contains(r#"<link rel="stylesheet" href="/dashboard.css">"#));
+        assert!(PAGE.contains(r#"<link rel="icon" href="/favicon.svg" type="image/svg+xml">"#));
         // Inline script or style would be refused by the policy; nothing from elsewhere.
         for forbidden in [
             "<script>",
@@ -90,7 +103,10 @@ mod tests {
             ct(&["dashboard.css"]).as_deref(),
             Some("text/css; charset=utf-8")
         );
+        assert_eq!(ct(&["favicon.svg"]).as_deref(), Some("image/svg+xml"));
         assert!(asset(&["dashboard.html"]).is_none());
+        assert!(asset(&["favicon.ico"]).is_none());
         assert!(asset(&["", ""]).is_none());
+        assert!(is_asset(&[""]) && is_asset(&["favicon.svg"]) && !is_asset(&["api", "pools"]));
     }
 }
