@@ -84,11 +84,15 @@ async fn open_dashboard(browser: &mut Browser, proxy: &Proxy, backends: usize) {
             PAGE_PATIENCE,
         )
         .await;
-    assert!(
-        shown,
-        "the dashboard never showed {backends} backends; page errors: {:?}",
-        browser.errors
-    );
+    if !shown {
+        let connection = browser.text("#connection").await;
+        let message = browser.text("#message").await;
+        panic!(
+            "the dashboard never showed {backends} backends; connection {connection:?}, \
+             message {message:?}, page errors: {:?}",
+            browser.errors
+        );
+    }
 }
 
 /// Errors the page logged other than the refusals a test provoked on purpose (Chromium logs a
@@ -389,6 +393,7 @@ async fn the_page_its_script_and_its_style_are_served_with_a_self_only_policy_an
     for (path, content_type) in [
         ("/", "text/html; charset=utf-8"),
         ("/dashboard.js", "text/javascript; charset=utf-8"),
+        ("/dashboard-pools.js", "text/javascript; charset=utf-8"),
         ("/dashboard.css", "text/css; charset=utf-8"),
         ("/favicon.svg", "image/svg+xml"),
     ] {

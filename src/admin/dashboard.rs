@@ -1,8 +1,9 @@
-//! The dashboard: one page (`GET /`), its script (`GET /dashboard.js`), style
-//! (`GET /dashboard.css`) and icon (`GET /favicon.svg`), embedded in the binary from `src/admin/assets/` (no CDN, no font, no
-//! build step). The page holds no data: it reads `/api/status` and `/api/pools` every 2 s, with
-//! the admin token from the tab's `sessionStorage` as `Authorization: Bearer` when one was
-//! entered, and posts the backend actions to the API.
+//! The dashboard: one page (`GET /`), its script (`GET /dashboard.js`, a module importing
+//! `/dashboard-pools.js`), style (`GET /dashboard.css`) and icon (`GET /favicon.svg`),
+//! embedded in the binary from `src/admin/assets/` (no CDN, no font, no build step). The page
+//! holds no data: it reads `/api/status` and `/api/pools` every 2 s, with the admin token from
+//! the tab's `sessionStorage` as `Authorization: Bearer` when one was entered, and posts the
+//! backend actions to the API.
 //!
 //! Every admin answer carries [`SECURITY_HEADERS`]: the Content-Security-Policy allows only the
 //! page's own resources (`default-src 'self'`: no inline script or style, no other origin),
@@ -26,13 +27,19 @@ pub(super) const SECURITY_HEADERS: [(HeaderName, &str); 4] = [
 
 const PAGE: &str = include_str!("assets/dashboard.html");
 const SCRIPT: &str = include_str!("assets/dashboard.js");
+const POOLS_SCRIPT: &str = include_str!("assets/dashboard-pools.js");
 const STYLE: &str = include_str!("assets/dashboard.css");
 const ICON: &str = include_str!("assets/favicon.svg");
 
 /// The dashboard's files: path segments, content type, body.
-const FILES: [(&str, &str, &str); 4] = [
+const FILES: [(&str, &str, &str); 5] = [
     ("", "text/html; charset=utf-8", PAGE),
     ("dashboard.js", "text/javascript; charset=utf-8", SCRIPT),
+    (
+        "dashboard-pools.js",
+        "text/javascript; charset=utf-8",
+        POOLS_SCRIPT,
+    ),
     ("dashboard.css", "text/css; charset=utf-8", STYLE),
     ("favicon.svg", "image/svg+xml", ICON),
 ];
@@ -62,7 +69,8 @@ mod tests {
 
     #[test]
     fn the_page_loads_only_its_own_script_and_style() {
-        assert!(PAGE.contains(r#"<script src="/dashboard.js" defer></script>"#));
+        assert!(PAGE.contains(r#"<script type="module" src="/dashboard.js"></script>"#));
+        assert!(SCRIPT.contains("from './dashboard-pools.js';"));
         assert!(PAGE.contains(r#"<link rel="stylesheet" href="/dashboard.css">"#));
         assert!(PAGE.contains(r#"<link rel="icon" href="/favicon.svg" type="image/svg+xml">"#));
         // Inline script or style would be refused by the policy; nothing from elsewhere.

@@ -8,7 +8,7 @@
 //! | method | path | what | token |
 //! |---|---|---|---|
 //! | GET | `/` | the dashboard (HTML; its data comes from `/api/status` and `/api/pools`) | no |
-//! | GET | `/dashboard.js`, `/dashboard.css`, `/favicon.svg` | the dashboard's script, style and icon | no |
+//! | GET | `/dashboard.js`, `/dashboard-pools.js`, `/dashboard.css`, `/favicon.svg` | the dashboard's script (two modules), style and icon | no |
 //! | GET | `/healthz` | `200 ok` while the process runs | no |
 //! | GET | `/readyz` | `200 ready`; `503 shutting down` once a shutdown or upgrade has begun | no |
 //! | GET | `/metrics` | Prometheus text format (names in `metrics.rs`) | no |
@@ -26,7 +26,7 @@
 //! token from the file or environment variable named in `sticky.admin`): no header → 401, a
 //! wrong token → 403; with no token configured, mutations are off (403). Callers from other than
 //! loopback get 403 unless `allow_remote` is set, and then need the token for every endpoint but
-//! `/healthz`, `/readyz` and the dashboard's four files, which hold no data (the "token" column
+//! `/healthz`, `/readyz` and the dashboard's files, which hold no data (the "token" column
 //! is for loopback callers). A path not in the table gets 404, one in it with another method
 //! 405 and `Allow` ([`access`]). Bodies over 64 KiB get 413; malformed JSON, unknown pools,
 //! backends, tables or states get 400 / 404. Nothing changes on any 4xx. Every answer has
