@@ -1,9 +1,9 @@
 //! The admin listener: the dashboard, health, readiness, Prometheus metrics and a JSON API over
 //! pools, backends and session tables. Served by Pingora itself (a `ServeHttp` app on its own
 //! listener, loopback by default), so it follows the same graceful upgrade as the proxy. This
-//! file routes; [`access`] says who may call what, [`views`] and [`status`] are the JSON,
-//! [`rates`] the request rates, [`dashboard`] the page, [`backends`] and [`tables`] the
-//! endpoints that act.
+//! file routes; `access.rs` says who may call what, `views.rs` and `status.rs` are the JSON,
+//! `rates.rs` the request rates, `dashboard.rs` the page (`assets/` its files), `backends.rs`
+//! and `tables.rs` the endpoints that act, `reply.rs` the answers.
 //!
 //! | method | path | what | token |
 //! |---|---|---|---|
@@ -28,9 +28,9 @@
 //! loopback get 403 unless `allow_remote` is set, and then need the token for every endpoint but
 //! `/healthz`, `/readyz` and the dashboard's files, which hold no data (the "token" column
 //! is for loopback callers). A path not in the table gets 404, one in it with another method
-//! 405 and `Allow` ([`access`]). Bodies over 64 KiB get 413; malformed JSON, unknown pools,
+//! 405 and `Allow` (`access.rs`). Bodies over 64 KiB get 413; malformed JSON, unknown pools,
 //! backends, tables or states get 400 / 404. Nothing changes on any 4xx. Every answer has
-//! `Cache-Control: no-store` and [`dashboard::SECURITY_HEADERS`].
+//! `Cache-Control: no-store` and the security headers of `dashboard.rs`.
 
 mod access;
 mod backends;
@@ -94,6 +94,7 @@ impl AdminApp {
         RateSampler(self.rates.clone())
     }
 
+    /// The pool called `name`, or the 404 to answer.
     fn pool(&self, name: &str) -> Result<&Arc<Pool>, Reply> {
         self.pools
             .iter()
@@ -120,6 +121,9 @@ impl AdminApp {
             .map_err(|refused| Reply::error(refused.status(), refused.message()))
     }
 
+    /// Answer one request: the caller check (loopback, or anyone with `allow_remote`), the
+    /// token where [`token_required`] asks for it, a POST's body, then the endpoint of the
+    /// table above. Every refusal is a 4xx [`Reply`]; nothing changes on one.
     async fn handle(&self, session: &mut ServerSession) -> Reply {
         let caller = session
             .client_addr()

@@ -172,9 +172,9 @@ fn history(ring: &VecDeque<Snapshot>, pool: usize, backend: usize) -> Vec<f64> {
     points
 }
 
-/// The background service that samples [`Rates`] every [`SAMPLE_INTERVAL`] (run by Pingora,
+/// The background service that samples the rates' ring every 2 s (run by Pingora,
 /// so never during `-t`).
-pub struct RateSampler(pub Arc<Rates>);
+pub struct RateSampler(pub(super) Arc<Rates>);
 
 #[async_trait]
 impl BackgroundService for RateSampler {

@@ -4,7 +4,7 @@
 // change, so a click is never lost to a redraw. Every text is set with textContent.
 
 const SVG_NS = 'http://www.w3.org/2000/svg';
-const SPARK_W = 96;
+const SPARK_W = 84;
 const SPARK_H = 26;
 
 // The backend actions: button label, what they post, what the state must not already be.
