@@ -15,11 +15,12 @@ const TOKEN: &str = "admin-token-0123456789abcdef";
 const PAGE_PATIENCE: Duration = Duration::from_secs(30);
 
 /// One pool of three backends (`iis3` disabled in the file) with the keyed cookie and a learned
-/// `JSESSIONID` table, and an admin listener whose token is in a file.
+/// `JSESSIONID` table whose Redis store is down (nothing listens on port 1), and an admin
+/// listener whose token is in a file.
 fn section(backends: &[TestBackend; 3], token_file: &std::path::Path) -> String {
     let [b1, b2, b3] = backends;
     format!(
-        "sticky:\n  listeners:\n    - addr: \"{{listen}}\"\n  admin: {{ addr: \"{{admin}}\", token_file: \"{}\" }}\n  pools:\n    - name: web\n      backends: [{}, {}, {{ name: {}, addr: \"{}\", state: disabled }}]\n      affinity:\n        cookie: {{ secret: test-secret-0123456789abcdef }}\n        learn: {{ presets: [j2ee] }}\n",
+        "sticky:\n  listeners:\n    - addr: \"{{listen}}\"\n  admin: {{ addr: \"{{admin}}\", token_file: \"{}\" }}\n  pools:\n    - name: web\n      backends: [{}, {}, {{ name: {}, addr: \"{}\", state: disabled }}]\n      affinity:\n        cookie: {{ secret: test-secret-0123456789abcdef }}\n        learn: {{ presets: [j2ee], store: {{ type: redis, address: \"127.0.0.1:1\" }} }}\n",
         token_file.display(),
         b1.yaml(),
         b2.yaml(),
@@ -136,6 +137,14 @@ async fn the_dashboard_shows_every_backend_with_its_state_in_words_and_is_read_o
         table.as_deref().is_some_and(|t| t.contains("/ 100,000")),
         "{table:?}"
     );
+    let store_down = browser
+        .wait_for(
+            "(() => { const s = document.querySelector('[data-store=\"learn\"]'); \
+             return s !== null && s.dataset.up === 'false' && s.textContent.includes('down'); })()",
+            PAGE_PATIENCE,
+        )
+        .await;
+    assert!(store_down, "{:?}", browser.text(".side").await);
     let version = browser.text("#version").await.unwrap_or_default();
     assert_eq!(version, format!("v{}", env!("CARGO_PKG_VERSION")));
     let listeners = browser.text("#listeners").await.unwrap_or_default();
