@@ -23,6 +23,7 @@ pub mod access_log;
 pub mod admin;
 pub mod affinity;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod extension;
 pub mod headers;
