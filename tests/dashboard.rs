@@ -1,72 +1,17 @@
 //! The admin listener's dashboard (`GET /`), driven in a real headless Chromium over the
 //! DevTools protocol: it shows the backends and their states, acts only with the admin token
 //! (entered once, kept in the tab), shows a refused token as a message, and reconnects by itself
-//! across a restart. Plus the plain-HTTP side: its headers (CSP, `no-store`), `/api/status`,
-//! `/api/auth`, the request rates in `/api/pools`, and 404 / 405 around the new paths.
+//! across a restart. Its plain-HTTP side is in `dashboard_api.rs`.
 
 mod common;
+use common::admin::*;
 use common::browser::Browser;
 use common::*;
 use serde_json::Value;
 use std::time::Duration;
 
-const TOKEN: &str = "admin-token-0123456789abcdef";
 /// How long the page may take to show a change (it polls every 2 s; a hang guard).
 const PAGE_PATIENCE: Duration = Duration::from_secs(30);
-
-/// One pool of three backends (`iis3` disabled in the file) with the keyed cookie and a learned
-/// `JSESSIONID` table whose Redis store is down (nothing listens on port 1), and an admin
-/// listener whose token is in a file.
-fn section(backends: &[TestBackend; 3], token_file: &std::path::Path) -> String {
-    let [b1, b2, b3] = backends;
-    format!(
-        "sticky:\n  listeners:\n    - addr: \"{{listen}}\"\n  admin: {{ addr: \"{{admin}}\", token_file: \"{}\" }}\n  pools:\n    - name: web\n      backends: [{}, {}, {{ name: {}, addr: \"{}\", state: disabled }}]\n      affinity:\n        cookie: {{ secret: test-secret-0123456789abcdef }}\n        learn: {{ presets: [j2ee], store: {{ type: redis, address: \"127.0.0.1:1\" }} }}\n",
-        token_file.display(),
-        b1.yaml(),
-        b2.yaml(),
-        b3.name,
-        b3.addr
-    )
-}
-
-/// The demo's three backends and a proxy with the admin token; waits for the admin listener.
-async fn start() -> ([TestBackend; 3], Proxy, tempfile::TempDir) {
-    let backends = TestBackend::start_each(["iis1", "iis2", "iis3"]).await;
-    let token_dir = tempfile::tempdir().unwrap();
-    let token_file = token_dir.path().join("token");
-    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-    let proxy = Proxy::start(&section(&backends, &token_file)).await;
-    wait_for_admin(&proxy).await;
-    (backends, proxy, token_dir)
-}
-
-async fn wait_for_admin(proxy: &Proxy) {
-    let client = client();
-    let up = eventually(Duration::from_secs(10), || async {
-        client.get(proxy.admin_url("/healthz")).send().await.is_ok()
-    })
-    .await;
-    assert!(up, "admin listener up:\n{}", proxy.log());
-}
-
-/// `/api/pools/web` as JSON.
-async fn pool(proxy: &Proxy) -> Value {
-    let reply = get(&client(), &proxy.admin_url("/api/pools/web"), None).await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    serde_json::from_str(&reply.body).unwrap()
-}
-
-/// The state of `backend` in `/api/pools/web`.
-async fn state_of(proxy: &Proxy, backend: &str) -> String {
-    let pool = pool(proxy).await;
-    let found = pool["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["name"] == backend)
-        .unwrap_or_else(|| panic!("no {backend} in {pool}"));
-    found["state"].as_str().unwrap().to_string()
-}
 
 /// A JavaScript expression: the `data-state` of `backend`'s row is `state`.
 fn row_state_is(backend: &str, state: &str) -> String {
@@ -109,7 +54,7 @@ fn unexpected_errors(browser: &Browser) -> Vec<&String> {
 #[tokio::test]
 async fn the_dashboard_shows_every_backend_with_its_state_in_words_and_is_read_only_without_the_token(
 ) {
-    let (_backends, proxy, _token) = start().await;
+    let (_backends, proxy, _token) = start_with_admin().await;
     let mut browser = Browser::launch().await;
     open_dashboard(&mut browser, &proxy, 3).await;
     for (backend, state) in [("iis1", "active"), ("iis2", "active"), ("iis3", "disabled")] {
@@ -183,7 +128,7 @@ async fn the_dashboard_shows_every_backend_with_its_state_in_words_and_is_read_o
 
 #[tokio::test]
 async fn a_wrong_token_is_shown_as_a_refusal_and_the_page_stays_read_only() {
-    let (_backends, proxy, _token) = start().await;
+    let (_backends, proxy, _token) = start_with_admin().await;
     let mut browser = Browser::launch().await;
     open_dashboard(&mut browser, &proxy, 3).await;
     browser
@@ -237,10 +182,10 @@ async fn a_wrong_token_is_shown_as_a_refusal_and_the_page_stays_read_only() {
 #[tokio::test]
 async fn with_the_token_entered_once_a_click_on_drain_drains_the_backend_and_enable_brings_it_back()
 {
-    let (_backends, proxy, _token) = start().await;
+    let (_backends, proxy, _token) = start_with_admin().await;
     let mut browser = Browser::launch().await;
     open_dashboard(&mut browser, &proxy, 3).await;
-    browser.type_into("#token", TOKEN).await;
+    browser.type_into("#token", ADMIN_TOKEN).await;
     browser.click("#use-token").await;
     let accepted = browser
         .wait_for(
@@ -257,9 +202,9 @@ async fn with_the_token_entered_once_a_click_on_drain_drains_the_backend_and_ena
     let stored = browser
         .eval("sessionStorage.getItem('sticky-proxy.admin-token')")
         .await;
-    assert_eq!(stored, TOKEN);
+    assert_eq!(stored, ADMIN_TOKEN);
     let href = browser.eval("location.href").await;
-    assert!(!href.as_str().unwrap_or("").contains(TOKEN), "{href}");
+    assert!(!href.as_str().unwrap_or("").contains(ADMIN_TOKEN), "{href}");
 
     let drain = "tr[data-backend=\"iis1\"] button[data-action=\"drain\"]";
     let enabled = browser
@@ -327,15 +272,15 @@ async fn a_dashboard_left_open_across_a_restart_reconnects_by_itself() {
     let backends = TestBackend::start_each(["iis1", "iis2", "iis3"]).await;
     let token_dir = tempfile::tempdir().unwrap();
     let token_file = token_dir.path().join("token");
-    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-    let template = section(&backends, &token_file);
+    std::fs::write(&token_file, format!("{ADMIN_TOKEN}\n")).unwrap();
+    let template = admin_section(&backends, &token_file);
     let mut proxy = Proxy::start(&template).await;
     wait_for_admin(&proxy).await;
     let mut browser = Browser::launch().await;
     open_dashboard(&mut browser, &proxy, 3).await;
     let drained = client()
         .post(proxy.admin_url("/api/pools/web/backends/iis1/state"))
-        .header("Authorization", format!("Bearer {TOKEN}"))
+        .header("Authorization", format!("Bearer {ADMIN_TOKEN}"))
         .body("{\"state\": \"draining\"}")
         .send()
         .await
@@ -391,183 +336,4 @@ async fn a_dashboard_left_open_across_a_restart_reconnects_by_itself() {
     );
     let message = browser.text("#message").await.unwrap_or_default();
     assert!(message.contains("restarted"), "{message:?}");
-}
-
-// ---- the plain-HTTP side ----
-
-#[tokio::test]
-async fn the_page_its_script_and_its_style_are_served_with_a_self_only_policy_and_no_store() {
-    let (_backends, proxy, _token) = start().await;
-    let client = client();
-    for (path, content_type) in [
-        ("/", "text/html; charset=utf-8"),
-        ("/dashboard.js", "text/javascript; charset=utf-8"),
-        ("/dashboard-pools.js", "text/javascript; charset=utf-8"),
-        ("/dashboard.css", "text/css; charset=utf-8"),
-        ("/favicon.svg", "image/svg+xml"),
-    ] {
-        let reply = get(&client, &proxy.admin_url(path), None).await;
-        assert_eq!(reply.status, 200, "{path}");
-        assert_eq!(reply.header("content-type").as_deref(), Some(content_type));
-        assert_eq!(reply.header("cache-control").as_deref(), Some("no-store"));
-        let csp = reply.header("content-security-policy").unwrap_or_default();
-        assert!(csp.starts_with("default-src 'self';"), "{path}: {csp}");
-        assert!(!csp.contains("unsafe") && !csp.contains('*'), "{csp}");
-        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
-        assert_eq!(
-            reply.header("x-content-type-options").as_deref(),
-            Some("nosniff")
-        );
-        assert!(!reply.body.is_empty());
-    }
-    let page = get(&client, &proxy.admin_url("/"), None).await.body;
-    assert!(page.contains("src=\"/dashboard.js\"") && page.contains("href=\"/dashboard.css\""));
-    // The API answers carry the same headers.
-    let api = get(&client, &proxy.admin_url("/api/pools"), None).await;
-    assert_eq!(api.header("cache-control").as_deref(), Some("no-store"));
-    assert!(api.header("content-security-policy").is_some());
-}
-
-#[tokio::test]
-async fn api_status_names_the_version_the_uptime_the_listeners_and_whether_actions_are_on() {
-    let (_backends, proxy, _token) = start().await;
-    let reply = get(&client(), &proxy.admin_url("/api/status"), None).await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    let status: Value = serde_json::from_str(&reply.body).unwrap();
-    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
-    assert!(status["uptime_seconds"].is_u64());
-    assert!(status["started_unix_ms"].as_u64().unwrap() > 0);
-    assert_eq!(status["ready"], true);
-    assert_eq!(status["listeners"][0]["addr"], proxy.addr.to_string());
-    assert_eq!(status["listeners"][0]["scheme"], "http");
-    assert_eq!(status["listeners"][0]["pool"], "web");
-    assert_eq!(status["admin"]["addr"], proxy.admin.to_string());
-    assert_eq!(status["admin"]["mutations"], true);
-    assert_eq!(status["rates"]["history_step_seconds"], 10);
-    // Nothing secret: not the token, not its file.
-    assert!(!reply.body.contains(TOKEN) && !reply.body.contains("token_file"));
-}
-
-#[tokio::test]
-async fn api_pools_gives_each_backend_its_requests_per_second_and_a_history_of_rates() {
-    let (_backends, proxy, _token) = start().await;
-    let client = client();
-    for _ in 0..20 {
-        assert_eq!(get(&client, &proxy.url("/"), None).await.status, 200);
-    }
-    // The rate reads the live counter against a snapshot: above zero at once; the history
-    // needs a second snapshot (the sampler takes one every 2 s).
-    let deadline = std::time::Instant::now() + PAGE_PATIENCE;
-    let last = loop {
-        // Keep traffic flowing, so that the 10 s window is never empty however slow the poll.
-        assert_eq!(get(&client, &proxy.url("/"), None).await.status, 200);
-        let view = pool(&proxy).await;
-        let backends = view["backends"].as_array().unwrap();
-        let served: Vec<&Value> = backends.iter().filter(|b| b["requests"] != 0).collect();
-        let rated = !served.is_empty()
-            && served.iter().all(|b| {
-                let history = b["requests_per_second_history"].as_array().unwrap();
-                b["requests_per_second"].as_f64().unwrap() > 0.0
-                    && history.iter().any(|r| r.as_f64().unwrap() > 0.0)
-            });
-        if rated {
-            break view;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never rated: {view:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    for backend in last["backends"].as_array().unwrap() {
-        let history = backend["requests_per_second_history"].as_array().unwrap();
-        assert!(history.len() <= 30, "{backend}");
-        assert!(history.iter().all(|r| r.as_f64().unwrap() >= 0.0));
-        assert!(backend["requests_per_second"].as_f64().unwrap() >= 0.0);
-    }
-    // The disabled backend served nothing.
-    let iis3 = last["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["name"] == "iis3")
-        .unwrap();
-    assert_eq!(iis3["requests_per_second"], 0.0);
-}
-
-#[tokio::test]
-async fn api_auth_answers_200_to_the_token_401_without_one_and_403_to_a_wrong_one() {
-    let (_backends, proxy, _token) = start().await;
-    let client = client();
-    let auth = |value: Option<String>| {
-        let mut request = client.get(proxy.admin_url("/api/auth"));
-        if let Some(value) = value {
-            request = request.header("Authorization", value);
-        }
-        async move { request.send().await.unwrap().status().as_u16() }
-    };
-    assert_eq!(auth(Some(format!("Bearer {TOKEN}"))).await, 200);
-    assert_eq!(auth(Some(format!("bearer {TOKEN}"))).await, 200);
-    assert_eq!(auth(None).await, 401);
-    assert_eq!(auth(Some(format!("Bearer {TOKEN}x"))).await, 403);
-    assert_eq!(auth(Some(format!("Basic {TOKEN}"))).await, 401);
-
-    // With no token configured, there is nothing to check against.
-    let b = TestBackend::start("iis1").await;
-    let open =
-        one_pool(&[&b], "").replace("sticky:\n", "sticky:\n  admin: { addr: \"{admin}\" }\n");
-    let proxy = Proxy::start(&open).await;
-    wait_for_admin(&proxy).await;
-    let reply = client
-        .get(proxy.admin_url("/api/auth"))
-        .header("Authorization", format!("Bearer {TOKEN}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(reply.status(), 403);
-    let status = get(&client, &proxy.admin_url("/api/status"), None).await;
-    assert!(
-        status.body.contains("\"mutations\": false"),
-        "{}",
-        status.body
-    );
-}
-
-#[tokio::test]
-async fn the_new_paths_answer_another_method_with_405_and_their_neighbours_with_404() {
-    let (_backends, proxy, _token) = start().await;
-    let client = client();
-    let call = |method: reqwest::Method, path: &str| {
-        let request = client
-            .request(method, proxy.admin_url(path))
-            .header("Authorization", format!("Bearer {TOKEN}"));
-        async move { into_reply(request.send().await.unwrap()).await }
-    };
-    for path in [
-        "/",
-        "/dashboard.js",
-        "/dashboard.css",
-        "/api/status",
-        "/api/auth",
-    ] {
-        for method in [reqwest::Method::POST, reqwest::Method::DELETE] {
-            let reply = call(method.clone(), path).await;
-            assert_eq!(reply.status, 405, "{method} {path}: {}", reply.body);
-            assert_eq!(reply.header("allow").as_deref(), Some("GET"), "{path}");
-        }
-    }
-    for path in [
-        "/dashboard.html",
-        "/index.html",
-        "/dashboard.js/x",
-        "/api/status/x",
-        "/api/auth/x",
-        "/favicon.ico",
-        "/assets/dashboard.js",
-    ] {
-        let reply = call(reqwest::Method::GET, path).await;
-        assert_eq!(reply.status, 404, "{path}: {}", reply.body);
-    }
-    // Nothing changed on the way.
-    assert_eq!(state_of(&proxy, "iis1").await, "active");
 }

@@ -2,6 +2,7 @@
 //! process on a loopback port with a generated config, and a real HTTP client.
 #![allow(dead_code)]
 
+pub mod admin;
 pub mod browser;
 pub mod raw_backend;
 pub mod redis_server;
