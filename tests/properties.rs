@@ -15,7 +15,7 @@ use sticky_proxy::affinity::cookie::{
 use sticky_proxy::affinity::key::KeySource;
 use sticky_proxy::affinity::key::{self, RequestView};
 use sticky_proxy::affinity::learned::{observe_set_cookie, LearnedSessions, Observed};
-use sticky_proxy::affinity::sessions::TableConfig;
+use sticky_proxy::config::TableConfig;
 use sticky_proxy::config::{load_str, load_str_with, CookieFormat, KeySourceConfig, LearnConfig};
 use sticky_proxy::extension::Extensions;
 

@@ -5,12 +5,12 @@ use super::super::raw::{
     RawAffinity, RawClientIpTable, RawCookie, RawCookieFormat, RawFailure, RawHash, RawKeySource,
     RawLearn, RawPolicy, RawPreset, RawSameSite, RawTable,
 };
+use super::super::TableConfig;
 use super::super::{
     AffinityConfig, ClientIpTableConfig, ConfigError, CookieConfig, CookieFormat, FailurePolicy,
     HashConfig, KeySourceConfig, LearnConfig, SameSite,
 };
 use super::{check_attribute_value, check_cookie_name, parse_header_name, Result, MIN_SECRET_LEN};
-use crate::affinity::sessions::TableConfig;
 use crate::extension::Extensions;
 use std::time::Duration;
 
