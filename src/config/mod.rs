@@ -401,16 +401,10 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Parse and validate the `sticky:` section of a whole Pingora YAML document (no extensions).
+/// Parse and validate the `sticky:` section of a whole Pingora YAML document. Names of Rust
+/// extensions (custom key sources, backend namers) are checked against the registered ones by
+/// `crate::extension::load_str_with`.
 pub fn load_str(yaml: &str) -> Result<Config, ConfigError> {
-    load_str_with(yaml, &crate::extension::Extensions::default())
-}
-
-/// [`load_str`], resolving custom key sources and backend namers against `extensions`.
-pub fn load_str_with(
-    yaml: &str,
-    extensions: &crate::extension::Extensions,
-) -> Result<Config, ConfigError> {
     let deserializer = serde_yaml::Deserializer::from_str(yaml);
     let document: raw::Document = serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let path = e.path().to_string();
@@ -435,7 +429,7 @@ pub fn load_str_with(
     let sticky = document
         .sticky
         .ok_or_else(|| ConfigError::new("sticky", "section missing from the configuration file"))?;
-    validate::validate(sticky, extensions)
+    validate::validate(sticky)
 }
 
 fn one_line(message: &str) -> String {
