@@ -3,7 +3,7 @@ CARGO ?= cargo
 CONF ?= conf/demo.yaml
 SHELL := /bin/bash
 
-.PHONY: setup run build test lint unit check-conf fuzz bench bench-load clean
+.PHONY: setup run build test lint unit check-conf fuzz fuzz-libfuzzer fuzz-proptest bench bench-load clean
 
 setup:
 	@./scripts/setup.sh
@@ -40,10 +40,19 @@ check-conf:
 		$${CARGO_TARGET_DIR:-target}/debug/sticky-proxy -t -c $$f || exit 1; \
 	done
 
-## fuzz: long proptest campaign over tests/properties.rs, 10 minutes per target
-## (FUZZ_SECONDS, FUZZ_BATCH, FUZZ_TARGETS, FUZZ_RELEASE=1; see scripts/fuzz.sh)
+## fuzz: 10 minutes per target with cargo fuzz (libFuzzer) where a nightly toolchain exists,
+## else the proptest campaign over tests/properties.rs (FUZZ_ENGINE=libfuzzer|proptest forces one;
+## FUZZ_SECONDS, FUZZ_TARGETS; see scripts/fuzz.sh, docs/incoming/fuzzing.md). Not part of `make test`.
 fuzz: setup
 	nice -n 10 ./scripts/fuzz.sh
+
+## fuzz-libfuzzer: the cargo fuzz targets in fuzz/ (needs nightly; installs cargo-fuzz)
+fuzz-libfuzzer: setup
+	FUZZ_ENGINE=libfuzzer nice -n 10 ./scripts/fuzz.sh
+
+## fuzz-proptest: the proptest campaign (FUZZ_BATCH, FUZZ_RELEASE=1 too; scripts/fuzz-proptest.sh)
+fuzz-proptest: setup
+	FUZZ_ENGINE=proptest nice -n 10 ./scripts/fuzz.sh
 
 ## bench: criterion micro-benchmarks
 bench: setup
