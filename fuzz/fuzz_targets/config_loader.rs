@@ -57,13 +57,24 @@ fn check_error(e: &ConfigError) {
         "an error that names no field: {e}"
     );
     let line = e.to_string();
-    assert!(!line.contains('\n') && !line.contains('\r'), "a multi-line error: {line:?}");
+    assert!(
+        !line.contains('\n') && !line.contains('\r'),
+        "a multi-line error: {line:?}"
+    );
 }
 
 fn check_config(config: &sticky_proxy::config::Config, extensions: &Extensions) {
     for pool_config in &config.pools {
-        if let Some(cookie) = pool_config.affinity.as_ref().and_then(|a| a.cookie.as_ref()) {
-            let names: Vec<&str> = pool_config.backends.iter().map(|b| b.name.as_str()).collect();
+        if let Some(cookie) = pool_config
+            .affinity
+            .as_ref()
+            .and_then(|a| a.cookie.as_ref())
+        {
+            let names: Vec<&str> = pool_config
+                .backends
+                .iter()
+                .map(|b| b.name.as_str())
+                .collect();
             let table = CookieTable::new(&cookie.format, &pool_config.name, names.iter().copied());
             for (i, name) in names.iter().enumerate() {
                 let value = value_text(&cookie.format, &pool_config.name, name);

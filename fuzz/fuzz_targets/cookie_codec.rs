@@ -184,19 +184,30 @@ fn check(input: Input) {
             }
             header.extend_from_slice(format!("{cookie_name}={value}").as_bytes());
             let pin = affinity.pinned([&header[..]].into_iter());
-            assert_eq!(pin, Pin::Backend(owner(i).unwrap()), "issued value sent back");
+            assert_eq!(
+                pin,
+                Pin::Backend(owner(i).unwrap()),
+                "issued value sent back"
+            );
             // Split over two headers (HTTP/2), ours in the second.
-            let pin = affinity.pinned([&rest[..], format!("{cookie_name}={value}").as_bytes()].into_iter());
-            assert_eq!(pin, Pin::Backend(owner(i).unwrap()), "issued value, second header");
+            let pin = affinity
+                .pinned([&rest[..], format!("{cookie_name}={value}").as_bytes()].into_iter());
+            assert_eq!(
+                pin,
+                Pin::Backend(owner(i).unwrap()),
+                "issued value, second header"
+            );
         }
     }
 
     // 5. An arbitrary request: the pin says only what the header carries.
     match affinity.pinned(headers.iter().copied()) {
         Pin::Backend(b) => assert!(
-            headers.iter().any(|h| own.iter().any(|n| common::values(h, n)
+            headers
                 .iter()
-                .any(|v| v.eq_ignore_ascii_case(texts[b].as_bytes())))),
+                .any(|h| own.iter().any(|n| common::values(h, n)
+                    .iter()
+                    .any(|v| v.eq_ignore_ascii_case(texts[b].as_bytes())))),
             "pinned to {b} without its value"
         ),
         Pin::Invalid => assert!(headers
@@ -224,8 +235,15 @@ fn check_stripping(header: &[u8], names: &[&[u8]]) {
         return;
     };
     assert_eq!(out, kept.join(&b"; "[..]), "without_cookies keeps the rest");
-    assert_eq!(common::pairs(&out), kept, "the output parses to the kept pairs");
-    assert!(!contains_any(&out, names), "a stripped header has none of our names");
+    assert_eq!(
+        common::pairs(&out),
+        kept,
+        "the output parses to the kept pairs"
+    );
+    assert!(
+        !contains_any(&out, names),
+        "a stripped header has none of our names"
+    );
     for n in names {
         assert_eq!(cookie_values(&out, n).count(), 0);
     }

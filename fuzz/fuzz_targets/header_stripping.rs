@@ -121,7 +121,12 @@ fn router(config: &Config) -> Router {
     };
     if config.routes.is_empty() {
         return Router::new(
-            vec![route("-", Matcher::default(), config.listeners[0].pool, RouteClass::PoolDefault)],
+            vec![route(
+                "-",
+                Matcher::default(),
+                config.listeners[0].pool,
+                RouteClass::PoolDefault,
+            )],
             404,
         );
     }
@@ -153,7 +158,11 @@ enum Name<'a> {
     Host,
     /// One of the names the proxy strips (index into a fixed list), spelt with `_` for `-`
     /// and in the given case pattern when asked.
-    Stripped { which: u8, underscore: bool, case: u32 },
+    Stripped {
+        which: u8,
+        underscore: bool,
+        case: u32,
+    },
     Other(&'a str),
 }
 
@@ -189,7 +198,8 @@ fuzz_target!(|input: Input| check(input));
 fn check(input: Input) {
     let listeners = listeners();
     let listener = &listeners[usize::from(input.listener) % listeners.len()];
-    let method = ["GET", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"][usize::from(input.method) % 6];
+    let method =
+        ["GET", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"][usize::from(input.method) % 6];
     let mut raw = format!(
         "{method} {} HTTP/1.{}\r\n",
         input.target,
@@ -205,10 +215,20 @@ fn check(input: Input) {
                 case,
             } => {
                 let n = STRIPPED[usize::from(*which) % STRIPPED.len()];
-                let n = if *underscore { n.replace('-', "_") } else { n.to_string() };
+                let n = if *underscore {
+                    n.replace('-', "_")
+                } else {
+                    n.to_string()
+                };
                 n.chars()
                     .enumerate()
-                    .map(|(i, c)| if case >> (i % 32) & 1 == 1 { c.to_ascii_uppercase() } else { c })
+                    .map(|(i, c)| {
+                        if case >> (i % 32) & 1 == 1 {
+                            c.to_ascii_uppercase()
+                        } else {
+                            c
+                        }
+                    })
                     .collect()
             }
             Name::Other(n) => n.to_string(),
@@ -236,7 +256,12 @@ fn check(input: Input) {
         if trusted {
             IpAddr::from([127, 0, 0, 1])
         } else {
-            IpAddr::from([10 | (octets[0] & 0x80), octets[1], octets[2], octets[3].max(1)])
+            IpAddr::from([
+                10 | (octets[0] & 0x80),
+                octets[1],
+                octets[2],
+                octets[3].max(1),
+            ])
         }
     });
     ctx.peer_trusted = ctx
@@ -294,7 +319,11 @@ fn check(input: Input) {
     // 2.
     assert_eq!(
         values(&upstream, "x-forwarded-proto"),
-        vec![if ctx.tls { b"https".to_vec() } else { b"http".to_vec() }]
+        vec![if ctx.tls {
+            b"https".to_vec()
+        } else {
+            b"http".to_vec()
+        }]
     );
     match ctx.peer {
         None => assert!(values(&upstream, "x-forwarded-for").is_empty()),
@@ -315,7 +344,12 @@ fn check(input: Input) {
         .headers
         .get(http::header::HOST)
         .map(|h| h.as_bytes().to_vec())
-        .or_else(|| client.uri.authority().map(|a| a.as_str().as_bytes().to_vec()));
+        .or_else(|| {
+            client
+                .uri
+                .authority()
+                .map(|a| a.as_str().as_bytes().to_vec())
+        });
     assert_eq!(
         values(&upstream, "x-forwarded-host"),
         host.into_iter().collect::<Vec<_>>()

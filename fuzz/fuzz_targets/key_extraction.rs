@@ -26,7 +26,9 @@ use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 use sticky_proxy::affinity::client_ip;
 use sticky_proxy::affinity::key::{first_key, from_config, KeySource, RequestView};
-use sticky_proxy::affinity::learned::{observe_set_cookie, path_parameter, LearnedSessions, Observed};
+use sticky_proxy::affinity::learned::{
+    observe_set_cookie, path_parameter, LearnedSessions, Observed,
+};
 use sticky_proxy::affinity::sessions::{SessionTable, TableConfig};
 use sticky_proxy::config::KeySourceConfig;
 
@@ -71,7 +73,12 @@ const REGEXES: [&str; 4] = ["^([0-9.A-Za-z]+)", "u=([^&]*)", "^(x)?y", "^((a+)+)
 
 fn regexes() -> &'static [regex::bytes::Regex] {
     static R: OnceLock<Vec<regex::bytes::Regex>> = OnceLock::new();
-    R.get_or_init(|| REGEXES.iter().map(|r| regex::bytes::Regex::new(r).unwrap()).collect())
+    R.get_or_init(|| {
+        REGEXES
+            .iter()
+            .map(|r| regex::bytes::Regex::new(r).unwrap())
+            .collect()
+    })
 }
 
 fn table() -> Arc<SessionTable> {
@@ -133,9 +140,16 @@ fn check(input: Input) {
         let peer = ip(peer);
         let resolved = client_ip::resolve(peer, &headers, &trusted);
         let canonical = peer.to_canonical();
-        assert_eq!(resolved, resolved.to_canonical(), "resolved IPs are canonical");
+        assert_eq!(
+            resolved,
+            resolved.to_canonical(),
+            "resolved IPs are canonical"
+        );
         if !client_ip::is_trusted(&canonical, &trusted) {
-            assert_eq!(resolved, canonical, "an untrusted peer's headers are ignored");
+            assert_eq!(
+                resolved, canonical,
+                "an untrusted peer's headers are ignored"
+            );
         } else if resolved != canonical {
             assert!(
                 forwarded_hops(&headers).contains(&resolved),
@@ -171,7 +185,10 @@ fn check(input: Input) {
                 let Ok(name) = http::HeaderName::from_bytes(name) else {
                     continue;
                 };
-                (KeySourceConfig::Header { name: name.clone() }, Expect::Header(name))
+                (
+                    KeySourceConfig::Header { name: name.clone() },
+                    Expect::Header(name),
+                )
             }
             Source::Query { params } => {
                 let params: Vec<String> = params
@@ -335,7 +352,11 @@ impl Expect {
                     .headers
                     .get_all(http::header::COOKIE)
                     .iter()
-                    .find_map(|h| common::values(h.as_bytes(), name.as_bytes()).first().copied())?;
+                    .find_map(|h| {
+                        common::values(h.as_bytes(), name.as_bytes())
+                            .first()
+                            .copied()
+                    })?;
                 let key = match regex {
                     None => value,
                     Some(r) => r.captures(value)?.get(1)?.as_bytes(),
@@ -381,11 +402,13 @@ impl Expect {
                 let ip = view.client_ip?;
                 Some(match ip {
                     IpAddr::V4(a) => {
-                        let bits = u32::from(a) & u32::MAX.checked_shl(32 - u32::from(*v4)).unwrap_or(0);
+                        let bits =
+                            u32::from(a) & u32::MAX.checked_shl(32 - u32::from(*v4)).unwrap_or(0);
                         bits.to_be_bytes().to_vec()
                     }
                     IpAddr::V6(a) => {
-                        let bits = u128::from(a) & u128::MAX.checked_shl(128 - u32::from(*v6)).unwrap_or(0);
+                        let bits = u128::from(a)
+                            & u128::MAX.checked_shl(128 - u32::from(*v6)).unwrap_or(0);
                         bits.to_be_bytes().to_vec()
                     }
                 })

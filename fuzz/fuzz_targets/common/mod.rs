@@ -66,7 +66,8 @@ pub fn is_piece_of(needle: &[u8], haystack: &[u8]) -> bool {
 /// A cookie name as the config validator accepts it: RFC 6265 token characters only, at least
 /// one. Anything else is mapped into that alphabet so the structured input stays useful.
 pub fn token(raw: &[u8], fallback: &str) -> String {
-    const TCHAR: &[u8] = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    const TCHAR: &[u8] =
+        b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
     let s: String = raw
         .iter()
         .take(24)
