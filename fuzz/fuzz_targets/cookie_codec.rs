@@ -159,12 +159,9 @@ fn check(input: Input) {
         .expect("a Set-Cookie line for every backend");
     assert_eq!(twin_line.is_some(), config.twin_name.is_some());
     let own: Vec<&[u8]> = affinity.cookie_names().iter().map(|n| &n[..]).collect();
-    for (line, cookie_name) in std::iter::once((main_line, &name)).chain(
-        twin_line
-            .as_ref()
-            .zip(config.twin_name.as_ref())
-            .map(|(l, n)| (l, n)),
-    ) {
+    for (line, cookie_name) in
+        std::iter::once((main_line, &name)).chain(twin_line.as_ref().zip(config.twin_name.as_ref()))
+    {
         let text = line.to_str().expect("a Set-Cookie line is visible ASCII");
         let parsed = cookie::Cookie::parse(text).expect("a Set-Cookie line parses");
         assert_eq!(parsed.name(), cookie_name.as_str());
