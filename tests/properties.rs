@@ -2,8 +2,9 @@
 //! scanner and codec, hash-key extraction, learned-session ids (request side and `Set-Cookie`
 //! side), and the config loader (`load_str`, `extension::load_str_with`). `make test` runs proptest's
 //! default 256 cases per property; `PROPTEST_CASES` (read by proptest itself) sets the count,
-//! and `make fuzz` runs a long, time-bounded campaign per property (`scripts/fuzz.sh`, see the
-//! docs/testing.md, Fuzzing).
+//! and `make fuzz-proptest` (or `make fuzz` on a machine without a nightly toolchain) runs a long,
+//! time-bounded campaign per property (`scripts/fuzz-proptest.sh`). Where a nightly toolchain
+//! exists, `make fuzz` runs the cargo fuzz targets in `fuzz/` instead (docs/testing.md, Fuzzing).
 
 use proptest::prelude::*;
 use std::borrow::Cow;
