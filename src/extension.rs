@@ -22,8 +22,11 @@
 //!     }
 //! }
 //!
-//! fn main() {
-//!     sticky_proxy::main_with(Extensions::default().with_key_source("tenant", Tenant));
+//! fn main() -> std::process::ExitCode {
+//!     match sticky_proxy::run(Extensions::default().with_key_source("tenant", Tenant)) {
+//!         Ok(()) => std::process::ExitCode::SUCCESS,
+//!         Err(e) => e.report(), // "sticky-proxy: <file>: <field>: …" on stderr, status 2
+//!     }
 //! }
 //! ```
 

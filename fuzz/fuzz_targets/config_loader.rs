@@ -17,7 +17,7 @@ use libfuzzer_sys::fuzz_target;
 use std::borrow::Cow;
 use sticky_proxy::affinity::cookie::{value_text, CookieTable};
 use sticky_proxy::affinity::key::{KeySource, RequestView};
-use sticky_proxy::config::{load_str, ConfigError, RouteClass};
+use sticky_proxy::config::{load_str, ConfigError};
 use sticky_proxy::extension::load_str_with;
 use sticky_proxy::extension::Extensions;
 
@@ -114,39 +114,11 @@ fn check_config(config: &sticky_proxy::config::Config, extensions: &Extensions) 
         }
     }
     // What `build_server` does with the config, short of a Pingora server: pools (health
-    // services built, not run), their affinities, metrics, routes.
-    let pools: Vec<_> = config
-        .pools
-        .iter()
-        .enumerate()
-        .map(|(index, pool_config)| {
-            let classes: Vec<(usize, &sticky_proxy::config::ClassConfig)> = config
-                .routes
-                .iter()
-                .filter(|r| r.pool == index)
-                .filter_map(|r| match r.class {
-                    RouteClass::Class(c) => Some((c, &config.classes[c])),
-                    _ => None,
-                })
-                .collect();
-            sticky_proxy::pool::Pool::new(pool_config, &classes, extensions).0
-        })
-        .collect();
-    let metrics = sticky_proxy::metrics::Metrics::new();
-    let routes: Vec<sticky_proxy::proxy::routes::Route> = config
-        .routes
-        .iter()
-        .map(|r| {
-            let pool = &pools[r.pool];
-            sticky_proxy::proxy::routes::Route::new(
-                "route".into(),
-                sticky_proxy::proxy::routes::Matcher::of(r),
-                pool.clone(),
-                pool.affinity_for(r.class),
-                std::sync::Arc::new(metrics.for_pool(pool)),
-                &config.hide_headers,
-            )
-        })
-        .collect();
-    let _ = sticky_proxy::proxy::routes::Router::new(routes, 404);
+    // services built, not run), their affinities, metrics, every listener's routes. A TLS file
+    // the config names may not exist: that is a start-up error, never a panic.
+    if let Ok(runtime) = sticky_proxy::server::Runtime::build(&config, extensions) {
+        for listener in &config.listeners {
+            let _ = runtime.wiring.router_for(&config, listener);
+        }
+    }
 }

@@ -25,9 +25,9 @@ use libfuzzer_sys::fuzz_target;
 use pingora_proxy::{ProxyHttp, Session};
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
-use sticky_proxy::config::{load_str, Config, DefaultRoute, RouteClass};
+use sticky_proxy::config::{load_str, Config};
 use sticky_proxy::proxy::ctx::RequestCtx;
-use sticky_proxy::proxy::routes::{Matcher, Route, Router};
+use sticky_proxy::proxy::routes::Router;
 use sticky_proxy::proxy::{ProxySettings, StickyProxy};
 
 const SECRET: &str = "fuzz-secret-0123456789abcdef";
@@ -83,62 +83,10 @@ fn listeners() -> &'static [Listener] {
 }
 
 fn router(config: &Config) -> Router {
-    let extensions = Default::default();
-    let metrics = sticky_proxy::metrics::Metrics::new();
-    let pools: Vec<_> = config
-        .pools
-        .iter()
-        .enumerate()
-        .map(|(index, p)| {
-            let mut classes: Vec<(usize, &sticky_proxy::config::ClassConfig)> = config
-                .routes
-                .iter()
-                .filter(|r| r.pool == index)
-                .map(|r| r.class)
-                .chain(match config.default_route {
-                    DefaultRoute::Pool { pool, class } if pool == index => Some(class),
-                    _ => None,
-                })
-                .filter_map(|c| match c {
-                    RouteClass::Class(c) => Some((c, &config.classes[c])),
-                    _ => None,
-                })
-                .collect();
-            classes.sort_by_key(|(c, _)| *c);
-            classes.dedup_by_key(|(c, _)| *c);
-            sticky_proxy::pool::Pool::new(p, &classes, &extensions).0
-        })
-        .collect();
-    let route = |name: &str, matcher: Matcher, pool: usize, class: RouteClass| {
-        Route::new(
-            name.into(),
-            matcher,
-            pools[pool].clone(),
-            pools[pool].affinity_for(class),
-            Arc::new(metrics.for_pool(&pools[pool])),
-            &config.hide_headers,
-        )
-    };
-    if config.routes.is_empty() {
-        return Router::new(
-            vec![route(
-                "-",
-                Matcher::default(),
-                config.listeners[0].pool,
-                RouteClass::PoolDefault,
-            )],
-            404,
-        );
-    }
-    let mut routes: Vec<Route> = config
-        .routes
-        .iter()
-        .map(|r| route("r", Matcher::of(r), r.pool, r.class))
-        .collect();
-    if let DefaultRoute::Pool { pool, class } = config.default_route {
-        routes.push(route("default", Matcher::default(), pool, class));
-    }
-    Router::new(routes, 404)
+    // What `build_server` wires for the first listener, short of a Pingora server.
+    let runtime = sticky_proxy::server::Runtime::build(config, &Default::default())
+        .expect("the listeners' configs name no TLS files");
+    runtime.wiring.router_for(config, &config.listeners[0])
 }
 
 fn runtime() -> &'static tokio::runtime::Runtime {

@@ -8,6 +8,7 @@
 
 mod kinds;
 pub mod raw;
+mod tls;
 mod validate;
 
 use std::fmt;
@@ -17,6 +18,7 @@ use std::time::Duration;
 pub use kinds::{
     AccessLogFormat, AlpnProtocol, BackendState, Balance, HealthCheckKind, MinVersion, TableConfig,
 };
+pub use tls::{CertificateConfig, ListenerTlsConfig, UpstreamTlsConfig};
 pub use validate::routes::starts_with_ignore_case;
 
 /// The validated `sticky:` section.
@@ -146,7 +148,7 @@ pub struct ListenerConfig {
     /// Index into [`Config::pools`].
     pub pool: usize,
     /// `Some`: an HTTPS listener.
-    pub tls: Option<std::sync::Arc<crate::tls::ListenerTls>>,
+    pub tls: Option<ListenerTlsConfig>,
     /// Accept cleartext HTTP/2 (prior knowledge).
     pub h2c: bool,
     /// Answer every request with a redirect to HTTPS.
@@ -176,7 +178,7 @@ pub struct PoolConfig {
     /// responses, and from requests so that clients cannot smuggle it.
     pub opt_out_header: http::HeaderName,
     /// TLS to the backends; `None`: plain HTTP.
-    pub tls: Option<crate::tls::UpstreamTls>,
+    pub tls: Option<UpstreamTlsConfig>,
     /// `Host` for requests that have none (HTTP/1.0); `None`: the SNI name or the backend's
     /// address.
     pub default_host: Option<http::HeaderValue>,
