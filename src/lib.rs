@@ -108,18 +108,17 @@ pub fn build_server(
     for listener in &config.listeners {
         let router = router_for(config, listener, &pools, &pool_metrics);
         let name = format!("proxy {}", listener.addr);
-        let mut service = pingora_proxy::http_proxy_service_with_name(
+        let mut proxy = pingora_proxy::http_proxy(
             &server.configuration,
             proxy::StickyProxy::new(router, settings.clone(), listener),
-            &name,
         );
-        if listener.h2c {
-            let mut options = pingora_core::apps::HttpServerOptions::default();
-            options.h2c = true;
-            if let Some(app) = service.app_logic_mut() {
-                app.server_options = Some(options);
-            }
-        }
+        let mut options = pingora_core::apps::HttpServerOptions::default();
+        options.h2c = listener.h2c;
+        // HTTP/2 connections are not wrapped by `ClientSide`'s timeouts: Pingora's own.
+        options.h2_idle_timeout = Some(listener.timeouts.keepalive);
+        proxy.server_options = Some(options);
+        let app = proxy::downstream::ClientSide::new(proxy, listener.timeouts, listener.h2c);
+        let mut service = pingora_core::services::listening::Service::new(name, app);
         let addr = listener.addr.to_string();
         match &listener.tls {
             None => service.add_tcp(&addr),

@@ -1,9 +1,9 @@
 //! Checks `sticky.listeners` (address, pool, TLS, h2c, redirect to HTTPS) and a pool's `tls`
 //! towards its backends. Certificate and CA files are read here, so `-t` reports them.
 
-use super::{parse_addr, Result};
-use crate::config::raw::{RawListener, RawListenerTls, RawUpstreamTls};
-use crate::config::{ConfigError, ListenerConfig, PoolConfig, RedirectToHttps};
+use super::{parse_addr, positive_ms, Result};
+use crate::config::raw::{RawListener, RawListenerTimeouts, RawListenerTls, RawUpstreamTls};
+use crate::config::{ClientTimeouts, ConfigError, ListenerConfig, PoolConfig, RedirectToHttps};
 use crate::tls::{self, CertificateFiles, ListenerTls, UpstreamTls};
 use std::sync::Arc;
 
@@ -97,9 +97,32 @@ pub(super) fn validate_listeners(
             h2c: listener.h2c,
             redirect_to_https,
             defer_accept: listener.defer_accept,
+            timeouts: validate_client_timeouts(&format!("{field}.timeouts"), &listener.timeouts)?,
         });
     }
     Ok(listeners)
+}
+
+/// The most a first request may wait for its first byte: Pingora closes a connection whose
+/// first request has not begun after 60 s, whatever the proxy's own timeout says.
+const FIRST_REQUEST_MAX_MS: u64 = 60_000;
+
+fn validate_client_timeouts(field: &str, raw: &RawListenerTimeouts) -> Result<ClientTimeouts> {
+    let http_request = positive_ms(&format!("{field}.http_request_ms"), raw.http_request_ms)?;
+    if raw.http_request_ms > FIRST_REQUEST_MAX_MS {
+        return Err(ConfigError::new(
+            format!("{field}.http_request_ms"),
+            format!(
+                "{}: at most {FIRST_REQUEST_MAX_MS} (Pingora closes a connection whose first request has not begun after 60 s)",
+                raw.http_request_ms
+            ),
+        ));
+    }
+    Ok(ClientTimeouts {
+        http_request,
+        keepalive: positive_ms(&format!("{field}.keepalive_ms"), raw.keepalive_ms)?,
+        client_send: positive_ms(&format!("{field}.client_send_ms"), raw.client_send_ms)?,
+    })
 }
 
 fn validate_listener_tls(field: &str, raw: RawListenerTls) -> Result<ListenerTls> {
