@@ -262,17 +262,21 @@ async fn the_proxys_own_answers_carry_no_server_header() {
     });
     let up = TestBackend::start("iis1").await;
     let mut away = TestBackend::start("iis2").await;
-    let redirect_port = free_port();
     let section = format!(
-        "sticky:\n  listeners:\n    - addr: \"{{listen}}\"\n    - {{ addr: \"127.0.0.1:{redirect_port}\", redirect_to_https: {{ port: 8443, status: 308 }} }}\n  classes:\n    pinned:\n      cookie: {{ secret: test-secret-0123456789abcdef }}\n      failure: {{ policy: sorry, status: 503, body: \"away\" }}\n  pools:\n    - name: down\n      backends: [{{ name: gone, addr: \"{refused}\" }}]\n    - name: silent\n      backends: [{{ name: mute, addr: \"{silent_addr}\" }}]\n      timeouts: {{ read_ms: 300 }}\n    - name: up\n      backends: [{}]\n    - name: away\n      backends: [{}]\n  routes:\n    - {{ match: {{ path_prefix: /down }}, pool: down }}\n    - {{ match: {{ path_prefix: /silent }}, pool: silent }}\n    - {{ match: {{ path_prefix: /pinned }}, pool: away, class: pinned }}\n    - {{ match: {{ path_prefix: /header }}, pool: up }}\n  default_route: {{ status: 404 }}\n",
+        "sticky:\n  listeners:\n    - addr: \"{{listen}}\"\n  classes:\n    pinned:\n      cookie: {{ secret: test-secret-0123456789abcdef }}\n      failure: {{ policy: sorry, status: 503, body: \"away\" }}\n  pools:\n    - name: down\n      backends: [{{ name: gone, addr: \"{refused}\" }}]\n    - name: silent\n      backends: [{{ name: mute, addr: \"{silent_addr}\" }}]\n      timeouts: {{ read_ms: 300 }}\n    - name: up\n      backends: [{}]\n    - name: away\n      backends: [{}]\n  routes:\n    - {{ match: {{ path_prefix: /down }}, pool: down }}\n    - {{ match: {{ path_prefix: /silent }}, pool: silent }}\n    - {{ match: {{ path_prefix: /pinned }}, pool: away, class: pinned }}\n    - {{ match: {{ path_prefix: /header }}, pool: up }}\n  default_route: {{ status: 404 }}\n",
         up.yaml(),
         away.yaml()
     );
     let proxy = Proxy::start(&section).await;
+    let redirecting = Proxy::start(&format!(
+        "sticky:\n  listeners:\n    - {{ addr: \"{{listen}}\", redirect_to_https: {{ port: 8443, status: 308 }} }}\n  pools:\n    - name: up\n      backends: [{}]\n",
+        up.yaml()
+    ))
+    .await;
+    let redirect = redirecting.addr;
     let pinned = get(&client(), &proxy.url("/pinned"), None).await;
     let cookie = format!("ARRAffinity={}", pinned.cookie("ARRAffinity").unwrap());
     away.stop().await;
-    let redirect: SocketAddr = format!("127.0.0.1:{redirect_port}").parse().unwrap();
     let sorry = format!("GET /pinned HTTP/1.1\r\nHost: t\r\nCookie: {cookie}\r\n\r\n");
     let cases: Vec<(SocketAddr, &[u8], u16)> = vec![
         (proxy.addr, b"GET /down HTTP/1.1\r\nHost: t\r\n\r\n", 503),
