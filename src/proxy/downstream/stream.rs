@@ -156,11 +156,8 @@ impl ClientStream {
                 ));
                 let ending = ready!(self.poll_deadlines(cx));
                 // Even a quiet ending is an error for a write: nothing more can be sent.
-                self.ended = true;
-                Poll::Ready(Err(self
-                    .end::<()>(ending)
-                    .err()
-                    .unwrap_or_else(ended_error)))
+                let error = self.end::<()>(ending).err();
+                Poll::Ready(Err(error.unwrap_or_else(ended_error)))
             }
         }
     }
