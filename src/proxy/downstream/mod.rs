@@ -20,7 +20,6 @@ pub mod phase;
 mod stream;
 
 use crate::config::ClientTimeouts;
-use async_trait::async_trait;
 use http::header::CONTENT_LENGTH;
 use phase::Signal;
 use pingora_core::apps::ServerApp;
@@ -28,6 +27,8 @@ use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 pub use stream::ClientStream;
 
@@ -49,19 +50,31 @@ impl<A> ClientSide<A> {
     }
 }
 
-#[async_trait]
+// Written out rather than with `#[async_trait]`: the inner app's future is returned as it is,
+// without one more future around it to poll on every wake-up of the connection.
 impl<A: ServerApp + Send + Sync + 'static> ServerApp for ClientSide<A> {
-    async fn process_new(
-        self: &Arc<Self>,
+    fn process_new<'life0, 'life1, 'async_trait>(
+        self: &'life0 Arc<Self>,
         stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
+        shutdown: &'life1 ShutdownWatch,
+    ) -> Pin<Box<dyn Future<Output = Option<Stream>> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
         let stream: Stream = Box::new(ClientStream::new(stream, self.timeouts, self.h2c));
-        self.app.process_new(stream, shutdown).await
+        self.app.process_new(stream, shutdown)
     }
 
-    async fn cleanup(&self) {
-        self.app.cleanup().await
+    fn cleanup<'life0, 'async_trait>(
+        &'life0 self,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        self.app.cleanup()
     }
 }
 
@@ -115,12 +128,12 @@ pub fn holds_back(response: &ResponseHeader, head_request: bool) -> bool {
     if head_request || status < 200 || status == 204 || status == 304 {
         return false;
     }
+    // Pingora has checked an upstream `Content-Length` already: a digit other than 0 means a
+    // body.
     response
         .headers
         .get(CONTENT_LENGTH)
-        .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .is_some_and(|length| length > 0)
+        .is_some_and(|v| v.as_bytes().iter().any(|b| (b'1'..=b'9').contains(b)))
 }
 
 #[cfg(test)]
@@ -145,6 +158,6 @@ mod tests {
         assert!(!holds_back(&response(204, Some("3")), false));
         assert!(!holds_back(&response(304, Some("3")), false));
         assert!(!holds_back(&response(101, None), false));
-        assert!(!holds_back(&response(200, Some("x")), false));
+        assert!(!holds_back(&response(200, Some("00")), false));
     }
 }

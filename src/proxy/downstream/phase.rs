@@ -61,13 +61,18 @@ impl Phase {
         }
     }
 
-    /// The phase after a hook's `signal`.
-    pub fn signalled(self, signal: Signal, now: Instant, timeouts: &ClientTimeouts) -> Phase {
+    /// The phase after a hook's `signal` (`now` is read only when needed).
+    pub fn signalled(
+        self,
+        signal: Signal,
+        now: impl FnOnce() -> Instant,
+        timeouts: &ClientTimeouts,
+    ) -> Phase {
         match (self, signal) {
             (Phase::Http2, _) | (_, Signal::None) => self,
             (_, Signal::HeadRead) => Phase::Busy,
             (_, Signal::Done) => Phase::Idle {
-                deadline: now + timeouts.keepalive,
+                deadline: now() + timeouts.keepalive,
                 first: false,
             },
         }
@@ -192,7 +197,7 @@ mod tests {
     #[test]
     fn later_requests_wait_the_keepalive_time_then_have_the_head_timeout_from_their_first_byte() {
         let t0 = Instant::now();
-        let busy = Phase::accepted(t0, &T).signalled(Signal::HeadRead, t0, &T);
+        let busy = Phase::accepted(t0, &T).signalled(Signal::HeadRead, || t0, &T);
         assert_eq!(busy, Phase::Busy);
         assert_eq!(
             busy.read_deadline(),
@@ -200,7 +205,7 @@ mod tests {
             "a busy request is not bounded here"
         );
         let done = t0 + Duration::from_secs(100);
-        let idle = busy.signalled(Signal::Done, done, &T);
+        let idle = busy.signalled(Signal::Done, || done, &T);
         assert_eq!(idle.read_deadline(), Some(done + T.keepalive));
         assert_eq!(idle.expired(done + T.keepalive), Some(Expiry::Quiet));
         let byte = done + Duration::from_secs(50);
@@ -214,13 +219,13 @@ mod tests {
     fn the_latest_signal_wins_and_http2_ignores_them() {
         let t0 = Instant::now();
         let head = Phase::Head { deadline: t0 };
-        assert_eq!(head.signalled(Signal::None, t0, &T), head);
+        assert_eq!(head.signalled(Signal::None, || t0, &T), head);
         assert!(matches!(
-            head.signalled(Signal::Done, t0, &T),
+            head.signalled(Signal::Done, || t0, &T),
             Phase::Idle { first: false, .. }
         ));
         assert_eq!(
-            Phase::Http2.signalled(Signal::HeadRead, t0, &T),
+            Phase::Http2.signalled(Signal::HeadRead, || t0, &T),
             Phase::Http2
         );
         assert_eq!(Phase::Http2.on_bytes(t0, &T), Phase::Http2);

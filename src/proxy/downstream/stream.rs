@@ -18,7 +18,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -40,6 +40,9 @@ pub struct ClientStream {
     stalled_until: Option<Instant>,
     /// One timer for the nearest deadline, made when first needed.
     timer: Option<Pin<Box<Sleep>>>,
+    /// When the timer will wake this task (it was polled for it): a later deadline needs no
+    /// new registration, the early wake-up re-arms it (as tokio's own timer entries do).
+    armed: Option<(Instant, Waker)>,
     /// A timeout ended the connection: every later operation fails.
     ended: bool,
     /// The listener accepts h2c: the first bytes may be the HTTP/2 preface.
@@ -65,6 +68,7 @@ impl ClientStream {
             unflushed: false,
             stalled_until: None,
             timer: None,
+            armed: None,
             ended: false,
             h2c,
             edit: None,
@@ -90,7 +94,7 @@ impl ClientStream {
     fn take_signal(&mut self) {
         let signal = Signal::from_u8(std::mem::replace(self.signal.get_mut(), 0));
         if signal != Signal::None {
-            self.phase = self.phase.signalled(signal, Instant::now(), &self.timeouts);
+            self.phase = self.phase.signalled(signal, Instant::now, &self.timeouts);
         }
     }
 
@@ -100,14 +104,25 @@ impl ClientStream {
         let Some(nearest) = phase::earliest(self.phase.read_deadline(), self.stalled_until) else {
             return Poll::Pending;
         };
-        let at = tokio::time::Instant::from_std(nearest);
         let timer = self
             .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(nearest.into())));
+        // Already due to wake this task no later than `nearest`: nothing to do (the common
+        // case: the keep-alive deadline moves later with every request).
+        if let Some((at, waker)) = &self.armed {
+            if *at <= nearest && !timer.is_elapsed() && waker.will_wake(cx.waker()) {
+                return Poll::Pending;
+            }
+        }
+        let at = tokio::time::Instant::from_std(nearest);
         if timer.deadline() != at {
             timer.as_mut().reset(at);
         }
-        ready!(timer.as_mut().poll(cx));
+        if timer.as_mut().poll(cx).is_pending() {
+            self.armed = Some((nearest, cx.waker().clone()));
+            return Poll::Pending;
+        }
+        self.armed = None;
         let now = Instant::now();
         if self.stalled_until.is_some_and(|until| now >= until) {
             return Poll::Ready(Ending::SendTimedOut);
