@@ -9,7 +9,7 @@ setup:
 	@./scripts/setup.sh
 
 build: setup
-	$(CARGO) build --release --bins
+	$(CARGO) build --release --bins --features demo
 
 ## run: the demo — proxy on 127.0.0.1:6188 in front of demo backends iis1/iis2/iis3
 ## (CONF=conf/<file>.yaml runs another example against the same backends)

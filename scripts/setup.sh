@@ -1,21 +1,33 @@
 #!/usr/bin/env bash
 # Installs what building and testing need on a fresh Debian machine that has only the Rust
-# toolchain: cmake (Pingora's zlib-ng build), curl (the demo's walkthrough) and redis-server
-# (the shared session store's tests, which start their own on a loopback port). Idempotent.
+# toolchain: cmake (Pingora's zlib-ng build), curl (the demo's walkthrough), redis-server
+# (the shared session store's tests, which start their own on a loopback port) and chromium
+# (the dashboard's tests drive it headless; without its recommends: no GPU, desktop or extra
+# fonts needed). Idempotent.
 set -euo pipefail
 missing=()
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
+lean=()
+command -v chromium >/dev/null 2>&1 || lean+=(chromium)
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+# apt-get install "$@", updating the package lists first if that fails.
+install() {
+  $SUDO apt-get install -y -qq "$@" >/dev/null 2>&1 || {
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq "$@"
+  }
+}
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
-  SUDO=""
-  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 || {
-    $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq "${missing[@]}"
-  }
+  install "${missing[@]}"
+fi
+if [ ${#lean[@]} -gt 0 ]; then
+  echo "setup: installing ${lean[*]} (without recommends)"
+  install --no-install-recommends "${lean[@]}"
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "setup: cargo-nextest missing; tests will run with cargo test"

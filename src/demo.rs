@@ -10,8 +10,9 @@
 //! backend; `/slow/<ms>` answers after `<ms>` milliseconds; `/cache-control/<value>` sends
 //! `Cache-Control: <value>` (`_` stands for a space); `/opt-out/<value>` sends the opt-out header
 //! with `<value>`; `/header/<name>/<value>` sends any header. A WebSocket upgrade on a path
-//! starting with `/ws` is accepted, and each text message is echoed back as `<name>: <text>`;
-//! other paths answer an upgrade request with the normal 200 (they refuse it).
+//! starting with `/ws` is accepted, each text message is echoed back as `<name>: <text>`, and a
+//! Close frame is answered with a Close frame (same code); other paths answer an upgrade request
+//! with the normal 200 (they refuse it).
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -108,7 +109,13 @@ fn websocket(name: &str, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
         while let Some(Ok(message)) = ws.next().await {
             let reply = match message {
                 Message::Text(text) => Message::Text(format!("{echo_name}: {text}")),
-                Message::Close(_) => break,
+                Message::Close(_) => {
+                    // tungstenite has queued our Close (with the client's code): flushing sends
+                    // it, then the connection ends. (Dropping it unsent left browsers with code
+                    // 1006; `ws.close` would try to send a second Close and fail.)
+                    let _ = ws.flush().await;
+                    break;
+                }
                 _ => continue,
             };
             if ws.send(reply).await.is_err() {

@@ -206,8 +206,73 @@ pub fn join_cookie_headers(headers: &http::HeaderMap) -> Option<http::HeaderValu
     http::HeaderValue::from_bytes(&joined).ok()
 }
 
+/// The `Host` sent to a backend for a request that has none (HTTP/1.0 allows that, HTTP/1.1
+/// does not): the pool's `default_host`, else its TLS name (`sni`, as the backend's certificate
+/// and virtual hosts know it), else the backend's address, its port left out where it is the
+/// scheme's default — NGINX's `$proxy_host`.
+pub fn backend_host(
+    default: Option<&http::HeaderValue>,
+    sni: Option<&str>,
+    addr: std::net::SocketAddr,
+    tls: bool,
+) -> http::HeaderValue {
+    if let Some(host) = default {
+        return host.clone();
+    }
+    if let Some(host) = sni.and_then(|s| http::HeaderValue::from_str(s).ok()) {
+        if !host.is_empty() {
+            return host;
+        }
+    }
+    let ip = match addr.ip().to_canonical() {
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+    };
+    let default_port = if tls { 443 } else { 80 };
+    let host = if addr.port() == default_port {
+        ip
+    } else {
+        format!("{ip}:{}", addr.port())
+    };
+    // Digits, dots, colons and brackets: always a valid header value.
+    http::HeaderValue::from_str(&host).unwrap_or_else(|_| http::HeaderValue::from_static(""))
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_backend_host_is_the_default_the_tls_name_or_the_address() {
+        let addr = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        let host = |default: Option<&str>, sni: Option<&str>, a: &str, tls: bool| {
+            let default = default.map(|d| http::HeaderValue::from_str(d).unwrap());
+            backend_host(default.as_ref(), sni, addr(a), tls)
+        };
+        assert_eq!(host(None, None, "10.0.0.5:8080", false), "10.0.0.5:8080");
+        assert_eq!(host(None, None, "10.0.0.5:80", false), "10.0.0.5");
+        assert_eq!(host(None, None, "10.0.0.5:80", true), "10.0.0.5:80");
+        assert_eq!(host(None, None, "10.0.0.5:443", true), "10.0.0.5");
+        assert_eq!(host(None, None, "[::1]:9001", false), "[::1]:9001");
+        assert_eq!(host(None, None, "[::1]:80", false), "[::1]");
+        assert_eq!(
+            host(None, None, "[::ffff:10.0.0.5]:81", false),
+            "10.0.0.5:81"
+        );
+        assert_eq!(
+            host(None, Some("api.internal"), "10.0.0.5:443", true),
+            "api.internal"
+        );
+        assert_eq!(host(None, Some(""), "10.0.0.5:443", true), "10.0.0.5");
+        assert_eq!(
+            host(
+                Some("www.example.com"),
+                Some("api.internal"),
+                "10.0.0.5:443",
+                true
+            ),
+            "www.example.com"
+        );
+    }
 
     #[test]
     fn https_location_keeps_host_and_path_and_drops_the_port() {

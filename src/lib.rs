@@ -23,6 +23,7 @@ pub mod access_log;
 pub mod admin;
 pub mod affinity;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod extension;
 pub mod headers;
@@ -62,6 +63,7 @@ pub fn build_server(
         trusted_proxies: config.trusted_proxies.clone(),
         access_log_format: config.access_log_format,
         leaving: leaving.clone(),
+        upgrade_body_delay: proxy::upgrade::test_body_delay_from_env(),
     });
     let metrics = Arc::new(metrics::Metrics::new());
     let mut pools = Vec::with_capacity(config.pools.len());
@@ -138,12 +140,16 @@ pub fn build_server(
     }
     if let Some(admin) = &config.admin {
         let app = admin::AdminApp::new(
+            config,
+            admin,
             pools.clone(),
             metrics.clone(),
-            admin.token.clone(),
-            admin.allow_remote,
             leaving.clone(),
         );
+        server.add_service(pingora_core::services::background::background_service(
+            "admin request rates",
+            app.rate_sampler(),
+        ));
         let mut service =
             pingora_core::services::listening::Service::new(format!("admin {}", admin.addr), app);
         service.add_tcp(&admin.addr.to_string());

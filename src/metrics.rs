@@ -1,11 +1,12 @@
 //! Every Prometheus metric: its name, help, labels — in this one file, listed again in the
-//! README. Uses the `prometheus` crate as re-exported by `pingora-prometheus`.
+//! docs/operations.md. Uses the `prometheus` crate as re-exported by `pingora-prometheus`.
 //!
 //! | metric | type | labels |
 //! |---|---|---|
 //! | `sticky_requests_total` | counter | `pool`, `backend` (`-` when none), `outcome` (`new`, `sticky`, `rebalanced`, `opted_out`, `none`, `failed`) |
 //! | `sticky_upstream_response_seconds` | histogram | `pool`, `backend` — from choosing the backend to its response header |
 //! | `sticky_cookie_verification_failures_total` | counter | `pool` — affinity cookies that named no backend (forged, stale, malformed) |
+//! | `sticky_backend_cookie_overwrites_total` | counter | `pool`, `backend` — `Set-Cookie` lines for the proxy's own cookie names sent by the backend, removed |
 //! | `sticky_backend_healthy` | gauge | `pool`, `backend` — 1 healthy, 0 not |
 //! | `sticky_backend_state` | gauge | `pool`, `backend`, `state` (`active`, `draining`, `disabled`) — 1 for the current state |
 //! | `sticky_backend_in_flight` | gauge | `pool`, `backend` |
@@ -31,6 +32,9 @@ use pingora_prometheus::prometheus::{
 };
 use std::sync::Arc;
 
+mod handles;
+pub use handles::PoolMetrics;
+
 const OUTCOMES: [Outcome; 6] = [
     Outcome::None,
     Outcome::New,
@@ -53,6 +57,7 @@ pub struct Metrics {
     requests: IntCounterVec,
     latency: HistogramVec,
     cookie_failures: IntCounterVec,
+    cookie_overwrites: IntCounterVec,
     healthy: IntGaugeVec,
     state: IntGaugeVec,
     in_flight: IntGaugeVec,
@@ -84,35 +89,6 @@ const STORE_WRITES: [(&str, ReadStoreStat); 3] = [
 fn catch_up(counter: &IntCounter, now: u64) {
     if now > counter.get() {
         counter.inc_by(now - counter.get());
-    }
-}
-
-/// One pool's request-path handles, resolved at start-up.
-pub struct PoolMetrics {
-    /// `[backend][outcome]`; the last row is "no backend".
-    requests: Vec<[IntCounter; OUTCOMES.len()]>,
-    latency: Vec<prometheus::Histogram>,
-    cookie_failures: IntCounter,
-}
-
-impl PoolMetrics {
-    /// Count a finished request.
-    pub fn request(&self, backend: Option<usize>, outcome: Outcome) {
-        let row = backend
-            .unwrap_or(self.requests.len() - 1)
-            .min(self.requests.len() - 1);
-        self.requests[row][outcome_index(outcome)].inc();
-    }
-
-    /// Observe a backend's response time.
-    pub fn upstream_latency(&self, backend: usize, seconds: f64) {
-        if let Some(h) = self.latency.get(backend) {
-            h.observe(seconds);
-        }
-    }
-
-    pub fn cookie_verification_failure(&self) {
-        self.cookie_failures.inc();
     }
 }
 
@@ -154,6 +130,11 @@ impl Metrics {
                 "sticky_cookie_verification_failures_total",
                 "Affinity cookies that named no backend of the pool (forged, stale, malformed).",
                 &["pool"],
+            ),
+            cookie_overwrites: counter(
+                "sticky_backend_cookie_overwrites_total",
+                "Set-Cookie lines for the proxy's own affinity cookies sent by the backend, removed.",
+                &backend,
             ),
             healthy: gauge(
                 "sticky_backend_healthy",
@@ -268,6 +249,7 @@ impl Metrics {
             Box::new(metrics.requests.clone()),
             Box::new(metrics.latency.clone()),
             Box::new(metrics.cookie_failures.clone()),
+            Box::new(metrics.cookie_overwrites.clone()),
             Box::new(metrics.healthy.clone()),
             Box::new(metrics.state.clone()),
             Box::new(metrics.in_flight.clone()),
@@ -295,39 +277,6 @@ impl Metrics {
             }
         }
         metrics
-    }
-
-    /// Resolve the request-path handles of a pool.
-    pub fn for_pool(&self, pool: &Pool) -> PoolMetrics {
-        let names: Vec<&str> = pool
-            .slots
-            .iter()
-            .map(|s| s.name.as_str())
-            .chain(std::iter::once("-"))
-            .collect();
-        PoolMetrics {
-            requests: names
-                .iter()
-                .map(|b| {
-                    std::array::from_fn(|i| {
-                        self.requests.with_label_values(&[
-                            pool.name.as_str(),
-                            b,
-                            OUTCOMES[i].as_str(),
-                        ])
-                    })
-                })
-                .collect(),
-            latency: pool
-                .slots
-                .iter()
-                .map(|s| {
-                    self.latency
-                        .with_label_values(&[pool.name.as_str(), s.name.as_str()])
-                })
-                .collect(),
-            cookie_failures: self.cookie_failures.with_label_values(&[&pool.name]),
-        }
     }
 
     /// Read the live state of `pools` into the gauges and table counters, and encode every
@@ -421,6 +370,9 @@ mod tests {
         handles.request(Some(0), Outcome::Sticky);
         handles.request(None, Outcome::Failed);
         handles.upstream_latency(0, 0.002);
+        assert!(handles.cookie_overwrites(0, 2), "the first time");
+        assert!(!handles.cookie_overwrites(0, 1), "not again");
+        assert!(!handles.cookie_overwrites(7, 1), "no such backend");
         let (_, body) = metrics.render(&[pool]);
         let text = String::from_utf8(body).unwrap();
         for expected in [
@@ -430,6 +382,7 @@ mod tests {
             "sticky_backend_state{backend=\"a\",pool=\"web\",state=\"active\"} 1",
             "sticky_session_table_capacity{pool=\"web\",table=\"learn\"} 100000",
             "sticky_upstream_response_seconds_count{backend=\"a\",pool=\"web\"} 1",
+            "sticky_backend_cookie_overwrites_total{backend=\"a\",pool=\"web\"} 3",
         ] {
             assert!(text.contains(expected), "missing {expected} in\n{text}");
         }

@@ -74,3 +74,27 @@ fn the_returning_session_decision_allocates_nothing() {
     let (count, _) = allocations_in(|| std::hint::black_box(vec![0u8; 64]));
     assert_eq!(count, 1);
 }
+
+#[test]
+fn looking_for_the_proxys_cookie_names_in_a_responses_set_cookie_lines_allocates_nothing() {
+    use sticky_proxy::affinity::cookie::setting_any;
+    let mut headers = http::HeaderMap::new();
+    for line in [
+        "JSESSIONID=3F2A9C; Path=/; HttpOnly",
+        "theme=dark; Max-Age=31536000",
+        "arraffinity=another-cookie",
+    ] {
+        headers.append(http::header::SET_COOKIE, line.parse().unwrap());
+    }
+    let names: Vec<Box<[u8]>> = vec![b"ARRAffinity"[..].into(), b"ARRAffinitySameSite"[..].into()];
+    let scan = |headers: &http::HeaderMap| {
+        let lines = headers.get_all(http::header::SET_COOKIE).iter();
+        setting_any(lines.map(|v| v.as_bytes()), &names)
+    };
+    let (count, found) = allocations_in(|| scan(&headers));
+    assert_eq!(found, None);
+    assert_eq!(count, 0, "heap allocations in a scan that finds nothing");
+    // (And the scan does find a backend's line for the proxy's cookie.)
+    headers.append(http::header::SET_COOKIE, "ARRAffinity=x".parse().unwrap());
+    assert_eq!(scan(&headers), Some((1, &b"ARRAffinity"[..])));
+}

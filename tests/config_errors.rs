@@ -142,10 +142,9 @@ fn a_listener_address_that_cannot_be_bound_stops_the_start_with_a_message_naming
 
 #[test]
 fn an_admin_address_that_cannot_be_bound_stops_the_start_with_a_message_naming_the_field() {
-    // The proxy listener itself can be bound.
-    let listen = common::free_port();
+    // The proxy listener itself can be bound (port 0: the kernel picks a free one).
     assert_start_refused(
-        &format!("version: 1\nsticky:\n  listeners: [{{ addr: \"127.0.0.1:{listen}\" }}]\n  admin: {{ addr: \"192.0.2.1:6189\" }}\n  pools:\n    - name: web\n      backends: [{{ name: iis1, addr: \"127.0.0.1:9001\" }}]\n"),
+        "version: 1\nsticky:\n  listeners: [{ addr: \"127.0.0.1:0\" }]\n  admin: { addr: \"192.0.2.1:6189\" }\n  pools:\n    - name: web\n      backends: [{ name: iis1, addr: \"127.0.0.1:9001\" }]\n",
         "sticky.admin.addr: cannot listen on 192.0.2.1:6189",
     );
 }

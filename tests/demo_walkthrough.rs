@@ -25,29 +25,37 @@ fn curl(args: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_config_shows_stickiness_alternation_and_opt_out_as_the_readme_says() {
-    let (p1, p2, listen, admin) = (free_port(), free_port(), free_port(), free_port());
-    let backends = Backends(
+    // Port 0: the backends say where they listen, the proxy's sockets are handed over.
+    let mut backends = Backends(
         Command::new(env!("CARGO_BIN_EXE_demo-backend"))
-            .args([
-                format!("iis1=127.0.0.1:{p1}"),
-                format!("iis2=127.0.0.1:{p2}"),
-            ])
-            .stdout(Stdio::null())
+            .args(["iis1=127.0.0.1:0", "iis2=127.0.0.1:0"])
+            .stdout(Stdio::piped())
             .spawn()
             .unwrap(),
     );
+    let mut lines =
+        std::io::BufRead::lines(std::io::BufReader::new(backends.0.stdout.take().unwrap()));
+    let mut bound = |name: &str| {
+        let line = lines.next().unwrap().unwrap();
+        let prefix = format!("demo backend {name} listening on http://");
+        line.strip_prefix(&prefix)
+            .unwrap_or_else(|| panic!("{line}"))
+            .to_string()
+    };
+    let (b1, b2) = (bound("iis1"), bound("iis2"));
+    let (listen, admin) = (Port::new(), Port::new());
     let demo =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/demo.yaml")).unwrap();
-    let listen_addr = format!("127.0.0.1:{listen}");
+    let (listen_addr, admin_addr) = (listen.to_string(), admin.to_string());
     let proxy = Proxy::start_full(
         |dir| {
-            demo.replace("127.0.0.1:9001", &format!("127.0.0.1:{p1}"))
-                .replace("127.0.0.1:9002", &format!("127.0.0.1:{p2}"))
+            demo.replace("127.0.0.1:9001", &b1)
+                .replace("127.0.0.1:9002", &b2)
                 .replace("127.0.0.1:6188", &listen_addr)
-                .replace("127.0.0.1:6189", &format!("127.0.0.1:{admin}"))
+                .replace("127.0.0.1:6189", &admin_addr)
                 .replace("/tmp/sticky-proxy-demo", &format!("{}/demo", dir.display()))
         },
-        &listen_addr,
+        vec![listen, admin],
     )
     .await;
     // Wait until both backends answer through the proxy: under load the backends can start
@@ -98,7 +106,7 @@ async fn the_demo_config_shows_stickiness_alternation_and_opt_out_as_the_readme_
         "{opt_out}"
     );
     // The admin listener of the demo answers too.
-    let metrics = curl(&[&format!("http://127.0.0.1:{admin}/metrics")]);
+    let metrics = curl(&[&format!("http://{admin_addr}/metrics")]);
     assert!(metrics.contains("sticky_requests_total"), "{metrics}");
     drop(backends);
 }

@@ -3,7 +3,7 @@
 
 mod common;
 use common::*;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A backend that accepts connections and never answers.
 async fn silent_backend() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
@@ -31,13 +31,10 @@ async fn a_silent_backend_and_a_slow_one_give_504_at_the_read_timeout_while_othe
     // Pin a session to the silent backend: the first new session goes to iis1 (round robin).
     let mut cookie = None;
     for _ in 0..4 {
-        let started = Instant::now();
+        // The silent backend never answers: a 504 at all (within the client's 10 s) is the
+        // read timeout's doing, whatever the machine's speed.
         let reply = get(&client, &proxy.url("/"), None).await;
         if reply.status == 504 {
-            assert!(
-                started.elapsed() < Duration::from_secs(3),
-                "bounded by the read timeout"
-            );
             assert_eq!(reply.body, "504 Gateway Timeout\n");
             cookie = reply.cookie("ARRAffinity");
             break;
@@ -49,9 +46,8 @@ async fn a_silent_backend_and_a_slow_one_give_504_at_the_read_timeout_while_othe
         .map(|_| {
             let (client, url) = (client.clone(), proxy.url("/slow/2000"));
             tokio::spawn(async move {
-                let started = Instant::now();
                 let reply = get(&client, &url, None).await;
-                (reply.status, reply.backend().to_string(), started.elapsed())
+                (reply.status, reply.backend().to_string())
             })
         })
         .collect();
@@ -64,10 +60,10 @@ async fn a_silent_backend_and_a_slow_one_give_504_at_the_read_timeout_while_othe
         );
     }
     for task in slow_requests {
-        let (status, _backend, elapsed) = task.await.unwrap();
-        // A slow answer (2 s) against a 400 ms read timeout: 504 either way.
+        let (status, _backend) = task.await.unwrap();
+        // A slow answer (2 s) against a 400 ms read timeout: 504 either way (had the timeout
+        // not fired, the backend's 200 would have come).
         assert_eq!(status, 504);
-        assert!(elapsed < Duration::from_secs(3));
     }
     let _ = cookie;
 }
@@ -161,11 +157,7 @@ async fn a_slow_loris_client_does_not_stop_others_from_being_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_behind_a_round_robin_spreader_agree_for_the_cookie_and_every_hash_source()
 {
-    let b: Vec<TestBackend> = vec![
-        TestBackend::start("iis1").await,
-        TestBackend::start("iis2").await,
-        TestBackend::start("iis3").await,
-    ];
+    let b: [TestBackend; 3] = TestBackend::start_each(["iis1", "iis2", "iis3"]).await;
     let all = [&b[0], &b[1], &b[2]];
     let sources = [
         ("{ type: cookie, name: CUserID }", ("Cookie", "CUserID=")),
@@ -233,11 +225,7 @@ async fn three_instances_behind_a_round_robin_spreader_agree_for_the_cookie_and_
 async fn a_backend_killed_under_200_busy_sessions_loses_only_its_own_sessions_and_comes_back() {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
     use std::sync::Arc;
-    let mut b: Vec<TestBackend> = vec![
-        TestBackend::start("iis1").await,
-        TestBackend::start("iis2").await,
-        TestBackend::start("iis3").await,
-    ];
+    let mut b: [TestBackend; 3] = TestBackend::start_each(["iis1", "iis2", "iis3"]).await;
     let check = "      health_check: { type: tcp, interval_ms: 200, fall: 1, rise: 1 }\n";
     let section = one_pool(&[&b[0], &b[1], &b[2]], &format!("{check}{KEYED_AFFINITY}"));
     let proxy = Proxy::start(&section).await;
@@ -254,11 +242,18 @@ async fn a_backend_killed_under_200_busy_sessions_loses_only_its_own_sessions_an
     let stop = Arc::new(AtomicBool::new(false));
     let other_errors = Arc::new(AtomicUsize::new(0));
     let dead_errors = Arc::new(AtomicUsize::new(0));
+    // Sessions of iis1 served by another backend since.
+    let moved_away = Arc::new(AtomicUsize::new(0));
+    let on_iis1 = sessions.iter().filter(|(home, _)| home == "iis1").count();
     let mut workers = Vec::new();
     for (home, cookie) in sessions {
         let (client, url) = (client.clone(), proxy.url("/"));
-        let (stop, other_errors, dead_errors) =
-            (stop.clone(), other_errors.clone(), dead_errors.clone());
+        let (stop, other_errors, dead_errors, moved_away) = (
+            stop.clone(),
+            other_errors.clone(),
+            dead_errors.clone(),
+            moved_away.clone(),
+        );
         workers.push(tokio::spawn(async move {
             let mut cookie = cookie;
             let mut served_by = home.clone();
@@ -283,7 +278,11 @@ async fn a_backend_killed_under_200_busy_sessions_loses_only_its_own_sessions_an
                                     .map(str::to_string)
                             });
                         let body = response.text().await.unwrap_or_default();
+                        let was_home = served_by == home;
                         served_by = body.trim().trim_start_matches("hello ").to_string();
+                        if home == "iis1" && was_home && served_by != home {
+                            moved_away.fetch_add(1, Relaxed);
+                        }
                         if let Some(moved) = moved {
                             cookie = moved;
                         }
@@ -306,7 +305,13 @@ async fn a_backend_killed_under_200_busy_sessions_loses_only_its_own_sessions_an
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     b[0].stop().await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Until every session of iis1 has been served elsewhere (a hang guard of 30 s, polled: no
+    // assumption on how soon).
+    let all_moved = eventually(Duration::from_secs(30), || {
+        let moved = moved_away.load(Relaxed);
+        async move { moved == on_iis1 }
+    })
+    .await;
     stop.store(true, Relaxed);
     let mut moved = 0;
     for worker in workers {
@@ -318,6 +323,7 @@ async fn a_backend_killed_under_200_busy_sessions_loses_only_its_own_sessions_an
             assert_eq!(served_by, home, "other sessions stay where they are");
         }
     }
+    assert!(all_moved, "{} of {on_iis1} moved", moved_away.load(Relaxed));
     assert!(
         moved >= 60,
         "about a third of the sessions lived on iis1: {moved}"

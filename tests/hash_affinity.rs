@@ -13,6 +13,25 @@ async fn backends(n: usize) -> Vec<TestBackend> {
     list
 }
 
+/// Resolves once `n` more requests than now have reached the backend called `name` (slow ones
+/// sent meanwhile are then in flight there): polled, with a hang guard, no assumption on speed.
+fn in_flight_at(
+    backends: &[TestBackend],
+    name: &str,
+    n: usize,
+) -> impl std::future::Future<Output = ()> {
+    let backend = backends.iter().find(|b| b.name == name).unwrap();
+    let (hits, target) = (backend.hits.clone(), backend.hits() + n);
+    async move {
+        let reached = eventually(Duration::from_secs(10), || {
+            let now = hits.load(std::sync::atomic::Ordering::Relaxed);
+            async move { now >= target }
+        })
+        .await;
+        assert!(reached, "{n} slow requests reached their backend");
+    }
+}
+
 /// A pool of `backends` with these hash `sources` (YAML flow list items) and extra pool lines.
 fn hash_pool(backends: &[&TestBackend], sources: &str, extra_affinity: &str) -> String {
     one_pool(
@@ -200,14 +219,14 @@ async fn with_a_balance_factor_a_hot_key_spills_to_the_next_backend() {
         .backend()
         .to_string();
     let mut slow = Vec::new();
+    let at_home = in_flight_at(&b, &home, 2);
     for _ in 0..2 {
-        let (client, url) = (client.clone(), proxy.url("/slow/1500"));
+        let (client, url) = (client.clone(), proxy.url("/slow/3000"));
         slow.push(tokio::spawn(async move {
             get(&client, &url, Some("CUserID=hot")).await
         }));
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    at_home.await;
     // Two in flight at home, none elsewhere: the bound ceil(1.25 × 3 / 2) = 2 is reached.
     let spilled = get(&client, &proxy.url("/"), Some("CUserID=hot")).await;
     assert_ne!(spilled.backend(), home);
@@ -233,13 +252,14 @@ async fn without_a_balance_factor_a_hot_key_stays_home_under_load() {
         .backend()
         .to_string();
     let mut slow = Vec::new();
+    let at_home = in_flight_at(&b, &home, 3);
     for _ in 0..3 {
-        let (client, url) = (client.clone(), proxy.url("/slow/1000"));
+        let (client, url) = (client.clone(), proxy.url("/slow/3000"));
         slow.push(tokio::spawn(async move {
             get(&client, &url, Some("CUserID=hot")).await
         }));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    at_home.await;
     assert_eq!(
         get(&client, &proxy.url("/"), Some("CUserID=hot"))
             .await
@@ -476,17 +496,14 @@ async fn empty_huge_binary_and_repeated_keys_are_handled_without_error() {
     ];
     for case in cases {
         let request = [case.clone(), b"Connection: close\r\n\r\n".to_vec()].concat();
-        let started = std::time::Instant::now();
+        // A backtracking engine would never finish `((a+)+)$` over 30,000 `a`s and a `!`: an
+        // answer at all (within the harness's deadline) shows the match is linear.
         let response = raw_request(proxy.addr, &request).await;
         assert_eq!(
             raw_status(&response),
             200,
             "{:.120}",
             String::from_utf8_lossy(&case)
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "a pathological regex input stays linear"
         );
     }
     // Repeated query parameters: the first value is the key.

@@ -206,14 +206,20 @@ async fn a_disabled_backend_receives_nothing_and_is_not_health_checked() {
         assert!(reply.cookie("ARRAffinity").is_some(), "with a new cookie");
         assert_eq!(get(&client, &proxy.url("/"), None).await.backend(), "iis2");
     }
-    // Health checks run every 100 ms; none of them reached the disabled backend.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Health checks run every 100 ms: once two more have reached iis2, a round ran since,
+    // and none of them reached the disabled backend.
+    let checked = b2.hits();
+    let rounds = eventually(Duration::from_secs(10), || {
+        let hits = b2.hits();
+        async move { hits >= checked + 2 }
+    })
+    .await;
+    assert!(rounds, "the health checks run");
     assert_eq!(
         b1.hits(),
         before,
         "no requests and no health checks for a disabled backend"
     );
-    assert!(b2.hits() > 10);
 }
 
 #[tokio::test]
@@ -451,7 +457,14 @@ async fn metrics_count_a_scripted_sequence_of_requests() {
     );
     let proxy = start(&[&b1, &b2], "").await;
     let client = client();
-    let on_iis1 = cookie_for(&client, &proxy, "/", "iis1").await; // 1 or more "new"
+    // New sessions until one lands on iis1, counted.
+    let (mut made, mut on_iis1) = (0u64, None);
+    while on_iis1.is_none() {
+        let reply = get(&client, &proxy.url("/"), None).await;
+        made += 1;
+        on_iis1 = (reply.backend() == "iis1").then(|| reply.cookie("ARRAffinity").unwrap());
+    }
+    let on_iis1 = on_iis1.unwrap();
     let scrape = |client: reqwest::Client| {
         let url = proxy.admin_url("/metrics");
         async move { get(&client, &url, None).await.body }
@@ -463,9 +476,23 @@ async fn metrics_count_a_scripted_sequence_of_requests() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     };
-    // Metrics are counted when a request's logging phase ends, just after its response.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = scrape(client.clone()).await;
+    // Metrics are counted when a request's logging phase ends, just after its response: wait
+    // until the requests made so far all show (a hang guard of 10 s, no assumption on speed).
+    let total = |text: &str| -> u64 {
+        text.lines()
+            .filter(|l| l.starts_with("sticky_requests_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let mut before = scrape(client.clone()).await;
+    for _ in 0..200 {
+        if total(&before) == made {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        before = scrape(client.clone()).await;
+    }
+    assert_eq!(total(&before), made, "{before}");
     for _ in 0..3 {
         get(
             &client,
@@ -493,7 +520,7 @@ async fn metrics_count_a_scripted_sequence_of_requests() {
     let rebalanced = r#"sticky_requests_total{backend="iis2",outcome="rebalanced",pool="web"}"#;
     let mut after = scrape(client.clone()).await;
     let idle = r#"sticky_backend_in_flight{backend="iis2",pool="web"} 0"#;
-    for _ in 0..50 {
+    for _ in 0..200 {
         // (The in-flight gauge is released in the same phase; wait for both.)
         if count(&after, rebalanced) > count(&before, rebalanced) && after.contains(idle) {
             break;

@@ -244,7 +244,6 @@ async fn after_a_plain_restart_a_learned_only_session_is_relearned_wherever_its_
         "      affinity:\n        learn: { presets: [j2ee] }\n",
     );
     let mut old = Proxy::start(&section).await;
-    let listen = old.addr.to_string();
     let client = client();
     let mut sessions: Vec<(String, String)> = logins(&client, &old, 10)
         .await
@@ -257,7 +256,8 @@ async fn after_a_plain_restart_a_learned_only_session_is_relearned_wherever_its_
     }
 
     assert!(old.terminate(Duration::from_secs(10)).await.is_some());
-    let new = Proxy::start_on(&section, &listen).await;
+    let listen = old.release_sockets().remove(0);
+    let new = Proxy::start_on(&section, listen).await;
     // The old process's kept-alive connections died with it; a client reconnects (reusing one
     // the pool has not yet seen closed is the client's keep-alive race, not what this tests).
     let client = common::client();
@@ -303,7 +303,6 @@ async fn after_a_plain_restart_a_session_with_both_cookies_stays_home_and_its_id
         "      affinity:\n        learn: { presets: [j2ee] }\n        cookie:\n          secret: test-secret-0123456789abcdef\n",
     );
     let mut old = Proxy::start(&section).await;
-    let listen = old.addr.to_string();
     let client = client();
     let mut sessions: Vec<(String, String, String)> = logins(&client, &old, 10)
         .await
@@ -312,7 +311,8 @@ async fn after_a_plain_restart_a_session_with_both_cookies_stays_home_and_its_id
         .collect();
 
     assert!(old.terminate(Duration::from_secs(10)).await.is_some());
-    let new = Proxy::start_on(&section, &listen).await;
+    let listen = old.release_sockets().remove(0);
+    let new = Proxy::start_on(&section, listen).await;
     // The old process's kept-alive connections died with it; a client reconnects (reusing one
     // the pool has not yet seen closed is the client's keep-alive race, not what this tests).
     let client = common::client();

@@ -3,7 +3,7 @@
 //! side), and the config loader (`load_str`, `load_str_with`). `make test` runs proptest's
 //! default 256 cases per property; `PROPTEST_CASES` (read by proptest itself) sets the count,
 //! and `make fuzz` runs a long, time-bounded campaign per property (`scripts/fuzz.sh`, see the
-//! README's fuzzing section).
+//! docs/testing.md, Fuzzing).
 
 use proptest::prelude::*;
 use std::borrow::Cow;

@@ -143,9 +143,7 @@ async fn assert_honoured(client: &reqwest::Client, proxy: &Proxy, id: &str, home
 
 #[tokio::test]
 async fn a_session_learned_through_one_instance_is_honoured_by_another() {
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
+    let redis = RedisServer::start().await;
     let (b1, b2) = (
         TestBackend::start("iis1").await,
         TestBackend::start("iis2").await,
@@ -175,9 +173,7 @@ async fn a_session_learned_through_one_instance_is_honoured_by_another() {
 
 #[tokio::test]
 async fn a_restarted_proxy_keeps_the_sessions_learned_before() {
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
+    let redis = RedisServer::start().await;
     let (b1, b2) = (
         TestBackend::start("iis1").await,
         TestBackend::start("iis2").await,
@@ -188,10 +184,10 @@ async fn a_restarted_proxy_keeps_the_sessions_learned_before() {
     wait_store(&client, &first, true).await;
     let (id, home) = login(&client, &first).await;
     assert!(wait_exists(&redis, &id, true).await);
-    let listen = first.addr.to_string();
     first.stop();
+    let listen = first.release_sockets().remove(0);
     drop(first);
-    let second = Proxy::start_on(&config, &listen).await;
+    let second = Proxy::start_on(&config, listen).await;
     // The first process's kept-alive connections died with it: reconnect.
     let client = common::client();
     wait_store(&client, &second, true).await;
@@ -200,9 +196,7 @@ async fn a_restarted_proxy_keeps_the_sessions_learned_before() {
 
 #[tokio::test]
 async fn redis_killed_under_load_fails_no_request_and_each_instance_keeps_its_own_sessions() {
-    let Some(mut redis) = RedisServer::start().await else {
-        return;
-    };
+    let mut redis = RedisServer::start().await;
     let (b1, b2) = (
         TestBackend::start("iis1").await,
         TestBackend::start("iis2").await,
@@ -222,15 +216,11 @@ async fn redis_killed_under_load_fails_no_request_and_each_instance_keeps_its_ow
     let mut failed = 0;
     let mut moved = 0;
     let mut served = 0;
-    let started = std::time::Instant::now();
-    let mut killed = false;
-    let mut round = 0;
-    // Bounded: at most 400 rounds and 20 s.
-    while round < 400 && started.elapsed() < Duration::from_secs(20) {
-        round += 1;
+    // 60 rounds, Redis killed before the 30th: counted in rounds, not seconds, so a slow
+    // machine runs the same test.
+    for round in 1..=60 {
         if round == 30 {
             redis.kill();
-            killed = true;
         }
         for (p, id, home) in &sessions {
             let reply = get(
@@ -257,11 +247,7 @@ async fn redis_killed_under_load_fails_no_request_and_each_instance_keeps_its_ow
             served += 1;
             failed += usize::from(reply.status != 200);
         }
-        if round >= 60 && killed {
-            break;
-        }
     }
-    assert!(killed);
     assert_eq!(failed, 0, "of {served} requests");
     assert_eq!(moved, 0, "each instance kept the sessions it learned");
     wait_store(&client, &a, false).await;
@@ -283,9 +269,7 @@ async fn redis_killed_under_load_fails_no_request_and_each_instance_keeps_its_ow
 
 #[tokio::test]
 async fn when_redis_comes_back_the_instances_share_sessions_again() {
-    let Some(mut redis) = RedisServer::start().await else {
-        return;
-    };
+    let mut redis = RedisServer::start().await;
     let (b1, b2) = (
         TestBackend::start("iis1").await,
         TestBackend::start("iis2").await,
@@ -324,9 +308,7 @@ async fn when_redis_comes_back_the_instances_share_sessions_again() {
 
 #[tokio::test]
 async fn an_entry_lives_while_used_and_expires_from_redis_without_use() {
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
+    let redis = RedisServer::start().await;
     let (b1, b2) = (
         TestBackend::start("iis1").await,
         TestBackend::start("iis2").await,
@@ -364,9 +346,7 @@ async fn an_entry_lives_while_used_and_expires_from_redis_without_use() {
 
 #[tokio::test]
 async fn a_cleared_session_cookie_deletes_the_shared_entry_and_unknown_names_are_misses() {
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
+    let redis = RedisServer::start().await;
     let (b1, b2) = (
         TestBackend::start("iis1").await,
         TestBackend::start("iis2").await,
@@ -404,9 +384,7 @@ async fn a_cleared_session_cookie_deletes_the_shared_entry_and_unknown_names_are
 
 #[tokio::test]
 async fn a_hung_redis_fails_no_request_and_is_used_again_once_it_answers() {
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
+    let redis = RedisServer::start().await;
     let (b1, b2) = (
         TestBackend::start("iis1").await,
         TestBackend::start("iis2").await,
@@ -439,9 +417,7 @@ async fn a_hung_redis_fails_no_request_and_is_used_again_once_it_answers() {
 
 #[tokio::test]
 async fn sessions_are_shared_through_a_redis_that_speaks_only_tls() {
-    let Some(redis) = RedisServer::start_tls().await else {
-        return;
-    };
+    let redis = RedisServer::start_tls().await;
     let ca = redis.tls_cert().unwrap().cert_file.display().to_string();
     let (b1, b2) = (
         TestBackend::start("iis1").await,
@@ -470,7 +446,11 @@ async fn sessions_are_shared_through_a_redis_that_speaks_only_tls() {
     let stranger = common::tls::TestCert::generate(dir.path(), "stranger", &["127.0.0.1"]);
     let untrusting = config.replace(&ca, &stranger.cert_file.display().to_string());
     let c = Proxy::start(&untrusting).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let said = eventually(Duration::from_secs(10), || {
+        let log = c.log();
+        async move { log.contains("down at start") }
+    });
+    assert!(said.await, "the store says it is down:\n{}", c.log());
     assert_eq!(store_view(&client, &c).await["up"], false, "{}", c.log());
     assert_eq!(get(&client, &c.url("/"), None).await.status, 200);
 }

@@ -16,12 +16,23 @@ impl Drop for Process {
     }
 }
 
-fn spawn(config: &std::path::Path, upgrade: bool, log: &std::path::Path) -> Process {
+/// The old process: its listening sockets handed over by the test (kept open, as systemd
+/// keeps them), which it passes on to the new process at the upgrade.
+fn spawn_old(config: &std::path::Path, sockets: &[&Port], log: &std::path::Path) -> Process {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sticky-proxy"));
     command.arg("-c").arg(config);
-    if upgrade {
-        command.arg("-u");
-    }
+    let sockets: Vec<&std::net::TcpListener> = sockets.iter().map(|p| p.socket()).collect();
+    start(socket_activated(command, &sockets), log)
+}
+
+/// The new process of a graceful upgrade (`-u`): it takes the sockets from the old one.
+fn spawn_new(config: &std::path::Path, log: &std::path::Path) -> Process {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sticky-proxy"));
+    command.arg("-c").arg(config).arg("-u");
+    start(command, log)
+}
+
+fn start(mut command: Command, log: &std::path::Path) -> Process {
     Process(
         command
             .env("RUST_LOG", "info")
@@ -39,7 +50,8 @@ async fn a_graceful_upgrade_to_a_changed_config_loses_no_request_and_keeps_cooki
         TestBackend::start("iis2").await,
     );
     let dir = tempfile::tempdir().unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
+    let port = Port::new();
+    let listen = port.to_string();
     let base = format!(
         "version: 1\nthreads: 2\npid_file: {d}/proxy.pid\nupgrade_sock: {d}/upgrade.sock\ngrace_period_seconds: 1\ngraceful_shutdown_timeout_seconds: 2\n",
         d = dir.path().display()
@@ -61,15 +73,7 @@ async fn a_graceful_upgrade_to_a_changed_config_loses_no_request_and_keeps_cooki
     )
     .unwrap();
 
-    let mut old = spawn(&old_config, false, &dir.path().join("old.log"));
-    let addr: std::net::SocketAddr = listen.parse().unwrap();
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            tokio::net::TcpStream::connect(addr).await.is_ok()
-        })
-        .await,
-        "old proxy up"
-    );
+    let mut old = spawn_old(&old_config, &[&port], &dir.path().join("old.log"));
     let client = client();
     let url = format!("http://{listen}/");
     let first = get(&client, &url, None).await;
@@ -122,12 +126,18 @@ async fn a_graceful_upgrade_to_a_changed_config_loses_no_request_and_keeps_cooki
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The stream runs on the old process first (polled: no assumption on how soon).
+    let running = eventually(Duration::from_secs(30), || {
+        let ok = ok.load(Relaxed);
+        async move { ok > 0 }
+    })
+    .await;
+    assert!(running, "the old process answers the stream");
 
     // The upgrade: the new process waits for the listening sockets, the old one hands them over
     // on SIGQUIT and finishes its in-flight requests.
-    let _new = spawn(&new_config, true, &dir.path().join("new.log"));
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let _new = spawn_new(&new_config, &dir.path().join("new.log"));
+    wait_for_upgrade_socket(dir.path()).await;
     let _ = Command::new("kill")
         .args(["-QUIT", &old.0.id().to_string()])
         .status();
@@ -141,7 +151,12 @@ async fn a_graceful_upgrade_to_a_changed_config_loses_no_request_and_keeps_cooki
         "the old process finishes:\n{}",
         std::fs::read_to_string(dir.path().join("old.log")).unwrap_or_default()
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Then the stream runs on the new process.
+    let on_new = eventually(Duration::from_secs(30), || {
+        let n = new_process.load(Relaxed);
+        async move { n > 0 }
+    })
+    .await;
     stop.store(true, Relaxed);
     for worker in workers {
         worker.await.unwrap();
@@ -160,22 +175,24 @@ async fn a_graceful_upgrade_to_a_changed_config_loses_no_request_and_keeps_cooki
         ok.load(Relaxed),
         logs()
     );
-    assert!(
-        ok.load(Relaxed) > 100,
-        "a steady stream ran: {}",
-        ok.load(Relaxed)
-    );
-    assert!(
-        new_process.load(Relaxed) > 0,
-        "the new process served part of it\n{}",
-        logs()
-    );
+    assert!(on_new, "the new process served part of it\n{}", logs());
 
     // After the reload the cookie issued before still pins, now answered by the new config.
     let after = get(&client, &url, Some(&cookie)).await;
     assert_eq!(after.backend(), home);
     assert!(after.header("x-echo-forwarded-host").is_none());
     assert!(after.set_cookies().is_empty());
+}
+
+/// Wait until the new process (`-u`) listens on `upgrade.sock` in `dir` for the sockets.
+async fn wait_for_upgrade_socket(dir: &std::path::Path) {
+    let path = dir.join("upgrade.sock");
+    let listening = eventually(Duration::from_secs(30), || {
+        let exists = path.exists();
+        async move { exists }
+    })
+    .await;
+    assert!(listening, "the new process waits for the sockets");
 }
 
 /// Send `GET path` on an open keep-alive connection and return the status.
@@ -218,10 +235,8 @@ async fn get_on(stream: &mut tokio::net::TcpStream, path: &str) -> u16 {
 async fn readyz_answers_503_from_the_old_process_once_an_upgrade_begins() {
     let b1 = TestBackend::start("iis1").await;
     let dir = tempfile::tempdir().unwrap();
-    let (listen, admin) = (
-        format!("127.0.0.1:{}", free_port()),
-        format!("127.0.0.1:{}", free_port()),
-    );
+    let (listen_port, admin_port) = (Port::new(), Port::new());
+    let (listen, admin) = (listen_port.to_string(), admin_port.to_string());
     let config = dir.path().join("proxy.yaml");
     std::fs::write(
         &config,
@@ -234,26 +249,31 @@ async fn readyz_answers_503_from_the_old_process_once_an_upgrade_begins() {
         ),
     )
     .unwrap();
-    let mut old = spawn(&config, false, &dir.path().join("old.log"));
-    let admin_addr: std::net::SocketAddr = admin.parse().unwrap();
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            tokio::net::TcpStream::connect(admin_addr).await.is_ok()
-        })
-        .await
+    let mut old = spawn_old(
+        &config,
+        &[&listen_port, &admin_port],
+        &dir.path().join("old.log"),
     );
+    let admin_addr = admin_port.addr();
+    // Connects queue on the handed-over socket until the process serves: wait for an answer.
+    let up = eventually(Duration::from_secs(20), || async {
+        let url = format!("http://{admin}/readyz");
+        client().get(url).send().await.is_ok()
+    });
+    assert!(up.await, "old proxy up");
     // One kept-alive connection to the old process.
     let mut to_old = tokio::net::TcpStream::connect(admin_addr).await.unwrap();
     assert_eq!(get_on(&mut to_old, "/readyz").await, 200);
     assert_eq!(get_on(&mut to_old, "/healthz").await, 200);
 
-    let _new = spawn(&config, true, &dir.path().join("new.log"));
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let _new = spawn_new(&config, &dir.path().join("new.log"));
+    wait_for_upgrade_socket(dir.path()).await;
     let _ = Command::new("kill")
         .args(["-QUIT", &old.0.id().to_string()])
         .status();
     let mut statuses = Vec::new();
-    for _ in 0..30 {
+    // (A hang guard of 10 s: polled, no assumption on how soon.)
+    for _ in 0..200 {
         let status = get_on(&mut to_old, "/readyz").await;
         statuses.push(status);
         if status == 503 {

@@ -278,16 +278,11 @@ async fn failure_policy_strict_answers_503_and_keeps_the_session_for_when_it_ret
 
 #[tokio::test]
 async fn a_custom_rust_key_source_routes_by_a_header_derived_tenant() {
-    let b: Vec<TestBackend> = vec![
-        TestBackend::start("iis1").await,
-        TestBackend::start("iis2").await,
-        TestBackend::start("iis3").await,
-    ];
+    let b: [TestBackend; 3] = TestBackend::start_each(["iis1", "iis2", "iis3"]).await;
     let classes = "    tenants:\n      hash: { sources: [{ type: custom, name: tenant }] }\n";
     let routes = "    - { pool: web, class: tenants }\n";
     let section = routed(&[&b[0], &b[1], &b[2]], classes, routes);
-    let listen = format!("127.0.0.1:{}", free_port());
-    let proxy = Proxy::start_bin(&example_binary("tenant_affinity"), &section, &listen).await;
+    let proxy = Proxy::start_bin(&example_binary("tenant_affinity"), &section, Port::new()).await;
     let client = client();
     let mut homes = std::collections::HashMap::new();
     let mut used = std::collections::HashSet::new();
@@ -337,8 +332,7 @@ async fn a_named_node_source_pins_to_the_named_backend_and_unknown_names_follow_
     let classes = "    named:\n      named_node: { source: x-backend }\n      failure: { policy: sorry, status: 404, body: \"no such server\" }\n";
     let routes = "    - { pool: web, class: named }\n";
     let section = routed(&[&b1, &b2], classes, routes);
-    let listen = format!("127.0.0.1:{}", free_port());
-    let proxy = Proxy::start_bin(&example_binary("tenant_affinity"), &section, &listen).await;
+    let proxy = Proxy::start_bin(&example_binary("tenant_affinity"), &section, Port::new()).await;
     let client = client();
     let named = |name: &str| {
         let (client, url, name) = (client.clone(), proxy.url("/"), name.to_string());

@@ -23,7 +23,7 @@ TARGET="${CARGO_TARGET_DIR:-$REPO/target}"
 BIN="${STICKY_BIN:-$TARGET/release/sticky-proxy}"
 BACKEND="${BACKEND_BIN:-$TARGET/release/demo-backend}"
 if [ ! -x "$BIN" ] || [ ! -x "$BACKEND" ]; then
-  (cd "$REPO" && cargo build --release --bins)
+  (cd "$REPO" && cargo build --release --bins --features demo)
 fi
 command -v wrk >/dev/null || { echo "redis-store.sh: needs wrk (apt-get install wrk)" >&2; exit 2; }
 REDIS="$(command -v redis-server || echo /usr/bin/redis-server)"

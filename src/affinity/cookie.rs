@@ -143,6 +143,35 @@ pub fn without_cookies<N: AsRef<[u8]>>(header: &[u8], names: &[N]) -> Option<Vec
     (!out.is_empty()).then_some(out)
 }
 
+/// The name of the cookie a `Set-Cookie` line sets (RFC 6265 §5.2: what comes before the first
+/// `=` of the part before the first `;`, without surrounding whitespace); `None` for a line
+/// without `=`, which browsers take as a cookie without a name. Names are compared byte for
+/// byte by browsers (`arraffinity` is another cookie than `ARRAffinity`), so they are here.
+pub fn set_cookie_name(line: &[u8]) -> Option<&[u8]> {
+    let pair = line.split(|b| *b == b';').next().unwrap_or(line);
+    let eq = pair.iter().position(|b| *b == b'=')?;
+    Some(trim_ows(&pair[..eq]))
+}
+
+/// How many of these `Set-Cookie` lines set a cookie called one of `names`, and the first such
+/// name; `None` when none does (the usual case: then nothing was allocated).
+pub fn setting_any<'l, 'n, N: AsRef<[u8]>>(
+    lines: impl Iterator<Item = &'l [u8]>,
+    names: &'n [N],
+) -> Option<(usize, &'n [u8])> {
+    let mut found: Option<(usize, &'n [u8])> = None;
+    for line in lines {
+        let Some(name) = set_cookie_name(line) else {
+            continue;
+        };
+        if let Some(own) = names.iter().find(|n| n.as_ref() == name) {
+            let (count, first) = found.unwrap_or((0, own.as_ref()));
+            found = Some((count + 1, first));
+        }
+    }
+    found
+}
+
 fn trim_ows(mut s: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = s {
         s = rest;
@@ -283,6 +312,43 @@ mod tests {
         assert_eq!(without_cookies(b" ; ", &names), None);
         assert!(contains_any(b"a=1; ARRAffinity=x", &names));
         assert!(!contains_any(b"a=1; ARRAffinityX=x", &names));
+    }
+
+    #[test]
+    fn set_cookie_names_are_read_as_browsers_read_them() {
+        for (line, name) in [
+            (&b"ARRAffinity=evil; Path=/"[..], Some(&b"ARRAffinity"[..])),
+            (b" ARRAffinity =x", Some(b"ARRAffinity")),
+            (b"\tARRAffinity\t=x;Path=/", Some(b"ARRAffinity")),
+            (b"ARRAffinity=", Some(b"ARRAffinity")),
+            (b"ARRAffinity", None),
+            (b"ARRAffinity; Path=/a=b", None),
+            (b"=x", Some(b"")),
+            (b"", None),
+            (b"a=b=c", Some(b"a")),
+            (b"\xff=\xfe", Some(b"\xff")),
+        ] {
+            assert_eq!(
+                set_cookie_name(line),
+                name,
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        let names: [&[u8]; 2] = [b"ARRAffinity", b"ARRAffinitySameSite"];
+        let lines: [&[u8]; 5] = [
+            b"JSESSIONID=1",
+            b"ARRAffinitySameSite=x; Secure",
+            b"arraffinity=y",
+            b"ARRAffinity=z",
+            b"ARRAffinityX=z",
+        ];
+        assert_eq!(
+            setting_any(lines.iter().copied(), &names),
+            Some((2, &b"ARRAffinitySameSite"[..]))
+        );
+        assert_eq!(setting_any(lines[..1].iter().copied(), &names), None);
+        assert_eq!(setting_any(lines.iter().copied(), &[] as &[&[u8]]), None);
     }
 
     #[test]

@@ -103,6 +103,9 @@ pub struct SessionTable {
     lifetime_ticks: Option<u64>,
     counters: Counters,
     epoch: Instant,
+    /// Unit tests move the table's clock forward instead of sleeping (milliseconds).
+    #[cfg(test)]
+    skipped_ms: AtomicU64,
 }
 
 impl std::fmt::Debug for SessionTable {
@@ -147,12 +150,25 @@ impl SessionTable {
             lifetime_ticks: config.max_lifetime.map(ticks),
             counters: Counters::default(),
             epoch: Instant::now(),
+            #[cfg(test)]
+            skipped_ms: Default::default(),
         }
     }
 
     /// Ticks since the table was made (a u32 of 100 ms ticks lasts 13 years of uptime).
     fn now(&self) -> u32 {
-        u32::try_from(ticks(self.epoch.elapsed())).unwrap_or(u32::MAX)
+        let elapsed = self.epoch.elapsed();
+        #[cfg(test)]
+        let elapsed = elapsed + Duration::from_millis(self.skipped_ms.load(Relaxed));
+        u32::try_from(ticks(elapsed)).unwrap_or(u32::MAX)
+    }
+
+    /// Move the table's clock forward (unit tests: time without sleeping, so that no test
+    /// depends on how fast the machine runs).
+    #[cfg(test)]
+    fn skip(&self, by: Duration) {
+        let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        self.skipped_ms.fetch_add(ms, Relaxed);
     }
 
     fn shard(&self, key: SessionKey) -> MutexGuard<'_, LruCache<SessionKey, Entry>> {
@@ -400,16 +416,19 @@ mod tests {
         assert_eq!(t.stats().evictions, 1);
     }
 
+    // Time-based tests move the table's clock (`skip`) by tens of seconds against timeouts of a
+    // minute: the few real milliseconds a test takes, however busy the machine, do not count.
+
     #[test]
     fn an_idle_entry_expires_and_a_used_one_does_not() {
-        let t = table(10, 300);
+        let t = table(10, 60_000);
         t.insert(key_of(b"idle"), 0);
         t.insert(key_of(b"busy"), 1);
         for _ in 0..6 {
-            std::thread::sleep(Duration::from_millis(100));
+            t.skip(Duration::from_secs(20));
             assert_eq!(t.get(key_of(b"busy")), Some(1));
         }
-        assert_eq!(t.get(key_of(b"idle")), None);
+        assert_eq!(t.get(key_of(b"idle")), None, "idle for 120 s, timeout 60 s");
         assert_eq!(t.stats().expirations, 1);
     }
 
@@ -417,15 +436,15 @@ mod tests {
     fn an_absolute_lifetime_ends_even_a_busy_entry() {
         let t = SessionTable::new(TableConfig {
             capacity: 10,
-            idle_timeout: Duration::from_secs(60),
-            max_lifetime: Some(Duration::from_millis(300)),
+            idle_timeout: Duration::from_secs(3600),
+            max_lifetime: Some(Duration::from_secs(60)),
         });
         t.insert(key_of(b"s"), 0);
         for _ in 0..3 {
-            std::thread::sleep(Duration::from_millis(50));
+            t.skip(Duration::from_secs(10));
             assert_eq!(t.get(key_of(b"s")), Some(0));
         }
-        std::thread::sleep(Duration::from_millis(300));
+        t.skip(Duration::from_secs(60));
         assert_eq!(t.get(key_of(b"s")), None);
     }
 
@@ -433,16 +452,16 @@ mod tests {
     fn re_recording_the_same_backend_keeps_the_absolute_lifetime() {
         let t = SessionTable::new(TableConfig {
             capacity: 10,
-            idle_timeout: Duration::from_secs(60),
-            max_lifetime: Some(Duration::from_millis(500)),
+            idle_timeout: Duration::from_secs(3600),
+            max_lifetime: Some(Duration::from_secs(60)),
         });
         t.insert(key_of(b"s"), 0);
         for _ in 0..3 {
-            std::thread::sleep(Duration::from_millis(150));
+            t.skip(Duration::from_secs(15));
             t.insert(key_of(b"s"), 0); // the app re-sends its cookie
         }
-        std::thread::sleep(Duration::from_millis(150));
-        assert_eq!(t.get(key_of(b"s")), None, "600 ms old, lifetime 500 ms");
+        t.skip(Duration::from_secs(20));
+        assert_eq!(t.get(key_of(b"s")), None, "65 s old, lifetime 60 s");
         assert_eq!(t.stats().insertions, 1);
     }
 
@@ -457,11 +476,11 @@ mod tests {
 
     #[test]
     fn a_store_refresh_is_due_at_most_once_per_interval() {
-        let t = table(10, 60_000);
-        let every = Some(Duration::from_millis(300));
+        let t = table(10, 3_600_000);
+        let every = Some(Duration::from_secs(60));
         t.insert(key_of(b"a"), 1);
         assert_eq!(t.get_syncing(key_of(b"a"), every), Some((1, false)));
-        std::thread::sleep(Duration::from_millis(350));
+        t.skip(Duration::from_secs(70));
         assert_eq!(t.get_syncing(key_of(b"a"), every), Some((1, true)));
         assert_eq!(t.get_syncing(key_of(b"a"), every), Some((1, false)));
         assert_eq!(t.get_syncing(key_of(b"b"), every), None);

@@ -1,5 +1,6 @@
 //! `demo-backend name=addr [name=addr ...]`: runs the demo backends of `make run`
-//! (see `sticky_proxy::demo`) until interrupted.
+//! (see `sticky_proxy::demo`) until interrupted. Prints one line per backend with the address
+//! it is bound to (port 0 in `addr` lets the system choose one).
 
 #[tokio::main]
 async fn main() {
@@ -21,7 +22,10 @@ async fn main() {
                 std::process::exit(1);
             }
         };
-        println!("demo backend {name} listening on http://{addr}");
+        let bound = listener
+            .local_addr()
+            .map_or_else(|_| addr.to_string(), |a| a.to_string());
+        println!("demo backend {name} listening on http://{bound}");
         tasks.push(tokio::spawn(sticky_proxy::demo::serve(
             listener,
             name.to_string(),

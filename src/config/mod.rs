@@ -201,6 +201,9 @@ pub struct PoolConfig {
     pub opt_out_header: http::HeaderName,
     /// TLS to the backends; `None`: plain HTTP.
     pub tls: Option<crate::tls::UpstreamTls>,
+    /// `Host` for requests that have none (HTTP/1.0); `None`: the SNI name or the backend's
+    /// address.
+    pub default_host: Option<http::HeaderValue>,
 }
 
 #[derive(Debug, Clone)]

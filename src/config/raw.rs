@@ -1,7 +1,7 @@
 //! The file format of our `sticky:` section: plain serde structs that mirror the YAML.
 //!
 //! Every struct denies unknown keys, so a typo is a start-up error naming the field. Defaults
-//! live here (as `#[serde(default = ...)]`) so that the README's table and the code agree in one
+//! live here (as `#[serde(default = ...)]`) so that docs/configuration.md's tables and the code agree in one
 //! place. Nothing here is validated beyond its type: `super::validate` turns these into the typed
 //! model in `super` (socket addresses, durations, header names, secrets).
 
@@ -228,6 +228,10 @@ pub struct RawPool {
     pub affinity: RawAffinity,
     /// TLS to the backends; absent: plain HTTP.
     pub tls: Option<RawUpstreamTls>,
+    /// The `Host` sent to the backends for a request that has none (HTTP/1.0 allows that;
+    /// HTTP/1.1 backends must refuse it). Absent: the `tls.sni` name, else the backend's
+    /// address (NGINX's `$proxy_host`). A request's own `Host` is always kept.
+    pub default_host: Option<String>,
 }
 
 /// How new sessions are spread over a pool.

@@ -3,10 +3,9 @@
 //! Each check returns a [`ConfigError`] naming the field by its path in the YAML and quoting the
 //! offending value. Limits that protect the process (weights, secret length) live here too.
 
-use super::raw::{RawAdmin, RawBackend, RawHealthCheck, RawPool, RawSticky, RawTimeouts};
+use super::raw::{RawBackend, RawHealthCheck, RawPool, RawSticky, RawTimeouts};
 use super::{
-    AdminConfig, BackendConfig, ClassConfig, Config, ConfigError, HealthCheckConfig, PoolConfig,
-    TimeoutConfig,
+    BackendConfig, ClassConfig, Config, ConfigError, HealthCheckConfig, PoolConfig, TimeoutConfig,
 };
 use crate::extension::Extensions;
 use std::net::SocketAddr;
@@ -72,7 +71,7 @@ pub(super) fn validate(raw: RawSticky, extensions: &Extensions) -> Result<Config
         trusted_proxies.push(parsed);
     }
 
-    let admin = raw.admin.map(validate_admin).transpose()?;
+    let admin = raw.admin.map(admin::validate_admin).transpose()?;
     if let Some(admin) = &admin {
         if listeners.iter().any(|l| l.addr == admin.addr) {
             return Err(ConfigError::new(
@@ -100,8 +99,9 @@ pub(super) fn validate(raw: RawSticky, extensions: &Extensions) -> Result<Config
         let affinity = affinity::validate_affinity(&field, class, extensions)?;
         classes.push(ClassConfig { name, affinity });
     }
-    let (routes, default_route, warnings) =
+    let (routes, default_route, mut warnings) =
         routes::validate_routes(&raw.routes, raw.default_route.as_ref(), &pools, &classes)?;
+    warnings.extend(admin.as_ref().and_then(admin::exposure_warning));
     if raw.grace_ms > MAX_GRACE_MS {
         return Err(ConfigError::new(
             "sticky.grace_ms",
@@ -129,56 +129,6 @@ pub(super) fn validate(raw: RawSticky, extensions: &Extensions) -> Result<Config
 
 /// The longest accepted `sticky.grace_ms`.
 const MAX_GRACE_MS: u64 = 600_000;
-
-/// The shortest accepted admin token, in bytes.
-pub const MIN_TOKEN_LEN: usize = 16;
-
-fn validate_admin(raw: RawAdmin) -> Result<AdminConfig> {
-    let addr = parse_addr("sticky.admin.addr", &raw.addr)?;
-    let token = match (&raw.token_file, &raw.token_env) {
-        (Some(_), Some(_)) => {
-            return Err(ConfigError::new(
-                "sticky.admin.token_file",
-                "give token_file or token_env, not both",
-            ))
-        }
-        (Some(path), None) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                ConfigError::new(
-                    "sticky.admin.token_file",
-                    format!("cannot read {path:?}: {e}"),
-                )
-            })?;
-            Some(("sticky.admin.token_file", text.trim().to_string()))
-        }
-        (None, Some(var)) => {
-            let value = std::env::var(var).map_err(|_| {
-                ConfigError::new(
-                    "sticky.admin.token_env",
-                    format!("environment variable {var:?} is not set"),
-                )
-            })?;
-            Some(("sticky.admin.token_env", value.trim().to_string()))
-        }
-        (None, None) => None,
-    };
-    if let Some((field, token)) = &token {
-        if token.len() < MIN_TOKEN_LEN {
-            return Err(ConfigError::new(
-                *field,
-                format!(
-                    "token too short: {} bytes, at least {MIN_TOKEN_LEN} required",
-                    token.len()
-                ),
-            ));
-        }
-    }
-    Ok(AdminConfig {
-        addr,
-        token: token.map(|(_, t)| t),
-        allow_remote: raw.allow_remote,
-    })
-}
 
 fn validate_pool(field: &str, raw: RawPool, extensions: &Extensions) -> Result<PoolConfig> {
     if raw.name.is_empty() {
@@ -244,6 +194,10 @@ fn validate_pool(field: &str, raw: RawPool, extensions: &Extensions) -> Result<P
         .tls
         .map(|t| listeners::validate_upstream_tls(&format!("{field}.tls"), t))
         .transpose()?;
+    let default_host = raw
+        .default_host
+        .map(|h| parse_host(&format!("{field}.default_host"), &h))
+        .transpose()?;
     Ok(PoolConfig {
         name: raw.name,
         balance: raw.balance,
@@ -253,6 +207,7 @@ fn validate_pool(field: &str, raw: RawPool, extensions: &Extensions) -> Result<P
         affinity,
         opt_out_header,
         tls,
+        default_host,
     })
 }
 
@@ -338,6 +293,28 @@ fn parse_addr(field: &str, value: &str) -> Result<SocketAddr> {
         .map_err(|_| ConfigError::new(field, format!("not a socket address: {value:?}")))
 }
 
+/// A `Host` value: a host name or IP address, with an optional port (`uri-host [ ":" port ]`).
+fn parse_host(field: &str, value: &str) -> Result<http::HeaderValue> {
+    let is_port = |p: &str| p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok();
+    let port_ok = match value.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').is_some_and(|(ip, rest)| {
+            ip.parse::<std::net::Ipv6Addr>().is_ok()
+                && (rest.is_empty() || rest.strip_prefix(':').is_some_and(is_port))
+        }),
+        None => value.split_once(':').is_none_or(|(_, port)| is_port(port)),
+    };
+    let valid = port_ok
+        && !value.contains('@')
+        && http::uri::Authority::try_from(value).is_ok_and(|a| a.as_str() == value);
+    match http::HeaderValue::from_str(value) {
+        Ok(header) if valid => Ok(header),
+        _ => Err(ConfigError::new(
+            field,
+            format!("not a host, or host:port: {value:?}"),
+        )),
+    }
+}
+
 fn parse_header_name(field: &str, value: &str) -> Result<http::HeaderName> {
     http::HeaderName::from_bytes(value.as_bytes())
         .map_err(|_| ConfigError::new(field, format!("not a header name: {value:?}")))
@@ -382,6 +359,7 @@ fn check_attribute_value(field: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
+mod admin;
 mod affinity;
 mod listeners;
 pub(super) mod routes;

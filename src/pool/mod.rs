@@ -10,6 +10,7 @@
 mod backend;
 mod health;
 pub mod ring;
+pub mod upgrade_gate;
 pub mod upgraded;
 
 pub use backend::{BackendSlot, BackendState};
@@ -46,6 +47,8 @@ pub struct Pool {
     pub total_timeout: Option<std::time::Duration>,
     /// Upgraded (WebSocket) connections to the backends, for closing them on request.
     pub upgraded: Arc<upgraded::UpgradedConnections>,
+    /// Per backend: the `Host` for a request that has none ([`crate::headers::backend_host`]).
+    pub host_when_missing: Box<[http::HeaderValue]>,
     balancer: Balancer,
 }
 
@@ -120,6 +123,15 @@ impl Pool {
             opt_out_header: config.opt_out_header.clone(),
             total_timeout: config.timeouts.total,
             upgraded: Arc::default(),
+            host_when_missing: config
+                .backends
+                .iter()
+                .map(|b| {
+                    let sni = config.tls.as_ref().map(|t| t.sni.as_str());
+                    let tls = config.tls.is_some();
+                    crate::headers::backend_host(config.default_host.as_ref(), sni, b.addr, tls)
+                })
+                .collect(),
             slots,
             balancer,
         };

@@ -89,6 +89,8 @@ pub struct RequestCtx {
     pub in_flight: Option<InFlight>,
     /// This request's upgraded upstream connection, while it is registered for closing.
     pub upgraded: Option<crate::pool::upgraded::Registration>,
+    /// An upgrade request's gate (its current attempt's): see [`crate::pool::upgrade_gate`].
+    pub upgrade_gate: Option<std::sync::Arc<crate::pool::upgrade_gate::Gate>>,
 }
 
 impl RequestCtx {
@@ -112,6 +114,7 @@ impl RequestCtx {
             issue_cookie: false,
             in_flight: None,
             upgraded: None,
+            upgrade_gate: None,
         }
     }
 }

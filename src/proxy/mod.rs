@@ -3,12 +3,13 @@
 //!
 //! | hook | what it does here |
 //! |---|---|
-//! | `upstream_peer` | reads the request's session records once ([`ctx::look_up_session`]; a learned id the local table misses is asked of the shared store, if any, within its lookup timeout), then [`decide`]s: recorded backend if usable, else the hash key's backend, else a new pick — skipping backends this request already failed on |
+//! | `upstream_peer` | reads the request's session records once ([`ctx::look_up_session`]; a learned id the local table misses is asked of the shared store, if any, within its lookup timeout), then [`decide`]s: recorded backend if usable, else the hash key's backend, else a new pick — skipping backends this request already failed on; an upgrade's peer gets its own gated connection ([`upgrade`]) |
 //! | `request_filter` | tells the client connection its head was read, turns on pipelining ([`downstream`]); TLS or not (and TLS 1.3 when required), redirect to HTTPS, the route |
-//! | `connected_to_upstream` | registers the upstream socket of a WebSocket upgrade, so the admin API can close it |
+//! | `connected_to_upstream` | for a WebSocket upgrade: arms its gate ([`upgrade`]) and registers its upstream socket, so the admin API can close it |
 //! | `fail_to_connect` | remembers the failed backend and marks the error retryable, so `upstream_peer` re-picks (nothing was sent yet, so no body is sent twice) |
-//! | `upstream_request_filter` | strips client-sent internal/forwarding headers and (with `indirect`) the proxy's cookies; sets `X-Forwarded-*`; joins HTTP/2's split `Cookie` headers |
-//! | `response_filter` | [`response::apply`]: opt-out header, internal headers, learning session ids, recording client IPs, `Set-Cookie` for a new or moved session; whether the body is to be pushed out as it comes ([`downstream`]) |
+//! | `upstream_request_filter` | strips client-sent internal/forwarding headers and (with `indirect`) the proxy's cookies; sets `X-Forwarded-*`; joins HTTP/2's split `Cookie` headers; gives an HTTP/1.0 request without `Host` its backend's ([`request`]) |
+//! | `request_body_filter` | only the test-only delay of an upgrade request's end ([`upgrade`]) |
+//! | `response_filter` | [`response::apply`]: opt-out header, internal headers, the backend's `Set-Cookie` for the listener's affinity cookie names (removed), learning session ids, recording client IPs, `Set-Cookie` for a new or moved session; whether the body is to be pushed out as it comes ([`downstream`]) |
 //! | `response_body_filter` | pushes each piece of a `Content-Length` body out at once ([`downstream`]) |
 //! | `fail_to_proxy` | answers errors with a short plain body that leaks nothing |
 //! | `logging` | the client connection may wait for its next request ([`downstream`]); releases the in-flight count and writes the decision line |
@@ -16,8 +17,10 @@
 mod answer;
 pub mod ctx;
 pub mod downstream;
+mod request;
 mod response;
 pub mod routes;
+pub mod upgrade;
 
 use crate::access_log;
 use crate::affinity::decision::decide;
@@ -49,6 +52,8 @@ pub struct ProxySettings {
     pub access_log_format: access_log::Format,
     /// Set when this process is handing over or shutting down.
     pub leaving: crate::lifecycle::Leaving,
+    /// Test aid: delay the end of an upgrade request's body ([`upgrade`]); `None` in production.
+    pub upgrade_body_delay: Option<std::time::Duration>,
 }
 
 /// The proxy service for one listener: its routes.
@@ -162,6 +167,10 @@ impl ProxyHttp for StickyProxy {
             }
             return Ok(true);
         }
+        if request::lacks_required_host(session.req_header()) {
+            respond_plain(session, 400).await;
+            return Ok(true);
+        }
         match self.router.select(session.req_header()) {
             Some(index) => {
                 ctx.route = index;
@@ -183,9 +192,10 @@ impl ProxyHttp for StickyProxy {
             return Error::e_explain(ErrorType::HTTPStatus(404), "no route");
         };
         let pool = &route.pool;
+        let upgrade = session.is_upgrade_req();
         // What is left of the pool's total timeout (retries included); none left: 504. Not for
         // upgrades: a WebSocket lives as long as its ends want.
-        let total = pool.total_timeout.filter(|_| !session.is_upgrade_req());
+        let total = pool.total_timeout.filter(|_| !upgrade);
         let remaining = match total {
             Some(total) => match total.checked_sub(ctx.started.elapsed()) {
                 Some(left) if !left.is_zero() => Some(left),
@@ -267,7 +277,11 @@ impl ProxyHttp for StickyProxy {
         ctx.in_flight = Some(InFlight::start(&pool.slots, index));
         ctx.upstream_started = Some(std::time::Instant::now());
         pool.slots[index].record_request(decision.outcome == Outcome::Sticky);
-        Ok(pool.peer(index, remaining))
+        let mut peer = pool.peer(index, remaining);
+        if upgrade {
+            ctx.upgrade_gate = Some(crate::pool::upgrade_gate::gate_peer(&mut peer));
+        }
+        Ok(peer)
     }
 
     fn fail_to_connect(
@@ -290,7 +304,7 @@ impl ProxyHttp for StickyProxy {
 
     async fn connected_to_upstream(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         _reused: bool,
         _peer: &HttpPeer,
         #[cfg(unix)] fd: std::os::unix::io::RawFd,
@@ -298,12 +312,28 @@ impl ProxyHttp for StickyProxy {
         _digest: Option<&pingora_core::protocols::Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        // Remember WebSocket (upgrade) connections so that an operator can close them; kept
-        // only if the backend agrees to the upgrade (see `response_filter`).
+        // A WebSocket (upgrade): arm its gate; remember the connection so that an operator can
+        // close it, kept only if the backend agrees to the upgrade (see `response_filter`).
         #[cfg(unix)]
-        if session.is_upgrade_req() {
+        if let Some(gate) = &ctx.upgrade_gate {
+            let fd = upgrade::connected(gate, fd);
             if let (Some(route), Some(backend)) = (self.route(ctx), ctx.selected) {
                 ctx.upgraded = route.pool.upgraded.register_socket(backend, fd);
+            }
+        }
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        _body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(delay) = self.settings.upgrade_body_delay {
+            if end_of_stream && session.is_upgrade_req() && !session.was_upgraded() {
+                tokio::time::sleep(delay).await;
             }
         }
         Ok(())
@@ -341,8 +371,9 @@ impl ProxyHttp for StickyProxy {
         // Every affinity cookie of this listener (with `indirect`), whatever this route's class:
         // a `class: none` route on the same host receives the browser's cookies too.
         if !self.router.indirect_cookie_names.is_empty() {
-            strip_affinity_cookies(upstream_request, &self.router.indirect_cookie_names);
+            request::strip_affinity_cookies(upstream_request, &self.router.indirect_cookie_names);
         }
+        request::name_missing_host(session.req_header(), upstream_request, route, ctx.selected)?;
         // The forwarding headers were removed above, so appending sets them. A trusted proxy's
         // chain is kept and the peer appended; anyone else's is replaced by the peer.
         if let Some(ip) = ctx.peer {
@@ -458,13 +489,8 @@ impl ProxyHttp for StickyProxy {
                 .metrics
                 .upstream_latency(backend, started.elapsed().as_secs_f64());
         }
-        response::apply(
-            &route.pool,
-            route.affinity.as_deref(),
-            &self.settings,
-            upstream_response,
-            ctx,
-        )
+        let names = &self.router.cookie_names;
+        response::apply(route, names, &self.settings, upstream_response, ctx)
     }
 
     async fn fail_to_proxy(
@@ -537,30 +563,5 @@ impl ProxyHttp for StickyProxy {
             error: e.map(|e| e.etype().as_str()),
         };
         log::info!(target: access_log::TARGET, "{}", entry.render(self.settings.access_log_format));
-    }
-}
-
-/// Remove the proxy's own cookies from the `Cookie` headers forwarded to the backend.
-fn strip_affinity_cookies(req: &mut RequestHeader, names: &[Box<[u8]>]) {
-    let present = req
-        .headers
-        .get_all(COOKIE)
-        .iter()
-        .any(|v| crate::affinity::cookie::contains_any(v.as_bytes(), names));
-    if !present {
-        return;
-    }
-    let kept: Vec<Vec<u8>> = req
-        .headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| crate::affinity::cookie::without_cookies(v.as_bytes(), names))
-        .collect();
-    req.remove_header(&COOKIE);
-    for value in kept {
-        if let Ok(value) = http::HeaderValue::from_bytes(&value) {
-            // Appending a header that was just parsed from the same request cannot fail.
-            let _ = req.append_header(COOKIE, value);
-        }
     }
 }

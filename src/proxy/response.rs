@@ -1,10 +1,12 @@
 //! The response side of affinity, applied to every final response from a backend: honour and
-//! remove the opt-out header, remove internal headers, learn or forget session ids from the
-//! backend's `Set-Cookie`, record the client IP, and append the proxy's own cookie for a new or
-//! moved session.
+//! remove the opt-out header, remove internal headers, remove the backend's `Set-Cookie` for the
+//! proxy's own cookie names, learn or forget session ids from the backend's `Set-Cookie`, record
+//! the client IP, and append the proxy's own cookie for a new or moved session.
 
 use super::ctx::RequestCtx;
+use super::routes::Route;
 use super::ProxySettings;
+use crate::affinity::cookie;
 use crate::affinity::learned::{Observed, Source};
 use crate::affinity::persistence::Affinity;
 use crate::affinity::sessions::key_of;
@@ -15,15 +17,18 @@ use http::header::{CACHE_CONTROL, SET_COOKIE};
 use pingora_core::Result;
 use pingora_http::ResponseHeader;
 
-/// Apply the response side of affinity to a final (non-1xx) response.
+/// Apply the response side of affinity to a final (non-1xx) response of `route`;
+/// `cookie_names` are the affinity cookie names of the route's listener.
 pub fn apply(
-    pool: &Pool,
-    affinity: Option<&Affinity>,
+    route: &Route,
+    cookie_names: &[Box<[u8]>],
     settings: &ProxySettings,
     response: &mut ResponseHeader,
     ctx: &mut RequestCtx,
 ) -> Result<()> {
+    let (pool, affinity) = (&*route.pool, route.affinity.as_deref());
     let opted_out = strip_internal(pool, settings, response);
+    remove_overwrites(route, cookie_names, response, ctx.selected);
     let (Some(backend), Some(affinity)) = (ctx.selected, affinity) else {
         return Ok(());
     };
@@ -60,6 +65,53 @@ pub fn strip_internal(
         response.remove_header(name);
     }
     opted_out
+}
+
+/// Remove the backend's `Set-Cookie` lines for the proxy's own cookie names, which would
+/// overwrite the client's affinity cookie (HAProxy's `cookie … insert` removes them too); count
+/// them, and warn once per backend. Nothing is allocated when there are none.
+fn remove_overwrites(
+    route: &Route,
+    names: &[Box<[u8]>],
+    response: &mut ResponseHeader,
+    backend: Option<usize>,
+) {
+    if names.is_empty() {
+        return;
+    }
+    let lines = response.headers.get_all(SET_COOKIE).iter();
+    let Some((removed, name)) = cookie::setting_any(lines.map(|v| v.as_bytes()), names) else {
+        return;
+    };
+    let kept: Vec<http::HeaderValue> = response
+        .headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter(|v| cookie::setting_any(std::iter::once(v.as_bytes()), names).is_none())
+        .cloned()
+        .collect();
+    response.remove_header(&SET_COOKIE);
+    for line in kept {
+        // (Lines that came in the response are valid header values.)
+        let _ = response.append_header(SET_COOKIE, line);
+    }
+    let Some(backend) = backend else {
+        return;
+    };
+    if route.metrics.cookie_overwrites(backend, removed) {
+        log::warn!(
+            "backend {} of pool {} sent Set-Cookie for the proxy's affinity cookie {:?}: \
+             removed, as every later one (counted in sticky_backend_cookie_overwrites_total), \
+             so that it cannot overwrite the client's session",
+            route
+                .pool
+                .slots
+                .get(backend)
+                .map_or("-", |s| s.name.as_str()),
+            route.pool.name,
+            String::from_utf8_lossy(name),
+        );
+    }
 }
 
 /// Learn (or forget) session ids the backend handed out, and record the client IP.

@@ -199,27 +199,35 @@ pub struct Router {
     /// The names of every affinity cookie with `indirect` used by this listener's routes: they
     /// are removed from every request forwarded, whatever its route.
     pub indirect_cookie_names: Vec<Box<[u8]>>,
+    /// The names of every affinity cookie (main and twin) used by this listener's routes: a
+    /// backend's `Set-Cookie` for one of them is removed from every response, whatever its
+    /// route (the client's cookie for one route would be overwritten by another's backend).
+    pub cookie_names: Vec<Box<[u8]>>,
     /// The status for requests that match no route (when there is no default pool).
     pub unmatched_status: u16,
 }
 
 impl Router {
     pub fn new(routes: Vec<Route>, unmatched_status: u16) -> Self {
-        let mut names: Vec<Box<[u8]>> = Vec::new();
+        let mut all: Vec<Box<[u8]>> = Vec::new();
+        let mut indirect: Vec<Box<[u8]>> = Vec::new();
         for cookie in routes
             .iter()
             .filter_map(|r| r.affinity.as_ref()?.cookie.as_ref())
-            .filter(|c| c.config.indirect)
         {
             for name in cookie.cookie_names() {
-                if !names.contains(name) {
-                    names.push(name.clone());
+                if !all.contains(name) {
+                    all.push(name.clone());
+                }
+                if cookie.config.indirect && !indirect.contains(name) {
+                    indirect.push(name.clone());
                 }
             }
         }
         Router {
             routes,
-            indirect_cookie_names: names,
+            indirect_cookie_names: indirect,
+            cookie_names: all,
             unmatched_status,
         }
     }

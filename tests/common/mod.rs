@@ -2,10 +2,14 @@
 //! process on a loopback port with a generated config, and a real HTTP client.
 #![allow(dead_code)]
 
+pub mod admin;
+pub mod browser;
+pub mod raw_backend;
 pub mod redis_server;
 pub mod tls;
+pub mod ws;
 
-use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
+use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -33,6 +37,17 @@ impl TestBackend {
         };
         backend.serve(listener);
         backend
+    }
+
+    /// One backend per name, in order.
+    pub async fn start_each<const N: usize>(names: [&str; N]) -> [TestBackend; N] {
+        let mut started = Vec::with_capacity(N);
+        for name in names {
+            started.push(TestBackend::start(name).await);
+        }
+        started
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("one backend per name"))
     }
 
     fn serve(&mut self, listener: tokio::net::TcpListener) {
@@ -110,22 +125,30 @@ impl Drop for TestBackend {
     }
 }
 
-/// A free loopback port for a proxy listener, chosen below Linux's ephemeral range
-/// (32768–60999) so that backends bound to port 0 can never take it between our check and the
-/// proxy's bind. Never the same port twice in one test process: a listener and an admin
-/// address picked one after the other were once the same port (the first was free again when
-/// the second was checked), and the config was refused.
-pub fn free_port() -> u16 {
-    use rand::Rng;
-    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut rng = rand::thread_rng();
-    loop {
-        let port = rng.gen_range(20_000..32_000);
-        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
-        if !handed_out.contains(&port) && StdListener::bind(("127.0.0.1", port)).is_ok() {
-            handed_out.push(port);
-            return port;
-        }
+/// A loopback listening socket bound to port 0 by the test and handed to the proxy the way
+/// systemd socket activation does (`LISTEN_FDS`): the address is the test's from the start, so
+/// no other test can take it between a check and a bind. Whoever holds the `Port` keeps the
+/// socket open (as systemd does): connects wait in its queue while no proxy runs.
+#[derive(Debug)]
+pub struct Port(StdListener);
+
+impl Port {
+    pub fn new() -> Port {
+        Port(StdListener::bind("127.0.0.1:0").unwrap())
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.0.local_addr().unwrap()
+    }
+
+    pub fn socket(&self) -> &StdListener {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Port {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.addr())
     }
 }
 
@@ -142,23 +165,24 @@ pub fn pingora_keys(dir: &std::path::Path) -> String {
 pub struct Proxy {
     child: Child,
     pub addr: SocketAddr,
-    /// Where `{admin}` in the config pointed (a free port, used or not).
+    /// Where `{admin}` in the config pointed (`127.0.0.1:0` when the config had none).
     pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
+    /// The listening sockets handed to the process, kept open by the test as systemd would.
+    sockets: Vec<Port>,
 }
 
 impl Proxy {
     /// Start the proxy with this `sticky:` section; `{listen}` in it is replaced by the proxy's
-    /// address. Waits until the proxy accepts connections.
+    /// address (and `{admin}` by an admin address). Waits until the proxy answers.
     pub async fn start(sticky_section: &str) -> Proxy {
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        Self::start_on(sticky_section, &listen).await
+        Self::start_on(sticky_section, Port::new()).await
     }
 
-    /// Like [`Proxy::start`] on a given address.
-    pub async fn start_on(sticky_section: &str, listen: &str) -> Proxy {
+    /// Like [`Proxy::start`] on a given socket (a restart on the address of a stopped proxy:
+    /// [`Proxy::release_sockets`]).
+    pub async fn start_on(sticky_section: &str, listen: Port) -> Proxy {
         Self::start_bin(
             std::path::Path::new(env!("CARGO_BIN_EXE_sticky-proxy")),
             sticky_section,
@@ -168,8 +192,14 @@ impl Proxy {
     }
 
     /// Like [`Proxy::start_on`] with another binary built on the library (an example).
-    pub async fn start_bin(binary: &std::path::Path, sticky_section: &str, listen: &str) -> Proxy {
-        let admin = format!("127.0.0.1:{}", free_port());
+    pub async fn start_bin(binary: &std::path::Path, sticky_section: &str, listen: Port) -> Proxy {
+        let listen_addr = listen.to_string();
+        let mut sockets = vec![listen];
+        let admin = sticky_section.contains("{admin}").then(Port::new);
+        let admin_addr = admin
+            .as_ref()
+            .map_or_else(|| "127.0.0.1:0".to_string(), Port::to_string);
+        sockets.extend(admin);
         let mut proxy = Self::start_full_bin(
             binary,
             |dir| {
@@ -177,26 +207,14 @@ impl Proxy {
                     "{}{}",
                     pingora_keys(dir),
                     sticky_section
-                        .replace("{listen}", listen)
-                        .replace("{admin}", &admin)
+                        .replace("{listen}", &listen_addr)
+                        .replace("{admin}", &admin_addr)
                 )
             },
-            listen,
+            sockets,
         )
         .await;
-        proxy.admin = admin.parse().unwrap();
-        if sticky_section.contains("{admin}") {
-            // Each listener is bound by its own service: the admin one may come up later.
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while TcpStream::connect(proxy.admin).is_err() {
-                assert!(
-                    Instant::now() < deadline,
-                    "admin listener not up:\n{}",
-                    proxy.log()
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
+        proxy.admin = admin_addr.parse().unwrap();
         proxy
     }
 
@@ -208,34 +226,59 @@ impl Proxy {
         self.child.id()
     }
 
-    /// Start with a whole YAML file (Pingora keys included), made from the proxy's temp dir;
-    /// `listen` is where it will accept connections.
+    /// Start with a whole YAML file (Pingora keys included), made from the proxy's temp dir.
+    /// `sockets` are every listener address the file names (the first is where clients
+    /// connect), handed to the process.
     pub async fn start_full(
         make_yaml: impl FnOnce(&std::path::Path) -> String,
-        listen: &str,
+        sockets: Vec<Port>,
     ) -> Proxy {
         Self::start_full_bin(
             std::path::Path::new(env!("CARGO_BIN_EXE_sticky-proxy")),
             make_yaml,
-            listen,
+            sockets,
         )
         .await
+    }
+
+    /// Like [`Proxy::start_full`], with `env` set in the proxy's environment.
+    pub async fn start_full_with_env(
+        make_yaml: impl FnOnce(&std::path::Path) -> String,
+        sockets: Vec<Port>,
+        env: &[(&str, &str)],
+    ) -> Proxy {
+        let binary = std::path::Path::new(env!("CARGO_BIN_EXE_sticky-proxy"));
+        Self::start_full_bin_env(binary, make_yaml, sockets, env).await
     }
 
     async fn start_full_bin(
         binary: &std::path::Path,
         make_yaml: impl FnOnce(&std::path::Path) -> String,
-        listen: &str,
+        sockets: Vec<Port>,
     ) -> Proxy {
-        let mut proxy = Self::spawn(binary, make_yaml, listen, |command| command);
+        Self::start_full_bin_env(binary, make_yaml, sockets, &[]).await
+    }
+
+    async fn start_full_bin_env(
+        binary: &std::path::Path,
+        make_yaml: impl FnOnce(&std::path::Path) -> String,
+        sockets: Vec<Port>,
+        env: &[(&str, &str)],
+    ) -> Proxy {
+        let fds: Vec<&StdListener> = sockets.iter().map(Port::socket).collect();
+        let listen = sockets[0].to_string();
+        let wrap = |mut command: Command| {
+            command.envs(env.iter().copied());
+            socket_activated(command, &fds)
+        };
+        let mut proxy = Self::spawn(binary, make_yaml, &listen, wrap);
+        drop(fds);
+        proxy.sockets = sockets;
         proxy.wait_ready().await;
         proxy
     }
 
-    /// Start the proxy the way systemd socket activation does: `socket` (bound by the caller,
-    /// who keeps it, as systemd does) becomes descriptor 3 of the child, with `LISTEN_FDS=1`
-    /// and `LISTEN_PID` set to the child's pid. Ready once a request through the socket is
-    /// answered (connects succeed even before the proxy runs: the socket queues them).
+    /// Start the proxy on `socket`, which the caller keeps (as systemd does across restarts).
     pub async fn start_activated(
         make_yaml: impl FnOnce(&std::path::Path) -> String,
         socket: &StdListener,
@@ -245,22 +288,27 @@ impl Proxy {
             std::path::Path::new(env!("CARGO_BIN_EXE_sticky-proxy")),
             make_yaml,
             &listen,
-            |command| socket_activated(command, socket),
+            |command| socket_activated(command, &[socket]),
         );
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(20))
-            .build()
-            .unwrap();
-        let probe = client.get(proxy.url("/")).send().await;
-        if let Some(status) = proxy.child.try_wait().unwrap() {
-            panic!("proxy exited early ({status}):\n{}", proxy.log());
-        }
-        assert!(
-            probe.is_ok(),
-            "no answer through the socket:\n{}",
-            proxy.log()
-        );
+        proxy.wait_ready().await;
         proxy
+    }
+
+    /// Start a proxy that binds `listen` itself (no socket handed over): only for the test of a
+    /// plain restart, where the gap between two processes is what is measured.
+    pub async fn start_self_bound(
+        make_yaml: impl FnOnce(&std::path::Path) -> String,
+        listen: SocketAddr,
+    ) -> Proxy {
+        let binary = std::path::Path::new(env!("CARGO_BIN_EXE_sticky-proxy"));
+        let mut proxy = Self::spawn(binary, make_yaml, &listen.to_string(), |command| command);
+        proxy.wait_ready().await;
+        proxy
+    }
+
+    /// The listening sockets of a stopped proxy, to start the next one on the same addresses.
+    pub fn release_sockets(&mut self) -> Vec<Port> {
+        std::mem::take(&mut self.sockets)
     }
 
     /// Write the config and start `binary -c <config>` (through `wrap`, which may replace the
@@ -292,24 +340,37 @@ impl Proxy {
             admin: "127.0.0.1:0".parse().unwrap(),
             dir,
             config_path,
+            sockets: Vec::new(),
         }
     }
 
+    /// Wait until the process serves its first listener. Connects to a handed-over socket
+    /// succeed before the process runs (the kernel queues them), so readiness is an answer:
+    /// a request line Pingora itself refuses (`400`, before any hook: no backend sees it, no
+    /// decision is logged), or the connection closed by a TLS listener.
     async fn wait_ready(&mut self) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 panic!("proxy exited early ({status}):\n{}", self.log());
             }
-            if TcpStream::connect(self.addr).is_ok() {
-                return;
+            if let Ok(mut stream) = tokio::net::TcpStream::connect(self.addr).await {
+                let _ = stream
+                    .write_all(b"GET / HTTP/1.1\r\nnot a header\r\n\r\n")
+                    .await;
+                let mut byte = [0u8; 1];
+                let answer =
+                    tokio::time::timeout(Duration::from_millis(200), stream.read(&mut byte));
+                if answer.await.is_ok() {
+                    return;
+                }
             }
             assert!(
                 Instant::now() < deadline,
                 "proxy not ready:\n{}",
                 self.log()
             );
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -473,36 +534,44 @@ pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) 
     )
 }
 
-/// `command` as systemd socket activation runs it: `socket` (which the caller keeps open, as
-/// systemd does) becomes the child's descriptor 3, with `LISTEN_FDS=1` and `LISTEN_PID` the
-/// child's pid (through `/bin/sh`: `$$` is the shell's pid, which `exec` keeps).
-pub fn socket_activated(command: Command, socket: &StdListener) -> Command {
+/// `command` as systemd socket activation runs it: `sockets` (which the caller keeps open, as
+/// systemd does) become the child's descriptors 3, 4, …, with `LISTEN_FDS` their count and
+/// `LISTEN_PID` the child's pid (through `/bin/sh`: `$$` is the shell's pid, which `exec` keeps).
+pub fn socket_activated(command: Command, sockets: &[&StdListener]) -> Command {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
-    let fd = socket.as_raw_fd();
+    const MAX_PASSED: usize = 16;
+    assert!(sockets.len() <= MAX_PASSED);
+    let fds: Vec<i32> = sockets.iter().map(|s| s.as_raw_fd()).collect();
     let mut shell = Command::new("/bin/sh");
     shell
         .arg("-c")
         .arg(r#"LISTEN_PID=$$ exec "$0" "$@""#)
         .arg(command.get_program())
         .args(command.get_args())
-        .env("LISTEN_FDS", "1");
+        .env("LISTEN_FDS", fds.len().to_string());
     for (key, value) in command.get_envs() {
         match value {
             Some(value) => shell.env(key, value),
             None => shell.env_remove(key),
         };
     }
-    // SAFETY: only async-signal-safe calls between fork and exec.
+    // SAFETY: only async-signal-safe calls (fcntl, dup2, close) between fork and exec. Each
+    // socket is first copied above every target number, so that moving one into place can
+    // never overwrite another that is still to be moved.
     unsafe {
         shell.pre_exec(move || {
-            let moved = if fd == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(fd, 3)
-            };
-            if moved < 0 {
-                return Err(std::io::Error::last_os_error());
+            let mut copies = [0i32; MAX_PASSED];
+            for (i, fd) in fds.iter().enumerate() {
+                copies[i] = libc::fcntl(*fd, libc::F_DUPFD, 100);
+                if copies[i] < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (i, copy) in copies[..fds.len()].iter().enumerate() {
+                if libc::dup2(*copy, 3 + i as i32) < 0 || libc::close(*copy) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             Ok(())
         });

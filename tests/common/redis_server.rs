@@ -14,8 +14,9 @@ pub struct RedisServer {
     tls: Option<super::tls::TestCert>,
 }
 
-/// A free loopback port in 10000–19999: below the proxies' range (`free_port`), so that a
-/// proxy and a Redis of concurrent tests never pick the same one.
+/// A loopback port in 10000–19999 that was free a moment ago. Redis cannot take a handed-over
+/// socket, so another process may take the port before the server binds it: the server then
+/// exits and [`RedisServer::start`] tries another (it never talks to a server not its own).
 fn redis_port() -> u16 {
     use rand::Rng;
     let mut rng = rand::thread_rng();
@@ -38,15 +39,15 @@ pub fn redis_server_binary() -> Option<PathBuf> {
 }
 
 impl RedisServer {
-    /// Start one, or print why the test is skipped and return `None` (only where
-    /// `redis-server` cannot be found: `make test` installs it).
-    pub async fn start() -> Option<RedisServer> {
+    /// Start one. A missing `redis-server` fails the test (`make test` installs it through
+    /// `scripts/setup.sh`): a test whose server is missing never passes.
+    pub async fn start() -> RedisServer {
         Self::start_with(false).await
     }
 
     /// Like [`RedisServer::start`], speaking only TLS, with a certificate for `127.0.0.1`
     /// generated now ([`RedisServer::tls_cert`]).
-    pub async fn start_tls() -> Option<RedisServer> {
+    pub async fn start_tls() -> RedisServer {
         Self::start_with(true).await
     }
 
@@ -55,14 +56,11 @@ impl RedisServer {
         self.tls.as_ref()
     }
 
-    async fn start_with(tls: bool) -> Option<RedisServer> {
-        let Some(binary) = redis_server_binary() else {
-            eprintln!(
-                "SKIPPED: redis-server not found on PATH or at /usr/bin/redis-server \
-                 (scripts/setup.sh installs the Debian package redis-server)"
-            );
-            return None;
-        };
+    async fn start_with(tls: bool) -> RedisServer {
+        let binary = redis_server_binary().expect(
+            "redis-server not found on PATH or at /usr/bin/redis-server: \
+             scripts/setup.sh (run by make test) installs the Debian package redis-server",
+        );
         let dir = tempfile::tempdir().unwrap();
         let tls = tls.then(|| super::tls::TestCert::generate(dir.path(), "redis", &["127.0.0.1"]));
         let mut server = RedisServer {
@@ -77,7 +75,7 @@ impl RedisServer {
         for _ in 0..5 {
             server.port = redis_port();
             if server.launch().await {
-                return Some(server);
+                return server;
             }
         }
         panic!("redis-server could not bind a port");

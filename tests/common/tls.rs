@@ -122,6 +122,7 @@ impl TlsBackend {
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .with_upgrades()
                         .await;
                 });
             }
@@ -180,16 +181,33 @@ pub async fn tls_connect(
     name: &str,
     root: &TestCert,
 ) -> pingora_rustls::ClientTlsStream<tokio::net::TcpStream> {
-    use pingora_rustls::{ClientConfig, RootCertStore, ServerName, TlsConnector};
+    tls_connect_with(&tls_connector(root), addr, name).await
+}
+
+/// A TLS client (HTTP/1.1, no ALPN) trusting `root`; one for many connections resumes sessions.
+pub fn tls_connector(root: &TestCert) -> pingora_rustls::TlsConnector {
+    use pingora_rustls::{ClientConfig, RootCertStore, TlsConnector};
     pingora_rustls::install_default_crypto_provider();
     let mut roots = RootCertStore::empty();
     roots.add(root.cert_der.clone().into()).unwrap();
     let config = ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from(name.to_string()).unwrap(), stream)
+}
+
+/// A TLS connection to `addr` for `name` with `connector`.
+pub async fn tls_connect_with(
+    connector: &pingora_rustls::TlsConnector,
+    addr: SocketAddr,
+    name: &str,
+) -> pingora_rustls::ClientTlsStream<tokio::net::TcpStream> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    connector
+        .connect(
+            pingora_rustls::ServerName::try_from(name.to_string()).unwrap(),
+            stream,
+        )
         .await
         .unwrap()
 }

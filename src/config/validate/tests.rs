@@ -323,3 +323,45 @@ fn listener_timeouts_are_milliseconds_each_checked_and_named_in_errors() {
         assert!(error.contains(message), "{t}: {error}");
     }
 }
+
+#[test]
+fn a_default_host_is_a_host_with_an_optional_port() {
+    let with = |host: &str| {
+        MINIMAL.replace(
+            "      affinity:",
+            &format!("      default_host: {host:?}\n      affinity:"),
+        )
+    };
+    for good in [
+        "www.example.com",
+        "www.example.com:8080",
+        "10.0.0.1",
+        "[::1]:80",
+        "localhost",
+    ] {
+        let config = load_str(&with(good)).unwrap();
+        assert_eq!(config.pools[0].default_host.as_ref().unwrap(), good);
+    }
+    for bad in [
+        "",
+        "a b",
+        "user@host",
+        "host/path",
+        "host:port",
+        "http://host",
+        "host?x",
+        "h\u{e9}te",
+        "[::1",
+        "host:",
+        "host:99999",
+        "a:1:2",
+        "[nope]:80",
+        "[::1]x",
+    ] {
+        assert_eq!(
+            error_of(&with(bad)),
+            format!("sticky.pools[0].default_host: not a host, or host:port: {bad:?}"),
+        );
+    }
+    assert!(load_str(MINIMAL).unwrap().pools[0].default_host.is_none());
+}

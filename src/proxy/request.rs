@@ -1,0 +1,103 @@
+//! The request as it is sent to a backend: what `upstream_request_filter` changes beyond the
+//! forwarding headers — the proxy's own cookies removed, a `Host` for a request without one.
+
+use super::routes::Route;
+use http::header::{COOKIE, HOST};
+use pingora_core::Result;
+use pingora_http::RequestHeader;
+
+/// Remove the proxy's own cookies from the `Cookie` headers forwarded to the backend.
+pub fn strip_affinity_cookies(req: &mut RequestHeader, names: &[Box<[u8]>]) {
+    let present = req
+        .headers
+        .get_all(COOKIE)
+        .iter()
+        .any(|v| crate::affinity::cookie::contains_any(v.as_bytes(), names));
+    if !present {
+        return;
+    }
+    let kept: Vec<Vec<u8>> = req
+        .headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| crate::affinity::cookie::without_cookies(v.as_bytes(), names))
+        .collect();
+    req.remove_header(&COOKIE);
+    for value in kept {
+        if let Ok(value) = http::HeaderValue::from_bytes(&value) {
+            // Appending a header that was just parsed from the same request cannot fail.
+            let _ = req.append_header(COOKIE, value);
+        }
+    }
+}
+
+/// Whether the request is HTTP/1.1 without `Host`, which a server must answer with 400
+/// (RFC 9112 §3.2; NGINX and HAProxy do) rather than pass on to a backend.
+pub fn lacks_required_host(req: &RequestHeader) -> bool {
+    req.version == http::Version::HTTP_11 && !req.headers.contains_key(HOST)
+}
+
+/// Give an HTTP/1.0 request that names no host (allowed in HTTP/1.0) the `Host` of its
+/// backend: it goes out as HTTP/1.1, where `Host` is required and a strict backend answers 400
+/// without one. A request's own `Host`, or the host of an absolute-form target
+/// (`GET http://host/ HTTP/1.0`, which Pingora turns into `Host`), is never changed. For other
+/// requests this is one comparison.
+pub fn name_missing_host(
+    downstream: &RequestHeader,
+    upstream: &mut RequestHeader,
+    route: &Route,
+    backend: Option<usize>,
+) -> Result<()> {
+    if downstream.version != http::Version::HTTP_10
+        || upstream.headers.contains_key(HOST)
+        || !has_no_authority(upstream)
+    {
+        return Ok(());
+    }
+    match backend.and_then(|i| route.pool.host_when_missing.get(i)) {
+        Some(host) => upstream.insert_header(HOST, host.clone()),
+        None => Ok(()),
+    }
+}
+
+/// An origin-form (`/path`) or asterisk-form (`*`) target, which names no host.
+fn has_no_authority(req: &RequestHeader) -> bool {
+    req.uri.authority().is_none() && matches!(req.raw_path().first(), Some(b'/' | b'*'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(version: http::Version, target: &str, host: Option<&str>) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", target.as_bytes(), None).unwrap();
+        r.set_version(version);
+        if let Some(host) = host {
+            r.insert_header(HOST, host).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn only_http11_requests_must_name_their_host() {
+        use http::Version;
+        assert!(lacks_required_host(&req(Version::HTTP_11, "/", None)));
+        assert!(lacks_required_host(&req(
+            Version::HTTP_11,
+            "http://a/",
+            None
+        )));
+        assert!(!lacks_required_host(&req(Version::HTTP_11, "/", Some("a"))));
+        assert!(!lacks_required_host(&req(Version::HTTP_11, "/", Some(""))));
+        assert!(!lacks_required_host(&req(Version::HTTP_10, "/", None)));
+        assert!(!lacks_required_host(&req(Version::HTTP_2, "/", None)));
+    }
+
+    #[test]
+    fn only_origin_and_asterisk_form_targets_name_no_host() {
+        let v10 = http::Version::HTTP_10;
+        assert!(has_no_authority(&req(v10, "/x", None)));
+        assert!(has_no_authority(&req(v10, "*", None)));
+        assert!(!has_no_authority(&req(v10, "http://a.example/x", None)));
+    }
+}
