@@ -118,6 +118,9 @@ pub fn build_server(
         options.h2c = listener.h2c;
         // HTTP/2 connections are not wrapped by `ClientSide`'s timeouts: Pingora's own.
         options.h2_idle_timeout = Some(listener.timeouts.keepalive);
+        // CONNECT is refused in `request_filter` with the proxy's own 405 (Pingora's own, before
+        // any hook, says `Server: Pingora`, which HTTP/2 framing gives no way to remove).
+        options.allow_connect_method_proxying = true;
         proxy.server_options = Some(options);
         let app = proxy::downstream::ClientSide::new(proxy, listener.timeouts, listener.h2c);
         let mut service = pingora_core::services::listening::Service::new(name, app);

@@ -312,3 +312,34 @@ async fn the_proxys_own_answers_carry_no_server_header() {
         "{response}"
     );
 }
+
+#[tokio::test]
+async fn a_connect_request_over_http2_gets_the_proxys_own_405_and_reaches_no_backend() {
+    let backend = TestBackend::start("iis1").await;
+    let proxy = Proxy::start(&format!(
+        "sticky:\n  listeners:\n    - {{ addr: \"{{listen}}\", h2c: true }}\n  pools:\n    - name: web\n      backends: [{}]\n",
+        backend.yaml()
+    ))
+    .await;
+    let tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.expect("h2c handshake");
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let request = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri("example.com:443")
+        .body(())
+        .unwrap();
+    let (response, _) = client.send_request(request, true).unwrap();
+    let response = tokio::time::timeout(GENEROUS, response)
+        .await
+        .expect("an answer in time")
+        .expect("an answer, not a reset");
+    assert_eq!(response.status(), 405);
+    assert!(
+        !response.headers().contains_key(http::header::SERVER),
+        "{:?}",
+        response.headers()
+    );
+    assert_eq!(backend.hits(), 0, "no tunnel, no backend");
+}

@@ -123,6 +123,12 @@ impl ProxyHttp for StickyProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         downstream::on_request_head(session);
+        // CONNECT gets this far (`allow_connect_method_proxying`) only for the proxy's own 405:
+        // it opens no tunnels, and Pingora's 405 names Pingora.
+        if session.req_header().method == http::Method::CONNECT {
+            respond_plain(session, 405).await;
+            return Ok(true);
+        }
         ctx.peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
