@@ -6,6 +6,9 @@ pass/fail test. Loopback only; bounded by the keep-alive timeout plus 60 s.
 
     python3 benches/load/idle-connections.py [--connections 5000] [--keepalive-ms 60000]
         [--waves 2] [--proxy target/release/sticky-proxy] [--backend target/release/demo-backend]
+
+Build first: cargo build --release --bin sticky-proxy, and the demo backend with
+cargo build --release --features demo --bin demo-backend (any build of it will do: --backend).
 """
 import argparse
 import asyncio
