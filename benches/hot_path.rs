@@ -180,7 +180,8 @@ fn bench_ring(c: &mut Criterion) {
 }
 
 fn bench_table(c: &mut Criterion) {
-    use sticky_proxy::affinity::sessions::{key_of, SessionTable, TableConfig};
+    use sticky_proxy::affinity::sessions::{key_of, SessionTable};
+    use sticky_proxy::config::TableConfig;
     let mut group = c.benchmark_group("session table");
     for entries in [1u64, 1_000_000] {
         let table = SessionTable::new(TableConfig {

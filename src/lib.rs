@@ -271,7 +271,7 @@ pub fn main_with(extensions: extension::Extensions) -> ! {
             exit(2);
         }
     };
-    let config = match config::load_str_with(&text, &extensions) {
+    let config = match extension::load_str_with(&text, &extensions) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("sticky-proxy: {path}: {e}");

@@ -25,7 +25,8 @@
 use crate::affinity::sessions::TableStats;
 use crate::affinity::store::StoreStats;
 use crate::affinity::Outcome;
-use crate::pool::{BackendState, Pool};
+use crate::config::BackendState;
+use crate::pool::Pool;
 use pingora_prometheus::prometheus::{
     self, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
     Registry, TextEncoder,

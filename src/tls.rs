@@ -6,7 +6,7 @@
 //! are read while the configuration is validated, so `-t` reports a missing, unreadable or
 //! mismatched certificate by file name, and the server never starts without its certificates.
 
-use crate::config::ConfigError;
+use crate::config::{AlpnProtocol, ConfigError, MinVersion};
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::protocols::ALPN;
 use pingora_core::utils::tls::{parse_x509, WrappedX509};
@@ -18,25 +18,6 @@ use std::fmt;
 use std::sync::Arc;
 
 type Result<T> = std::result::Result<T, ConfigError>;
-
-/// The lowest TLS version a listener accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-pub enum MinVersion {
-    #[default]
-    #[serde(rename = "TLSv1.2")]
-    Tls12,
-    #[serde(rename = "TLSv1.3")]
-    Tls13,
-}
-
-/// An application protocol offered by ALPN.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-pub enum AlpnProtocol {
-    #[serde(rename = "h2")]
-    H2,
-    #[serde(rename = "http/1.1")]
-    Http11,
-}
 
 /// One certificate (with its chain) and the server names it answers for.
 #[derive(Clone)]

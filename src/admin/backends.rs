@@ -4,7 +4,7 @@
 use super::reply::Reply;
 use super::views::{table_entries_by_backend, BackendView};
 use super::AdminApp;
-use crate::pool::BackendState;
+use crate::config::BackendState;
 use http::StatusCode;
 use serde::Deserialize;
 

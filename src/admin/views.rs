@@ -5,7 +5,8 @@
 use super::rates::{BackendRate, Rates};
 use crate::affinity::sessions::{EntryView, TableStats};
 use crate::affinity::store::StoreStats;
-use crate::pool::{BackendState, Pool};
+use crate::config::BackendState;
+use crate::pool::Pool;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;

@@ -6,6 +6,7 @@
 //! whose one-line message names the field and the value, e.g.
 //! `sticky.pools[0].backends[1].addr: not a socket address: "10.0.0.1"`.
 
+mod kinds;
 pub mod raw;
 mod validate;
 
@@ -13,7 +14,9 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub use raw::{RawBalance as Balance, RawHealthCheckKind as HealthCheckKind};
+pub use kinds::{
+    AccessLogFormat, AlpnProtocol, BackendState, Balance, HealthCheckKind, MinVersion, TableConfig,
+};
 pub use validate::routes::starts_with_ignore_case;
 
 /// The validated `sticky:` section.
@@ -26,7 +29,7 @@ pub struct Config {
     /// Proxies whose forwarding headers are believed for the client IP.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub admin: Option<AdminConfig>,
-    pub access_log_format: crate::access_log::Format,
+    pub access_log_format: AccessLogFormat,
     /// Named persistence classes, in name order.
     pub classes: Vec<ClassConfig>,
     /// Ordered routes; empty: each listener serves its own pool.
@@ -211,7 +214,7 @@ pub struct BackendConfig {
     pub name: String,
     pub addr: SocketAddr,
     pub weight: u32,
-    pub state: crate::pool::BackendState,
+    pub state: BackendState,
 }
 
 #[derive(Debug, Clone)]
@@ -257,7 +260,7 @@ pub struct LearnConfig {
     pub cookies: Vec<String>,
     pub path_parameter: Option<String>,
     pub query_parameters: Vec<String>,
-    pub table: crate::affinity::sessions::TableConfig,
+    pub table: TableConfig,
     /// `None`: the local table alone; `Some`: the table in front of a shared Redis.
     pub store: Option<RedisStoreConfig>,
 }
@@ -311,7 +314,7 @@ impl fmt::Debug for RedisStoreConfig {
 pub struct ClientIpTableConfig {
     pub ipv4_prefix: u8,
     pub ipv6_prefix: u8,
-    pub table: crate::affinity::sessions::TableConfig,
+    pub table: TableConfig,
 }
 
 /// Rule-based hashing onto the pool's consistent ring.
@@ -425,16 +428,10 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Parse and validate the `sticky:` section of a whole Pingora YAML document (no extensions).
+/// Parse and validate the `sticky:` section of a whole Pingora YAML document. Names of Rust
+/// extensions (custom key sources, backend namers) are checked against the registered ones by
+/// `crate::extension::load_str_with`.
 pub fn load_str(yaml: &str) -> Result<Config, ConfigError> {
-    load_str_with(yaml, &crate::extension::Extensions::default())
-}
-
-/// [`load_str`], resolving custom key sources and backend namers against `extensions`.
-pub fn load_str_with(
-    yaml: &str,
-    extensions: &crate::extension::Extensions,
-) -> Result<Config, ConfigError> {
     let deserializer = serde_yaml::Deserializer::from_str(yaml);
     let document: raw::Document = serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let path = e.path().to_string();
@@ -459,7 +456,7 @@ pub fn load_str_with(
     let sticky = document
         .sticky
         .ok_or_else(|| ConfigError::new("sticky", "section missing from the configuration file"))?;
-    validate::validate(sticky, extensions)
+    validate::validate(sticky)
 }
 
 fn one_line(message: &str) -> String {

@@ -5,6 +5,9 @@
 //! place. Nothing here is validated beyond its type: `super::validate` turns these into the typed
 //! model in `super` (socket addresses, durations, header names, secrets).
 
+use super::kinds::{
+    AccessLogFormat, AlpnProtocol, BackendState, Balance, HealthCheckKind, MinVersion,
+};
 use serde::Deserialize;
 
 mod affinity;
@@ -75,7 +78,7 @@ fn default_admin_addr() -> String {
 #[serde(deny_unknown_fields)]
 pub struct RawAccessLog {
     #[serde(default)]
-    pub format: crate::access_log::Format,
+    pub format: AccessLogFormat,
 }
 
 /// `sticky.listeners[i]`
@@ -147,20 +150,17 @@ pub struct RawListenerTls {
     #[serde(default)]
     pub self_signed: Vec<String>,
     #[serde(default)]
-    pub min_version: crate::tls::MinVersion,
+    pub min_version: MinVersion,
     /// Protocols offered by ALPN, HTTP/2 first.
     #[serde(default = "default_alpn")]
-    pub alpn: Vec<crate::tls::AlpnProtocol>,
+    pub alpn: Vec<AlpnProtocol>,
     /// Refuse handshakes whose SNI names no certificate (HAProxy `strict-sni`).
     #[serde(default)]
     pub strict_sni: bool,
 }
 
-fn default_alpn() -> Vec<crate::tls::AlpnProtocol> {
-    vec![
-        crate::tls::AlpnProtocol::H2,
-        crate::tls::AlpnProtocol::Http11,
-    ]
+fn default_alpn() -> Vec<AlpnProtocol> {
+    vec![AlpnProtocol::H2, AlpnProtocol::Http11]
 }
 
 /// `sticky.listeners[i].tls.certificates[j]`
@@ -218,7 +218,7 @@ pub struct RawUpstreamTls {
 pub struct RawPool {
     pub name: String,
     #[serde(default)]
-    pub balance: RawBalance,
+    pub balance: Balance,
     #[serde(default)]
     pub backends: Vec<RawBackend>,
     pub health_check: Option<RawHealthCheck>,
@@ -234,16 +234,6 @@ pub struct RawPool {
     pub default_host: Option<String>,
 }
 
-/// How new sessions are spread over a pool.
-#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum RawBalance {
-    #[default]
-    RoundRobin,
-    Random,
-    LeastRequests,
-}
-
 /// `sticky.pools[i].backends[j]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -254,7 +244,7 @@ pub struct RawBackend {
     pub weight: u32,
     /// `active` (default), `draining` or `disabled`; changeable at run time (admin API).
     #[serde(default)]
-    pub state: crate::pool::BackendState,
+    pub state: BackendState,
 }
 
 fn default_weight() -> u32 {
@@ -266,7 +256,7 @@ fn default_weight() -> u32 {
 #[serde(deny_unknown_fields)]
 pub struct RawHealthCheck {
     #[serde(rename = "type")]
-    pub kind: RawHealthCheckKind,
+    pub kind: HealthCheckKind,
     /// HTTP only: the path probed with `GET`.
     #[serde(default = "default_health_path")]
     pub path: String,
@@ -286,13 +276,6 @@ pub struct RawHealthCheck {
     /// Consecutive failures that take a healthy backend out (HAProxy `fall`).
     #[serde(default = "default_fall")]
     pub fall: u32,
-}
-
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum RawHealthCheckKind {
-    Tcp,
-    Http,
 }
 
 fn default_health_path() -> String {

@@ -13,7 +13,7 @@ pub mod ring;
 pub mod upgrade_gate;
 pub mod upgraded;
 
-pub use backend::{BackendSlot, BackendState};
+pub use backend::BackendSlot;
 
 use crate::affinity::persistence::Affinity;
 use crate::config::{Balance, ClassConfig, HealthCheckConfig, PoolConfig, RouteClass};

@@ -119,7 +119,7 @@ pub fn load_bound(factor: f64, in_flight: usize, backends: usize) -> usize {
 mod tests {
     use super::*;
 
-    fn ring_of(states: &[crate::pool::BackendState]) -> (HashAffinity, Slots) {
+    fn ring_of(states: &[crate::config::BackendState]) -> (HashAffinity, Slots) {
         let backends: Vec<String> = (0..states.len())
             .map(|i| {
                 format!(
@@ -152,7 +152,7 @@ mod tests {
 
     #[test]
     fn a_draining_backend_keeps_its_own_keys_and_gets_no_others() {
-        use crate::pool::BackendState::{Active, Draining};
+        use crate::config::BackendState::{Active, Draining};
         let (all_active, _) = ring_of(&[Active, Active, Active]);
         let (hash, slots) = ring_of(&[Active, Draining, Active]);
         // b0 is down too: its keys must walk on, but never onto the draining b1.
@@ -182,7 +182,7 @@ mod tests {
                     format!("b{i}"),
                     addr,
                     1,
-                    crate::pool::BackendState::Active,
+                    crate::config::BackendState::Active,
                     pingora_core::upstreams::peer::HttpPeer::new(addr, false, String::new()),
                 )
             })

@@ -49,7 +49,7 @@ pub struct ProxySettings {
     pub hide_headers: Vec<HeaderName>,
     /// Proxies whose forwarding headers are believed for the client IP.
     pub trusted_proxies: Vec<ipnet::IpNet>,
-    pub access_log_format: access_log::Format,
+    pub access_log_format: crate::config::AccessLogFormat,
     /// Set when this process is handing over or shutting down.
     pub leaving: crate::lifecycle::Leaving,
     /// Test aid: delay the end of an upgrade request's body ([`upgrade`]); `None` in production.
@@ -79,7 +79,7 @@ impl StickyProxy {
             require_tls13: listener
                 .tls
                 .as_ref()
-                .is_some_and(|t| t.min_version == crate::tls::MinVersion::Tls13),
+                .is_some_and(|t| t.min_version == crate::config::MinVersion::Tls13),
         }
     }
 
