@@ -10,6 +10,7 @@ use crate::extension::Extensions;
 use crate::lifecycle::{Leaving, LifecycleWatcher};
 use crate::metrics::{Metrics, PoolMetrics};
 use crate::pool::{HealthService, Pool};
+use crate::proxy::downstream::ClientSide;
 use crate::proxy::routes::{Matcher, Route, Router};
 use crate::proxy::{ProxySettings, StickyProxy};
 use crate::sockets::{ListenSockets, WithListenSockets};
@@ -122,19 +123,21 @@ pub fn build_server(
             .as_ref()
             .map(|t| ListenerTls::load(&format!("sticky.listeners[{i}].tls"), t))
             .transpose()?;
-        let proxy = StickyProxy::new(router, settings.clone(), listener);
-        let mut service = pingora_proxy::http_proxy_service_with_name(
+        let mut proxy = pingora_proxy::http_proxy(
             &server.configuration,
-            proxy,
-            &format!("proxy {}", listener.addr),
+            StickyProxy::new(router, settings.clone(), listener),
         );
-        if listener.h2c {
-            let mut options = pingora_core::apps::HttpServerOptions::default();
-            options.h2c = true;
-            if let Some(app) = service.app_logic_mut() {
-                app.server_options = Some(options);
-            }
-        }
+        let mut options = pingora_core::apps::HttpServerOptions::default();
+        options.h2c = listener.h2c;
+        // HTTP/2 connections are not wrapped by `ClientSide`'s timeouts: Pingora's own.
+        options.h2_idle_timeout = Some(listener.timeouts.keepalive);
+        // CONNECT is refused in `request_filter` with the proxy's own 405 (Pingora's own, before
+        // any hook, says `Server: Pingora`, which HTTP/2 framing gives no way to remove).
+        options.allow_connect_method_proxying = true;
+        proxy.server_options = Some(options);
+        let app = ClientSide::new(proxy, listener.timeouts, listener.h2c);
+        let name = format!("proxy {}", listener.addr);
+        let mut service = pingora_core::services::listening::Service::new(name, app);
         let addr = listener.addr.to_string();
         match tls {
             None => service.add_tcp(&addr),

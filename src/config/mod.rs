@@ -155,6 +155,33 @@ pub struct ListenerConfig {
     pub redirect_to_https: Option<RedirectToHttps>,
     /// Set TCP_DEFER_ACCEPT on the listening socket.
     pub defer_accept: bool,
+    /// How long the client may take over a request head, stay idle between requests, or leave
+    /// the proxy's sending without progress.
+    pub timeouts: ClientTimeouts,
+}
+
+/// A listener's client-side timeouts (`sticky.listeners[].timeouts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientTimeouts {
+    /// A request head must be complete this long after its first byte (for a connection's
+    /// first request: after the connection was accepted). HAProxy `timeout http-request`.
+    pub http_request: Duration,
+    /// Between requests, a kept-alive connection is closed after this long without a byte.
+    /// HAProxy `timeout http-keep-alive`, NGINX `keepalive_timeout`.
+    pub keepalive: Duration,
+    /// Sending to the client that makes no progress this long ends the connection (and the
+    /// backend connection behind it). NGINX `send_timeout`, HAProxy `timeout client`.
+    pub client_send: Duration,
+}
+
+impl Default for ClientTimeouts {
+    fn default() -> Self {
+        ClientTimeouts {
+            http_request: Duration::from_secs(30),
+            keepalive: Duration::from_secs(60),
+            client_send: Duration::from_secs(60),
+        }
+    }
 }
 
 /// A plain listener's redirect to HTTPS.

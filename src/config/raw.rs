@@ -100,6 +100,43 @@ pub struct RawListener {
     /// head was already on its way.
     #[serde(default = "default_true")]
     pub defer_accept: bool,
+    /// Client-side timeouts: the request head, keep-alive idle, sending to the client.
+    #[serde(default)]
+    pub timeouts: RawListenerTimeouts,
+}
+
+/// `sticky.listeners[i].timeouts` — the client side of a listener (HAProxy `timeout
+/// http-request` / `http-keep-alive` / `client`, NGINX `client_header_timeout` /
+/// `keepalive_timeout` / `send_timeout`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerTimeouts {
+    #[serde(default = "default_http_request_ms")]
+    pub http_request_ms: u64,
+    #[serde(default = "default_keepalive_ms")]
+    pub keepalive_ms: u64,
+    #[serde(default = "default_client_send_ms")]
+    pub client_send_ms: u64,
+}
+
+impl Default for RawListenerTimeouts {
+    fn default() -> Self {
+        RawListenerTimeouts {
+            http_request_ms: default_http_request_ms(),
+            keepalive_ms: default_keepalive_ms(),
+            client_send_ms: default_client_send_ms(),
+        }
+    }
+}
+
+fn default_http_request_ms() -> u64 {
+    30_000
+}
+fn default_keepalive_ms() -> u64 {
+    60_000
+}
+fn default_client_send_ms() -> u64 {
+    60_000
 }
 
 /// `sticky.listeners[i].tls`

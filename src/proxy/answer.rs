@@ -1,10 +1,11 @@
 //! The proxy's own answers (never a backend's): failure-policy pages, redirects, and short
-//! plain-text errors that name only the status. Never cached; the connection is not reused.
+//! plain-text errors that name only the status. Never cached; the connection is not reused; no
+//! `Server` header.
 
 use crate::config::FailurePolicy;
 use crate::headers;
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, SERVER};
 use pingora_core::protocols::http::ServerSession;
 use pingora_proxy::Session;
 
@@ -17,6 +18,8 @@ pub(super) async fn respond(
     extra: Option<(http::HeaderName, http::HeaderValue)>,
 ) {
     let mut resp = ServerSession::generate_error(status);
+    // Pingora names itself (`Server: Pingora`); an edge does not advertise its stack.
+    resp.remove_header(&SERVER);
     let mut written = resp
         .insert_header(CONTENT_TYPE, content_type)
         .and_then(|_| resp.insert_header(CACHE_CONTROL, "no-store"))

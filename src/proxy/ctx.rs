@@ -81,6 +81,8 @@ pub struct RequestCtx {
     pub upstream_started: Option<Instant>,
     /// A backend's final response header arrived.
     pub responded: bool,
+    /// Its body has a `Content-Length` and is pushed to the client as it comes.
+    pub held_body: bool,
     pub outcome: Outcome,
     /// Whether the response gets the affinity cookie for `selected`.
     pub issue_cookie: bool,
@@ -107,6 +109,7 @@ impl RequestCtx {
             favoured: None,
             upstream_started: None,
             responded: false,
+            held_body: false,
             outcome: Outcome::None,
             issue_cookie: false,
             in_flight: None,

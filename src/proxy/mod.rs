@@ -4,17 +4,19 @@
 //! | hook | what it does here |
 //! |---|---|
 //! | `upstream_peer` | reads the request's session records once ([`ctx::look_up_session`]; a learned id the local table misses is asked of the shared store, if any, within its lookup timeout), then [`decide`]s: recorded backend if usable, else the hash key's backend, else a new pick — skipping backends this request already failed on; an upgrade's peer gets its own gated connection ([`upgrade`]) |
-//! | `request_filter` | TLS or not (and TLS 1.3 when required), redirect to HTTPS, the route |
+//! | `request_filter` | tells the client connection its head was read, turns on pipelining ([`downstream`]); TLS or not (and TLS 1.3 when required), redirect to HTTPS, the route |
 //! | `connected_to_upstream` | for a WebSocket upgrade: arms its gate ([`upgrade`]) and registers its upstream socket, so the admin API can close it |
 //! | `fail_to_connect` | remembers the failed backend and marks the error retryable, so `upstream_peer` re-picks (nothing was sent yet, so no body is sent twice) |
 //! | `upstream_request_filter` | strips client-sent internal/forwarding headers and (with `indirect`) the proxy's cookies; sets `X-Forwarded-*`; joins HTTP/2's split `Cookie` headers; gives an HTTP/1.0 request without `Host` its backend's ([`request`]) |
 //! | `request_body_filter` | only the test-only delay of an upgrade request's end ([`upgrade`]) |
-//! | `response_filter` | [`response::apply`]: opt-out header, internal headers, the backend's `Set-Cookie` for the listener's affinity cookie names (removed), learning session ids, recording client IPs, `Set-Cookie` for a new or moved session |
+//! | `response_filter` | [`response::apply`]: opt-out header, internal headers, the backend's `Set-Cookie` for the listener's affinity cookie names (removed), learning session ids, recording client IPs, `Set-Cookie` for a new or moved session; whether the body is to be pushed out as it comes ([`downstream`]) |
+//! | `response_body_filter` | pushes each piece of a `Content-Length` body out at once ([`downstream`]) |
 //! | `fail_to_proxy` | answers errors with a short plain body that leaks nothing |
-//! | `logging` | releases the in-flight count and writes the decision line |
+//! | `logging` | the client connection may wait for its next request ([`downstream`]); releases the in-flight count and writes the decision line |
 
 mod answer;
 pub mod ctx;
+pub mod downstream;
 mod request;
 mod response;
 pub mod routes;
@@ -120,6 +122,13 @@ impl ProxyHttp for StickyProxy {
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        downstream::on_request_head(session);
+        // CONNECT gets this far (`allow_connect_method_proxying`) only for the proxy's own 405:
+        // it opens no tunnels, and Pingora's 405 names Pingora.
+        if session.req_header().method == http::Method::CONNECT {
+            respond_plain(session, 405).await;
+            return Ok(true);
+        }
         ctx.peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -440,6 +449,19 @@ impl ProxyHttp for StickyProxy {
         Ok(None)
     }
 
+    /// Each piece of a response body, before it is written to the client: pushed out at once
+    /// while a `Content-Length` answer is still coming ([`downstream::on_response_body`]).
+    fn response_body_filter(
+        &self,
+        session: &mut Session,
+        _body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        downstream::on_response_body(session, ctx.held_body, end_of_stream);
+        Ok(None)
+    }
+
     async fn response_filter(
         &self,
         session: &mut Session,
@@ -455,6 +477,7 @@ impl ProxyHttp for StickyProxy {
             return Ok(());
         }
         ctx.responded = true;
+        ctx.held_body = downstream::on_response_head(session, upstream_response);
         if upstream_response.status != 101 {
             // Not upgraded: the connection may go back to the pool for other requests.
             ctx.upgraded = None;
@@ -508,6 +531,7 @@ impl ProxyHttp for StickyProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        downstream::on_request_done(session);
         ctx.in_flight = None;
         let route = self.route(ctx);
         // The backend that answered: one whose response header reached us.

@@ -2,11 +2,11 @@
 //! towards its backends. Certificate and CA files are read at start-up by `crate::tls` (also
 //! for `-t`); here only what the YAML says is checked.
 
-use super::{parse_addr, Result};
-use crate::config::raw::{RawListener, RawListenerTls, RawUpstreamTls};
+use super::{parse_addr, positive_ms, Result};
+use crate::config::raw::{RawListener, RawListenerTimeouts, RawListenerTls, RawUpstreamTls};
 use crate::config::{
-    AlpnProtocol, CertificateConfig, ConfigError, ListenerConfig, ListenerTlsConfig, PoolConfig,
-    RedirectToHttps, UpstreamTlsConfig,
+    AlpnProtocol, CertificateConfig, ClientTimeouts, ConfigError, ListenerConfig,
+    ListenerTlsConfig, PoolConfig, RedirectToHttps, UpstreamTlsConfig,
 };
 
 pub(super) fn validate_listeners(
@@ -98,9 +98,32 @@ pub(super) fn validate_listeners(
             h2c: listener.h2c,
             redirect_to_https,
             defer_accept: listener.defer_accept,
+            timeouts: validate_client_timeouts(&format!("{field}.timeouts"), &listener.timeouts)?,
         });
     }
     Ok(listeners)
+}
+
+/// The most a first request may wait for its first byte: Pingora closes a connection whose
+/// first request has not begun after 60 s, whatever the proxy's own timeout says.
+const FIRST_REQUEST_MAX_MS: u64 = 60_000;
+
+fn validate_client_timeouts(field: &str, raw: &RawListenerTimeouts) -> Result<ClientTimeouts> {
+    let http_request = positive_ms(&format!("{field}.http_request_ms"), raw.http_request_ms)?;
+    if raw.http_request_ms > FIRST_REQUEST_MAX_MS {
+        return Err(ConfigError::new(
+            format!("{field}.http_request_ms"),
+            format!(
+                "{}: at most {FIRST_REQUEST_MAX_MS} (Pingora closes a connection whose first request has not begun after 60 s)",
+                raw.http_request_ms
+            ),
+        ));
+    }
+    Ok(ClientTimeouts {
+        http_request,
+        keepalive: positive_ms(&format!("{field}.keepalive_ms"), raw.keepalive_ms)?,
+        client_send: positive_ms(&format!("{field}.client_send_ms"), raw.client_send_ms)?,
+    })
 }
 
 fn validate_listener_tls(field: &str, raw: RawListenerTls) -> Result<ListenerTlsConfig> {
