@@ -66,13 +66,14 @@ fn bench_cookie(c: &mut Criterion) {
                     Mechanisms {
                         cookie: true,
                         tables: false,
+                        keeps_sessions: false,
                     },
                     &[],
                     |i| pool.slots[i].is_usable(),
                     |_| None,
                     |failed| pool.select_new(failed),
                 );
-                assert_eq!(decision.backend, Some(1));
+                assert_eq!(decision.backend(), Some(1));
                 decision
             })
         },
@@ -84,6 +85,7 @@ fn bench_cookie(c: &mut Criterion) {
                 Mechanisms {
                     cookie: true,
                     tables: false,
+                    keeps_sessions: false,
                 },
                 &[],
                 |i| pool.slots[i].is_usable(),

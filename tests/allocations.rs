@@ -56,6 +56,7 @@ fn the_returning_session_decision_allocates_nothing() {
             Mechanisms {
                 cookie: true,
                 tables: false,
+                keeps_sessions: false,
             },
             &[],
             |i| pool.slots[i].is_usable(),
@@ -64,10 +65,10 @@ fn the_returning_session_decision_allocates_nothing() {
         )
     };
     // Once before counting: anything lazily set up on first use is not per request.
-    assert_eq!(returning().backend, Some(1));
+    assert_eq!(returning().backend(), Some(1));
 
     let (count, decision) = allocations_in(returning);
-    assert_eq!(decision.backend, Some(1), "the cookie pins app1");
+    assert_eq!(decision.backend(), Some(1), "the cookie pins app1");
     assert_eq!(
         count, 0,
         "heap allocations in one returning-session decision"

@@ -200,7 +200,7 @@ fn check(input: Input) {
         return; // the proxy answered itself (no route): nothing goes upstream
     }
     // What `request_filter` reads from the connection (none here): the peer and TLS.
-    ctx.peer = input.peer.map(|(trusted, octets)| {
+    ctx.client.peer = input.peer.map(|(trusted, octets)| {
         if trusted {
             IpAddr::from([127, 0, 0, 1])
         } else {
@@ -212,10 +212,11 @@ fn check(input: Input) {
             ])
         }
     });
-    ctx.peer_trusted = ctx
+    ctx.client.peer_trusted = ctx
+        .client
         .peer
         .is_some_and(|ip| sticky_proxy::affinity::client_ip::is_trusted(&ip, &listener.trusted));
-    ctx.tls = input.tls;
+    ctx.client.tls = input.tls;
     let mut upstream = client.clone();
     rt.block_on(
         listener
@@ -224,10 +225,11 @@ fn check(input: Input) {
     )
     .expect("upstream_request_filter never fails");
 
-    let route = &listener.router.routes[ctx.route];
+    let route = &listener.router.routes[ctx.route.expect("a route: the proxy did not answer")];
     let dashed = |n: &str| n.replace('_', "-");
     let stripped: Vec<String> = route
         .strip_request_headers
+        .names()
         .iter()
         .map(|n| dashed(n.as_str()))
         .collect();
@@ -267,18 +269,18 @@ fn check(input: Input) {
     // 2.
     assert_eq!(
         values(&upstream, "x-forwarded-proto"),
-        vec![if ctx.tls {
+        vec![if ctx.client.tls {
             b"https".to_vec()
         } else {
             b"http".to_vec()
         }]
     );
-    match ctx.peer {
+    match ctx.client.peer {
         None => assert!(values(&upstream, "x-forwarded-for").is_empty()),
         Some(peer) => {
             let chain = values(&client, "x-forwarded-for");
             let mut expected = Vec::new();
-            if ctx.peer_trusted {
+            if ctx.client.peer_trusted {
                 for hop in &chain {
                     expected.extend_from_slice(hop);
                     expected.extend_from_slice(b", ");

@@ -11,6 +11,7 @@ pub mod decision;
 pub mod hash;
 pub mod key;
 pub mod learned;
+pub mod lookup;
 pub mod persistence;
 pub mod registry;
 pub mod sessions;

@@ -65,6 +65,7 @@ impl Affinity {
         Mechanisms {
             cookie: self.cookie.is_some(),
             tables: self.learned.is_some() || self.ip_table.is_some(),
+            keeps_sessions: self.failure != FailurePolicy::Rebalance,
         }
     }
 
