@@ -32,7 +32,12 @@ fn pool(backends: usize, affinity: &str) -> (Arc<Pool>, Affinity) {
         .affinity
         .as_ref()
         .expect("an affinity section");
-    let affinity = Affinity::new(section, None, &pool, &Default::default());
+    let affinity = Affinity::new(
+        section,
+        None,
+        &pool,
+        &sticky_proxy::extension::Extensions::default(),
+    );
     (pool, affinity)
 }
 
@@ -159,7 +164,8 @@ fn bench_keys(c: &mut Criterion) {
     ];
     let mut group = c.benchmark_group("key extraction");
     for (name, config) in sources {
-        let source = key::from_config(&config, &Default::default()).unwrap();
+        let source =
+            key::from_config(&config, &sticky_proxy::extension::Extensions::default()).unwrap();
         assert!(source.key(&view).is_some(), "{name} finds its key");
         group.bench_function(name, |b| {
             b.iter(|| source.key(black_box(&view)).map(|k| k.len()))

@@ -30,17 +30,13 @@
 //! }
 //! ```
 
-use crate::affinity::key::{KeySource, RequestView};
+use crate::affinity::custom::ExtensionLookup;
+use crate::affinity::key::KeySource;
 use crate::config::{AffinityConfig, Config, ConfigError, KeySourceConfig};
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Names the backend a request must go to (by its configured `name`), or `None` to let the
-/// class's other mechanisms decide. A name that no backend has follows the failure policy.
-pub trait BackendNamer: Send + Sync + std::fmt::Debug {
-    fn backend<'a>(&self, request: &RequestView<'a>) -> Option<Cow<'a, str>>;
-}
+pub use crate::affinity::custom::BackendNamer;
 
 /// The registered extensions, by name.
 #[derive(Clone, Default)]
@@ -71,14 +67,6 @@ impl Extensions {
         self
     }
 
-    pub fn key_source(&self, name: &str) -> Option<Arc<dyn KeySource>> {
-        self.key_sources.get(name).cloned()
-    }
-
-    pub fn backend_namer(&self, name: &str) -> Option<Arc<dyn BackendNamer>> {
-        self.namers.get(name).cloned()
-    }
-
     /// Registered names, sorted (for error messages).
     pub fn key_source_names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self.key_sources.keys().map(String::as_str).collect();
@@ -90,6 +78,16 @@ impl Extensions {
         let mut names: Vec<&str> = self.namers.keys().map(String::as_str).collect();
         names.sort_unstable();
         names
+    }
+}
+
+impl ExtensionLookup for Extensions {
+    fn key_source(&self, name: &str) -> Option<Arc<dyn KeySource>> {
+        self.key_sources.get(name).cloned()
+    }
+
+    fn backend_namer(&self, name: &str) -> Option<Arc<dyn BackendNamer>> {
+        self.namers.get(name).cloned()
     }
 }
 

@@ -45,7 +45,12 @@ fn the_returning_session_decision_allocates_nothing() {
     let config = load_str(yaml).unwrap();
     let pool = Pool::new(&config.pools[0], None).0;
     let section = config.pools[0].affinity.as_ref().unwrap();
-    let affinity = Affinity::new(section, None, &pool, &Default::default());
+    let affinity = Affinity::new(
+        section,
+        None,
+        &pool,
+        &sticky_proxy::extension::Extensions::default(),
+    );
     let cookie = affinity.cookie.as_ref().unwrap();
     let value = sticky_proxy::affinity::cookie::value_text(&cookie.config.format, "web", "app1");
     let header = format!("_ga=GA1.2.3; theme=dark; ARRAffinity={value}; CUserID=42");

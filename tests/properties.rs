@@ -203,7 +203,7 @@ mod key_extraction {
                 KeySourceConfig::ClientIp { ipv4_prefix: 24, ipv6_prefix: 64 },
             ];
             for config in &sources {
-                let source = key::from_config(config, &Default::default()).unwrap();
+                let source = key::from_config(config, &sticky_proxy::extension::Extensions::default()).unwrap();
                 if let Some(k) = source.key(&view) {
                     prop_assert!(!k.is_empty());
                 }

@@ -222,7 +222,8 @@ fn check(input: Input) {
                 )
             }
         };
-        let source = from_config(&config, &Default::default()).expect("a built-in source");
+        let source = from_config(&config, &sticky_proxy::extension::Extensions::default())
+            .expect("a built-in source");
         built.push((source, expect));
     }
     let mut first: Option<Vec<u8>> = None;

@@ -1,9 +1,9 @@
 //! Rule-based affinity (HAProxy `balance hash`, NGINX `hash … consistent`, Envoy hash
 //! policies): the ordered key sources of a class and the pool's consistent ring they feed.
 
+use super::custom::ExtensionLookup;
 use super::key::{self, KeySource, RequestView};
 use crate::config::HashConfig;
-use crate::extension::Extensions;
 use crate::pool::ring::{Ring, RingPick};
 use crate::pool::{BackendSlot, Slots};
 use std::sync::Arc;
@@ -15,9 +15,8 @@ pub struct HashAffinity {
 }
 
 impl HashAffinity {
-    /// Custom sources come from `extensions` (their names were checked before start-up by
-    /// `crate::extension::check`).
-    pub fn new(config: &HashConfig, slots: &Slots, extensions: &Extensions) -> Self {
+    /// Custom sources come from `extensions` (their names were checked before start-up).
+    pub fn new(config: &HashConfig, slots: &Slots, extensions: &dyn ExtensionLookup) -> Self {
         HashAffinity {
             sources: config
                 .sources

@@ -7,6 +7,7 @@
 
 pub mod client_ip;
 pub mod cookie;
+pub mod custom;
 pub mod decision;
 pub mod hash;
 pub mod key;

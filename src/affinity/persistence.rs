@@ -4,6 +4,7 @@
 //! Built once per (pool, class) pair at start-up, so two routes that use the same class on the
 //! same pool share its tables (Stingray: persistence classes share their cache space).
 
+use super::custom::{BackendNamer, ExtensionLookup};
 use super::decision::Mechanisms;
 use super::hash::HashAffinity;
 use super::learned::{ClientIpTable, LearnedSessions};
@@ -11,7 +12,6 @@ use super::sessions::SessionTable;
 use super::store::RedisStore;
 use super::CookieAffinity;
 use crate::config::{AffinityConfig, FailurePolicy};
-use crate::extension::{BackendNamer, Extensions};
 use crate::pool::Pool;
 use std::sync::Arc;
 
@@ -33,7 +33,7 @@ impl Affinity {
         config: &AffinityConfig,
         class: Option<String>,
         pool: &Pool,
-        extensions: &Extensions,
+        extensions: &dyn ExtensionLookup,
     ) -> Self {
         let slots = &pool.slots;
         let names: Vec<&str> = slots.iter().map(|s| s.name.as_str()).collect();

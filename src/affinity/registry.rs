@@ -4,11 +4,11 @@
 //! it. Two routes that apply the same class to the same pool share one [`Affinity`] (Stingray:
 //! persistence classes share their cache space).
 
+use super::custom::ExtensionLookup;
 use super::persistence::Affinity;
 use super::sessions::{SessionTable, TableStats};
 use super::store::{RedisStore, StoreStats};
 use crate::config::{ClassConfig, Config, DefaultRoute, RouteClass};
-use crate::extension::Extensions;
 use crate::pool::Pool;
 use std::sync::Arc;
 
@@ -31,7 +31,11 @@ impl Registry {
     /// The affinities of every pool: its own section, and each class a route (or the default
     /// route) applies to it. `pools` are the run-time pools of `config.pools`, in order;
     /// `extensions` must be the ones the configuration was checked against.
-    pub fn build(config: &Config, pools: &[Arc<Pool>], extensions: &Extensions) -> Registry {
+    pub fn build(
+        config: &Config,
+        pools: &[Arc<Pool>],
+        extensions: &dyn ExtensionLookup,
+    ) -> Registry {
         let pools = config
             .pools
             .iter()

@@ -1,6 +1,6 @@
 //! TLS as configured: a listener's certificates (PEM files, or names for a self-signed one),
 //! minimum version, ALPN and strict SNI; a pool's TLS to its backends. Paths are kept as
-//! written: `crate::tls` reads and checks the files at start-up (and for `-t`), naming the
+//! written: the tls module reads and checks the files at start-up (and for `-t`), naming the
 //! field of a file it cannot use.
 
 use super::kinds::{AlpnProtocol, MinVersion};

@@ -33,7 +33,7 @@ pub(super) fn validate_affinity(field: &str, raw: RawAffinity) -> Result<Option<
         .map(|t| validate_ip_table(&format!("{field}.client_ip_table"), t))
         .transpose()?;
     // Resolved against the registered extensions when the affinities are built
-    // (`crate::extension::check`): the model only names it.
+    // (`extension::check`): the model only names it.
     let named_node = raw.named_node.map(|n| n.source);
     let failure = validate_failure(&format!("{field}.failure"), raw.failure)?;
     if !raw.enabled

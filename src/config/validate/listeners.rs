@@ -1,5 +1,5 @@
 //! Checks `sticky.listeners` (address, pool, TLS, h2c, redirect to HTTPS) and a pool's `tls`
-//! towards its backends. Certificate and CA files are read at start-up by `crate::tls` (also
+//! towards its backends. Certificate and CA files are read at start-up by the tls module (also
 //! for `-t`); here only what the YAML says is checked.
 
 use super::{parse_addr, positive_ms, Result};

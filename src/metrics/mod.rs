@@ -369,7 +369,8 @@ mod tests {
         .unwrap();
         let (pool, _) = Pool::new(&config.pools[0], None);
         let pools = [pool];
-        let registry = AffinityRegistry::build(&config, &pools, &Default::default());
+        let registry =
+            AffinityRegistry::build(&config, &pools, &crate::extension::Extensions::default());
         let handles = metrics.for_pool(&pools[0]);
         handles.request(Some(0), Outcome::Sticky);
         handles.request(None, Outcome::Failed);
