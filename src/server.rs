@@ -4,6 +4,7 @@
 //! listener. The one place where the run-time objects are built and wired together; nothing
 //! listens until the server runs. Every failure is a [`StartError`] naming the field at fault.
 
+use crate::admin::AdminApp;
 use crate::affinity::registry::Registry;
 use crate::config::{Config, ConfigError, DefaultRoute, ListenerConfig, RouteClass};
 use crate::extension::Extensions;
@@ -18,6 +19,8 @@ use crate::tls::{ListenerTls, TlsError, UpstreamTls};
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
+use pingora_core::services::listening::Service;
+use pingora_proxy::HttpProxy;
 use std::fmt;
 use std::sync::Arc;
 
@@ -118,44 +121,16 @@ pub fn build_server(
     });
     for (i, listener) in config.listeners.iter().enumerate() {
         let router = wiring.router_for(config, listener);
-        let tls = listener
-            .tls
-            .as_ref()
-            .map(|t| ListenerTls::load(&format!("sticky.listeners[{i}].tls"), t))
-            .transpose()?;
-        let mut proxy = pingora_proxy::http_proxy(
-            &server.configuration,
-            StickyProxy::new(router, settings.clone(), listener),
-        );
-        let mut options = pingora_core::apps::HttpServerOptions::default();
-        options.h2c = listener.h2c;
-        // HTTP/2 connections are not wrapped by `ClientSide`'s timeouts: Pingora's own.
-        options.h2_idle_timeout = Some(listener.timeouts.keepalive);
-        // CONNECT is refused in `request_filter` with the proxy's own 405 (Pingora's own, before
-        // any hook, says `Server: Pingora`, which HTTP/2 framing gives no way to remove).
-        options.allow_connect_method_proxying = true;
-        proxy.server_options = Some(options);
-        let app = ClientSide::new(proxy, listener.timeouts, listener.h2c);
-        let name = format!("proxy {}", listener.addr);
-        let mut service = pingora_core::services::listening::Service::new(name, app);
-        let addr = listener.addr.to_string();
-        match tls {
-            None => service.add_tcp(&addr),
-            Some(tls) => {
-                let tls_settings = tls.settings().map_err(|e| {
-                    TlsError::new(format!("sticky.listeners[{i}].tls"), e.to_string())
-                })?;
-                service.add_tls_with_settings(&addr, None, tls_settings)
-            }
-        }
+        let proxy = StickyProxy::new(router, settings.clone(), listener);
+        let service = listener_service(&server, i, listener, proxy)?;
         server.add_service(WithListenSockets::new(service, listen_sockets.clone()));
     }
     if let Some(admin) = &config.admin {
-        let app = crate::admin::AdminApp::new(
+        let app = AdminApp::new(
             config,
             admin,
-            runtime.wiring.pools.clone(),
-            runtime.wiring.registry.clone(),
+            wiring.pools.clone(),
+            wiring.registry.clone(),
             runtime.metrics.clone(),
             leaving.clone(),
         );
@@ -163,12 +138,50 @@ pub fn build_server(
             "admin request rates",
             app.rate_sampler(),
         ));
-        let mut service =
-            pingora_core::services::listening::Service::new(format!("admin {}", admin.addr), app);
+        let mut service = Service::new(format!("admin {}", admin.addr), app);
         service.add_tcp(&admin.addr.to_string());
         server.add_service(WithListenSockets::new(service, listen_sockets));
     }
     Ok((server, leaving))
+}
+
+/// The listening service of listener `i`: `proxy` behind Pingora's HTTP server (h2c, HTTP/2
+/// idle timeout, CONNECT let through to the proxy's own 405), each connection wrapped in
+/// [`ClientSide`], on TCP or TLS (its certificates loaded here).
+fn listener_service(
+    server: &Server,
+    i: usize,
+    listener: &ListenerConfig,
+    proxy: StickyProxy,
+) -> Result<Service<ClientSide<HttpProxy<StickyProxy>>>, TlsError> {
+    let field = format!("sticky.listeners[{i}].tls");
+    let tls = listener
+        .tls
+        .as_ref()
+        .map(|t| ListenerTls::load(&field, t))
+        .transpose()?;
+    let mut proxy = pingora_proxy::http_proxy(&server.configuration, proxy);
+    let mut options = pingora_core::apps::HttpServerOptions::default();
+    options.h2c = listener.h2c;
+    // HTTP/2 connections are not wrapped by `ClientSide`'s timeouts: Pingora's own.
+    options.h2_idle_timeout = Some(listener.timeouts.keepalive);
+    // CONNECT is refused in `request_filter` with the proxy's own 405 (Pingora's own, before
+    // any hook, says `Server: Pingora`, which HTTP/2 framing gives no way to remove).
+    options.allow_connect_method_proxying = true;
+    proxy.server_options = Some(options);
+    let app = ClientSide::new(proxy, listener.timeouts, listener.h2c);
+    let mut service = Service::new(format!("proxy {}", listener.addr), app);
+    let addr = listener.addr.to_string();
+    match tls {
+        None => service.add_tcp(&addr),
+        Some(tls) => {
+            let settings = tls
+                .settings()
+                .map_err(|e| TlsError::new(field, e.to_string()))?;
+            service.add_tls_with_settings(&addr, None, settings)
+        }
+    }
+    Ok(service)
 }
 
 /// The run-time state a configuration describes, short of the Pingora server: the pools (their
