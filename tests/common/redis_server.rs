@@ -19,6 +19,8 @@ pub struct RedisServer {
     /// A sentinel: these lines of its configuration file (`sentinel monitor …`), written
     /// with the port before each launch (a sentinel rewrites its file).
     sentinel: Option<String>,
+    /// `--requirepass` (or a sentinel's `requirepass` line): the tests' own connections log in.
+    password: Option<String>,
 }
 
 /// A loopback port in 10000–19999 that was free a moment ago. Redis cannot take a handed-over
@@ -79,6 +81,17 @@ impl RedisServer {
             "redis-server not found on PATH or at /usr/bin/redis-server: \
              scripts/setup.sh (run by make test) installs the Debian package redis-server",
         );
+        let password = extra
+            .windows(2)
+            .find(|w| w[0] == "--requirepass")
+            .map(|w| w[1].clone())
+            .or_else(|| {
+                let lines = sentinel.as_deref().unwrap_or_default();
+                lines
+                    .lines()
+                    .find_map(|l| l.strip_prefix("requirepass "))
+                    .map(str::to_string)
+            });
         let dir = tempfile::tempdir().unwrap();
         let tls = tls.then(|| super::tls::TestCert::generate(dir.path(), "redis", &["127.0.0.1"]));
         let mut server = RedisServer {
@@ -89,6 +102,7 @@ impl RedisServer {
             tls,
             extra,
             sentinel,
+            password,
         };
         // Another test may take the same free port before this server binds it: then the
         // server exits, and another port is tried.
@@ -174,7 +188,14 @@ impl RedisServer {
     /// A client connection, or the error (the server is gone).
     pub async fn try_connection(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
         let client = match &self.tls {
-            None => redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))?,
+            None => {
+                let login = self
+                    .password
+                    .as_ref()
+                    .map(|p| format!(":{p}@"))
+                    .unwrap_or_default();
+                redis::Client::open(format!("redis://{login}127.0.0.1:{}/", self.port))?
+            }
             Some(cert) => {
                 pingora_rustls::install_default_crypto_provider();
                 redis::Client::build_with_tls(

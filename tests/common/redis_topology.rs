@@ -1,6 +1,7 @@
 //! Real Redis deployments on loopback for the store's Sentinel and Cluster tests, made of
 //! [`RedisServer`]s: a primary with one replica watched by three sentinels (short
-//! `down-after-milliseconds` and `failover-timeout`, so that a failover takes seconds), and a
+//! `down-after-milliseconds` and `failover-timeout`, so that a failover takes seconds; or
+//! smaller, with passwords), and a
 //! three-primary cluster created with `redis-cli --cluster create`. A missing `redis-server`
 //! or `redis-cli` fails the test (`scripts/setup.sh` installs both).
 
@@ -41,35 +42,75 @@ pub async fn info_field(server: &RedisServer, section: &str, field: &str) -> Opt
         .map(|v| v.trim().to_string())
 }
 
-/// A primary, one replica, three sentinels monitoring them as `service`.
+/// A primary, its replica, and sentinels monitoring them as `service`.
 pub struct SentinelSet {
     pub service: String,
     pub primary: RedisServer,
-    pub replica: RedisServer,
+    pub replica: Option<RedisServer>,
     pub sentinels: Vec<RedisServer>,
 }
 
+/// What [`SentinelSet::start_with`] starts.
+pub struct SentinelOptions {
+    pub replica: bool,
+    pub sentinels: usize,
+    /// `requirepass` (and `masterauth`) of the primary and replica.
+    pub data_password: Option<&'static str>,
+    /// `requirepass` of the sentinels (their own login, not the data nodes').
+    pub sentinel_password: Option<&'static str>,
+}
+
 impl SentinelSet {
+    /// A primary, one replica and three sentinels: what a failover needs.
     pub async fn start(service: &str) -> SentinelSet {
-        let primary = RedisServer::start().await;
+        let options = SentinelOptions {
+            replica: true,
+            sentinels: 3,
+            data_password: None,
+            sentinel_password: None,
+        };
+        Self::start_with(service, options).await
+    }
+
+    pub async fn start_with(service: &str, options: SentinelOptions) -> SentinelSet {
+        let mut auth: Vec<&str> = Vec::new();
+        if let Some(password) = options.data_password {
+            auth.extend(["--requirepass", password, "--masterauth", password]);
+        }
+        let primary = RedisServer::start_with_args(&auth).await;
         let port = primary.port.to_string();
-        let replica = RedisServer::start_with_args(&["--replicaof", "127.0.0.1", &port]).await;
-        let synced = eventually(Duration::from_secs(20), || async {
-            info_field(&replica, "replication", "master_link_status")
-                .await
-                .as_deref()
-                == Some("up")
-        })
-        .await;
-        assert!(synced, "the replica never synced:\n{}", replica.log());
-        let lines = format!(
+        let replica = if options.replica {
+            let mut args = vec!["--replicaof", "127.0.0.1", &port];
+            args.extend(&auth);
+            let replica = RedisServer::start_with_args(&args).await;
+            let synced = eventually(Duration::from_secs(20), || async {
+                info_field(&replica, "replication", "master_link_status")
+                    .await
+                    .as_deref()
+                    == Some("up")
+            })
+            .await;
+            assert!(synced, "the replica never synced:\n{}", replica.log());
+            Some(replica)
+        } else {
+            None
+        };
+        let mut lines = format!(
             "sentinel monitor {service} 127.0.0.1 {port} 2\n\
              sentinel down-after-milliseconds {service} 500\n\
              sentinel failover-timeout {service} 3000\n\
-             sentinel parallel-syncs {service} 1"
+             sentinel parallel-syncs {service} 1\n"
         );
+        if let Some(password) = options.data_password {
+            lines.push_str(&format!("sentinel auth-pass {service} {password}\n"));
+        }
+        if let Some(password) = options.sentinel_password {
+            lines.push_str(&format!(
+                "requirepass {password}\nsentinel sentinel-pass {password}\n"
+            ));
+        }
         let mut sentinels = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..options.sentinels {
             sentinels.push(RedisServer::start_sentinel(&lines).await);
         }
         let set = SentinelSet {
@@ -78,17 +119,18 @@ impl SentinelSet {
             replica,
             sentinels,
         };
-        // A failover needs each sentinel to know the replica and the two other sentinels
-        // (they find each other through the primary, every couple of seconds).
+        // A failover needs each sentinel to know the replica and the other sentinels (they
+        // find each other through the primary, every couple of seconds).
+        let (others, replicas) = (options.sentinels - 1, usize::from(options.replica));
         for sentinel in &set.sentinels {
             let ready = eventually(Duration::from_secs(30), || async {
                 let mut known = redis::cmd("SENTINEL");
                 known.arg("SENTINELS").arg(service);
-                let others: Vec<redis::Value> = query(sentinel, &known).await;
-                let mut replicas = redis::cmd("SENTINEL");
-                replicas.arg("REPLICAS").arg(service);
-                let replicas: Vec<redis::Value> = query(sentinel, &replicas).await;
-                others.len() == 2 && replicas.len() == 1
+                let known: Vec<redis::Value> = query(sentinel, &known).await;
+                let mut listed = redis::cmd("SENTINEL");
+                listed.arg("REPLICAS").arg(service);
+                let listed: Vec<redis::Value> = query(sentinel, &listed).await;
+                known.len() == others && listed.len() == replicas
             })
             .await;
             assert!(ready, "the sentinels never met:\n{}", sentinel.log());
