@@ -48,23 +48,6 @@ async fn primary_of(client: &reqwest::Client, proxy: &Proxy) -> String {
         .to_string()
 }
 
-/// Every known session through `proxy` stays on its home, and an unknown id is served:
-/// nothing fails.
-async fn traffic(client: &reqwest::Client, proxy: &Proxy, own: &[(String, String)], tag: &str) {
-    for (id, home) in own {
-        let reply = get(client, &proxy.url("/"), Some(&format!("JSESSIONID={id}"))).await;
-        assert_eq!(reply.status, 200, "{tag}: {}", proxy.log());
-        assert_eq!(reply.backend(), home, "{tag}: its own session moved");
-    }
-    let unknown = get(
-        client,
-        &proxy.url("/"),
-        Some(&format!("JSESSIONID=unknown-{tag}")),
-    )
-    .await;
-    assert_eq!(unknown.status, 200, "{tag}: {}", proxy.log());
-}
-
 #[tokio::test]
 async fn after_the_sentinels_promote_the_replica_both_proxies_keep_sharing_sessions() {
     let mut set = SentinelSet::start("mymaster").await;
@@ -216,7 +199,7 @@ async fn sentinels_that_do_not_answer_leave_the_proxy_serving_from_its_table_and
         1800,
     );
     let a = Proxy::start(&config).await;
-    assert_local_only(&a, "no primary from the sentinels").await;
+    assert_serves_alone(&a, "no primary from the sentinels").await;
 }
 
 #[tokio::test]
@@ -244,31 +227,7 @@ async fn a_service_the_sentinels_do_not_know_leaves_the_proxy_serving_from_its_t
         1800,
     );
     let a = Proxy::start(&config).await;
-    assert_local_only(&a, "no primary from the sentinels").await;
-}
-
-/// The proxy says once that the store is down at start (with `why` in the line), shows it
-/// down, and serves: sessions it learns itself stay pinned, nothing fails.
-async fn assert_local_only(proxy: &Proxy, why: &str) {
-    let client = client();
-    let said = eventually(Duration::from_secs(15), || {
-        let log = proxy.log();
-        async move { log.contains("down at start") }
-    })
-    .await;
-    assert!(said, "the store says it is down:\n{}", proxy.log());
-    wait_store(&client, proxy, false).await;
-    let mut learned = Vec::new();
-    for _ in 0..4 {
-        learned.push(login(&client, proxy).await);
-    }
-    for round in 0..5 {
-        traffic(&client, proxy, &learned, &format!("local-{round}")).await;
-    }
-    let log = proxy.log();
-    assert_eq!(log.matches("down at start").count(), 1, "said once:\n{log}");
-    assert!(log.contains(why), "{log}");
-    assert!(!log.contains("panicked"), "{log}");
+    assert_serves_alone(&a, "no primary from the sentinels").await;
 }
 
 #[tokio::test]
@@ -316,5 +275,5 @@ async fn sentinels_and_data_nodes_may_have_different_passwords() {
         ),
     );
     let c = Proxy::start(&wrong).await;
-    assert_local_only(&c, "no primary from the sentinels").await;
+    assert_serves_alone(&c, "no primary from the sentinels").await;
 }

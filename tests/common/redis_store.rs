@@ -148,3 +148,50 @@ pub async fn honoured(
     );
     true
 }
+
+/// Every known session through `proxy` stays on its home, and an unknown id is served:
+/// nothing fails.
+pub async fn traffic(client: &reqwest::Client, proxy: &Proxy, own: &[(String, String)], tag: &str) {
+    for (id, home) in own {
+        let reply = get(client, &proxy.url("/"), Some(&format!("JSESSIONID={id}"))).await;
+        assert_eq!(reply.status, 200, "{tag}: {}", proxy.log());
+        assert_eq!(reply.backend(), home, "{tag}: its own session moved");
+    }
+    let unknown = get(
+        client,
+        &proxy.url("/"),
+        Some(&format!("JSESSIONID=unknown-{tag}")),
+    )
+    .await;
+    assert_eq!(unknown.status, 200, "{tag}: {}", proxy.log());
+}
+
+/// A store that cannot come up: the proxy says once that it is down at start (with `why` in
+/// the line), shows it down, and serves — sessions it learns itself stay pinned, nothing
+/// fails — through several of the store's probes (traffic for three probe intervals), and
+/// still has said it only once.
+pub async fn assert_serves_alone(proxy: &Proxy, why: &str) {
+    let client = client();
+    let said = eventually(Duration::from_secs(15), || {
+        let log = proxy.log();
+        async move { log.contains("down at start") }
+    })
+    .await;
+    assert!(said, "the store says it is down:\n{}", proxy.log());
+    wait_store(&client, proxy, false).await;
+    let mut learned = Vec::new();
+    for _ in 0..4 {
+        learned.push(login(&client, proxy).await);
+    }
+    let started = Instant::now();
+    let mut round = 0;
+    while started.elapsed() < 3 * sticky_proxy::affinity::store::service::PROBE_INTERVAL {
+        round += 1;
+        traffic(&client, proxy, &learned, &format!("alone-{round}")).await;
+    }
+    let log = proxy.log();
+    assert_eq!(log.matches("down at start").count(), 1, "said once:\n{log}");
+    assert!(log.contains(why), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    assert_eq!(store_view(&client, proxy).await["up"], false);
+}

@@ -252,12 +252,18 @@ impl Cluster {
         self.nodes.iter().position(|n| n.port == port).unwrap()
     }
 
-    /// Whether the key is stored, asking the primary that serves it.
+    /// Whether the key is stored, asking the primary that serves it (`false` while it
+    /// does not answer, or refuses: a node that just came back says `CLUSTERDOWN` a moment).
     pub async fn exists(&self, key: &str) -> bool {
         let node = &self.nodes[self.owner(self.keyslot(key).await).await];
-        let mut command = redis::cmd("EXISTS");
-        command.arg(key);
-        query::<i64>(node, &command).await == 1
+        let Ok(mut c) = node.try_connection().await else {
+            return false;
+        };
+        let answer = redis::cmd("EXISTS")
+            .arg(key)
+            .query_async::<i64>(&mut c)
+            .await;
+        answer.is_ok_and(|n| n == 1)
     }
 
     /// The node's own view of the cluster (`cluster_state` of `CLUSTER INFO`).

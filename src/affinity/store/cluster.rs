@@ -68,6 +68,8 @@ pub fn slot_of(key: &[u8]) -> u16 {
 pub struct Node {
     /// `ip:port` as the cluster announces it.
     pub address: String,
+    /// The same, to connect to.
+    pub at: HostPort,
     /// A slot it serves: requests for the node (pings) are routed to it.
     pub first_slot: u16,
     /// How many slots it serves.
@@ -77,7 +79,7 @@ pub struct Node {
 }
 
 /// A `CLUSTER SLOTS` range: first slot, last slot, the primary's `ip:port`.
-pub type Range = (u16, u16, String);
+pub type Range = (u16, u16, HostPort);
 
 /// Which primary owns each slot, as `CLUSTER SLOTS` said last.
 #[derive(Debug)]
@@ -102,20 +104,22 @@ impl Topology {
     /// From `CLUSTER SLOTS` ranges; a primary `previous` knew keeps its health (the same
     /// [`Health`], which requests may be counting on right now).
     pub fn from_ranges(mut ranges: Vec<Range>, previous: &Topology) -> Topology {
-        ranges.sort();
+        ranges.sort_by_key(|(first, last, _)| (*first, *last));
         let mut owners = vec![NO_OWNER; SLOTS];
         let mut nodes: Vec<Node> = Vec::new();
-        for (first, last, address) in &ranges {
-            let index = match nodes.iter().position(|n| n.address == *address) {
+        for (first, last, at) in &ranges {
+            let address = at.to_string();
+            let index = match nodes.iter().position(|n| n.address == address) {
                 Some(i) => i,
                 None => {
                     let health = previous
                         .nodes
                         .iter()
-                        .find(|n| n.address == *address)
+                        .find(|n| n.address == address)
                         .map_or_else(Arc::default, |n| n.health.clone());
                     nodes.push(Node {
-                        address: address.clone(),
+                        address,
+                        at: at.clone(),
                         first_slot: *first,
                         slots: 0,
                         health,
@@ -151,7 +155,7 @@ impl Topology {
     /// Whether `ranges` are what this topology was built from.
     pub fn same_ranges(&self, ranges: &[Range]) -> bool {
         let mut sorted = ranges.to_vec();
-        sorted.sort();
+        sorted.sort_by_key(|(first, last, _)| (*first, *last));
         sorted == self.ranges
     }
 
@@ -210,8 +214,7 @@ pub fn parse_slots(reply: &Value) -> Option<Vec<Range>> {
                 _ => return None,
             };
             let port = int(primary.get(1)?)?;
-            let address = HostPort { host, port }.to_string();
-            (first <= last).then_some((first, last, address))
+            (first <= last).then_some((first, last, HostPort { host, port }))
         })
         .collect()
 }

@@ -1,21 +1,42 @@
 //! Cluster mode's background checks, once a second: connect (the crate's cluster connection,
 //! which reads the slot map itself), read `CLUSTER SLOTS` into the store's [`Topology`] (for
-//! the per-primary accounting only: routing stays the crate's), and ping each primary through
-//! one of its slots — a heartbeat while it is up, a probe (connect, then within the lookup
-//! timeout) while it is not. Each primary's changes of state are logged once.
+//! the per-primary accounting only: routing stays the crate's), and check each primary
+//! (`CLUSTER INFO`: it answers and says `cluster_state:ok`) on a connection of its own — a
+//! heartbeat while it is up, a probe (connect, then within the lookup timeout) while it is
+//! not. Not through the cluster connection: for a command without a key it falls back to any
+//! node when the slot's primary is not connected, so a gone primary would seem to answer.
+//! Each primary's changes of state are logged once.
 
 use super::cluster::{self, Node, Range, Topology};
-use super::connection::Connection;
+use super::connection::{self, Connection};
 use super::service::report_probe;
 use super::RedisStore;
+use redis::aio::MultiplexedConnection;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// What the background service keeps for a cluster store: the crate's cluster client, and a
+/// connection of its own to each primary (by address) for the pings.
+pub struct Checker {
+    client: redis::cluster::ClusterClient,
+    direct: HashMap<String, MultiplexedConnection>,
+}
+
+impl Checker {
+    pub fn new(client: redis::cluster::ClusterClient) -> Checker {
+        Checker {
+            client,
+            direct: HashMap::new(),
+        }
+    }
+}
+
 /// One tick of the background service for a cluster store.
-pub async fn tick(store: &Arc<RedisStore>, client: &redis::cluster::ClusterClient) {
-    let c = &store.config;
+pub async fn tick(store: &Arc<RedisStore>, checker: &mut Checker) {
+    let (c, client) = (&store.config, &checker.client);
     let Some(view) = &store.cluster else {
         return;
     };
@@ -59,7 +80,7 @@ pub async fn tick(store: &Arc<RedisStore>, client: &redis::cluster::ClusterClien
         Err(_) => {}
     }
     report_probe(store, Ok(()));
-    check_nodes(store, connection, view.get()).await;
+    check_nodes(store, &mut checker.direct, view.get()).await;
 }
 
 /// `CLUSTER SLOTS` from a primary that is up, or any node.
@@ -104,38 +125,86 @@ fn to_slot(slot: u16) -> RoutingInfo {
     )))
 }
 
-/// `PING` to the primary of `slot` within `timeout`.
-async fn ping(
-    mut connection: ClusterConnection,
-    slot: u16,
-    timeout: Duration,
-) -> Result<(), String> {
-    match tokio::time::timeout(
-        timeout,
-        connection.route_command(redis::cmd("PING"), to_slot(slot)),
-    )
-    .await
-    {
-        Ok(Ok(_)) => Ok(()),
+/// `CLUSTER INFO` on `connection` within `timeout`: the primary answers, and serves (a
+/// node that just came back says `cluster_state:fail` until it knows the cluster again; so
+/// do all nodes, with `cluster-require-full-coverage yes`, while some slot has no primary).
+async fn ping(connection: &mut MultiplexedConnection, timeout: Duration) -> Result<(), String> {
+    let mut info = redis::cmd("CLUSTER");
+    info.arg("INFO");
+    match tokio::time::timeout(timeout, info.query_async::<String>(connection)).await {
+        Ok(Ok(info)) => serving(&info),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("timed out".to_string()),
     }
 }
 
-/// Every primary at once: a slow or gone one does not hold up the others.
-async fn check_nodes(store: &RedisStore, connection: ClusterConnection, topology: Arc<Topology>) {
-    let (lookup, connect) = (store.config.lookup_timeout, store.config.connect_timeout);
+/// Whether a `CLUSTER INFO` reply says the node serves.
+pub fn serving(info: &str) -> Result<(), String> {
+    let state = info
+        .lines()
+        .find_map(|l| l.strip_prefix("cluster_state:"))
+        .map(str::trim);
+    match state {
+        Some("ok") => Ok(()),
+        Some(state) => Err(format!("cluster_state:{state}")),
+        None => Err("no cluster_state in CLUSTER INFO".to_string()),
+    }
+}
+
+/// A primary's own connection: the one kept, or a new one within the connect timeout.
+async fn direct(
+    store: &RedisStore,
+    node: &Node,
+    kept: Option<MultiplexedConnection>,
+) -> Result<MultiplexedConnection, String> {
+    if let Some(kept) = kept {
+        return Ok(kept);
+    }
+    let client =
+        connection::standalone_client(&store.config, &node.at).map_err(|e| e.to_string())?;
+    let timeout = store.config.connect_timeout;
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout));
+    match tokio::time::timeout(
+        timeout,
+        client.get_multiplexed_async_connection_with_config(&config),
+    )
+    .await
+    {
+        Ok(Ok(connection)) => Ok(connection),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".to_string()),
+    }
+}
+
+/// Every primary at once: a slow or gone one does not hold up the others. A connection that
+/// failed is dropped (the next tick connects anew).
+async fn check_nodes(
+    store: &Arc<RedisStore>,
+    kept: &mut HashMap<String, MultiplexedConnection>,
+    topology: Arc<Topology>,
+) {
+    kept.retain(|address, _| topology.nodes().iter().any(|n| n.address == *address));
     let mut pings = tokio::task::JoinSet::new();
     for (i, node) in topology.nodes().iter().enumerate() {
-        let (connection, slot, up) = (connection.clone(), node.first_slot, node.health.is_up());
+        let (store, node, connection) = (store.clone(), node.clone(), kept.remove(&node.address));
         pings.spawn(async move {
-            let result = if up {
-                ping(connection, slot, lookup).await
-            } else {
-                match ping(connection.clone(), slot, connect).await {
-                    Ok(()) => ping(connection, slot, lookup).await,
-                    Err(e) => Err(e),
+            let up = node.health.is_up();
+            let (lookup, connect) = (store.config.lookup_timeout, store.config.connect_timeout);
+            let result = match direct(&store, &node, connection).await {
+                Ok(mut connection) => {
+                    let first = if up {
+                        Ok(())
+                    } else {
+                        ping(&mut connection, connect).await
+                    };
+                    match first {
+                        Ok(()) => ping(&mut connection, lookup).await.map(|()| connection),
+                        Err(e) => Err(e),
+                    }
                 }
+                Err(e) => Err(e),
             };
             (i, up, result)
         });
@@ -146,6 +215,13 @@ async fn check_nodes(store: &RedisStore, connection: ClusterConnection, topology
         };
         let Some(node) = topology.nodes().get(i) else {
             continue;
+        };
+        let result = match result {
+            Ok(connection) => {
+                kept.insert(node.address.clone(), connection);
+                Ok(())
+            }
+            Err(e) => Err(e),
         };
         match (up, result) {
             (true, Ok(())) => node.health.success(),
@@ -178,5 +254,20 @@ fn report_node_probe(store: &RedisStore, node: &Node, result: Result<(), String>
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_primary_serves_when_it_says_its_cluster_is_ok() {
+        assert_eq!(serving("cluster_enabled:1\r\ncluster_state:ok\r\n"), Ok(()));
+        assert_eq!(
+            serving("cluster_state:fail\r\ncluster_slots_assigned:16384\r\n"),
+            Err("cluster_state:fail".to_string())
+        );
+        assert!(serving("# nothing").is_err());
     }
 }

@@ -27,7 +27,7 @@ enum Link {
     /// The connection manager is made once and reconnects by itself.
     Standalone,
     Sentinel(Discovery),
-    Cluster(redis::cluster::ClusterClient),
+    Cluster(super::nodes::Checker),
 }
 
 impl Link {
@@ -40,7 +40,9 @@ impl Link {
                 Link::Standalone
             }
             RedisTopology::Sentinel { .. } => Link::Sentinel(Discovery::new(c)?),
-            RedisTopology::Cluster { nodes } => Link::Cluster(cluster::client(c, nodes)?),
+            RedisTopology::Cluster { nodes } => {
+                Link::Cluster(super::nodes::Checker::new(cluster::client(c, nodes)?))
+            }
         })
     }
 
@@ -49,7 +51,7 @@ impl Link {
             Link::Standalone if store.health.is_up() => heartbeat(store).await,
             Link::Standalone => probe(store).await,
             Link::Sentinel(discovery) => discovery.tick(store).await,
-            Link::Cluster(client) => super::nodes::tick(store, client).await,
+            Link::Cluster(checker) => super::nodes::tick(store, checker).await,
         }
     }
 }
