@@ -3,9 +3,9 @@
 //! instances (real binaries). Sessions land on all three primaries (checked with
 //! `CLUSTER KEYSLOT` and the slot table); a stopped primary costs only the sessions in its
 //! slots, which fall back to each proxy's own table, while the others stay shared and no
-//! request fails. Slots that move between primaries are followed (`ASK` during the move,
-//! `MOVED` after). Bad input: a cluster no node of which answers, and one whose primary is
-//! down at start.
+//! request fails; so does a hung one (SIGSTOP). Slots that move between primaries are
+//! followed (`ASK` during the move, `MOVED` after). Bad input: a cluster no node of which
+//! answers, and one whose primary is down at start.
 
 mod common;
 use common::redis_store::*;
@@ -347,4 +347,69 @@ async fn a_primary_down_at_start_is_said_once_and_the_others_are_shared() {
             .count();
         assert_eq!(said, 1, "said once:\n{log}");
     }
+}
+
+#[tokio::test]
+async fn a_hung_primary_costs_only_the_sessions_in_its_slots() {
+    let cluster = Cluster::start().await;
+    let (b1, b2) = (
+        TestBackend::start("iis1").await,
+        TestBackend::start("iis2").await,
+    );
+    let config = cluster_pool(&[&b1, &b2], &cluster);
+    let (a, b) = (Proxy::start(&config).await, Proxy::start(&config).await);
+    let client = client();
+    wait_store(&client, &a, true).await;
+    wait_store(&client, &b, true).await;
+    let sessions = learn_on_every_primary(&client, &a, &cluster, 4).await;
+    let hung = 2;
+    let hung_address = cluster.nodes[hung].address();
+    // SIGSTOP: it accepts nothing and answers nothing.
+    cluster.nodes[hung].pause(true);
+    let mine: Vec<(String, String)> = sessions.iter().flatten().cloned().collect();
+    let mut round = 0;
+    let noticed = eventually(Duration::from_secs(30), || {
+        round += 1;
+        let (client, a, b, mine) = (&client, &a, &b, &mine);
+        async move {
+            traffic(client, a, mine, &format!("a-{round}")).await;
+            traffic(client, b, &[], &format!("b-{round}")).await;
+            store_view(client, b).await["state"] == "partial"
+        }
+    })
+    .await;
+    assert!(noticed, "{}", b.log());
+    // The two others stay shared: B follows the sessions it has not seen on them.
+    for (node, list) in sessions.iter().enumerate().filter(|(n, _)| *n != hung) {
+        for (i, (id, home)) in list.iter().enumerate() {
+            assert_honoured(&client, &b, id, home, &format!("live-{node}-{i}")).await;
+        }
+    }
+    let view = store_view(&client, &b).await;
+    let down: Vec<&serde_json::Value> = view["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["state"] != "up")
+        .collect();
+    assert_eq!(
+        down.len(),
+        1,
+        "only the hung primary is down: {view}\n{}",
+        b.log()
+    );
+    assert_eq!(down[0]["address"], hung_address.as_str());
+    for proxy in [&a, &b] {
+        let log = proxy.log();
+        let line = format!("primary {hung_address} (");
+        let others = log
+            .lines()
+            .filter(|l| l.contains("down after") && !l.contains(&line))
+            .count();
+        assert_eq!(others, 0, "no other primary fell meanwhile:\n{log}");
+    }
+    // Woken up, it is used again.
+    cluster.nodes[hung].pause(false);
+    wait_store(&client, &a, true).await;
+    wait_store(&client, &b, true).await;
 }
