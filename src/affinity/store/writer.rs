@@ -1,5 +1,5 @@
 //! The one writer task of a store: drains the bounded write queue in batches of at most
-//! [`MAX_BATCH`], each sent as a pipeline — one for a single server, one per slot in a cluster
+//! `MAX_BATCH` (256), each sent as a pipeline — one for a single server, one per slot in a cluster
 //! (the crate refuses a pipeline across slots; the batch's pipelines are sent all at once, so
 //! each node still gets its commands back to back on its connection). Writes whose target is
 //! down (the store, or a cluster primary) are dropped and counted.
