@@ -250,3 +250,127 @@ async fn send(
     store.failed_at(target, "write", &error);
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::affinity::sessions::{key_of, SessionTable, TableConfig};
+    use crate::config::{HostPort, RedisStoreConfig, RedisTopology};
+    use std::time::Duration;
+
+    /// A cluster store whose view has three primaries (slots 0-5460, 5461-10922, the rest);
+    /// the first two up, the third down.
+    fn cluster_store() -> RedisStore {
+        let at = |port| HostPort {
+            host: "127.0.0.1".into(),
+            port,
+        };
+        let config = RedisStoreConfig {
+            topology: RedisTopology::Cluster {
+                nodes: vec![at(7001)],
+            },
+            username: None,
+            password: None,
+            database: 0,
+            key_prefix: "sticky:".into(),
+            lookup_timeout: Duration::from_millis(20),
+            connect_timeout: Duration::from_secs(1),
+            refresh_interval: Duration::from_secs(60),
+            write_queue: 10,
+            tls_ca_pem: None,
+        };
+        let table = TableConfig {
+            capacity: 100,
+            idle_timeout: Duration::from_secs(1800),
+            max_lifetime: None,
+        };
+        let table = Arc::new(SessionTable::new(table));
+        let store = RedisStore::new(
+            config,
+            "web",
+            "learn",
+            vec!["iis1".into()],
+            table,
+            Duration::from_secs(1800),
+            None,
+        );
+        let ranges = vec![
+            (0, 5460, at(7001)),
+            (5461, 10922, at(7002)),
+            (10923, 16383, at(7003)),
+        ];
+        let topology = cluster::Topology::from_ranges(ranges, &cluster::Topology::default());
+        for node in &topology.nodes()[..2] {
+            node.health.probe_succeeded();
+        }
+        topology.nodes()[2].health.probe_failed();
+        store.cluster.as_ref().unwrap().set(topology);
+        store.health.probe_succeeded();
+        store
+    }
+
+    #[test]
+    fn a_cluster_batch_goes_out_by_slot_and_the_writes_of_a_primary_that_is_down_are_dropped() {
+        let store = cluster_store();
+        let keys: Vec<String> = (0..60)
+            .map(|i| store.redis_key(key_of(format!("id-{i}").as_bytes())))
+            .collect();
+        let mut twice = keys.clone();
+        twice.push(keys[0].clone());
+        let (groups, dropped) = plan(&store, &twice);
+        let on_down = twice
+            .iter()
+            .filter(|k| cluster::slot_of(k.as_bytes()) > 10922)
+            .count();
+        assert!(
+            on_down > 0 && on_down < twice.len(),
+            "{on_down} of {}",
+            twice.len()
+        );
+        assert_eq!(dropped, on_down);
+        let sent: usize = groups.iter().map(|g| g.writes.len()).sum();
+        assert_eq!(sent + dropped, twice.len());
+        for group in &groups {
+            let slots: Vec<u16> = group
+                .writes
+                .iter()
+                .map(|&i| cluster::slot_of(twice[i].as_bytes()))
+                .collect();
+            assert!(
+                slots.iter().all(|s| *s == slots[0]),
+                "one slot per pipeline"
+            );
+            assert!(group.writes.windows(2).all(|w| w[0] < w[1]), "in order");
+            match &group.target {
+                Target::Node(node) => assert!(node.health.is_up() && slots[0] <= 10922),
+                Target::Store => panic!("a cluster write counts on its primary"),
+            }
+        }
+        // The same key twice: one group, both writes, in order.
+        let first = groups.iter().find(|g| g.writes.contains(&0));
+        if cluster::slot_of(keys[0].as_bytes()) <= 10922 {
+            assert_eq!(first.unwrap().writes[..], [0, 60][..]);
+        }
+        // Lookups: a key on a primary that is up goes there; on the one down, is not sent.
+        for key in &keys {
+            let up = cluster::slot_of(key.as_bytes()) <= 10922;
+            assert_eq!(store.target(key).is_some(), up, "{key}");
+        }
+    }
+
+    #[test]
+    fn one_server_takes_the_whole_batch_and_nothing_while_down() {
+        let mut store = cluster_store();
+        store.cluster = None;
+        let keys = vec!["a".to_string(), "b".to_string()];
+        let (groups, dropped) = plan(&store, &keys);
+        assert_eq!((groups.len(), dropped), (1, 0));
+        assert!(matches!(groups[0].target, Target::Store));
+        assert_eq!(groups[0].writes, vec![0, 1]);
+        assert!(store.target("a").is_some());
+        for _ in 0..super::super::FAILURES_TO_DOWN {
+            store.failed("lookup", "test");
+        }
+        assert!(store.target("a").is_none(), "down: not asked");
+    }
+}
