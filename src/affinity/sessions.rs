@@ -29,13 +29,7 @@ pub fn key_of(id: &[u8]) -> SessionKey {
     xxhash_rust::xxh3::xxh3_128(id)
 }
 
-/// Size and lifetime of a table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TableConfig {
-    pub capacity: u64,
-    pub idle_timeout: Duration,
-    pub max_lifetime: Option<Duration>,
-}
+use crate::config::TableConfig;
 
 /// One recorded session: 16 bytes (times in 100 ms ticks).
 #[derive(Debug, Clone, Copy)]

@@ -6,16 +6,21 @@
 //! whose one-line message names the field and the value, e.g.
 //! `sticky.pools[0].backends[1].addr: not a socket address: "10.0.0.1"`.
 
+mod kinds;
 pub mod raw;
 mod store;
+mod tls;
 mod validate;
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub use raw::{RawBalance as Balance, RawHealthCheckKind as HealthCheckKind};
+pub use kinds::{
+    AccessLogFormat, AlpnProtocol, BackendState, Balance, HealthCheckKind, MinVersion, TableConfig,
+};
 pub use store::{HostPort, RedisStoreConfig, RedisTopology};
+pub use tls::{CertificateConfig, ListenerTlsConfig, UpstreamTlsConfig};
 pub use validate::routes::starts_with_ignore_case;
 
 /// The validated `sticky:` section.
@@ -28,7 +33,7 @@ pub struct Config {
     /// Proxies whose forwarding headers are believed for the client IP.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub admin: Option<AdminConfig>,
-    pub access_log_format: crate::access_log::Format,
+    pub access_log_format: AccessLogFormat,
     /// Named persistence classes, in name order.
     pub classes: Vec<ClassConfig>,
     /// Ordered routes; empty: each listener serves its own pool.
@@ -145,13 +150,40 @@ pub struct ListenerConfig {
     /// Index into [`Config::pools`].
     pub pool: usize,
     /// `Some`: an HTTPS listener.
-    pub tls: Option<std::sync::Arc<crate::tls::ListenerTls>>,
+    pub tls: Option<ListenerTlsConfig>,
     /// Accept cleartext HTTP/2 (prior knowledge).
     pub h2c: bool,
     /// Answer every request with a redirect to HTTPS.
     pub redirect_to_https: Option<RedirectToHttps>,
     /// Set TCP_DEFER_ACCEPT on the listening socket.
     pub defer_accept: bool,
+    /// How long the client may take over a request head, stay idle between requests, or leave
+    /// the proxy's sending without progress.
+    pub timeouts: ClientTimeouts,
+}
+
+/// A listener's client-side timeouts (`sticky.listeners[].timeouts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientTimeouts {
+    /// A request head must be complete this long after its first byte (for a connection's
+    /// first request: after the connection was accepted). HAProxy `timeout http-request`.
+    pub http_request: Duration,
+    /// Between requests, a kept-alive connection is closed after this long without a byte.
+    /// HAProxy `timeout http-keep-alive`, NGINX `keepalive_timeout`.
+    pub keepalive: Duration,
+    /// Sending to the client that makes no progress this long ends the connection (and the
+    /// backend connection behind it). NGINX `send_timeout`, HAProxy `timeout client`.
+    pub client_send: Duration,
+}
+
+impl Default for ClientTimeouts {
+    fn default() -> Self {
+        ClientTimeouts {
+            http_request: Duration::from_secs(30),
+            keepalive: Duration::from_secs(60),
+            client_send: Duration::from_secs(60),
+        }
+    }
 }
 
 /// A plain listener's redirect to HTTPS.
@@ -175,7 +207,7 @@ pub struct PoolConfig {
     /// responses, and from requests so that clients cannot smuggle it.
     pub opt_out_header: http::HeaderName,
     /// TLS to the backends; `None`: plain HTTP.
-    pub tls: Option<crate::tls::UpstreamTls>,
+    pub tls: Option<UpstreamTlsConfig>,
     /// `Host` for requests that have none (HTTP/1.0); `None`: the SNI name or the backend's
     /// address.
     pub default_host: Option<http::HeaderValue>,
@@ -186,7 +218,7 @@ pub struct BackendConfig {
     pub name: String,
     pub addr: SocketAddr,
     pub weight: u32,
-    pub state: crate::pool::BackendState,
+    pub state: BackendState,
 }
 
 #[derive(Debug, Clone)]
@@ -232,7 +264,7 @@ pub struct LearnConfig {
     pub cookies: Vec<String>,
     pub path_parameter: Option<String>,
     pub query_parameters: Vec<String>,
-    pub table: crate::affinity::sessions::TableConfig,
+    pub table: TableConfig,
     /// `None`: the local table alone; `Some`: the table in front of a shared Redis.
     pub store: Option<RedisStoreConfig>,
 }
@@ -242,7 +274,7 @@ pub struct LearnConfig {
 pub struct ClientIpTableConfig {
     pub ipv4_prefix: u8,
     pub ipv6_prefix: u8,
-    pub table: crate::affinity::sessions::TableConfig,
+    pub table: TableConfig,
 }
 
 /// Rule-based hashing onto the pool's consistent ring.
@@ -356,16 +388,10 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Parse and validate the `sticky:` section of a whole Pingora YAML document (no extensions).
+/// Parse and validate the `sticky:` section of a whole Pingora YAML document. Names of Rust
+/// extensions (custom key sources, backend namers) are checked against the registered ones by
+/// `crate::extension::load_str_with`.
 pub fn load_str(yaml: &str) -> Result<Config, ConfigError> {
-    load_str_with(yaml, &crate::extension::Extensions::default())
-}
-
-/// [`load_str`], resolving custom key sources and backend namers against `extensions`.
-pub fn load_str_with(
-    yaml: &str,
-    extensions: &crate::extension::Extensions,
-) -> Result<Config, ConfigError> {
     let deserializer = serde_yaml::Deserializer::from_str(yaml);
     let document: raw::Document = serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let path = e.path().to_string();
@@ -390,7 +416,7 @@ pub fn load_str_with(
     let sticky = document
         .sticky
         .ok_or_else(|| ConfigError::new("sticky", "section missing from the configuration file"))?;
-    validate::validate(sticky, extensions)
+    validate::validate(sticky)
 }
 
 fn one_line(message: &str) -> String {

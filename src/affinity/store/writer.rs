@@ -254,8 +254,8 @@ async fn send(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::affinity::sessions::{key_of, SessionTable, TableConfig};
-    use crate::config::{HostPort, RedisStoreConfig, RedisTopology};
+    use crate::affinity::sessions::{key_of, SessionTable};
+    use crate::config::{HostPort, RedisStoreConfig, RedisTopology, TableConfig};
     use std::time::Duration;
 
     /// A cluster store whose view has three primaries (slots 0-5460, 5461-10922, the rest);

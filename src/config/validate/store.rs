@@ -3,9 +3,9 @@
 //! (environment variable or file) but never connects: `-t` must work without a running Redis.
 
 use super::super::raw::{self, RawStore, RawStoreKind, RawStoreMode};
+use super::super::TableConfig;
 use super::super::{ConfigError, HostPort, RedisStoreConfig, RedisTopology};
 use super::Result;
-use crate::affinity::sessions::TableConfig;
 use std::time::Duration;
 
 /// The longest accepted key prefix, in bytes.
