@@ -4,8 +4,9 @@
 //! both proxies follow it by themselves, no request fails, and sessions written after the
 //! failover are shared again. Sessions written just before it may be lost in the replication
 //! window: the test measures how many and prints it (it is the machine's business, not a
-//! pass/fail). Also bad input: sentinels that do not answer, a service they do not know, and
-//! sentinels whose password differs from the data nodes'.
+//! pass/fail). A primary demoted while alive (a manual failover) is left as well. Also bad
+//! input: sentinels that do not answer, a service they do not know, and sentinels whose
+//! password differs from the data nodes'.
 
 mod common;
 use common::redis_server::RedisServer;
@@ -184,6 +185,56 @@ async fn after_the_sentinels_promote_the_replica_both_proxies_keep_sharing_sessi
     let (id, home) = login(&client, &b).await;
     assert!(eventually(Duration::from_secs(10), || stored_on(&replica, &id)).await);
     assert_honoured(&client, &a, &id, &home, "after-a").await;
+}
+
+#[tokio::test]
+async fn a_primary_demoted_alive_by_a_manual_failover_is_left_for_the_new_one() {
+    let mut set = SentinelSet::start("mymaster").await;
+    let (b1, b2) = (
+        TestBackend::start("iis1").await,
+        TestBackend::start("iis2").await,
+    );
+    let config = sentinel_pool(&[&b1, &b2], &set, "");
+    let (a, b) = (Proxy::start(&config).await, Proxy::start(&config).await);
+    let client = client();
+    wait_store(&client, &a, true).await;
+    wait_store(&client, &b, true).await;
+    let replica = set.replica.take().unwrap();
+    let (before, before_home) = login(&client, &a).await;
+    assert!(eventually(Duration::from_secs(10), || stored_on(&replica, &before)).await);
+    // The old primary stays up, now a replica: it answers, but refuses writes (`READONLY`).
+    let mut failover = redis::cmd("SENTINEL");
+    failover.arg("FAILOVER").arg(&set.service);
+    let mut c = set.sentinels[0].connection().await;
+    let _: () = failover.query_async(&mut c).await.unwrap();
+    let new = replica.address();
+    let mut round = 0;
+    let followed = eventually(Duration::from_secs(60), || {
+        round += 1;
+        let tag = format!("demoted-{round}");
+        let (client, a, b, new) = (&client, &a, &b, &new);
+        async move {
+            traffic(client, a, &[], &tag).await;
+            traffic(client, b, &[], &tag).await;
+            primary_of(client, a).await == *new && primary_of(client, b).await == *new
+        }
+    })
+    .await;
+    assert!(
+        followed,
+        "the proxies never left the demoted primary:\n{}",
+        a.log()
+    );
+    let demoted = set.primary.address();
+    for proxy in [&a, &b] {
+        let log = proxy.log();
+        assert!(log.contains(&format!("(was {demoted})")), "{log}");
+    }
+    // Shared before and after, through the new primary.
+    assert_honoured(&client, &b, &before, &before_home, "before").await;
+    let (id, home) = login(&client, &a).await;
+    assert!(eventually(Duration::from_secs(10), || stored_on(&replica, &id)).await);
+    assert_honoured(&client, &b, &id, &home, "after").await;
 }
 
 #[tokio::test]

@@ -5,12 +5,13 @@
 //! replaces it when Sentinel names another primary; requests only clone the current one.
 //!
 //! Also what every mode shares: the login settings, TLS certificates, and which errors are
-//! worth one more try.
+//! worth one more try. (A demoted primary is noticed by Sentinel mode's `ROLE` heartbeat,
+//! not by the `READONLY` errors of requests.)
 
 use crate::config::{HostPort, RedisStoreConfig};
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, ServerErrorKind, Value};
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
 use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
@@ -154,30 +155,19 @@ pub fn is_broken_connection(e: &RedisError) -> bool {
     e.is_connection_dropped() || e.is_io_error() || e.is_unrecoverable_error()
 }
 
-/// An error that says the server is no longer the primary (a demoted one answers writes,
-/// and `GETEX`, with `READONLY`; `MASTERDOWN` from a replica that lost its primary): with
-/// Sentinel, the sentinels are asked again at once.
-pub fn is_not_primary(e: &RedisError) -> bool {
-    matches!(
-        e.kind(),
-        ErrorKind::Server(ServerErrorKind::ReadOnly | ServerErrorKind::MasterDown)
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use redis::{ErrorKind, ServerErrorKind};
 
     #[test]
-    fn a_demoted_primary_is_recognised_by_its_errors() {
+    fn a_broken_connection_is_tried_once_more_and_a_refusal_is_not() {
         let readonly = redis::RedisError::from((
             ErrorKind::Server(ServerErrorKind::ReadOnly),
             "You can't write against a read only replica.",
         ));
-        assert!(is_not_primary(&readonly));
         assert!(!is_broken_connection(&readonly));
         let io = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
         assert!(is_broken_connection(&io));
-        assert!(!is_not_primary(&io));
     }
 }
