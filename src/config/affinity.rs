@@ -3,6 +3,7 @@
 //! and the failure policy. Secrets never reach a log line (`Debug` hides them).
 
 use super::kinds::TableConfig;
+use super::store::RedisStoreConfig;
 use std::fmt;
 use std::time::Duration;
 
@@ -30,50 +31,6 @@ pub struct LearnConfig {
     pub table: TableConfig,
     /// `None`: the local table alone; `Some`: the table in front of a shared Redis.
     pub store: Option<RedisStoreConfig>,
-}
-
-/// A Redis session store shared by proxy instances.
-#[derive(Clone)]
-pub struct RedisStoreConfig {
-    pub host: String,
-    pub port: u16,
-    pub username: Option<String>,
-    pub password: Option<String>,
-    pub database: u32,
-    pub key_prefix: String,
-    pub lookup_timeout: Duration,
-    pub connect_timeout: Duration,
-    pub refresh_interval: Duration,
-    pub write_queue: usize,
-    /// `Some`: TLS to Redis, trusting these PEM CA certificates (empty: the system's).
-    pub tls_ca_pem: Option<Vec<u8>>,
-}
-
-impl RedisStoreConfig {
-    /// `host:port` as configured (for logs and the admin API).
-    pub fn address(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
-    }
-}
-
-// Hand-written so that the password never reaches a log line.
-impl fmt::Debug for RedisStoreConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisStoreConfig")
-            .field("address", &self.address())
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
-            .field("tls", &self.tls_ca_pem.is_some())
-            .field("database", &self.database)
-            .field("key_prefix", &self.key_prefix)
-            .field("lookup_timeout", &self.lookup_timeout)
-            .field("refresh_interval", &self.refresh_interval)
-            .finish_non_exhaustive()
-    }
 }
 
 /// IP-based persistence as a table.

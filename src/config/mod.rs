@@ -9,6 +9,7 @@
 mod affinity;
 mod kinds;
 pub mod raw;
+mod store;
 mod tls;
 mod validate;
 
@@ -18,11 +19,12 @@ use std::time::Duration;
 
 pub use affinity::{
     AffinityConfig, ClientIpTableConfig, CookieConfig, CookieFormat, FailurePolicy, HashConfig,
-    KeySourceConfig, LearnConfig, RedisStoreConfig, SameSite,
+    KeySourceConfig, LearnConfig, SameSite,
 };
 pub use kinds::{
     AccessLogFormat, AlpnProtocol, BackendState, Balance, HealthCheckKind, MinVersion, TableConfig,
 };
+pub use store::{HostPort, RedisStoreConfig, RedisTopology};
 pub use tls::{CertificateConfig, ListenerTlsConfig, UpstreamTlsConfig};
 pub use validate::routes::starts_with_ignore_case;
 

@@ -11,8 +11,10 @@ use super::kinds::{
 use serde::Deserialize;
 
 mod affinity;
+mod store;
 use affinity::default_true;
 pub use affinity::*;
+pub use store::*;
 
 /// The whole YAML document as we see it: Pingora's own keys are ignored here (Pingora reads them),
 /// only `sticky:` is ours.
