@@ -139,7 +139,10 @@ async fn a_cookie_in_use_is_refreshed_at_most_once_per_quarter_of_max_idle_and_s
             assert_eq!(new.issued, start.issued, "a refresh keeps the first issue");
             // The rule: refreshed again once ceil(2 / 4) = 1 s has passed since the last.
             let interval = 1;
-            assert!(new.refreshed >= old.refreshed + interval, "{old:?} -> {new:?}");
+            assert!(
+                new.refreshed >= old.refreshed + interval,
+                "{old:?} -> {new:?}"
+            );
             value = next;
             refreshes += 1;
         }
