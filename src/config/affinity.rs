@@ -88,7 +88,26 @@ pub struct CookieConfig {
     pub twin_name: Option<String>,
     pub indirect: bool,
     pub nocache: bool,
+    /// `keyed` only: lifetimes enforced by the proxy; `None`: a value pins as long as the
+    /// client keeps it.
+    pub lifetimes: Option<CookieLifetimes>,
 }
+
+/// Cookie lifetimes enforced by the proxy (HAProxy `maxidle` / `maxlife`): the value carries
+/// its first-issue and last-refresh dates under the HMAC. At least one limit is set; each is
+/// 1 s to [`MAX_LIFETIME_SECONDS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CookieLifetimes {
+    /// Not refreshed for longer than this: a new session.
+    pub max_idle: Option<Duration>,
+    /// First issued longer ago than this: a new session.
+    pub max_life: Option<Duration>,
+    /// A date-less value (from before the lifetimes) still pins, and is re-issued with dates.
+    pub accept_undated: bool,
+}
+
+/// The longest lifetime a cookie may be given (3650 days), so that dates fit their 32 bits.
+pub const MAX_LIFETIME_SECONDS: u64 = 3650 * 86_400;
 
 // Hand-written so that a secret never reaches a log line.
 impl fmt::Debug for CookieConfig {
@@ -99,6 +118,7 @@ impl fmt::Debug for CookieConfig {
             .field("path", &self.path)
             .field("domain", &self.domain)
             .field("twin_name", &self.twin_name)
+            .field("lifetimes", &self.lifetimes)
             .finish_non_exhaustive()
     }
 }

@@ -248,6 +248,15 @@ pub struct RawCookie {
     /// Mark responses that insert the cookie `Cache-Control: private` (HAProxy `nocache`).
     #[serde(default = "default_true")]
     pub nocache: bool,
+    /// `keyed` only: a cookie not refreshed for longer than this is a new session (HAProxy
+    /// `maxidle`); absent: no idle limit.
+    pub max_idle_seconds: Option<u64>,
+    /// `keyed` only: a cookie first issued longer ago than this is a new session (HAProxy
+    /// `maxlife`); absent: no age limit.
+    pub max_life_seconds: Option<u64>,
+    /// With lifetimes: a date-less value (issued before the lifetimes were configured) still
+    /// pins and is re-issued with dates; default `true`.
+    pub accept_undated: Option<bool>,
 }
 
 fn default_cookie_name() -> String {

@@ -228,6 +228,9 @@ pub struct RawPool {
     pub timeouts: RawTimeouts,
     #[serde(default)]
     pub affinity: RawAffinity,
+    /// A response header naming the backend that served the response (its configured name,
+    /// never its address), for troubleshooting; absent: none.
+    pub served_by_header: Option<String>,
     /// TLS to the backends; absent: plain HTTP.
     pub tls: Option<RawUpstreamTls>,
     /// The `Host` sent to the backends for a request that has none (HTTP/1.0 allows that;

@@ -365,3 +365,49 @@ fn a_default_host_is_a_host_with_an_optional_port() {
     }
     assert!(load_str(MINIMAL).unwrap().pools[0].default_host.is_none());
 }
+
+#[test]
+fn cookie_lifetimes_and_the_served_by_header_are_typed_and_absent_without_their_keys() {
+    let cookie = |config: &crate::config::Config| {
+        config.pools[0]
+            .affinity
+            .as_ref()
+            .and_then(|a| a.cookie.clone())
+            .unwrap()
+    };
+    assert!(cookie(&load_str(MINIMAL).unwrap()).lifetimes.is_none());
+    let with = |keys: &str| {
+        MINIMAL.replace(
+            "secret: \"0123456789abcdef\"",
+            &format!("secret: \"0123456789abcdef\", {keys}"),
+        )
+    };
+    let idle = cookie(&load_str(&with("max_idle_seconds: 1800")).unwrap());
+    let lifetimes = idle.lifetimes.unwrap();
+    assert_eq!(lifetimes.max_idle, Some(Duration::from_secs(1800)));
+    assert_eq!(lifetimes.max_life, None);
+    assert!(
+        lifetimes.accept_undated,
+        "date-less values accepted by default"
+    );
+    let both = with("max_idle_seconds: 60, max_life_seconds: 60, accept_undated: false");
+    let lifetimes = cookie(&load_str(&both).unwrap()).lifetimes.unwrap();
+    assert_eq!(lifetimes.max_life, Some(Duration::from_secs(60)));
+    assert!(!lifetimes.accept_undated);
+    assert!(load_str(&with("max_life_seconds: 315360000")).is_ok());
+    assert!(load_str(MINIMAL).unwrap().pools[0]
+        .served_by_header
+        .is_none());
+    let served = MINIMAL.replace(
+        "      affinity:",
+        "      served_by_header: x-served-by\n      affinity:",
+    );
+    let config = load_str(&served).unwrap();
+    assert_eq!(
+        config.pools[0]
+            .served_by_header
+            .as_ref()
+            .map(|h| h.as_str()),
+        Some("x-served-by")
+    );
+}
