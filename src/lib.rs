@@ -34,6 +34,7 @@ pub mod proxy;
 pub mod sockets;
 pub mod tls;
 
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig as Endpoint};
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use std::sync::Arc;
@@ -123,10 +124,11 @@ pub fn build_server(
             }
         }
         let addr = listener.addr.to_string();
+        let endpoint = Endpoint::tcp(&addr).l4_buffer(client_buffers());
         match &listener.tls {
-            None => service.add_tcp(&addr),
+            None => service.add_listener(endpoint),
             Some(tls) => match tls.settings() {
-                Ok(tls_settings) => service.add_tls_with_settings(&addr, None, tls_settings),
+                Ok(tls_settings) => service.add_listener(endpoint.tls(tls_settings)),
                 Err(e) => {
                     // Certificates were loaded during validation; this cannot fail with rustls.
                     eprintln!("sticky-proxy: TLS listener {addr}: {e}");
@@ -157,6 +159,20 @@ pub fn build_server(
         server.add_service(sockets::WithListenSockets::new(service, listen_sockets));
     }
     (server, leaving)
+}
+
+/// Pingora's buffers in front of each client socket. Pingora's default read buffer is 64 KiB
+/// per connection, allocated at accept and kept for the connection's whole life: 64 of the
+/// ~100 KiB an idle kept-alive connection cost (benches/README.md, "Memory per idle
+/// connection"). Without it Pingora's HTTP/1 parser reads a request head straight into its own
+/// 4 KiB buffer (the same one `recv` per request for a request that fits in it), bodies go
+/// into the body buffer, and rustls reads into its own record buffer. The write buffer
+/// (1,460 bytes, so that a response head and a small body leave in one `send`) is kept.
+fn client_buffers() -> L4BufferSettings {
+    L4BufferSettings {
+        read: Some(0),
+        write: None,
+    }
 }
 
 /// A listener's routes: the configured ones (then the default pool, if any), or a single
