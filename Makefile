@@ -3,7 +3,7 @@ CARGO ?= cargo
 CONF ?= conf/demo.yaml
 SHELL := /bin/bash
 
-.PHONY: setup run build test lint unit check-conf fuzz bench bench-load clean
+.PHONY: setup run build test lint unit check-conf fuzz-check fuzz fuzz-libfuzzer fuzz-proptest bench bench-load clean
 
 setup:
 	@./scripts/setup.sh
@@ -17,7 +17,7 @@ run: build
 	CONF=$(CONF) ./scripts/demo.sh
 
 ## test: formatting, lints, unit + integration tests, doc tests, every conf/ example checked with -t
-test: setup lint unit check-conf
+test: setup lint unit check-conf fuzz-check
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -33,6 +33,11 @@ unit:
 	fi
 	$(CARGO) test --doc
 
+## fuzz-check: the cargo fuzz targets still compile against the library (stable `cargo check`;
+## running them needs a nightly toolchain: `make fuzz`)
+fuzz-check:
+	cd fuzz && $(CARGO) fmt -- --check && $(CARGO) check --bins
+
 check-conf:
 	$(CARGO) build --bin sticky-proxy
 	@for f in conf/*.yaml; do \
@@ -40,10 +45,19 @@ check-conf:
 		$${CARGO_TARGET_DIR:-target}/debug/sticky-proxy -t -c $$f || exit 1; \
 	done
 
-## fuzz: long proptest campaign over tests/properties.rs, 10 minutes per target
-## (FUZZ_SECONDS, FUZZ_BATCH, FUZZ_TARGETS, FUZZ_RELEASE=1; see scripts/fuzz.sh)
+## fuzz: 10 minutes per target with cargo fuzz (libFuzzer) where a nightly toolchain exists,
+## else the proptest campaign over tests/properties.rs (FUZZ_ENGINE=libfuzzer|proptest forces one;
+## FUZZ_SECONDS, FUZZ_TARGETS; see scripts/fuzz.sh, docs/testing.md (Fuzzing)). Not part of `make test`.
 fuzz: setup
 	nice -n 10 ./scripts/fuzz.sh
+
+## fuzz-libfuzzer: the cargo fuzz targets in fuzz/ (needs nightly; installs cargo-fuzz)
+fuzz-libfuzzer: setup
+	FUZZ_ENGINE=libfuzzer nice -n 10 ./scripts/fuzz.sh
+
+## fuzz-proptest: the proptest campaign (FUZZ_BATCH, FUZZ_RELEASE=1 too; scripts/fuzz-proptest.sh)
+fuzz-proptest: setup
+	FUZZ_ENGINE=proptest nice -n 10 ./scripts/fuzz.sh
 
 ## bench: criterion micro-benchmarks
 bench: setup

@@ -6,6 +6,7 @@ use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criteri
 use std::sync::Arc;
 use sticky_proxy::affinity::decision::{decide, Mechanisms};
 use sticky_proxy::affinity::key::{self, RequestView};
+use sticky_proxy::affinity::persistence::Affinity;
 use sticky_proxy::affinity::Pin;
 use sticky_proxy::config::{load_str, KeySourceConfig};
 use sticky_proxy::pool::Pool;
@@ -23,26 +24,34 @@ fn pool_yaml(backends: usize, affinity: &str) -> String {
 const COOKIE: &str = "        cookie: { secret: bench-secret-0123456789abcdef }\n";
 const HASH: &str = "        hash: { sources: [{ type: cookie, name: CUserID }] }\n";
 
-fn pool(backends: usize, affinity: &str) -> Arc<Pool> {
+/// A pool of `backends` with the `affinity` section, and that affinity built for it.
+fn pool(backends: usize, affinity: &str) -> (Arc<Pool>, Affinity) {
     let config = load_str(&pool_yaml(backends, affinity)).expect("bench config");
-    Pool::new(&config.pools[0], &[], &Default::default()).0
+    let pool = Pool::new(&config.pools[0], None).0;
+    let section = config.pools[0]
+        .affinity
+        .as_ref()
+        .expect("an affinity section");
+    let affinity = Affinity::new(
+        section,
+        None,
+        &pool,
+        &sticky_proxy::extension::Extensions::default(),
+    );
+    (pool, affinity)
 }
 
-fn cookie_of(pool: &Pool) -> &sticky_proxy::affinity::CookieAffinity {
-    pool.own_affinity.as_ref().unwrap().cookie.as_ref().unwrap()
-}
-
-fn cookie_value(pool: &Pool, backend: usize) -> String {
-    let format = &cookie_of(pool).config.format;
+fn cookie_value(cookie: &sticky_proxy::affinity::CookieAffinity, backend: usize) -> String {
+    let format = &cookie.config.format;
     sticky_proxy::affinity::cookie::value_text(format, "web", &format!("app{backend}"))
 }
 
 fn bench_cookie(c: &mut Criterion) {
-    let pool = pool(3, COOKIE);
-    let cookie = cookie_of(&pool);
+    let (pool, affinity) = pool(3, COOKIE);
+    let cookie = affinity.cookie.as_ref().expect("cookie affinity");
     let header = format!(
         "_ga=GA1.2.3; theme=dark; ARRAffinity={}; CUserID=42",
-        cookie_value(&pool, 1)
+        cookie_value(cookie, 1)
     );
     let forged = format!("_ga=GA1.2.3; ARRAffinity={}", "0".repeat(64));
     let mut group = c.benchmark_group("cookie");
@@ -62,13 +71,14 @@ fn bench_cookie(c: &mut Criterion) {
                     Mechanisms {
                         cookie: true,
                         tables: false,
+                        keeps_sessions: false,
                     },
                     &[],
                     |i| pool.slots[i].is_usable(),
                     |_| None,
                     |failed| pool.select_new(failed),
                 );
-                assert_eq!(decision.backend, Some(1));
+                assert_eq!(decision.backend(), Some(1));
                 decision
             })
         },
@@ -80,6 +90,7 @@ fn bench_cookie(c: &mut Criterion) {
                 Mechanisms {
                     cookie: true,
                     tables: false,
+                    keeps_sessions: false,
                 },
                 &[],
                 |i| pool.slots[i].is_usable(),
@@ -153,7 +164,8 @@ fn bench_keys(c: &mut Criterion) {
     ];
     let mut group = c.benchmark_group("key extraction");
     for (name, config) in sources {
-        let source = key::from_config(&config, &Default::default()).unwrap();
+        let source =
+            key::from_config(&config, &sticky_proxy::extension::Extensions::default()).unwrap();
         assert!(source.key(&view).is_some(), "{name} finds its key");
         group.bench_function(name, |b| {
             b.iter(|| source.key(black_box(&view)).map(|k| k.len()))
@@ -165,8 +177,8 @@ fn bench_keys(c: &mut Criterion) {
 fn bench_ring(c: &mut Criterion) {
     let mut group = c.benchmark_group("ring lookup");
     for n in [3usize, 16, 128] {
-        let pool = pool(n, HASH);
-        let hash = pool.own_affinity.as_ref().unwrap().hash.as_ref().unwrap();
+        let (pool, affinity) = pool(n, HASH);
+        let hash = affinity.hash.as_ref().expect("hash affinity");
         let keys: Vec<String> = (0..1024).map(|i| format!("user-{i}")).collect();
         let mut i = 0;
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
@@ -180,7 +192,8 @@ fn bench_ring(c: &mut Criterion) {
 }
 
 fn bench_table(c: &mut Criterion) {
-    use sticky_proxy::affinity::sessions::{key_of, SessionTable, TableConfig};
+    use sticky_proxy::affinity::sessions::{key_of, SessionTable};
+    use sticky_proxy::config::TableConfig;
     let mut group = c.benchmark_group("session table");
     for entries in [1u64, 1_000_000] {
         let table = SessionTable::new(TableConfig {

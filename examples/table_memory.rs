@@ -3,7 +3,8 @@
 //! table_memory` (figures go to benches/README.md).
 
 use std::time::Duration;
-use sticky_proxy::affinity::sessions::{key_of, SessionTable, TableConfig};
+use sticky_proxy::affinity::sessions::{key_of, SessionTable};
+use sticky_proxy::config::TableConfig;
 
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();

@@ -37,10 +37,12 @@ impl BackendNamer for XBackend {
     }
 }
 
-fn main() {
-    sticky_proxy::main_with(
-        Extensions::default()
-            .with_key_source("tenant", Tenant)
-            .with_backend_namer("x-backend", XBackend),
-    );
+fn main() -> std::process::ExitCode {
+    let extensions = Extensions::default()
+        .with_key_source("tenant", Tenant)
+        .with_backend_namer("x-backend", XBackend);
+    match sticky_proxy::run(extensions) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => e.report(),
+    }
 }

@@ -11,14 +11,7 @@ use serde::Serialize;
 /// The log target of the access log.
 pub const TARGET: &str = "sticky_proxy::access";
 
-/// Text (`key=value`) or JSON lines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Format {
-    #[default]
-    Text,
-    Json,
-}
+use crate::config::AccessLogFormat as Format;
 
 /// One request's line.
 #[derive(Debug, Serialize)]

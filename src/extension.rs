@@ -22,21 +22,21 @@
 //!     }
 //! }
 //!
-//! fn main() {
-//!     sticky_proxy::main_with(Extensions::default().with_key_source("tenant", Tenant));
+//! fn main() -> std::process::ExitCode {
+//!     match sticky_proxy::run(Extensions::default().with_key_source("tenant", Tenant)) {
+//!         Ok(()) => std::process::ExitCode::SUCCESS,
+//!         Err(e) => e.report(), // "sticky-proxy: <file>: <field>: …" on stderr, status 2
+//!     }
 //! }
 //! ```
 
-use crate::affinity::key::{KeySource, RequestView};
-use std::borrow::Cow;
+use crate::affinity::custom::ExtensionLookup;
+use crate::affinity::key::KeySource;
+use crate::config::{AffinityConfig, Config, ConfigError, KeySourceConfig};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Names the backend a request must go to (by its configured `name`), or `None` to let the
-/// class's other mechanisms decide. A name that no backend has follows the failure policy.
-pub trait BackendNamer: Send + Sync + std::fmt::Debug {
-    fn backend<'a>(&self, request: &RequestView<'a>) -> Option<Cow<'a, str>>;
-}
+pub use crate::affinity::custom::BackendNamer;
 
 /// The registered extensions, by name.
 #[derive(Clone, Default)]
@@ -67,14 +67,6 @@ impl Extensions {
         self
     }
 
-    pub fn key_source(&self, name: &str) -> Option<Arc<dyn KeySource>> {
-        self.key_sources.get(name).cloned()
-    }
-
-    pub fn backend_namer(&self, name: &str) -> Option<Arc<dyn BackendNamer>> {
-        self.namers.get(name).cloned()
-    }
-
     /// Registered names, sorted (for error messages).
     pub fn key_source_names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self.key_sources.keys().map(String::as_str).collect();
@@ -87,4 +79,72 @@ impl Extensions {
         names.sort_unstable();
         names
     }
+}
+
+impl ExtensionLookup for Extensions {
+    fn key_source(&self, name: &str) -> Option<Arc<dyn KeySource>> {
+        self.key_sources.get(name).cloned()
+    }
+
+    fn backend_namer(&self, name: &str) -> Option<Arc<dyn BackendNamer>> {
+        self.namers.get(name).cloned()
+    }
+}
+
+/// [`crate::config::load_str`], then [`check`] the extension names it uses against
+/// `extensions`: the configuration a program with these extensions can run.
+pub fn load_str_with(yaml: &str, extensions: &Extensions) -> Result<Config, ConfigError> {
+    let config = crate::config::load_str(yaml)?;
+    check(&config, extensions)?;
+    Ok(config)
+}
+
+/// Every custom key source and backend namer the configuration names (pools' own affinity and
+/// every class, used by a route or not) must be registered; the error names the field.
+pub fn check(config: &Config, extensions: &Extensions) -> Result<(), ConfigError> {
+    let pools = config.pools.iter().enumerate().filter_map(|(i, p)| {
+        let affinity = p.affinity.as_ref()?;
+        Some((format!("sticky.pools[{i}].affinity"), affinity))
+    });
+    let classes = config.classes.iter().filter_map(|c| {
+        let affinity = c.affinity.as_ref()?;
+        Some((format!("sticky.classes.{}", c.name), affinity))
+    });
+    for (field, affinity) in pools.chain(classes) {
+        check_affinity(&field, affinity, extensions)?;
+    }
+    Ok(())
+}
+
+fn check_affinity(
+    field: &str,
+    affinity: &AffinityConfig,
+    extensions: &Extensions,
+) -> Result<(), ConfigError> {
+    if let Some(source) = &affinity.named_node {
+        if extensions.backend_namer(source).is_none() {
+            return Err(ConfigError::new(
+                format!("{field}.named_node.source"),
+                format!(
+                    "no backend namer registered as {source:?} (registered: {:?})",
+                    extensions.backend_namer_names()
+                ),
+            ));
+        }
+    }
+    let sources = affinity.hash.iter().flat_map(|h| h.sources.iter());
+    for (i, source) in sources.enumerate() {
+        if let KeySourceConfig::Custom { name } = source {
+            if extensions.key_source(name).is_none() {
+                return Err(ConfigError::new(
+                    format!("{field}.hash.sources[{i}].name"),
+                    format!(
+                        "no key source registered as {name:?} (registered: {:?})",
+                        extensions.key_source_names()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }

@@ -261,6 +261,54 @@ impl<S: ServiceWithDependents> ServiceWithDependents for WithListenSockets<S> {
     }
 }
 
+/// The listening sockets for Pingora: those a service manager passed, and (when
+/// `bind_unpassed` is set) the proxy listeners' own, bound here, each with its `defer_accept`, and the
+/// admin listener's.
+pub fn prepare(
+    config: &crate::config::Config,
+    bind_unpassed: bool,
+) -> Result<Vec<(String, std::os::fd::RawFd)>, String> {
+    let addresses: Vec<std::net::SocketAddr> = config
+        .listeners
+        .iter()
+        .map(|l| l.addr)
+        .chain(config.admin.as_ref().map(|a| a.addr))
+        .collect();
+    let mut sockets = assign(&passed_sockets()?, &addresses)?;
+    for (addr, fd) in &sockets {
+        log::info!("listener {addr}: using the socket passed as descriptor {fd}");
+    }
+    // A process stopping with the same config may hold an address for its grace.
+    let patience = config.grace + std::time::Duration::from_secs(10);
+    // The socket for `addr`: the passed one, else (with `bind`) one bound here, named `field`
+    // in the error.
+    let mut socket_for = |addr: std::net::SocketAddr, field: String| {
+        let key = addr.to_string();
+        if let Some((_, fd)) = sockets.iter().find(|(a, _)| *a == key) {
+            return Ok(Some(*fd));
+        }
+        if !bind_unpassed {
+            return Ok(None);
+        }
+        let fd = bind(addr, patience).map_err(|e| format!("{field}: {e}"))?;
+        sockets.push((key, fd));
+        Ok::<_, String>(Some(fd))
+    };
+    for (i, listener) in config.listeners.iter().enumerate() {
+        let field = format!("sticky.listeners[{i}].addr");
+        if let Some(fd) = socket_for(listener.addr, field)? {
+            set_defer_accept(fd, listener.defer_accept)
+                .map_err(|e| format!("sticky.listeners[{i}].defer_accept: {e}"))?;
+        }
+    }
+    // The admin listener too, so that an address it cannot have is a start error (Pingora's
+    // own bind panics in the service's task and the proxy ran on without its admin API).
+    if let Some(admin) = &config.admin {
+        socket_for(admin.addr, "sticky.admin.addr".to_string())?;
+    }
+    Ok(sockets)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

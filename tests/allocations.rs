@@ -5,6 +5,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use sticky_proxy::affinity::decision::{decide, Mechanisms};
+use sticky_proxy::affinity::persistence::Affinity;
 use sticky_proxy::config::load_str;
 use sticky_proxy::pool::Pool;
 
@@ -42,8 +43,15 @@ fn allocations_in<T>(f: impl FnOnce() -> T) -> (usize, T) {
 fn the_returning_session_decision_allocates_nothing() {
     let yaml = "sticky:\n  listeners: [{ addr: \"127.0.0.1:6188\" }]\n  pools:\n    - name: web\n      backends: [{ name: app0, addr: \"127.0.0.1:10000\" }, { name: app1, addr: \"127.0.0.1:10001\" }, { name: app2, addr: \"127.0.0.1:10002\" }]\n      affinity:\n        cookie: { secret: test-secret-0123456789abcdef }\n";
     let config = load_str(yaml).unwrap();
-    let pool = Pool::new(&config.pools[0], &[], &Default::default()).0;
-    let cookie = pool.own_affinity.as_ref().unwrap().cookie.as_ref().unwrap();
+    let pool = Pool::new(&config.pools[0], None).0;
+    let section = config.pools[0].affinity.as_ref().unwrap();
+    let affinity = Affinity::new(
+        section,
+        None,
+        &pool,
+        &sticky_proxy::extension::Extensions::default(),
+    );
+    let cookie = affinity.cookie.as_ref().unwrap();
     let value = sticky_proxy::affinity::cookie::value_text(&cookie.config.format, "web", "app1");
     let header = format!("_ga=GA1.2.3; theme=dark; ARRAffinity={value}; CUserID=42");
     let returning = || {
@@ -53,6 +61,7 @@ fn the_returning_session_decision_allocates_nothing() {
             Mechanisms {
                 cookie: true,
                 tables: false,
+                keeps_sessions: false,
             },
             &[],
             |i| pool.slots[i].is_usable(),
@@ -61,10 +70,10 @@ fn the_returning_session_decision_allocates_nothing() {
         )
     };
     // Once before counting: anything lazily set up on first use is not per request.
-    assert_eq!(returning().backend, Some(1));
+    assert_eq!(returning().backend(), Some(1));
 
     let (count, decision) = allocations_in(returning);
-    assert_eq!(decision.backend, Some(1), "the cookie pins app1");
+    assert_eq!(decision.backend(), Some(1), "the cookie pins app1");
     assert_eq!(
         count, 0,
         "heap allocations in one returning-session decision"

@@ -172,3 +172,46 @@ async fn error_pages_name_no_backend_or_address() {
         assert!(!raw.contains(leak), "{leak} leaked: {raw}");
     }
 }
+
+#[tokio::test]
+async fn a_request_target_that_is_no_path_is_refused_with_400_and_reaches_no_backend() {
+    let (b1, b2, proxy) = proxy_with_two().await;
+    // Pingora reads these with `uri` set to `/` and the raw bytes kept for the backend: routed
+    // as `/`, they would reach whatever `/` serves.
+    for target in ["admin/x", "%01="] {
+        let request = format!("GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        let response = raw_request(proxy.addr, request.as_bytes()).await;
+        assert_eq!(raw_status(&response), 400, "{target}: {response}");
+        assert!(!response.contains("Pingora"), "{response}");
+    }
+    assert_eq!(b1.hits() + b2.hits(), 0, "no backend saw them");
+    // A path, `*` and an absolute URL are served.
+    for target in ["/ok", "http://t/ok"] {
+        let request = format!("GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        let response = raw_request(proxy.addr, request.as_bytes()).await;
+        assert_eq!(raw_status(&response), 200, "{target}: {response}");
+    }
+}
+
+#[tokio::test]
+async fn a_hidden_header_written_with_underscores_is_stripped_in_either_spelling() {
+    use common::raw_backend::{header_in, response, RawBackend};
+    let backend = RawBackend::start("iis1", |_| response("200 OK", &[], "ok")).await;
+    let section = format!(
+        "sticky:\n  listeners:\n    - addr: \"{{listen}}\"\n  hide_headers: [X_Debug_User, X-Trace]\n  pools:\n    - name: web\n      backends: [{}]\n",
+        backend.yaml()
+    );
+    let proxy = Proxy::start(&section).await;
+    let request = b"GET / HTTP/1.1\r\nHost: t\r\nX-Debug-User: admin\r\nX_Debug_User: admin\r\nX_Trace: 1\r\nX-Other: kept\r\nConnection: close\r\n\r\n";
+    let answer = raw_request(proxy.addr, request).await;
+    assert_eq!(raw_status(&answer), 200, "{answer}");
+    let head = backend.heads().pop().expect("the backend got the request");
+    for stripped in ["x-debug-user", "x_debug_user", "x_trace", "x-trace"] {
+        assert_eq!(header_in(&head, stripped), None, "{stripped} in {head}");
+    }
+    assert_eq!(
+        header_in(&head, "x-other").as_deref(),
+        Some("kept"),
+        "{head}"
+    );
+}

@@ -1,9 +1,10 @@
 //! Property tests (proptest) over the parsers that take client or operator input: the cookie
 //! scanner and codec, hash-key extraction, learned-session ids (request side and `Set-Cookie`
-//! side), and the config loader (`load_str`, `load_str_with`). `make test` runs proptest's
+//! side), and the config loader (`load_str`, `extension::load_str_with`). `make test` runs proptest's
 //! default 256 cases per property; `PROPTEST_CASES` (read by proptest itself) sets the count,
-//! and `make fuzz` runs a long, time-bounded campaign per property (`scripts/fuzz.sh`, see the
-//! docs/testing.md, Fuzzing).
+//! and `make fuzz-proptest` (or `make fuzz` on a machine without a nightly toolchain) runs a long,
+//! time-bounded campaign per property (`scripts/fuzz-proptest.sh`). Where a nightly toolchain
+//! exists, `make fuzz` runs the cargo fuzz targets in `fuzz/` instead (docs/testing.md, Fuzzing).
 
 use proptest::prelude::*;
 use std::borrow::Cow;
@@ -15,8 +16,9 @@ use sticky_proxy::affinity::cookie::{
 use sticky_proxy::affinity::key::KeySource;
 use sticky_proxy::affinity::key::{self, RequestView};
 use sticky_proxy::affinity::learned::{observe_set_cookie, LearnedSessions, Observed};
-use sticky_proxy::affinity::sessions::TableConfig;
-use sticky_proxy::config::{load_str, load_str_with, CookieFormat, KeySourceConfig, LearnConfig};
+use sticky_proxy::config::TableConfig;
+use sticky_proxy::config::{load_str, CookieFormat, KeySourceConfig, LearnConfig};
+use sticky_proxy::extension::load_str_with;
 use sticky_proxy::extension::Extensions;
 
 fn keyed() -> CookieFormat {
@@ -201,7 +203,7 @@ mod key_extraction {
                 KeySourceConfig::ClientIp { ipv4_prefix: 24, ipv6_prefix: 64 },
             ];
             for config in &sources {
-                let source = key::from_config(config, &Default::default()).unwrap();
+                let source = key::from_config(config, &sticky_proxy::extension::Extensions::default()).unwrap();
                 if let Some(k) = source.key(&view) {
                     prop_assert!(!k.is_empty());
                 }
@@ -297,7 +299,7 @@ mod key_extraction {
 }
 
 mod config_loader {
-    //! The config loader (`sticky_proxy::config::load_str`, `load_str_with`).
+    //! The config loader (`sticky_proxy::config::load_str`, `extension::load_str_with`).
     use super::*;
 
     proptest! {
@@ -406,8 +408,9 @@ mod config_loader {
                     prop_assert!(!e.to_string().contains('\n'));
                 }
             }
-            // Without the registration the same text never loads.
-            prop_assert!(load_str(&yaml).is_err());
+            // Without the registration the same text never loads (`config::load_str` alone
+            // checks the shape; the names are checked against what a program registered).
+            prop_assert!(load_str_with(&yaml, &Extensions::default()).is_err());
         }
     }
 }

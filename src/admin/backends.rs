@@ -4,7 +4,7 @@
 use super::reply::Reply;
 use super::views::{table_entries_by_backend, BackendView};
 use super::AdminApp;
-use crate::pool::BackendState;
+use crate::config::BackendState;
 use http::StatusCode;
 use serde::Deserialize;
 
@@ -19,7 +19,7 @@ impl AdminApp {
             #[serde(default)]
             close_upgraded: bool,
         }
-        let (pool, index) = match self.backend(pool, backend) {
+        let (pool, affinities, index) = match self.backend(pool, backend) {
             Ok(found) => found,
             Err(reply) => return reply,
         };
@@ -50,7 +50,7 @@ impl AdminApp {
             &BackendView::of(
                 pool,
                 index,
-                table_entries_by_backend(pool)[index],
+                table_entries_by_backend(pool, affinities)[index],
                 self.rates
                     .of_pool(pool)
                     .into_iter()
@@ -63,7 +63,7 @@ impl AdminApp {
     /// `POST …/backends/{backend}/close-upgraded`: close its upgraded connections; answers
     /// `{"closed": n}`.
     pub(super) fn close_upgraded(&self, pool: &str, backend: &str) -> Reply {
-        let (pool, index) = match self.backend(pool, backend) {
+        let (pool, _, index) = match self.backend(pool, backend) {
             Ok(found) => found,
             Err(reply) => return reply,
         };

@@ -41,6 +41,7 @@ mod status;
 mod tables;
 mod views;
 
+use crate::affinity::registry::{PoolAffinities, Registry};
 use crate::config::{AdminConfig, Config};
 use crate::lifecycle::Leaving;
 use crate::metrics::Metrics;
@@ -59,6 +60,7 @@ pub use rates::RateSampler;
 /// What the admin app serves from.
 pub struct AdminApp {
     pools: Vec<Arc<Pool>>,
+    registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     token: Option<String>,
     allow_remote: bool,
@@ -74,6 +76,7 @@ impl AdminApp {
         config: &Config,
         admin: &AdminConfig,
         pools: Vec<Arc<Pool>>,
+        registry: Arc<Registry>,
         metrics: Arc<Metrics>,
         leaving: Leaving,
     ) -> Self {
@@ -81,6 +84,7 @@ impl AdminApp {
             rates: Arc::new(rates::Rates::new(pools.clone())),
             status: status::Status::new(config, admin),
             pools,
+            registry,
             metrics,
             token: admin.token.clone(),
             allow_remote: admin.allow_remote,
@@ -94,19 +98,24 @@ impl AdminApp {
         RateSampler(self.rates.clone())
     }
 
-    /// The pool called `name`, or the 404 to answer.
-    fn pool(&self, name: &str) -> Result<&Arc<Pool>, Reply> {
+    /// The pool called `name` with its affinities, or the 404 to answer.
+    fn pool(&self, name: &str) -> Result<(&Arc<Pool>, &PoolAffinities), Reply> {
         self.pools
             .iter()
-            .find(|p| p.name == name)
+            .position(|p| p.name == name)
+            .map(|i| (&self.pools[i], self.registry.pool(i)))
             .ok_or_else(|| Reply::error(StatusCode::NOT_FOUND, format!("no pool named {name:?}")))
     }
 
     /// A pool and the index of one of its backends, or the 404 to answer.
-    fn backend(&self, pool: &str, backend: &str) -> Result<(&Arc<Pool>, usize), Reply> {
-        let pool = self.pool(pool)?;
+    fn backend(
+        &self,
+        pool: &str,
+        backend: &str,
+    ) -> Result<(&Arc<Pool>, &PoolAffinities, usize), Reply> {
+        let (pool, affinities) = self.pool(pool)?;
         match pool.backend_index(backend) {
-            Some(index) => Ok((pool, index)),
+            Some(index) => Ok((pool, affinities, index)),
             None => Err(Reply::error(
                 StatusCode::NOT_FOUND,
                 format!("no backend named {backend:?}"),
@@ -168,7 +177,7 @@ impl AdminApp {
                 }
             }
             ("GET", ["metrics"]) => {
-                let (content_type, body) = self.metrics.render(&self.pools);
+                let (content_type, body) = self.metrics.render(&self.pools, &self.registry);
                 Reply {
                     status: StatusCode::OK,
                     content_type,
@@ -187,12 +196,13 @@ impl AdminApp {
                 let views: Vec<PoolView> = self
                     .pools
                     .iter()
-                    .map(|p| PoolView::of(p, &self.rates))
+                    .zip(self.registry.pools())
+                    .map(|(p, a)| PoolView::of(p, a, &self.rates))
                     .collect();
                 Reply::json(StatusCode::OK, &views)
             }
             ("GET", ["api", "pools", pool]) => match self.pool(pool) {
-                Ok(p) => Reply::json(StatusCode::OK, &PoolView::of(p, &self.rates)),
+                Ok((p, a)) => Reply::json(StatusCode::OK, &PoolView::of(p, a, &self.rates)),
                 Err(reply) => reply,
             },
             ("POST", ["api", "pools", pool, "backends", backend, "state"]) => {

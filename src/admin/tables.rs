@@ -6,6 +6,7 @@ use super::reply::Reply;
 use super::views::LookupView;
 use super::AdminApp;
 use crate::affinity::persistence::Affinity;
+use crate::affinity::registry::PoolAffinities;
 use crate::affinity::sessions::{key_of, SessionTable};
 use crate::pool::Pool;
 use http::StatusCode;
@@ -19,7 +20,7 @@ impl AdminApp {
             .and_then(|l| l.parse().ok())
             .unwrap_or(100usize)
             .min(10_000);
-        match self.pool(pool).and_then(|p| table_of(p, table)) {
+        match self.pool(pool).and_then(|(p, a)| table_of(p, a, table)) {
             Ok((_, t)) => Reply::json(StatusCode::OK, &t.entries(limit)),
             Err(reply) => reply,
         }
@@ -27,11 +28,11 @@ impl AdminApp {
 
     /// `GET …/tables/{table}/lookup?id=…` or `?ip=…`: the entry, or 404.
     pub(super) fn lookup(&self, pool: &str, table: &str, query: &str) -> Reply {
-        let pool = match self.pool(pool) {
+        let (pool, affinities) = match self.pool(pool) {
             Ok(p) => p,
             Err(reply) => return reply,
         };
-        let (affinity, t) = match table_of(pool, table) {
+        let (affinity, t) = match table_of(pool, affinities, table) {
             Ok(t) => t,
             Err(reply) => return reply,
         };
@@ -60,11 +61,11 @@ impl AdminApp {
             ip: Option<String>,
             backend: Option<String>,
         }
-        let pool = match self.pool(pool) {
+        let (pool, affinities) = match self.pool(pool) {
             Ok(p) => p,
             Err(reply) => return reply,
         };
-        let (affinity, t) = match table_of(pool, table) {
+        let (affinity, t) = match table_of(pool, affinities, table) {
             Ok(t) => t,
             Err(reply) => return reply,
         };
@@ -104,9 +105,17 @@ impl AdminApp {
 }
 
 /// The table called `table` of `pool`, or the 404 naming the tables it has.
-fn table_of<'p>(pool: &'p Pool, table: &str) -> Result<(&'p Affinity, &'p SessionTable), Reply> {
-    pool.table(table).ok_or_else(|| {
-        let names: Vec<String> = pool.table_stats().into_iter().map(|(n, _)| n).collect();
+fn table_of<'p>(
+    pool: &Pool,
+    affinities: &'p PoolAffinities,
+    table: &str,
+) -> Result<(&'p Affinity, &'p SessionTable), Reply> {
+    affinities.table(table).ok_or_else(|| {
+        let names: Vec<String> = affinities
+            .table_stats()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
         Reply::error(
             StatusCode::NOT_FOUND,
             format!(

@@ -3,17 +3,19 @@
 //! and the rates' ring) at request time; nothing here is on the proxy's request path.
 
 use super::rates::{BackendRate, Rates};
+use crate::affinity::registry::PoolAffinities;
 use crate::affinity::sessions::{EntryView, TableStats};
 use crate::affinity::store::StoreStats;
-use crate::pool::{BackendState, Pool};
+use crate::config::BackendState;
+use crate::pool::Pool;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
 
 /// Session-table entries per backend index, over every table of the pool (one walk each).
-pub(super) fn table_entries_by_backend(pool: &Pool) -> Vec<usize> {
+pub(super) fn table_entries_by_backend(pool: &Pool, affinities: &PoolAffinities) -> Vec<usize> {
     let mut total = vec![0; pool.slots.len()];
-    for (_, table) in pool.affinities().flat_map(|a| a.tables()) {
+    for (_, table) in affinities.affinities().flat_map(|a| a.tables()) {
         for (t, n) in total
             .iter_mut()
             .zip(table.count_by_backend(pool.slots.len()))
@@ -35,17 +37,17 @@ pub(super) struct PoolView {
 }
 
 impl PoolView {
-    /// The view of `pool` now, its backends' request rates from `rates`.
-    pub(super) fn of(pool: &Pool, rates: &Rates) -> Self {
-        let entries = table_entries_by_backend(pool);
+    /// The view of `pool` (with its `affinities`) now, its backends' request rates from `rates`.
+    pub(super) fn of(pool: &Pool, affinities: &PoolAffinities, rates: &Rates) -> Self {
+        let entries = table_entries_by_backend(pool, affinities);
         let mut rates = rates.of_pool(pool).into_iter();
         PoolView {
             name: pool.name.clone(),
             backends: (0..pool.slots.len())
                 .map(|i| BackendView::of(pool, i, entries[i], rates.next().unwrap_or_default()))
                 .collect(),
-            tables: pool.table_stats().into_iter().collect(),
-            stores: pool.store_stats().into_iter().collect(),
+            tables: affinities.table_stats().into_iter().collect(),
+            stores: affinities.store_stats().into_iter().collect(),
         }
     }
 }

@@ -11,8 +11,8 @@
 
 use super::client_ip;
 use super::cookie::cookie_values;
+use super::custom::ExtensionLookup;
 use crate::config::KeySourceConfig;
-use crate::extension::Extensions;
 use http::header::{COOKIE, HOST};
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -44,7 +44,7 @@ pub fn first_key<'a>(
 /// names were checked at validation, so `None` only for an unknown custom name).
 pub fn from_config(
     config: &KeySourceConfig,
-    extensions: &Extensions,
+    extensions: &dyn ExtensionLookup,
 ) -> Option<Arc<dyn KeySource>> {
     Some(match config {
         KeySourceConfig::Cookie { name, regex } => Arc::new(CookieSource {

@@ -232,7 +232,7 @@ mod tests {
             cookies: cookies.iter().map(|c| c.to_string()).collect(),
             path_parameter: path.map(str::to_string),
             query_parameters: query.iter().map(|q| q.to_string()).collect(),
-            table: Arc::new(SessionTable::new(crate::affinity::sessions::TableConfig {
+            table: Arc::new(SessionTable::new(crate::config::TableConfig {
                 capacity: 10,
                 idle_timeout: std::time::Duration::from_secs(60),
                 max_lifetime: None,
@@ -324,7 +324,7 @@ mod tests {
         let t = ClientIpTable::new(&ClientIpTableConfig {
             ipv4_prefix: 24,
             ipv6_prefix: 64,
-            table: crate::affinity::sessions::TableConfig {
+            table: crate::config::TableConfig {
                 capacity: 10,
                 idle_timeout: std::time::Duration::from_secs(60),
                 max_lifetime: None,

@@ -7,10 +7,14 @@
 
 pub mod client_ip;
 pub mod cookie;
+pub mod custom;
 pub mod decision;
+pub mod hash;
 pub mod key;
 pub mod learned;
+pub mod lookup;
 pub mod persistence;
+pub mod registry;
 pub mod sessions;
 pub mod store;
 

@@ -4,15 +4,15 @@
 //! Built once per (pool, class) pair at start-up, so two routes that use the same class on the
 //! same pool share its tables (Stingray: persistence classes share their cache space).
 
+use super::custom::{BackendNamer, ExtensionLookup};
 use super::decision::Mechanisms;
+use super::hash::HashAffinity;
 use super::learned::{ClientIpTable, LearnedSessions};
 use super::sessions::SessionTable;
 use super::store::RedisStore;
 use super::CookieAffinity;
 use crate::config::{AffinityConfig, FailurePolicy};
-use crate::extension::{BackendNamer, Extensions};
-use crate::pool::ring::HashAffinity;
-use crate::pool::Slots;
+use crate::pool::Pool;
 use std::sync::Arc;
 
 /// One persistence class applied to one pool.
@@ -28,14 +28,16 @@ pub struct Affinity {
 }
 
 impl Affinity {
+    /// Build `config` (the pool's own section when `class` is `None`) for `pool`'s backends.
     pub fn new(
         config: &AffinityConfig,
         class: Option<String>,
-        pool: &str,
-        slots: &Slots,
-        extensions: &Extensions,
+        pool: &Pool,
+        extensions: &dyn ExtensionLookup,
     ) -> Self {
+        let slots = &pool.slots;
         let names: Vec<&str> = slots.iter().map(|s| s.name.as_str()).collect();
+        let pool = pool.name.as_str();
         Affinity {
             cookie: config
                 .cookie
@@ -63,6 +65,7 @@ impl Affinity {
         Mechanisms {
             cookie: self.cookie.is_some(),
             tables: self.learned.is_some() || self.ip_table.is_some(),
+            keeps_sessions: self.failure != FailurePolicy::Rebalance,
         }
     }
 

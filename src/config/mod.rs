@@ -6,14 +6,24 @@
 //! whose one-line message names the field and the value, e.g.
 //! `sticky.pools[0].backends[1].addr: not a socket address: "10.0.0.1"`.
 
+mod affinity;
+mod kinds;
 pub mod raw;
+mod tls;
 mod validate;
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub use raw::{RawBalance as Balance, RawHealthCheckKind as HealthCheckKind};
+pub use affinity::{
+    AffinityConfig, ClientIpTableConfig, CookieConfig, CookieFormat, FailurePolicy, HashConfig,
+    KeySourceConfig, LearnConfig, RedisStoreConfig, SameSite,
+};
+pub use kinds::{
+    AccessLogFormat, AlpnProtocol, BackendState, Balance, HealthCheckKind, MinVersion, TableConfig,
+};
+pub use tls::{CertificateConfig, ListenerTlsConfig, UpstreamTlsConfig};
 pub use validate::routes::starts_with_ignore_case;
 
 /// The validated `sticky:` section.
@@ -26,7 +36,7 @@ pub struct Config {
     /// Proxies whose forwarding headers are believed for the client IP.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub admin: Option<AdminConfig>,
-    pub access_log_format: crate::access_log::Format,
+    pub access_log_format: AccessLogFormat,
     /// Named persistence classes, in name order.
     pub classes: Vec<ClassConfig>,
     /// Ordered routes; empty: each listener serves its own pool.
@@ -34,7 +44,7 @@ pub struct Config {
     pub default_route: DefaultRoute,
     /// Accepted oddities reported at start (overlapping or unreachable routes).
     pub warnings: Vec<String>,
-    /// `sticky.grace_ms`: serving on after SIGTERM before the stop (see [`crate::lifecycle`]).
+    /// `sticky.grace_ms`: serving on after SIGTERM before the stop (the lifecycle module applies it).
     pub grace: std::time::Duration,
 }
 
@@ -85,38 +95,6 @@ pub enum DefaultRoute {
     Pool { pool: usize, class: RouteClass },
 }
 
-/// What happens when the backend a session requires cannot serve it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum FailurePolicy {
-    /// Balance to a working backend; a new cookie / table entry follows.
-    #[default]
-    Rebalance,
-    /// 503, the session kept.
-    Strict,
-    Sorry {
-        status: u16,
-        content_type: http::HeaderValue,
-        body: bytes::Bytes,
-    },
-    Redirect {
-        location: http::HeaderValue,
-    },
-    /// Close the connection without an answer.
-    Close,
-}
-
-impl FailurePolicy {
-    pub fn name(&self) -> &'static str {
-        match self {
-            FailurePolicy::Rebalance => "rebalance",
-            FailurePolicy::Strict => "strict",
-            FailurePolicy::Sorry { .. } => "sorry",
-            FailurePolicy::Redirect { .. } => "redirect",
-            FailurePolicy::Close => "close",
-        }
-    }
-}
-
 /// The admin listener.
 #[derive(Clone)]
 pub struct AdminConfig {
@@ -143,13 +121,40 @@ pub struct ListenerConfig {
     /// Index into [`Config::pools`].
     pub pool: usize,
     /// `Some`: an HTTPS listener.
-    pub tls: Option<std::sync::Arc<crate::tls::ListenerTls>>,
+    pub tls: Option<ListenerTlsConfig>,
     /// Accept cleartext HTTP/2 (prior knowledge).
     pub h2c: bool,
     /// Answer every request with a redirect to HTTPS.
     pub redirect_to_https: Option<RedirectToHttps>,
     /// Set TCP_DEFER_ACCEPT on the listening socket.
     pub defer_accept: bool,
+    /// How long the client may take over a request head, stay idle between requests, or leave
+    /// the proxy's sending without progress.
+    pub timeouts: ClientTimeouts,
+}
+
+/// A listener's client-side timeouts (`sticky.listeners[].timeouts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientTimeouts {
+    /// A request head must be complete this long after its first byte (for a connection's
+    /// first request: after the connection was accepted). HAProxy `timeout http-request`.
+    pub http_request: Duration,
+    /// Between requests, a kept-alive connection is closed after this long without a byte.
+    /// HAProxy `timeout http-keep-alive`, NGINX `keepalive_timeout`.
+    pub keepalive: Duration,
+    /// Sending to the client that makes no progress this long ends the connection (and the
+    /// backend connection behind it). NGINX `send_timeout`, HAProxy `timeout client`.
+    pub client_send: Duration,
+}
+
+impl Default for ClientTimeouts {
+    fn default() -> Self {
+        ClientTimeouts {
+            http_request: Duration::from_secs(30),
+            keepalive: Duration::from_secs(60),
+            client_send: Duration::from_secs(60),
+        }
+    }
 }
 
 /// A plain listener's redirect to HTTPS.
@@ -173,7 +178,7 @@ pub struct PoolConfig {
     /// responses, and from requests so that clients cannot smuggle it.
     pub opt_out_header: http::HeaderName,
     /// TLS to the backends; `None`: plain HTTP.
-    pub tls: Option<crate::tls::UpstreamTls>,
+    pub tls: Option<UpstreamTlsConfig>,
     /// `Host` for requests that have none (HTTP/1.0); `None`: the SNI name or the backend's
     /// address.
     pub default_host: Option<http::HeaderValue>,
@@ -184,7 +189,7 @@ pub struct BackendConfig {
     pub name: String,
     pub addr: SocketAddr,
     pub weight: u32,
-    pub state: crate::pool::BackendState,
+    pub state: BackendState,
 }
 
 #[derive(Debug, Clone)]
@@ -207,171 +212,6 @@ pub struct TimeoutConfig {
     pub idle: Duration,
     /// Request arrival to the end of the response, retries included.
     pub total: Option<Duration>,
-}
-
-/// A pool's affinity mechanisms. A request goes to the first backend recorded for it (inserted
-/// cookie, then learned session id, then client-IP table), else to its hash key's backend, else
-/// to the balancer.
-#[derive(Debug, Clone)]
-pub struct AffinityConfig {
-    pub cookie: Option<CookieConfig>,
-    pub hash: Option<HashConfig>,
-    pub learn: Option<LearnConfig>,
-    pub client_ip_table: Option<ClientIpTableConfig>,
-    /// A registered backend namer's name.
-    pub named_node: Option<String>,
-    pub failure: FailurePolicy,
-}
-
-/// Learned sessions: which ids to follow, and the table.
-#[derive(Debug, Clone)]
-pub struct LearnConfig {
-    /// Cookie names, presets expanded, without duplicates.
-    pub cookies: Vec<String>,
-    pub path_parameter: Option<String>,
-    pub query_parameters: Vec<String>,
-    pub table: crate::affinity::sessions::TableConfig,
-    /// `None`: the local table alone; `Some`: the table in front of a shared Redis.
-    pub store: Option<RedisStoreConfig>,
-}
-
-/// A Redis session store shared by proxy instances.
-#[derive(Clone)]
-pub struct RedisStoreConfig {
-    pub host: String,
-    pub port: u16,
-    pub username: Option<String>,
-    pub password: Option<String>,
-    pub database: u32,
-    pub key_prefix: String,
-    pub lookup_timeout: Duration,
-    pub connect_timeout: Duration,
-    pub refresh_interval: Duration,
-    pub write_queue: usize,
-    /// `Some`: TLS to Redis, trusting these PEM CA certificates (empty: the system's).
-    pub tls_ca_pem: Option<Vec<u8>>,
-}
-
-impl RedisStoreConfig {
-    /// `host:port` as configured (for logs and the admin API).
-    pub fn address(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
-    }
-}
-
-// Hand-written so that the password never reaches a log line.
-impl fmt::Debug for RedisStoreConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisStoreConfig")
-            .field("address", &self.address())
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
-            .field("tls", &self.tls_ca_pem.is_some())
-            .field("database", &self.database)
-            .field("key_prefix", &self.key_prefix)
-            .field("lookup_timeout", &self.lookup_timeout)
-            .field("refresh_interval", &self.refresh_interval)
-            .finish_non_exhaustive()
-    }
-}
-
-/// IP-based persistence as a table.
-#[derive(Debug, Clone)]
-pub struct ClientIpTableConfig {
-    pub ipv4_prefix: u8,
-    pub ipv6_prefix: u8,
-    pub table: crate::affinity::sessions::TableConfig,
-}
-
-/// Rule-based hashing onto the pool's consistent ring.
-#[derive(Debug, Clone)]
-pub struct HashConfig {
-    pub sources: Vec<KeySourceConfig>,
-    pub balance_factor: Option<f64>,
-}
-
-/// Where a hash key comes from (see [`crate::affinity::key`]).
-#[derive(Debug, Clone)]
-pub enum KeySourceConfig {
-    Cookie {
-        name: String,
-        regex: Option<regex::bytes::Regex>,
-    },
-    Header {
-        name: http::HeaderName,
-    },
-    Query {
-        params: Vec<String>,
-    },
-    Path,
-    PathAndQuery,
-    Host,
-    ClientIp {
-        ipv4_prefix: u8,
-        ipv6_prefix: u8,
-    },
-    /// A key source registered in Rust under this name.
-    Custom {
-        name: String,
-    },
-}
-
-#[derive(Clone)]
-pub struct CookieConfig {
-    pub name: String,
-    pub format: CookieFormat,
-    pub path: String,
-    pub domain: Option<String>,
-    pub http_only: bool,
-    /// `None`: `Secure` on TLS connections only (auto); `Some(b)`: always / never.
-    pub secure: Option<bool>,
-    pub same_site: Option<SameSite>,
-    pub max_age: Option<Duration>,
-    pub twin_name: Option<String>,
-    pub indirect: bool,
-    pub nocache: bool,
-}
-
-// Hand-written so that a secret never reaches a log line.
-impl fmt::Debug for CookieConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CookieConfig")
-            .field("name", &self.name)
-            .field("format", &self.format)
-            .field("path", &self.path)
-            .field("domain", &self.domain)
-            .field("twin_name", &self.twin_name)
-            .finish_non_exhaustive()
-    }
-}
-
-/// How a cookie value is derived from a backend name.
-#[derive(Clone)]
-pub enum CookieFormat {
-    /// HMAC-SHA256 under this secret.
-    Keyed { secret: Vec<u8> },
-    /// ARR's unkeyed SHA-256 of the backend name.
-    Arr,
-}
-
-impl fmt::Debug for CookieFormat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CookieFormat::Keyed { .. } => f.write_str("Keyed { secret: <hidden> }"),
-            CookieFormat::Arr => f.write_str("Arr"),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SameSite {
-    Lax,
-    Strict,
-    None,
 }
 
 /// A configuration error: the field's path and what is wrong with its value.
@@ -398,16 +238,10 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Parse and validate the `sticky:` section of a whole Pingora YAML document (no extensions).
+/// Parse and validate the `sticky:` section of a whole Pingora YAML document. Names of Rust
+/// extensions (custom key sources, backend namers) are checked against the registered ones by
+/// the extension module (`extension::load_str_with`).
 pub fn load_str(yaml: &str) -> Result<Config, ConfigError> {
-    load_str_with(yaml, &crate::extension::Extensions::default())
-}
-
-/// [`load_str`], resolving custom key sources and backend namers against `extensions`.
-pub fn load_str_with(
-    yaml: &str,
-    extensions: &crate::extension::Extensions,
-) -> Result<Config, ConfigError> {
     let deserializer = serde_yaml::Deserializer::from_str(yaml);
     let document: raw::Document = serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let path = e.path().to_string();
@@ -432,7 +266,7 @@ pub fn load_str_with(
     let sticky = document
         .sticky
         .ok_or_else(|| ConfigError::new("sticky", "section missing from the configuration file"))?;
-    validate::validate(sticky, extensions)
+    validate::validate(sticky)
 }
 
 fn one_line(message: &str) -> String {

@@ -3,40 +3,19 @@
 //! a drained node (when it last served a request, pinned requests in the last minute).
 //! Everything is an atomic: the request path never locks.
 
+use crate::config::BackendState;
 use pingora_core::upstreams::peer::HttpPeer;
-use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Administrative state of a backend (Stingray's node states, HAProxy `state ready|drain|maint`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BackendState {
-    /// Takes new sessions and its existing ones.
-    #[default]
-    Active,
-    /// Keeps the sessions pinned to it (cookie, learned table, hash home) but gets no new ones.
-    Draining,
-    /// Gets no requests at all and is not health-checked; its sessions move elsewhere.
-    Disabled,
+/// A backend state as the byte its slot stores atomically.
+trait BackendStateCode {
+    fn to_u8(self) -> u8;
+    fn from_u8(value: u8) -> Self;
 }
 
-impl BackendState {
-    pub const ALL: [BackendState; 3] = [
-        BackendState::Active,
-        BackendState::Draining,
-        BackendState::Disabled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BackendState::Active => "active",
-            BackendState::Draining => "draining",
-            BackendState::Disabled => "disabled",
-        }
-    }
-
+impl BackendStateCode for BackendState {
     fn to_u8(self) -> u8 {
         match self {
             BackendState::Active => 0,

@@ -2,7 +2,8 @@
 //! is mirrored into our [`BackendSlot`]s (the request path then reads one atomic) and logged
 //! with the backend's name.
 
-use super::{BackendSlot, BackendState, Slots};
+use super::{BackendSlot, Slots};
+use crate::config::BackendState;
 use crate::config::{HealthCheckConfig, HealthCheckKind};
 use async_trait::async_trait;
 use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};

@@ -13,11 +13,10 @@ pub mod ring;
 pub mod upgrade_gate;
 pub mod upgraded;
 
-pub use backend::{BackendSlot, BackendState};
+pub use backend::BackendSlot;
 
-use crate::affinity::persistence::Affinity;
-use crate::config::{Balance, ClassConfig, HealthCheckConfig, PoolConfig, RouteClass};
-use crate::extension::Extensions;
+use crate::config::{Balance, HealthCheckConfig, PoolConfig};
+use crate::tls::UpstreamTls;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_load_balancing::selection::{Random, RoundRobin};
 use pingora_load_balancing::{Backend, LoadBalancer};
@@ -38,10 +37,6 @@ enum Balancer {
 pub struct Pool {
     pub name: String,
     pub slots: Slots,
-    /// The pool's own `affinity` section, if any.
-    pub own_affinity: Option<Arc<Affinity>>,
-    /// The named classes routes apply to this pool, by class index.
-    pub class_affinities: Vec<(usize, Arc<Affinity>)>,
     pub opt_out_header: http::HeaderName,
     /// `timeouts.total_ms`: request arrival to the end of the response, retries included.
     pub total_timeout: Option<std::time::Duration>,
@@ -57,20 +52,19 @@ pub type HealthService = Box<dyn pingora_core::services::ServiceWithDependents>;
 
 impl Pool {
     /// Build a pool and, if it has a health check, the background service that runs it.
-    /// `classes` are the named classes routes apply to this pool: (class index, config).
+    /// `tls`: the pool's TLS to its backends, loaded from `config.tls` ([`UpstreamTls::load`]).
     pub fn new(
         config: &PoolConfig,
-        classes: &[(usize, &ClassConfig)],
-        extensions: &Extensions,
+        tls: Option<&UpstreamTls>,
     ) -> (Arc<Pool>, Option<HealthService>) {
         let slots: Slots = config
             .backends
             .iter()
             .map(|b| {
-                let mut peer = HttpPeer::new(b.addr, config.tls.is_some(), String::new());
+                let mut peer = HttpPeer::new(b.addr, tls.is_some(), String::new());
                 // Pools never share upstream connections (their TLS trust may differ).
                 peer.group_key = xxhash_rust::xxh3::xxh3_64(config.name.as_bytes());
-                if let Some(tls) = &config.tls {
+                if let Some(tls) = tls {
                     crate::tls::apply_upstream(tls, &mut peer);
                 }
                 let t = &config.timeouts;
@@ -85,41 +79,20 @@ impl Pool {
         let health = config.health_check.as_ref();
         let (balancer, service) = match config.balance {
             Balance::RoundRobin => {
-                let (lb, svc) =
-                    load_balancer::<RoundRobin>(&config.name, &slots, health, config.tls.as_ref());
+                let (lb, svc) = load_balancer::<RoundRobin>(&config.name, &slots, health, tls);
                 (Balancer::RoundRobin(lb), svc)
             }
             Balance::Random => {
-                let (lb, svc) =
-                    load_balancer::<Random>(&config.name, &slots, health, config.tls.as_ref());
+                let (lb, svc) = load_balancer::<Random>(&config.name, &slots, health, tls);
                 (Balancer::Random(lb), svc)
             }
             Balance::LeastRequests => {
-                let (lb, svc) =
-                    load_balancer::<RoundRobin>(&config.name, &slots, health, config.tls.as_ref());
+                let (lb, svc) = load_balancer::<RoundRobin>(&config.name, &slots, health, tls);
                 (Balancer::LeastRequests(lb), svc)
             }
         };
         let pool = Pool {
             name: config.name.clone(),
-            own_affinity: config
-                .affinity
-                .as_ref()
-                .map(|a| Arc::new(Affinity::new(a, None, &config.name, &slots, extensions))),
-            class_affinities: classes
-                .iter()
-                .filter_map(|(index, class)| {
-                    let a = class.affinity.as_ref()?;
-                    let affinity = Affinity::new(
-                        a,
-                        Some(class.name.clone()),
-                        &config.name,
-                        &slots,
-                        extensions,
-                    );
-                    Some((*index, Arc::new(affinity)))
-                })
-                .collect(),
             opt_out_header: config.opt_out_header.clone(),
             total_timeout: config.timeouts.total,
             upgraded: Arc::default(),
@@ -180,64 +153,6 @@ impl Pool {
         }
     }
 
-    /// The affinity a route's class applies to this pool (`None`: no affinity).
-    pub fn affinity_for(&self, class: RouteClass) -> Option<Arc<Affinity>> {
-        match class {
-            RouteClass::PoolDefault => self.own_affinity.clone(),
-            RouteClass::None => None,
-            RouteClass::Class(index) => self
-                .class_affinities
-                .iter()
-                .find(|(i, _)| *i == index)
-                .map(|(_, a)| a.clone()),
-        }
-    }
-
-    /// Every affinity on this pool: its own, then the classes'.
-    pub fn affinities(&self) -> impl Iterator<Item = &Arc<Affinity>> {
-        self.own_affinity
-            .iter()
-            .chain(self.class_affinities.iter().map(|(_, a)| a))
-    }
-
-    /// Statistics of every session table on this pool, by table name (`learn`, `client_ip`,
-    /// `<class>.learn`, `<class>.client_ip`).
-    pub fn table_stats(&self) -> Vec<(String, crate::affinity::sessions::TableStats)> {
-        self.affinities()
-            .flat_map(|a| a.tables())
-            .map(|(name, table)| (name, table.stats()))
-            .collect()
-    }
-
-    /// Every shared session store on this pool, by table name.
-    pub fn stores(&self) -> Vec<(String, Arc<crate::affinity::store::RedisStore>)> {
-        self.affinities()
-            .flat_map(|a| a.stores())
-            .map(|(name, store)| (name, store.clone()))
-            .collect()
-    }
-
-    /// Statistics of every shared session store on this pool, by table name.
-    pub fn store_stats(&self) -> Vec<(String, crate::affinity::store::StoreStats)> {
-        self.stores()
-            .into_iter()
-            .map(|(name, store)| (name, store.stats()))
-            .collect()
-    }
-
-    /// The session table called `name`, with the affinity it belongs to.
-    pub fn table(
-        &self,
-        name: &str,
-    ) -> Option<(&Affinity, &crate::affinity::sessions::SessionTable)> {
-        self.affinities().find_map(|a| {
-            a.tables()
-                .into_iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, t)| (a.as_ref(), t))
-        })
-    }
-
     /// The backend called `name`.
     pub fn backend_index(&self, name: &str) -> Option<usize> {
         self.slots.iter().position(|s| s.name == name)
@@ -295,7 +210,7 @@ fn load_balancer<S>(
     pool: &str,
     slots: &Slots,
     health: Option<&HealthCheckConfig>,
-    tls: Option<&crate::tls::UpstreamTls>,
+    tls: Option<&UpstreamTls>,
 ) -> (Arc<LoadBalancer<S>>, Option<HealthService>)
 where
     S: pingora_load_balancing::selection::BackendSelection + Send + Sync + 'static,

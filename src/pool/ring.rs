@@ -1,4 +1,5 @@
-//! Rule-based affinity for a pool: the ordered key sources and the consistent-hash ring.
+//! A pool's consistent-hash ring: where a key (any bytes) lands among the pool's backends.
+//! Which part of a request is the key is the affinity layer's business (`affinity::hash`).
 //!
 //! The ring is `pingora-load-balancing`'s Ketama (`selection::Consistent`, weighted, the same
 //! algorithm as NGINX's `hash ... consistent`), keyed by backend address: every proxy with the
@@ -8,22 +9,17 @@
 //! above the bounded-load limit (Mirrokni, Thorup and Zadimoghaddam).
 
 use super::{slot_index, BackendSlot, Slots};
-use crate::affinity::key::{self, KeySource};
-use crate::config::HashConfig;
-use crate::extension::Extensions;
 use pingora_load_balancing::selection::Consistent;
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
 
 /// Ketama places this many points on the ring per unit of weight.
 const POINTS_PER_WEIGHT: usize = 160;
 
-/// One pool's hash-key affinity.
-pub struct HashAffinity {
-    pub sources: Vec<Arc<dyn KeySource>>,
+/// A consistent ring over one pool's backends (weighted), with an optional load bound.
+pub struct Ring {
     balance_factor: Option<f64>,
     ring: LoadBalancer<Consistent>,
     /// Enough ring steps to pass every point once.
@@ -38,8 +34,10 @@ pub struct RingPick {
     pub home: bool,
 }
 
-impl HashAffinity {
-    pub fn new(config: &HashConfig, slots: &Slots, extensions: &Extensions) -> Self {
+impl Ring {
+    /// The ring of `slots`; with `balance_factor` (> 1.0) a key skips backends above the
+    /// bounded-load limit.
+    pub fn new(slots: &Slots, balance_factor: Option<f64>) -> Self {
         let backends: BTreeSet<Backend> = super::crate_backends(slots);
         let total_weight: usize = slots.iter().map(|s| s.weight as usize).sum();
         let discovery = pingora_load_balancing::discovery::Static::new(backends);
@@ -47,13 +45,8 @@ impl HashAffinity {
         if let Some(Err(e)) = super::futures_now(ring.update()) {
             log::error!("hash ring: static backend discovery failed: {e}");
         }
-        HashAffinity {
-            sources: config
-                .sources
-                .iter()
-                .filter_map(|c| key::from_config(c, extensions))
-                .collect(),
-            balance_factor: config.balance_factor,
+        Ring {
+            balance_factor,
             ring,
             max_steps: POINTS_PER_WEIGHT * total_weight + 1,
         }
@@ -119,7 +112,7 @@ pub fn load_bound(factor: f64, in_flight: usize, backends: usize) -> usize {
 mod tests {
     use super::*;
 
-    fn ring_of(states: &[crate::pool::BackendState]) -> (HashAffinity, Slots) {
+    fn ring_of(states: &[crate::config::BackendState]) -> (Ring, Slots) {
         let backends: Vec<String> = (0..states.len())
             .map(|i| {
                 format!(
@@ -130,29 +123,18 @@ mod tests {
             })
             .collect();
         let yaml = format!(
-            "sticky:\n  listeners: [{{ addr: \"127.0.0.1:1\" }}]\n  pools:\n    - name: p\n      backends: [{}]\n      affinity: {{ hash: {{ sources: [{{ type: path }}] }} }}\n",
+            "sticky:\n  listeners: [{{ addr: \"127.0.0.1:1\" }}]\n  pools:\n    - name: p\n      backends: [{}]\n",
             backends.join(", ")
         );
         let config = crate::config::load_str(&yaml).unwrap();
-        let (pool, _) = crate::pool::Pool::new(&config.pools[0], &[], &Default::default());
+        let (pool, _) = crate::pool::Pool::new(&config.pools[0], None);
         let slots = pool.slots.clone();
-        let hash = HashAffinity::new(
-            config.pools[0]
-                .affinity
-                .as_ref()
-                .unwrap()
-                .hash
-                .as_ref()
-                .unwrap(),
-            &slots,
-            &Default::default(),
-        );
-        (hash, slots)
+        (Ring::new(&slots, None), slots)
     }
 
     #[test]
     fn a_draining_backend_keeps_its_own_keys_and_gets_no_others() {
-        use crate::pool::BackendState::{Active, Draining};
+        use crate::config::BackendState::{Active, Draining};
         let (all_active, _) = ring_of(&[Active, Active, Active]);
         let (hash, slots) = ring_of(&[Active, Draining, Active]);
         // b0 is down too: its keys must walk on, but never onto the draining b1.
@@ -173,7 +155,7 @@ mod tests {
     }
 
     /// A fresh all-active, all-healthy slot set matching `ring`'s backends.
-    fn slots_all(_ring: &HashAffinity) -> Vec<BackendSlot> {
+    fn slots_all(_ring: &Ring) -> Vec<BackendSlot> {
         (0..3)
             .map(|i| {
                 let addr: std::net::SocketAddr =
@@ -182,7 +164,7 @@ mod tests {
                     format!("b{i}"),
                     addr,
                     1,
-                    crate::pool::BackendState::Active,
+                    crate::config::BackendState::Active,
                     pingora_core::upstreams::peer::HttpPeer::new(addr, false, String::new()),
                 )
             })

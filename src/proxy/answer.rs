@@ -1,10 +1,12 @@
 //! The proxy's own answers (never a backend's): failure-policy pages, redirects, and short
-//! plain-text errors that name only the status. Never cached; the connection is not reused.
+//! plain-text errors that name only the status. Never cached; the connection is not reused; no
+//! `Server` header.
 
+use super::admission::EarlyAnswer;
 use crate::config::FailurePolicy;
 use crate::headers;
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, SERVER};
 use pingora_core::protocols::http::ServerSession;
 use pingora_proxy::Session;
 
@@ -17,6 +19,8 @@ pub(super) async fn respond(
     extra: Option<(http::HeaderName, http::HeaderValue)>,
 ) {
     let mut resp = ServerSession::generate_error(status);
+    // Pingora names itself (`Server: Pingora`); an edge does not advertise its stack.
+    resp.remove_header(&SERVER);
     let mut written = resp
         .insert_header(CONTENT_TYPE, content_type)
         .and_then(|_| resp.insert_header(CACHE_CONTROL, "no-store"))
@@ -68,6 +72,24 @@ pub(super) async fn respond_policy(session: &mut Session, policy: &FailurePolicy
         FailurePolicy::Strict | FailurePolicy::Rebalance => {
             respond_plain(session, 503).await;
             503
+        }
+    }
+}
+
+/// Write an answer decided before routing ([`EarlyAnswer`]).
+pub(super) async fn respond_early(session: &mut Session, answer: EarlyAnswer) {
+    match answer {
+        EarlyAnswer::Plain(status) => respond_plain(session, status).await,
+        EarlyAnswer::Tls13Required => {
+            // (Pingora drops an `Upgrade` header from any answer but a 101, so the body says
+            // what is needed.) The connection is closed after the answer.
+            let body = Bytes::from_static(b"426 TLS 1.3 required\n");
+            respond(session, 426, TEXT_PLAIN, body, None).await;
+        }
+        EarlyAnswer::Redirect { status, location } => {
+            let body = Bytes::from_static(b"Moved to HTTPS\n");
+            let location = (http::header::LOCATION, location);
+            respond(session, status, TEXT_PLAIN, body, Some(location)).await;
         }
     }
 }

@@ -1,10 +1,48 @@
-//! The request as it is sent to a backend: what `upstream_request_filter` changes beyond the
-//! forwarding headers — the proxy's own cookies removed, a `Host` for a request without one.
+//! The request as it is sent to a backend (what `upstream_request_filter` does): the client's
+//! internal and forwarding headers removed, the proxy's own cookies removed (`indirect`), a
+//! `Host` for a request without one, HTTP/2's split cookies joined, the forwarding headers set.
 
-use super::routes::Route;
+use super::ctx::RequestCtx;
+use super::routes::{Route, Router};
+use crate::headers;
 use http::header::{COOKIE, HOST};
+use http::HeaderValue;
 use pingora_core::Result;
 use pingora_http::RequestHeader;
+
+/// Turn the client's request (`downstream`) into the one its backend gets (`upstream`, a copy
+/// Pingora made). The forwarding headers are removed first, so appending sets them.
+pub fn prepare(
+    downstream: &RequestHeader,
+    upstream: &mut RequestHeader,
+    route: &Route,
+    router: &Router,
+    ctx: &RequestCtx,
+) -> Result<()> {
+    route.strip_request_headers.apply(upstream);
+    // Every affinity cookie of this listener (with `indirect`), whatever this route's class:
+    // a `class: none` route on the same host receives the browser's cookies too.
+    if !router.indirect_cookie_names.is_empty() {
+        strip_affinity_cookies(upstream, &router.indirect_cookie_names);
+    }
+    name_missing_host(downstream, upstream, route, ctx.attempt.backend)?;
+    if let Some(peer) = ctx.client.peer {
+        let chain = downstream.headers.get_all(headers::X_FORWARDED_FOR);
+        let value = headers::forwarded_for(chain.iter(), peer, ctx.client.peer_trusted);
+        upstream.append_header(headers::X_FORWARDED_FOR, value)?;
+    }
+    let proto = HeaderValue::from_static(if ctx.client.tls { "https" } else { "http" });
+    upstream.append_header(headers::X_FORWARDED_PROTO, proto)?;
+    headers::join_split_cookies(upstream)?;
+    let host = downstream.headers.get(HOST).cloned().or_else(|| {
+        let authority = downstream.uri.authority()?;
+        HeaderValue::from_str(authority.as_str()).ok()
+    });
+    if let Some(host) = host {
+        upstream.append_header(headers::X_FORWARDED_HOST, host)?;
+    }
+    Ok(())
+}
 
 /// Remove the proxy's own cookies from the `Cookie` headers forwarded to the backend.
 pub fn strip_affinity_cookies(req: &mut RequestHeader, names: &[Box<[u8]>]) {

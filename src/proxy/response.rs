@@ -17,9 +17,30 @@ use http::header::{CACHE_CONTROL, SET_COOKIE};
 use pingora_core::Result;
 use pingora_http::ResponseHeader;
 
-/// Apply the response side of affinity to a final (non-1xx) response of `route`;
-/// `cookie_names` are the affinity cookie names of the route's listener.
-pub fn apply(
+/// A backend's final (non-1xx) response head arrived for `route`: its latency counted, then
+/// the response side of affinity applied ([`apply`]). `cookie_names` are the affinity cookie
+/// names of the route's listener.
+pub fn on_final(
+    route: &Route,
+    cookie_names: &[Box<[u8]>],
+    settings: &ProxySettings,
+    response: &mut ResponseHeader,
+    ctx: &mut RequestCtx,
+) -> Result<()> {
+    ctx.attempt.responded = true;
+    if response.status != 101 {
+        // Not upgraded: the connection may go back to the pool for other requests.
+        ctx.attempt.upgraded = None;
+    }
+    if let (Some(started), Some(backend)) = (ctx.attempt.started.take(), ctx.attempt.backend) {
+        let seconds = started.elapsed().as_secs_f64();
+        route.metrics.upstream_latency(backend, seconds);
+    }
+    apply(route, cookie_names, settings, response, ctx)
+}
+
+/// Apply the response side of affinity to a final (non-1xx) response of `route`.
+fn apply(
     route: &Route,
     cookie_names: &[Box<[u8]>],
     settings: &ProxySettings,
@@ -27,23 +48,24 @@ pub fn apply(
     ctx: &mut RequestCtx,
 ) -> Result<()> {
     let (pool, affinity) = (&*route.pool, route.affinity.as_deref());
+    let backend = ctx.attempt.backend;
     let opted_out = strip_internal(pool, settings, response);
-    remove_overwrites(route, cookie_names, response, ctx.selected);
-    let (Some(backend), Some(affinity)) = (ctx.selected, affinity) else {
+    remove_overwrites(route, cookie_names, response, backend);
+    let (Some(backend), Some(affinity)) = (backend, affinity) else {
         return Ok(());
     };
     if opted_out {
         // The backend asked for no affinity from this response: no cookie, nothing recorded.
         let m = affinity.mechanisms();
         if m.cookie || m.tables {
-            ctx.outcome = Outcome::OptedOut;
+            ctx.verdict.outcome = Outcome::OptedOut;
         }
         return Ok(());
     }
     record_sessions(affinity, response, ctx, backend);
-    if ctx.issue_cookie {
+    if ctx.verdict.issue_cookie {
         if let Some(cookie) = &affinity.cookie {
-            insert_cookie(cookie, response, backend, ctx.tls)?;
+            insert_cookie(cookie, response, backend, ctx.client.tls)?;
         }
     }
     Ok(())
@@ -121,7 +143,7 @@ fn record_sessions(
     ctx: &RequestCtx,
     backend: usize,
 ) {
-    let session = ctx.session.unwrap_or_default();
+    let session = ctx.verdict.lookup.unwrap_or_default();
     if let Some(learned) = &affinity.learned {
         let mut handled_request_id = false;
         for line in response.headers.get_all(SET_COOKIE) {

@@ -162,7 +162,7 @@ pub struct Route {
     pub affinity: Option<Arc<Affinity>>,
     pub metrics: Arc<PoolMetrics>,
     /// Client-sent headers never forwarded: forwarding headers, `hide_headers`, the opt-out.
-    pub strip_request_headers: Vec<HeaderName>,
+    pub strip_request_headers: headers::StripList,
 }
 
 impl Route {
@@ -174,9 +174,9 @@ impl Route {
         metrics: Arc<PoolMetrics>,
         hide_headers: &[HeaderName],
     ) -> Self {
-        let mut strip_request_headers: Vec<HeaderName> = headers::FORWARDING_HEADERS.to_vec();
-        strip_request_headers.extend(hide_headers.iter().cloned());
-        strip_request_headers.push(pool.opt_out_header.clone());
+        let extra = hide_headers.iter().cloned();
+        let strip_request_headers =
+            headers::StripList::new(extra.chain([pool.opt_out_header.clone()]));
         let class = match &affinity {
             None => "-".to_string(),
             Some(a) => a.class.clone().unwrap_or_else(|| "pool".to_string()),

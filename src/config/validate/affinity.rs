@@ -5,20 +5,15 @@ use super::super::raw::{
     RawAffinity, RawClientIpTable, RawCookie, RawCookieFormat, RawFailure, RawHash, RawKeySource,
     RawLearn, RawPolicy, RawPreset, RawSameSite, RawTable,
 };
+use super::super::TableConfig;
 use super::super::{
     AffinityConfig, ClientIpTableConfig, ConfigError, CookieConfig, CookieFormat, FailurePolicy,
     HashConfig, KeySourceConfig, LearnConfig, SameSite,
 };
 use super::{check_attribute_value, check_cookie_name, parse_header_name, Result, MIN_SECRET_LEN};
-use crate::affinity::sessions::TableConfig;
-use crate::extension::Extensions;
 use std::time::Duration;
 
-pub(super) fn validate_affinity(
-    field: &str,
-    raw: RawAffinity,
-    extensions: &Extensions,
-) -> Result<Option<AffinityConfig>> {
+pub(super) fn validate_affinity(field: &str, raw: RawAffinity) -> Result<Option<AffinityConfig>> {
     // Every part is checked even when affinity is off, so that switching it back on cannot
     // reveal a latent error.
     let cookie = raw
@@ -27,7 +22,7 @@ pub(super) fn validate_affinity(
         .transpose()?;
     let hash = raw
         .hash
-        .map(|h| validate_hash(&format!("{field}.hash"), h, extensions))
+        .map(|h| validate_hash(&format!("{field}.hash"), h))
         .transpose()?;
     let learn = raw
         .learn
@@ -37,22 +32,9 @@ pub(super) fn validate_affinity(
         .client_ip_table
         .map(|t| validate_ip_table(&format!("{field}.client_ip_table"), t))
         .transpose()?;
-    let named_node = raw
-        .named_node
-        .map(|n| {
-            if extensions.backend_namer(&n.source).is_none() {
-                return Err(ConfigError::new(
-                    format!("{field}.named_node.source"),
-                    format!(
-                        "no backend namer registered as {:?} (registered: {:?})",
-                        n.source,
-                        extensions.backend_namer_names()
-                    ),
-                ));
-            }
-            Ok(n.source)
-        })
-        .transpose()?;
+    // Resolved against the registered extensions when the affinities are built
+    // (`extension::check`): the model only names it.
+    let named_node = raw.named_node.map(|n| n.source);
     let failure = validate_failure(&format!("{field}.failure"), raw.failure)?;
     if !raw.enabled
         || (cookie.is_none()
@@ -255,7 +237,7 @@ fn check_prefixes(field: &str, ipv4_prefix: u8, ipv6_prefix: u8) -> Result<()> {
     Ok(())
 }
 
-fn validate_hash(field: &str, raw: RawHash, extensions: &Extensions) -> Result<HashConfig> {
+fn validate_hash(field: &str, raw: RawHash) -> Result<HashConfig> {
     if raw.sources.is_empty() {
         return Err(ConfigError::new(
             format!("{field}.sources"),
@@ -275,7 +257,6 @@ fn validate_hash(field: &str, raw: RawHash, extensions: &Extensions) -> Result<H
         sources.push(validate_key_source(
             &format!("{field}.sources[{i}]"),
             source,
-            extensions,
         )?);
     }
     Ok(HashConfig {
@@ -284,11 +265,7 @@ fn validate_hash(field: &str, raw: RawHash, extensions: &Extensions) -> Result<H
     })
 }
 
-fn validate_key_source(
-    field: &str,
-    raw: RawKeySource,
-    extensions: &Extensions,
-) -> Result<KeySourceConfig> {
+fn validate_key_source(field: &str, raw: RawKeySource) -> Result<KeySourceConfig> {
     Ok(match raw {
         RawKeySource::Cookie { name, regex } => {
             check_cookie_name(&format!("{field}.name"), &name)?;
@@ -329,18 +306,7 @@ fn validate_key_source(
             }
             KeySourceConfig::Query { params }
         }
-        RawKeySource::Custom { name } => {
-            if extensions.key_source(&name).is_none() {
-                return Err(ConfigError::new(
-                    format!("{field}.name"),
-                    format!(
-                        "no key source registered as {name:?} (registered: {:?})",
-                        extensions.key_source_names()
-                    ),
-                ));
-            }
-            KeySourceConfig::Custom { name }
-        }
+        RawKeySource::Custom { name } => KeySourceConfig::Custom { name },
         RawKeySource::Path => KeySourceConfig::Path,
         RawKeySource::PathAndQuery => KeySourceConfig::PathAndQuery,
         RawKeySource::Host => KeySourceConfig::Host,

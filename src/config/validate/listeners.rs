@@ -1,11 +1,13 @@
 //! Checks `sticky.listeners` (address, pool, TLS, h2c, redirect to HTTPS) and a pool's `tls`
-//! towards its backends. Certificate and CA files are read here, so `-t` reports them.
+//! towards its backends. Certificate and CA files are read at start-up by the tls module (also
+//! for `-t`); here only what the YAML says is checked.
 
-use super::{parse_addr, Result};
-use crate::config::raw::{RawListener, RawListenerTls, RawUpstreamTls};
-use crate::config::{ConfigError, ListenerConfig, PoolConfig, RedirectToHttps};
-use crate::tls::{self, CertificateFiles, ListenerTls, UpstreamTls};
-use std::sync::Arc;
+use super::{parse_addr, positive_ms, Result};
+use crate::config::raw::{RawListener, RawListenerTimeouts, RawListenerTls, RawUpstreamTls};
+use crate::config::{
+    AlpnProtocol, CertificateConfig, ClientTimeouts, ConfigError, ListenerConfig,
+    ListenerTlsConfig, PoolConfig, RedirectToHttps, UpstreamTlsConfig,
+};
 
 pub(super) fn validate_listeners(
     raw: Vec<RawListener>,
@@ -55,8 +57,7 @@ pub(super) fn validate_listeners(
         let tls = listener
             .tls
             .map(|t| validate_listener_tls(&format!("{field}.tls"), t))
-            .transpose()?
-            .map(Arc::new);
+            .transpose()?;
         if tls.is_some() && listener.h2c {
             return Err(ConfigError::new(
                 format!("{field}.h2c"),
@@ -97,62 +98,85 @@ pub(super) fn validate_listeners(
             h2c: listener.h2c,
             redirect_to_https,
             defer_accept: listener.defer_accept,
+            timeouts: validate_client_timeouts(&format!("{field}.timeouts"), &listener.timeouts)?,
         });
     }
     Ok(listeners)
 }
 
-fn validate_listener_tls(field: &str, raw: RawListenerTls) -> Result<ListenerTls> {
-    let mut certificates = Vec::with_capacity(raw.certificates.len() + 1);
-    for (j, cert) in raw.certificates.iter().enumerate() {
+/// The most a first request may wait for its first byte: Pingora closes a connection whose
+/// first request has not begun after 60 s, whatever the proxy's own timeout says.
+const FIRST_REQUEST_MAX_MS: u64 = 60_000;
+
+fn validate_client_timeouts(field: &str, raw: &RawListenerTimeouts) -> Result<ClientTimeouts> {
+    let http_request = positive_ms(&format!("{field}.http_request_ms"), raw.http_request_ms)?;
+    if raw.http_request_ms > FIRST_REQUEST_MAX_MS {
+        return Err(ConfigError::new(
+            format!("{field}.http_request_ms"),
+            format!(
+                "{}: at most {FIRST_REQUEST_MAX_MS} (Pingora closes a connection whose first request has not begun after 60 s)",
+                raw.http_request_ms
+            ),
+        ));
+    }
+    Ok(ClientTimeouts {
+        http_request,
+        keepalive: positive_ms(&format!("{field}.keepalive_ms"), raw.keepalive_ms)?,
+        client_send: positive_ms(&format!("{field}.client_send_ms"), raw.client_send_ms)?,
+    })
+}
+
+fn validate_listener_tls(field: &str, raw: RawListenerTls) -> Result<ListenerTlsConfig> {
+    let mut certificates = Vec::with_capacity(raw.certificates.len());
+    for (j, cert) in raw.certificates.into_iter().enumerate() {
         let cert_field = format!("{field}.certificates[{j}]");
         for (k, name) in cert.server_names.iter().enumerate() {
             check_server_name(&format!("{cert_field}.server_names[{k}]"), name)?;
         }
-        certificates.push(tls::load_certificate(
-            &cert_field,
-            &CertificateFiles {
-                cert_file: &cert.cert_file,
-                key_file: &cert.key_file,
-                server_names: &cert.server_names,
-            },
-        )?);
+        certificates.push(CertificateConfig {
+            cert_file: cert.cert_file,
+            key_file: cert.key_file,
+            server_names: cert.server_names,
+        });
     }
-    if !raw.self_signed.is_empty() {
-        for (k, name) in raw.self_signed.iter().enumerate() {
-            if name.parse::<std::net::IpAddr>().is_err() {
-                check_server_name(&format!("{field}.self_signed[{k}]"), name)?;
-            }
+    for (k, name) in raw.self_signed.iter().enumerate() {
+        if name.parse::<std::net::IpAddr>().is_err() {
+            check_server_name(&format!("{field}.self_signed[{k}]"), name)?;
         }
-        certificates.push(tls::self_signed(
-            &format!("{field}.self_signed"),
-            &raw.self_signed,
-        )?);
     }
-    if certificates.is_empty() {
+    if certificates.is_empty() && raw.self_signed.is_empty() {
         return Err(ConfigError::new(
             format!("{field}.certificates"),
             "at least one certificate (cert_file + key_file), or self_signed names, is required",
         ));
     }
-    if tls::alpn_prefers_http11(&raw.alpn) {
+    if alpn_prefers_http11(&raw.alpn) {
         return Err(ConfigError::new(
             format!("{field}.alpn"),
             "[http/1.1, h2]: HTTP/2 is always preferred when both are offered; write [h2, http/1.1] (or drop h2)",
         ));
     }
-    let Some(alpn) = tls::alpn_for(&raw.alpn) else {
+    if raw.alpn.is_empty() {
         return Err(ConfigError::new(
             format!("{field}.alpn"),
             "empty: offer h2, http/1.1 or both",
         ));
-    };
-    Ok(ListenerTls {
+    }
+    Ok(ListenerTlsConfig {
         certificates,
+        self_signed: raw.self_signed,
         min_version: raw.min_version,
-        alpn,
+        alpn: raw.alpn,
         strict_sni: raw.strict_sni,
     })
+}
+
+/// `[http/1.1, h2]`: HTTP/1.1 listed before HTTP/2, an order the listener cannot honour (it
+/// always prefers HTTP/2 when the client offers both).
+fn alpn_prefers_http11(protocols: &[AlpnProtocol]) -> bool {
+    let h1 = protocols.iter().position(|p| *p == AlpnProtocol::Http11);
+    let h2 = protocols.iter().position(|p| *p == AlpnProtocol::H2);
+    matches!((h1, h2), (Some(a), Some(b)) if a < b)
 }
 
 /// A DNS name or `*.`-wildcard as written in `server_names` / `self_signed`.
@@ -177,7 +201,7 @@ fn check_server_name(field: &str, name: &str) -> Result<()> {
     }
 }
 
-pub(super) fn validate_upstream_tls(field: &str, raw: RawUpstreamTls) -> Result<UpstreamTls> {
+pub(super) fn validate_upstream_tls(field: &str, raw: RawUpstreamTls) -> Result<UpstreamTlsConfig> {
     let sni = raw.sni.unwrap_or_default();
     if sni.is_empty() && raw.verify {
         return Err(ConfigError::new(
@@ -194,14 +218,9 @@ pub(super) fn validate_upstream_tls(field: &str, raw: RawUpstreamTls) -> Result<
             ));
         }
     }
-    let ca = raw
-        .ca_file
-        .as_deref()
-        .map(|path| tls::load_ca_file(&format!("{field}.ca_file"), path))
-        .transpose()?;
-    Ok(UpstreamTls {
+    Ok(UpstreamTlsConfig {
         sni,
-        ca,
+        ca_file: raw.ca_file,
         verify: raw.verify,
         verify_hostname: raw.verify_hostname,
     })

@@ -3,9 +3,9 @@
 //! work without a running Redis.
 
 use super::super::raw::{self, RawStore, RawStoreKind};
+use super::super::TableConfig;
 use super::super::{ConfigError, RedisStoreConfig};
 use super::Result;
-use crate::affinity::sessions::TableConfig;
 use std::time::Duration;
 
 /// The longest accepted key prefix, in bytes.

@@ -272,6 +272,59 @@ fn cookie_attributes_with_outer_spaces_are_refused() {
 }
 
 #[test]
+fn listener_timeouts_default_to_30_s_for_the_head_and_60_s_idle_and_sending() {
+    let timeouts = load_str(MINIMAL).unwrap().listeners[0].timeouts;
+    assert_eq!(timeouts.http_request, Duration::from_secs(30));
+    assert_eq!(timeouts.keepalive, Duration::from_secs(60));
+    assert_eq!(timeouts.client_send, Duration::from_secs(60));
+    assert_eq!(timeouts, crate::config::ClientTimeouts::default());
+}
+
+#[test]
+fn listener_timeouts_are_milliseconds_each_checked_and_named_in_errors() {
+    let with = |t: &str| {
+        MINIMAL.replace(
+            "listeners: [{ addr: \"127.0.0.1:6188\" }]",
+            &format!("listeners: [{{ addr: \"127.0.0.1:6188\", timeouts: {t} }}]"),
+        )
+    };
+    let timeouts = load_str(&with(
+        "{ http_request_ms: 1500, keepalive_ms: 250, client_send_ms: 90000 }",
+    ))
+    .unwrap()
+    .listeners[0]
+        .timeouts;
+    assert_eq!(timeouts.http_request, Duration::from_millis(1500));
+    assert_eq!(timeouts.keepalive, Duration::from_millis(250));
+    assert_eq!(timeouts.client_send, Duration::from_secs(90));
+    for (t, message) in [
+        (
+            "{ http_request_ms: 0 }",
+            "sticky.listeners[0].timeouts.http_request_ms: must be between 1 and 86400000 milliseconds: 0",
+        ),
+        (
+            "{ http_request_ms: 60001 }",
+            "sticky.listeners[0].timeouts.http_request_ms: 60001: at most 60000",
+        ),
+        (
+            "{ keepalive_ms: 0 }",
+            "sticky.listeners[0].timeouts.keepalive_ms: must be between 1 and 86400000 milliseconds: 0",
+        ),
+        (
+            "{ client_send_ms: 86400001 }",
+            "sticky.listeners[0].timeouts.client_send_ms: must be between 1 and 86400000 milliseconds: 86400001",
+        ),
+        (
+            "{ keepalive: 5 }",
+            "sticky.listeners[0].timeouts: unknown field `keepalive`",
+        ),
+    ] {
+        let error = error_of(&with(t));
+        assert!(error.contains(message), "{t}: {error}");
+    }
+}
+
+#[test]
 fn a_default_host_is_a_host_with_an_optional_port() {
     let with = |host: &str| {
         MINIMAL.replace(

@@ -1,3 +1,6 @@
+//! Unit tests of the upgrade gate: the hold (reads held until the second flush, released by the
+//! safety timeout), the connector (timeouts, socket options, the fd) and the gated peer.
+
 use super::*;
 use futures_util::FutureExt;
 use pingora_core::connectors::TransportConnector;

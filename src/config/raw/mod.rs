@@ -5,6 +5,9 @@
 //! place. Nothing here is validated beyond its type: `super::validate` turns these into the typed
 //! model in `super` (socket addresses, durations, header names, secrets).
 
+use super::kinds::{
+    AccessLogFormat, AlpnProtocol, BackendState, Balance, HealthCheckKind, MinVersion,
+};
 use serde::Deserialize;
 
 mod affinity;
@@ -75,7 +78,7 @@ fn default_admin_addr() -> String {
 #[serde(deny_unknown_fields)]
 pub struct RawAccessLog {
     #[serde(default)]
-    pub format: crate::access_log::Format,
+    pub format: AccessLogFormat,
 }
 
 /// `sticky.listeners[i]`
@@ -97,6 +100,43 @@ pub struct RawListener {
     /// head was already on its way.
     #[serde(default = "default_true")]
     pub defer_accept: bool,
+    /// Client-side timeouts: the request head, keep-alive idle, sending to the client.
+    #[serde(default)]
+    pub timeouts: RawListenerTimeouts,
+}
+
+/// `sticky.listeners[i].timeouts` — the client side of a listener (HAProxy `timeout
+/// http-request` / `http-keep-alive` / `client`, NGINX `client_header_timeout` /
+/// `keepalive_timeout` / `send_timeout`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerTimeouts {
+    #[serde(default = "default_http_request_ms")]
+    pub http_request_ms: u64,
+    #[serde(default = "default_keepalive_ms")]
+    pub keepalive_ms: u64,
+    #[serde(default = "default_client_send_ms")]
+    pub client_send_ms: u64,
+}
+
+impl Default for RawListenerTimeouts {
+    fn default() -> Self {
+        RawListenerTimeouts {
+            http_request_ms: default_http_request_ms(),
+            keepalive_ms: default_keepalive_ms(),
+            client_send_ms: default_client_send_ms(),
+        }
+    }
+}
+
+fn default_http_request_ms() -> u64 {
+    30_000
+}
+fn default_keepalive_ms() -> u64 {
+    60_000
+}
+fn default_client_send_ms() -> u64 {
+    60_000
 }
 
 /// `sticky.listeners[i].tls`
@@ -110,20 +150,17 @@ pub struct RawListenerTls {
     #[serde(default)]
     pub self_signed: Vec<String>,
     #[serde(default)]
-    pub min_version: crate::tls::MinVersion,
+    pub min_version: MinVersion,
     /// Protocols offered by ALPN, HTTP/2 first.
     #[serde(default = "default_alpn")]
-    pub alpn: Vec<crate::tls::AlpnProtocol>,
+    pub alpn: Vec<AlpnProtocol>,
     /// Refuse handshakes whose SNI names no certificate (HAProxy `strict-sni`).
     #[serde(default)]
     pub strict_sni: bool,
 }
 
-fn default_alpn() -> Vec<crate::tls::AlpnProtocol> {
-    vec![
-        crate::tls::AlpnProtocol::H2,
-        crate::tls::AlpnProtocol::Http11,
-    ]
+fn default_alpn() -> Vec<AlpnProtocol> {
+    vec![AlpnProtocol::H2, AlpnProtocol::Http11]
 }
 
 /// `sticky.listeners[i].tls.certificates[j]`
@@ -181,7 +218,7 @@ pub struct RawUpstreamTls {
 pub struct RawPool {
     pub name: String,
     #[serde(default)]
-    pub balance: RawBalance,
+    pub balance: Balance,
     #[serde(default)]
     pub backends: Vec<RawBackend>,
     pub health_check: Option<RawHealthCheck>,
@@ -197,16 +234,6 @@ pub struct RawPool {
     pub default_host: Option<String>,
 }
 
-/// How new sessions are spread over a pool.
-#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum RawBalance {
-    #[default]
-    RoundRobin,
-    Random,
-    LeastRequests,
-}
-
 /// `sticky.pools[i].backends[j]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -217,7 +244,7 @@ pub struct RawBackend {
     pub weight: u32,
     /// `active` (default), `draining` or `disabled`; changeable at run time (admin API).
     #[serde(default)]
-    pub state: crate::pool::BackendState,
+    pub state: BackendState,
 }
 
 fn default_weight() -> u32 {
@@ -229,7 +256,7 @@ fn default_weight() -> u32 {
 #[serde(deny_unknown_fields)]
 pub struct RawHealthCheck {
     #[serde(rename = "type")]
-    pub kind: RawHealthCheckKind,
+    pub kind: HealthCheckKind,
     /// HTTP only: the path probed with `GET`.
     #[serde(default = "default_health_path")]
     pub path: String,
@@ -249,13 +276,6 @@ pub struct RawHealthCheck {
     /// Consecutive failures that take a healthy backend out (HAProxy `fall`).
     #[serde(default = "default_fall")]
     pub fall: u32,
-}
-
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum RawHealthCheckKind {
-    Tcp,
-    Http,
 }
 
 fn default_health_path() -> String {

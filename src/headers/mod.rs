@@ -2,66 +2,11 @@
 //! backend opted out, which client-sent headers must not reach a backend. No I/O, no sessions:
 //! the hooks in `proxy` apply these to Pingora's header types.
 
-use http::header::HeaderName;
 use pingora_core::{Error, ErrorSource, ErrorType};
 
-/// The forwarding headers the proxy reads, as parsed names (a lookup by `&str` parses the name
-/// on every request).
-pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+mod forwarding;
 
-/// Forwarding headers that the proxy sets itself; client-sent copies are removed first so that
-/// a client cannot spoof them.
-pub static FORWARDING_HEADERS: [HeaderName; 5] = [
-    X_FORWARDED_FOR,
-    X_FORWARDED_PROTO,
-    X_FORWARDED_HOST,
-    HeaderName::from_static("x-real-ip"),
-    HeaderName::from_static("forwarded"),
-];
-
-/// An IP address as a header value, formatted without a `String` (and an IPv4 address, the
-/// usual client, without `core::fmt`: that was a tenth of the proxy's own work per request).
-pub fn ip_header_value(ip: std::net::IpAddr) -> http::HeaderValue {
-    use std::io::Write;
-    if let std::net::IpAddr::V4(v4) = ip {
-        return ipv4_header_value(v4);
-    }
-    let mut buf = [0u8; 45]; // the longest IPv6 text form
-    let len = {
-        let mut cursor = std::io::Cursor::new(&mut buf[..]);
-        // 45 bytes always fit an address.
-        let _ = write!(cursor, "{ip}");
-        cursor.position() as usize
-    };
-    http::HeaderValue::from_bytes(&buf[..len])
-        .unwrap_or_else(|_| http::HeaderValue::from_static("-"))
-}
-
-/// Dotted-quad text of an IPv4 address (`192.0.2.7`).
-fn ipv4_header_value(ip: std::net::Ipv4Addr) -> http::HeaderValue {
-    let mut buf = [0u8; 15]; // 255.255.255.255
-    let mut len = 0;
-    for (i, octet) in ip.octets().into_iter().enumerate() {
-        if i > 0 {
-            buf[len] = b'.';
-            len += 1;
-        }
-        if octet >= 100 {
-            buf[len] = b'0' + octet / 100;
-            len += 1;
-        }
-        if octet >= 10 {
-            buf[len] = b'0' + octet / 10 % 10;
-            len += 1;
-        }
-        buf[len] = b'0' + octet % 10;
-        len += 1;
-    }
-    http::HeaderValue::from_bytes(&buf[..len])
-        .unwrap_or_else(|_| http::HeaderValue::from_static("-"))
-}
+pub use forwarding::*;
 
 /// Is this opt-out header value a "yes"? (`true`, any case, surrounding spaces ignored.)
 pub fn is_opt_out(value: &[u8]) -> bool {
@@ -111,6 +56,7 @@ pub fn error_body(status: u16) -> &'static str {
     match status {
         400 => "400 Bad Request\n",
         404 => "404 Not Found\n",
+        405 => "405 Method Not Allowed\n",
         502 => "502 Bad Gateway\n",
         503 => "503 Service Unavailable\n",
         504 => "504 Gateway Timeout\n",
@@ -184,26 +130,6 @@ pub fn https_location(
         format!("https://{name}:{port}{path}")
     };
     http::HeaderValue::from_str(&location).ok()
-}
-
-/// All `Cookie` header values joined with `"; "` into one (HTTP/2 clients send one header per
-/// cookie; HTTP/1.1 servers expect a single header). `None` when there is nothing to join.
-pub fn join_cookie_headers(headers: &http::HeaderMap) -> Option<http::HeaderValue> {
-    let mut joined: Vec<u8> = Vec::new();
-    for value in headers.get_all(http::header::COOKIE) {
-        let part = value.as_bytes().trim_ascii();
-        if part.is_empty() {
-            continue;
-        }
-        if !joined.is_empty() {
-            joined.extend_from_slice(b"; ");
-        }
-        joined.extend_from_slice(part);
-    }
-    if joined.is_empty() {
-        return None;
-    }
-    http::HeaderValue::from_bytes(&joined).ok()
 }
 
 /// The `Host` sent to a backend for a request that has none (HTTP/1.0 allows that, HTTP/1.1

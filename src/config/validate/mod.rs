@@ -7,7 +7,6 @@ use super::raw::{RawBackend, RawHealthCheck, RawPool, RawSticky, RawTimeouts};
 use super::{
     BackendConfig, ClassConfig, Config, ConfigError, HealthCheckConfig, PoolConfig, TimeoutConfig,
 };
-use crate::extension::Extensions;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -18,7 +17,7 @@ pub const MIN_SECRET_LEN: usize = 16;
 
 type Result<T> = std::result::Result<T, ConfigError>;
 
-pub(super) fn validate(raw: RawSticky, extensions: &Extensions) -> Result<Config> {
+pub(super) fn validate(raw: RawSticky) -> Result<Config> {
     if raw.pools.is_empty() {
         return Err(ConfigError::new(
             "sticky.pools",
@@ -28,7 +27,7 @@ pub(super) fn validate(raw: RawSticky, extensions: &Extensions) -> Result<Config
     let mut pools = Vec::with_capacity(raw.pools.len());
     for (i, pool) in raw.pools.into_iter().enumerate() {
         let field = format!("sticky.pools[{i}]");
-        let pool = validate_pool(&field, pool, extensions)?;
+        let pool = validate_pool(&field, pool)?;
         if let Some(j) = pools.iter().position(|p: &PoolConfig| p.name == pool.name) {
             return Err(ConfigError::new(
                 format!("{field}.name"),
@@ -96,7 +95,7 @@ pub(super) fn validate(raw: RawSticky, extensions: &Extensions) -> Result<Config
                 format!("{header:?}: set it on the pool's affinity, not on a class"),
             ));
         }
-        let affinity = affinity::validate_affinity(&field, class, extensions)?;
+        let affinity = affinity::validate_affinity(&field, class)?;
         classes.push(ClassConfig { name, affinity });
     }
     let (routes, default_route, mut warnings) =
@@ -130,7 +129,7 @@ pub(super) fn validate(raw: RawSticky, extensions: &Extensions) -> Result<Config
 /// The longest accepted `sticky.grace_ms`.
 const MAX_GRACE_MS: u64 = 600_000;
 
-fn validate_pool(field: &str, raw: RawPool, extensions: &Extensions) -> Result<PoolConfig> {
+fn validate_pool(field: &str, raw: RawPool) -> Result<PoolConfig> {
     if raw.name.is_empty() {
         return Err(ConfigError::new(
             format!("{field}.name"),
@@ -188,8 +187,7 @@ fn validate_pool(field: &str, raw: RawPool, extensions: &Extensions) -> Result<P
             .as_deref()
             .unwrap_or("Arr-Disable-Session-Affinity"),
     )?;
-    let affinity =
-        affinity::validate_affinity(&format!("{field}.affinity"), raw.affinity, extensions)?;
+    let affinity = affinity::validate_affinity(&format!("{field}.affinity"), raw.affinity)?;
     let tls = raw
         .tls
         .map(|t| listeners::validate_upstream_tls(&format!("{field}.tls"), t))

@@ -22,10 +22,12 @@
 //! counter, no label lookups. Gauges and table counters are read from the live state when
 //! `/metrics` is scraped ([`Metrics::render`]).
 
+use crate::affinity::registry::Registry as AffinityRegistry;
 use crate::affinity::sessions::TableStats;
 use crate::affinity::store::StoreStats;
 use crate::affinity::Outcome;
-use crate::pool::{BackendState, Pool};
+use crate::config::BackendState;
+use crate::pool::Pool;
 use pingora_prometheus::prometheus::{
     self, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -279,10 +281,10 @@ impl Metrics {
         metrics
     }
 
-    /// Read the live state of `pools` into the gauges and table counters, and encode every
-    /// metric in the Prometheus text format.
-    pub fn render(&self, pools: &[Arc<Pool>]) -> (String, Vec<u8>) {
-        for pool in pools {
+    /// Read the live state of `pools` and their affinities (`registry`) into the gauges and
+    /// table counters, and encode every metric in the Prometheus text format.
+    pub fn render(&self, pools: &[Arc<Pool>], registry: &AffinityRegistry) -> (String, Vec<u8>) {
+        for (pool, affinities) in pools.iter().zip(registry.pools()) {
             for slot in pool.slots.iter() {
                 let labels = [pool.name.as_str(), slot.name.as_str()];
                 self.healthy
@@ -309,7 +311,7 @@ impl Metrics {
                         .map_or(0, |ms| i64::try_from(ms / 1000).unwrap_or(0)),
                 );
             }
-            for (table, stats) in pool.table_stats() {
+            for (table, stats) in affinities.table_stats() {
                 let labels = [pool.name.as_str(), table.as_str()];
                 for (gauge, read) in &self.table_gauges {
                     gauge
@@ -320,7 +322,7 @@ impl Metrics {
                     catch_up(&counter.with_label_values(&labels), read(&stats));
                 }
             }
-            for (table, stats) in pool.store_stats() {
+            for (table, stats) in affinities.store_stats() {
                 let labels = [pool.name.as_str(), table.as_str()];
                 self.store_up
                     .with_label_values(&labels)
@@ -365,15 +367,18 @@ mod tests {
             "sticky:\n  listeners: [{ addr: \"127.0.0.1:1\" }]\n  pools:\n    - name: web\n      backends: [{ name: a, addr: \"127.0.0.1:2\" }]\n      affinity: { learn: { presets: [j2ee] } }\n",
         )
         .unwrap();
-        let (pool, _) = Pool::new(&config.pools[0], &[], &Default::default());
-        let handles = metrics.for_pool(&pool);
+        let (pool, _) = Pool::new(&config.pools[0], None);
+        let pools = [pool];
+        let registry =
+            AffinityRegistry::build(&config, &pools, &crate::extension::Extensions::default());
+        let handles = metrics.for_pool(&pools[0]);
         handles.request(Some(0), Outcome::Sticky);
         handles.request(None, Outcome::Failed);
         handles.upstream_latency(0, 0.002);
         assert!(handles.cookie_overwrites(0, 2), "the first time");
         assert!(!handles.cookie_overwrites(0, 1), "not again");
         assert!(!handles.cookie_overwrites(7, 1), "no such backend");
-        let (_, body) = metrics.render(&[pool]);
+        let (_, body) = metrics.render(&pools, &registry);
         let text = String::from_utf8(body).unwrap();
         for expected in [
             "sticky_requests_total{backend=\"a\",outcome=\"sticky\",pool=\"web\"} 1",

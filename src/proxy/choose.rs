@@ -1,0 +1,111 @@
+//! Choosing a request's backend (what `upstream_peer` does): read the session records once
+//! (asking the shared store for a learned id the local table misses), [`decide`], take the
+//! decision into the request's verdict, and build the peer to connect to.
+
+use super::ctx::{Client, InFlight, RequestCtx};
+use super::routes::Route;
+use crate::affinity::client_ip;
+use crate::affinity::decision::{decide, Decision, Placement};
+use crate::affinity::key::RequestView;
+use crate::affinity::lookup::{look_up_session, SessionLookup};
+use crate::affinity::Outcome;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::{Error, ErrorType, Result};
+use pingora_http::RequestHeader;
+use std::time::{Duration, Instant};
+
+/// What is left of the pool's total timeout (retries included) for a request that began at
+/// `started`: `Ok(None)` without one (or for an upgrade: a WebSocket lives as long as its ends
+/// want), an error (answered 504) when nothing is left.
+pub(super) fn remaining_time(
+    route: &Route,
+    started: Instant,
+    upgrade: bool,
+) -> Result<Option<Duration>> {
+    let Some(total) = route.pool.total_timeout.filter(|_| !upgrade) else {
+        return Ok(None);
+    };
+    match total.checked_sub(started.elapsed()) {
+        Some(left) if !left.is_zero() => Ok(Some(left)),
+        _ => Error::e_explain(ErrorType::ReadTimedout, "total timeout"),
+    }
+}
+
+/// The request's session records, read once: the local tables, then (for a learned id they
+/// miss) the shared store, within its lookup timeout. Resolves the client IP on the way.
+pub(super) async fn look_up(
+    route: &Route,
+    req: &RequestHeader,
+    client: &mut Client,
+    trusted_proxies: &[ipnet::IpNet],
+) -> SessionLookup {
+    client.ip = client
+        .peer
+        .map(|ip| client_ip::resolve(ip, &req.headers, trusted_proxies));
+    let affinity = route.affinity.as_deref();
+    let mut lookup = look_up_session(&route.pool, affinity, &req.uri, &req.headers, client.ip);
+    if lookup.cookie_invalid {
+        route.metrics.cookie_verification_failure();
+    }
+    let learned = affinity.and_then(|a| a.learned.as_ref());
+    if let (Some(key), Some(learned)) = (lookup.learned_miss(), learned) {
+        if learned.store.is_some() {
+            lookup.learned_hit = learned.remote(key).await;
+            lookup.settle();
+        }
+    }
+    lookup
+}
+
+/// The decision for this attempt: the session's backend if usable, else the hash key's, else
+/// the balancer's pick — skipping backends this request already failed on.
+pub(super) fn decision(route: &Route, req: &RequestHeader, ctx: &RequestCtx) -> Decision {
+    let (pool, affinity) = (&route.pool, route.affinity.as_deref());
+    let lookup = ctx.verdict.lookup.unwrap_or_default();
+    decide(
+        lookup.pin,
+        affinity.map(|a| a.mechanisms()).unwrap_or_default(),
+        &ctx.attempt.failed,
+        |i| pool.slots.get(i).is_some_and(|s| s.is_usable()),
+        |failed| {
+            let hash = affinity?.hash.as_ref()?;
+            let view = RequestView {
+                uri: &req.uri,
+                headers: &req.headers,
+                client_ip: ctx.client.ip,
+            };
+            Some(hash.select(&hash.key(&view)?, &pool.slots, failed))
+        },
+        |failed| pool.select_new(failed),
+    )
+}
+
+/// Start the attempt at `placement`'s backend: counted in flight and served, and the peer to
+/// connect to (its timeouts capped to `remaining`; an upgrade's with its own gated connection).
+pub(super) fn start_attempt(
+    route: &Route,
+    placement: Placement,
+    remaining: Option<Duration>,
+    upgrade: bool,
+    ctx: &mut RequestCtx,
+) -> Box<HttpPeer> {
+    let (pool, index) = (&route.pool, placement.backend);
+    ctx.attempt.backend = Some(index);
+    ctx.attempt.in_flight = Some(InFlight::start(&pool.slots, index));
+    ctx.attempt.started = Some(Instant::now());
+    pool.slots[index].record_request(placement.outcome == Outcome::Sticky);
+    let mut peer = pool.peer(index, remaining);
+    if upgrade {
+        ctx.attempt.upgrade_gate = Some(crate::pool::upgrade_gate::gate_peer(&mut peer));
+    }
+    peer
+}
+
+/// The error `upstream_peer` returns when no attempt starts: the class's failure policy
+/// answers (`fail_to_proxy`), or no backend can serve (503).
+pub(super) fn no_attempt(decision: &Decision) -> Box<Error> {
+    match decision {
+        Decision::Refused { .. } => Error::explain(ErrorType::HTTPStatus(503), "failure policy"),
+        _ => Error::explain(ErrorType::HTTPStatus(503), "no usable backend in the pool"),
+    }
+}
