@@ -19,6 +19,8 @@
   benchlib.py report --compact RAWFILE...      narrower tables: "value (ratio)" per cell
   benchlib.py targets RAWFILE...       the #7 targets computed from the runs: cookie vs
                                        affinity-off CPU per request, 2-thread vs 1-thread scaling
+  benchlib.py edge-tables RAWFILE...   one table per edge workload (edge.sh): req/s, p99, CPU/req,
+                                       ratios to HAProxy and sticky-proxy's to bare Pingora
   benchlib.py massif SNAPSHOT N [BASE] a massif detailed snapshot's allocation sites per connection
                                        (minus those of BASE, a snapshot before the connections)
   benchlib.py callgrind FILE REQUESTS  self and inclusive instruction counts per function and
@@ -446,6 +448,49 @@ def targets(runs):
     return out
 
 
+def edge_tables(args):
+    """edge-tables RAWFILE...: one Markdown table per workload (and thread count): req/s, p99,
+    CPU per request and peak RSS per proxy, each with the median per-round ratio to HAProxy, and
+    sticky-proxy's CPU per request against bare Pingora's (the floor) in the same rounds."""
+    runs, _ = load_runs(args)
+    by = defaultdict(list)
+    for r in runs:
+        by[(r["threads"], r["workload"], r["proxy"])].append(r)
+
+    def ratio(rs, threads, workload, other, key):
+        base = {r["round"]: r for r in by.get((threads, workload, other), [])}
+        return median([r[key] / base[r["round"]][key] for r in rs
+                       if r["round"] in base and base[r["round"]].get(key) and r.get(key) is not None])
+
+    out = []
+    for workload in WORKLOAD_ORDER:
+        for threads in sorted({r["threads"] for r in runs}):
+            present = [p for p in PROXY_ORDER if by.get((threads, workload, p))]
+            if not present:
+                continue
+            rounds = max(len(by[(threads, workload, p)]) for p in present)
+            out.append(f"\n**{workload}, {threads} thread{'s' if threads > 1 else ''}** "
+                       f"(median of {rounds} round{'s' if rounds > 1 else ''}; in brackets the median "
+                       "per-round ratio to HAProxy)\n")
+            out.append("| proxy | req/s | p99 ms | CPU µs/req | × bare Pingora (CPU) | peak RSS MiB | proxy CPU % | other CPU % |")
+            out.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+            for proxy in present:
+                rs = by[(threads, workload, proxy)]
+                cells = []
+                for key, spec in (("rps", "{:,.0f}"), ("p99_ms", "{:.2f}"), ("cpu_us_per_req", "{:.1f}")):
+                    value = fmt(median([r.get(key) for r in rs]), spec)
+                    if proxy != "haproxy":
+                        value += f" ({fmt(ratio(rs, threads, workload, 'haproxy', key), '{:.2f}')})"
+                    cells.append(value)
+                floor = (fmt(ratio(rs, threads, workload, "pingora-bare", "cpu_us_per_req"), "{:.2f}")
+                         if proxy == "sticky" else "")
+                cells += [floor, fmt(median([r.get("rss_mib") for r in rs]), "{:.1f}"),
+                          fmt(median([r.get("cpu_pct") for r in rs]), "{:.0f}"),
+                          fmt(median([r.get("other_cpu_pct") for r in rs]), "{:.0f}")]
+                out.append(f"| {proxy} | " + " | ".join(cells) + " |")
+    print("\n".join(out).lstrip("\n"))
+
+
 def report(args):
     quiet = None
     if args and args[0] == "--compact":
@@ -637,6 +682,8 @@ def main():
         report(args)
     elif cmd == "massif":
         massif(args)
+    elif cmd == "edge-tables":
+        edge_tables(args)
     else:
         sys.exit(f"unknown command {cmd}")
 
