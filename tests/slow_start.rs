@@ -13,15 +13,15 @@ use std::time::Duration;
 
 const TOKEN: &str = "admin-token-0123456789abcdef";
 
-/// Three backends, round robin, keyed cookies, the admin listener with its token, slow start;
-/// `extra_pool`: more lines of the pool (indented 6 spaces).
+/// Three backends, round robin, the admin listener with its token, slow start; `extra_pool`:
+/// more lines of the pool (indented 6 spaces), ending with its affinity section.
 async fn start(backends: &[&TestBackend], extra_pool: &str) -> (Proxy, tempfile::TempDir) {
     let token_dir = tempfile::tempdir().unwrap();
     let token_file = token_dir.path().join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
     let list: Vec<String> = backends.iter().map(|b| b.yaml()).collect();
     let section = format!(
-        "sticky:\n  listeners:\n    - addr: \"{{listen}}\"\n  admin: {{ addr: \"{{admin}}\", token_file: \"{}\" }}\n  pools:\n    - name: web\n      slow_start_seconds: 24\n      backends: [{}]\n{extra_pool}{KEYED_AFFINITY}",
+        "sticky:\n  listeners:\n    - addr: \"{{listen}}\"\n  admin: {{ addr: \"{{admin}}\", token_file: \"{}\" }}\n  pools:\n    - name: web\n      slow_start_seconds: 24\n      backends: [{}]\n{extra_pool}",
         token_file.display(),
         list.join(", "),
     );
@@ -134,7 +134,7 @@ async fn a_backend_set_active_again_ramps_up_to_its_share_of_new_sessions_while_
 {
     let backends = TestBackend::start_each(["iis1", "iis2", "iis3"]).await;
     let [b1, b2, b3] = &backends;
-    let (proxy, _token) = start(&[b1, b2, b3], "").await;
+    let (proxy, _token) = start(&[b1, b2, b3], KEYED_AFFINITY).await;
     // Present at start: no ramp (as HAProxy: a restarted proxy does not starve its backends).
     assert_eq!(share_of_iis3(&proxy).await, 1.0);
     let client = client();
@@ -178,11 +178,9 @@ async fn a_backend_healthy_again_after_failing_its_checks_ramps_up_its_share_of_
     let mut backends = TestBackend::start_each(["iis1", "iis2", "iis3"]).await;
     let (proxy, _token) = {
         let [b1, b2, b3] = &backends;
-        start(
-            &[b1, b2, b3],
-            "      health_check: { type: http, path: /healthz, interval_ms: 100, fall: 1, rise: 1 }\n",
-        )
-        .await
+        let health =
+            "      health_check: { type: http, path: /healthz, interval_ms: 100, fall: 1, rise: 1 }\n";
+        start(&[b1, b2, b3], &format!("{health}{KEYED_AFFINITY}")).await
     };
     let client = client();
     let returning = format!(
@@ -209,4 +207,49 @@ async fn a_backend_healthy_again_after_failing_its_checks_ramps_up_its_share_of_
     let early = new_sessions(&proxy, 150, 0.2, &returning).await;
     assert_early(&early);
     assert!(share_of_iis3(&proxy).await >= share, "the share only grows");
+}
+
+async fn tenant(proxy: &Proxy, key: &str) -> String {
+    let response = client()
+        .get(proxy.url("/"))
+        .header("X-Tenant-ID", key)
+        .send()
+        .await
+        .unwrap();
+    into_reply(response).await.backend().to_string()
+}
+
+#[tokio::test]
+async fn hash_keys_go_home_at_once_to_a_backend_in_its_slow_start() {
+    let backends = TestBackend::start_each(["iis1", "iis2", "iis3"]).await;
+    let [b1, b2, b3] = &backends;
+    let hash = "      affinity:\n        hash:\n          sources: [{ type: header, name: X-Tenant-ID }]\n";
+    let (proxy, _token) = start(&[b1, b2, b3], hash).await;
+    let mut homed_on_iis3 = Vec::new();
+    for k in 0..300 {
+        let key = format!("tenant-{k}");
+        if tenant(&proxy, &key).await == "iis3" {
+            homed_on_iis3.push(key);
+        }
+        if homed_on_iis3.len() == 10 {
+            break;
+        }
+    }
+    assert_eq!(homed_on_iis3.len(), 10, "keys whose home is iis3");
+
+    set_state(&proxy, "disabled").await;
+    for key in &homed_on_iis3 {
+        assert_ne!(
+            tenant(&proxy, key).await,
+            "iis3",
+            "{key} walks on while iis3 is disabled"
+        );
+    }
+    set_state(&proxy, "active").await;
+    let share = share_of_iis3(&proxy).await;
+    assert!(share < 1.0, "ramping: {share}");
+    // A key's place on the ring is its session: it is back home at once, as on every instance.
+    for key in &homed_on_iis3 {
+        assert_eq!(tenant(&proxy, key).await, "iis3", "{key} is home again");
+    }
 }
