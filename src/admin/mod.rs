@@ -14,7 +14,7 @@
 //! | GET | `/metrics` | Prometheus text format (names in `metrics.rs`) | no |
 //! | GET | `/api/status` | version, start time, uptime, readiness, listeners, whether mutations are on, the rates' sampling | no |
 //! | GET | `/api/auth` | checks the bearer token: `200` when it is right, else 401 / 403; changes nothing | always |
-//! | GET | `/api/pools` | every pool: backends (state, health, weight, in flight, requests, requests per second now and per 10 s over 5 minutes, last used, pinned requests in the last minute, table entries, upgraded connections), session tables, and their shared stores (`stores`: Redis address, `up`, lookup and write counts) | no |
+//! | GET | `/api/pools` | every pool: backends (state, health, weight, in flight, requests, requests per second now and per 10 s over 5 minutes, last used, pinned requests in the last minute, slow-start share, table entries, upgraded connections), `slow_start_seconds`, session tables, and their shared stores (`stores`: Redis address, `up`, lookup and write counts) | no |
 //! | GET | `/api/pools/{pool}` | one pool, same shape | no |
 //! | POST | `/api/pools/{pool}/backends/{backend}/state` | body `{"state": "active" \| "draining" \| "disabled"}`, optionally `"close_upgraded": true` to also close its WebSocket connections | yes |
 //! | POST | `/api/pools/{pool}/backends/{backend}/close-upgraded` | close the backend's upgraded (WebSocket) connections; answers `{"closed": n}` | yes |

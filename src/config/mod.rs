@@ -181,6 +181,9 @@ pub struct PoolConfig {
     pub opt_out_header: http::HeaderName,
     /// A response header set to the name of the backend that served the response.
     pub served_by_header: Option<http::HeaderName>,
+    /// `slow_start_seconds`: how long a backend that comes back takes to ramp up to its full
+    /// share of new sessions; `None`: no ramp.
+    pub slow_start: Option<Duration>,
     /// TLS to the backends; `None`: plain HTTP.
     pub tls: Option<UpstreamTlsConfig>,
     /// `Host` for requests that have none (HTTP/1.0); `None`: the SNI name or the backend's

@@ -13,6 +13,7 @@
 //! | `sticky_backend_in_flight` | gauge | `pool`, `backend` |
 //! | `sticky_backend_pinned_requests_last_minute` | gauge | `pool`, `backend` |
 //! | `sticky_backend_last_used_timestamp_seconds` | gauge | `pool`, `backend` (0: never) |
+//! | `sticky_backend_slow_start_share` | gauge | `pool`, `backend` — the share of its full new-session share the backend takes now: below 1 during its slow start, else 1 |
 //! | `sticky_session_table_entries` / `_capacity` / `_oldest_entry_age_seconds` | gauge | `pool`, `table` (`learn`, `client_ip`) |
 //! | `sticky_session_table_hits_total` / `_misses_total` / `_insertions_total` / `_evictions_total` / `_expirations_total` | counter | `pool`, `table` |
 //! | `sticky_session_store_up` | gauge | `pool`, `table` — 1 while the table's Redis store is up (a cluster: every primary), 0 while it is down or not connected yet |
@@ -30,8 +31,8 @@ use crate::affinity::Outcome;
 use crate::config::BackendState;
 use crate::pool::Pool;
 use pingora_prometheus::prometheus::{
-    self, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    self, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 use std::sync::Arc;
 
@@ -67,6 +68,7 @@ pub struct Metrics {
     in_flight: IntGaugeVec,
     pinned_last_minute: IntGaugeVec,
     last_used: IntGaugeVec,
+    slow_start_share: GaugeVec,
     table_gauges: [(IntGaugeVec, ReadStat); 3],
     table_counters: [(IntCounterVec, ReadStat); 5],
     store_up: IntGaugeVec,
@@ -170,6 +172,14 @@ impl Metrics {
                 "Unix time of the last request sent to the backend (0: never).",
                 &backend,
             ),
+            slow_start_share: GaugeVec::new(
+                Opts::new(
+                    "sticky_backend_slow_start_share",
+                    "Share of its full new-session share the backend takes now (below 1 in its slow start).",
+                ),
+                &backend,
+            )
+            .unwrap_or_else(|e| panic!("slow start gauge: {e}")),
             table_gauges: [
                 (
                     gauge(
@@ -265,6 +275,7 @@ impl Metrics {
             Box::new(metrics.in_flight.clone()),
             Box::new(metrics.pinned_last_minute.clone()),
             Box::new(metrics.last_used.clone()),
+            Box::new(metrics.slow_start_share.clone()),
             Box::new(metrics.store_up.clone()),
             Box::new(metrics.store_lookups.clone()),
             Box::new(metrics.store_writes.clone()),
@@ -318,6 +329,9 @@ impl Metrics {
                     slot.last_used_ms()
                         .map_or(0, |ms| i64::try_from(ms / 1000).unwrap_or(0)),
                 );
+                self.slow_start_share
+                    .with_label_values(&labels)
+                    .set(slot.ramp_share(pool.slow_start));
             }
             for (table, stats) in affinities.table_stats() {
                 let labels = [pool.name.as_str(), table.as_str()];

@@ -126,6 +126,9 @@ pub(super) fn validate(raw: RawSticky) -> Result<Config> {
     })
 }
 
+/// The longest accepted `pools[].slow_start_seconds`.
+const MAX_SLOW_START_SECONDS: u64 = 3600;
+
 /// The longest accepted `sticky.grace_ms`.
 const MAX_GRACE_MS: u64 = 600_000;
 
@@ -194,6 +197,16 @@ fn validate_pool(field: &str, raw: RawPool) -> Result<PoolConfig> {
         field,
         &backends,
     )?;
+    let slow_start = match raw.slow_start_seconds {
+        0 => None,
+        s if s <= MAX_SLOW_START_SECONDS => Some(Duration::from_secs(s)),
+        s => {
+            return Err(ConfigError::new(
+                format!("{field}.slow_start_seconds"),
+                format!("must be between 0 (off) and {MAX_SLOW_START_SECONDS} (an hour): {s}"),
+            ))
+        }
+    };
     let affinity = affinity::validate_affinity(&format!("{field}.affinity"), raw.affinity)?;
     let tls = raw
         .tls
@@ -212,6 +225,7 @@ fn validate_pool(field: &str, raw: RawPool) -> Result<PoolConfig> {
         affinity,
         opt_out_header,
         served_by_header,
+        slow_start,
         tls,
         default_host,
     })
