@@ -19,6 +19,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("tls", &["config"]),
     ("pool", &["config", "headers", "tls"]),
     ("affinity", &["config", "headers", "pool"]),
+    ("state_file", &["config", "pool"]),
     ("metrics", &["config", "affinity", "pool"]),
     ("extension", &["config", "affinity"]),
     (
@@ -36,7 +37,14 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "admin",
-        &["config", "lifecycle", "pool", "affinity", "metrics"],
+        &[
+            "config",
+            "lifecycle",
+            "pool",
+            "affinity",
+            "metrics",
+            "state_file",
+        ],
     ),
     (
         "server",
@@ -48,6 +56,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "lifecycle",
             "sockets",
             "pool",
+            "state_file",
             "affinity",
             "metrics",
             "extension",

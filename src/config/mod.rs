@@ -48,6 +48,9 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// `sticky.grace_ms`: serving on after SIGTERM before the stop (the lifecycle module applies it).
     pub grace: std::time::Duration,
+    /// `sticky.state_file`: backend states set through the admin API, written here and applied
+    /// at the next start (an absolute path); `None`: not kept.
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 /// A named persistence class: the mechanisms of a pool's `affinity`, shareable by routes.

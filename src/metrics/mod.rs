@@ -19,6 +19,7 @@
 //! | `sticky_session_store_up` | gauge | `pool`, `table` — 1 while the table's Redis store is up (a cluster: every primary), 0 while it is down or not connected yet |
 //! | `sticky_session_store_lookups_total` | counter | `pool`, `table`, `result` (`hit`, `miss`, `failed`, `skipped` while down) — local misses asked of Redis |
 //! | `sticky_session_store_writes_total` | counter | `pool`, `table`, `result` (`sent`, `failed`, `dropped` when the queue is full or the store down) |
+//! | `sticky_state_file_writes_total` | counter | `result` (`written`, `failed`) — writes of `sticky.state_file` (present only with one) |
 //!
 //! The request path touches only pre-resolved handles ([`PoolMetrics`]): one atomic add per
 //! counter, no label lookups. Gauges and table counters are read from the live state when
@@ -74,6 +75,7 @@ pub struct Metrics {
     store_up: IntGaugeVec,
     store_lookups: IntCounterVec,
     store_writes: IntCounterVec,
+    state_file_writes: IntCounterVec,
 }
 
 /// Reads one figure out of a store's statistics.
@@ -263,6 +265,11 @@ impl Metrics {
                 "Writes to the shared store, by result.",
                 &["pool", "table", "result"],
             ),
+            state_file_writes: counter(
+                "sticky_state_file_writes_total",
+                "Writes of the state file (backend states set through the admin API), by result.",
+                &["result"],
+            ),
         };
         let mut collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(metrics.requests.clone()),
@@ -279,6 +286,7 @@ impl Metrics {
             Box::new(metrics.store_up.clone()),
             Box::new(metrics.store_lookups.clone()),
             Box::new(metrics.store_writes.clone()),
+            Box::new(metrics.state_file_writes.clone()),
         ];
         collectors.extend(
             metrics
@@ -298,6 +306,15 @@ impl Metrics {
             }
         }
         metrics
+    }
+
+    /// The counters of the state file's writes: (written, failed). Asked once, when there is
+    /// a state file.
+    pub fn state_file_writes(&self) -> (IntCounter, IntCounter) {
+        (
+            self.state_file_writes.with_label_values(&["written"]),
+            self.state_file_writes.with_label_values(&["failed"]),
+        )
     }
 
     /// Read the live state of `pools` and their affinities (`registry`) into the gauges and

@@ -102,6 +102,12 @@ impl BackendSlot {
         self.mark_if_back(before);
     }
 
+    /// Set the administrative state the process starts with (from the state file): no slow
+    /// start, as for every backend at start.
+    pub fn set_state_at_start(&self, state: BackendState) {
+        self.state.store(state.to_u8(), Relaxed);
+    }
+
     /// Set the health (from the health checker); back to taking new sessions, its slow start
     /// begins.
     pub fn set_healthy(&self, healthy: bool) {

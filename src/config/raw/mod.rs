@@ -54,6 +54,9 @@ pub struct RawSticky {
     /// each response) before stopping (HAProxy `grace`). 0: stop at once.
     #[serde(default)]
     pub grace_ms: u64,
+    /// Where backend states set through the admin API are kept across restarts (HAProxy
+    /// `server-state-file`); absent: nowhere.
+    pub state_file: Option<String>,
 }
 
 /// `sticky.admin`

@@ -123,6 +123,11 @@ pub(super) fn validate(raw: RawSticky) -> Result<Config> {
         default_route,
         warnings,
         grace: std::time::Duration::from_millis(raw.grace_ms),
+        state_file: raw
+            .state_file
+            .as_deref()
+            .map(state_file::validate)
+            .transpose()?,
     })
 }
 
@@ -385,6 +390,7 @@ mod cookie;
 mod listeners;
 pub(super) mod routes;
 mod served_by;
+mod state_file;
 mod store;
 #[cfg(test)]
 mod tests;
