@@ -10,7 +10,8 @@
 //! - **What is written.** Every backend whose state differs from the one its configuration
 //!   gives it (`backends[].state`, default `active`): the file holds the operator's run-time
 //!   overrides, so a state edited in the configuration later still applies to backends the API
-//!   never changed (HAProxy likewise keeps a configured `disabled` apart from a run-time one).
+//!   never changed (HAProxy too keeps apart a maintenance set in its configuration and one forced
+//!   at run time).
 //! - **Reading** ([`StateFile::restore`]), once at start, after the listening sockets are in
 //!   hand (for `-u`: once the old process handed them over) and before anything is served: each
 //!   entry's state replaces the configured one of the backend of that pool and name. Entries
@@ -197,12 +198,13 @@ impl StateFile {
                 true
             }
             Err(e) => {
-                self.counters.failed.inc();
+                // Logged before it is counted: whoever sees the count finds the line.
                 log::warn!(
                     "state file {}: cannot write it ({e}); backend states set since its last \
                      write will not survive a restart",
                     self.path.display()
                 );
+                self.counters.failed.inc();
                 false
             }
         }
