@@ -1,6 +1,6 @@
 //! Request-header stripping and forwarding: the real `StickyProxy::upstream_request_filter`
-//! (src/proxy/mod.rs, whose stripping is inline in the hook) and `request_filter` before it, on a
-//! request head that Pingora's own HTTP/1 parser read from fuzzed bytes. The proxy is built from
+//! (src/proxy/mod.rs; its stripping is `headers::StripList::apply`) and `request_filter` before
+//! it, on a request head that Pingora's own HTTP/1 parser read from fuzzed bytes. The proxy is built from
 //! configs loaded by `config::load_str` the way `build_server` builds it; only the TCP peer
 //! (address, trusted or not) and TLS are set by hand, as a real connection would set them.
 //!
@@ -16,6 +16,11 @@
 //!    `indirect`, every pair is. Split `Cookie` headers are joined into one.
 //! 4. Every other header is forwarded as sent (same values, same order); no header is added but
 //!    the three forwarding headers; method and URI are untouched.
+//! 5. The client's hop stays behind (the pools' peers skip Pingora's own pass, so this filter
+//!    is all there is): no hop-by-hop field and no field the client's `Connection` names
+//!    reaches the backend, but a WebSocket opening's normalized `Connection: Upgrade` and
+//!    `Upgrade: websocket`; a `Connection` header that names a protected field, holds a
+//!    malformed token or more than nine is refused (the filter fails: a `400`), any other is not.
 #![no_main]
 
 mod common;
@@ -26,6 +31,7 @@ use pingora_proxy::{ProxyHttp, Session};
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 use sticky_proxy::config::{load_str, Config};
+use sticky_proxy::headers::hop_by_hop;
 use sticky_proxy::proxy::ctx::RequestCtx;
 use sticky_proxy::proxy::routes::Router;
 use sticky_proxy::proxy::{ProxySettings, StickyProxy};
@@ -111,8 +117,23 @@ enum Name<'a> {
         underscore: bool,
         case: u32,
     },
+    /// A hop-by-hop field (index into [`HOP`]), `Connection` among them.
+    Hop(u8),
     Other(&'a str),
 }
+
+const HOP: [&str; 10] = [
+    "Connection",
+    "TE",
+    "Trailer",
+    "Transfer-Encoding",
+    "Upgrade",
+    "Proxy-Authenticate",
+    "Proxy-Authorization",
+    "Keep-Alive",
+    "Proxy-Connection",
+    "HTTP2-Settings",
+];
 
 const STRIPPED: [&str; 12] = [
     "x-forwarded-for",
@@ -179,6 +200,7 @@ fn check(input: Input) {
                     })
                     .collect()
             }
+            Name::Hop(which) => HOP[usize::from(*which) % HOP.len()].to_string(),
             Name::Other(n) => n.to_string(),
         };
         raw.push_str(&format!("{name}: {value}\r\n"));
@@ -217,13 +239,52 @@ fn check(input: Input) {
         .peer
         .is_some_and(|ip| sticky_proxy::affinity::client_ip::is_trusted(&ip, &listener.trusted));
     ctx.client.tls = input.tls;
+    let values = |req: &pingora_http::RequestHeader, name: &str| -> Vec<Vec<u8>> {
+        req.headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.as_bytes().to_vec())
+            .collect()
+    };
     let mut upstream = client.clone();
-    rt.block_on(
-        listener
-            .proxy
-            .upstream_request_filter(&mut session, &mut upstream, &mut ctx),
-    )
-    .expect("upstream_request_filter never fails");
+    let filtered = rt.block_on(listener.proxy.upstream_request_filter(
+        &mut session,
+        &mut upstream,
+        &mut ctx,
+    ));
+    // 5. (refusals)
+    let refused = hop_by_hop::refused_connection(&client.headers);
+    assert_eq!(
+        filtered.is_err(),
+        refused.is_some(),
+        "{refused:?} {filtered:?}"
+    );
+    if filtered.is_err() {
+        return;
+    }
+    let websocket = hop_by_hop::is_websocket_opening(&client, !input.http10);
+    // 5.
+    for name in upstream.headers.keys() {
+        if websocket && (name == http::header::CONNECTION || name == http::header::UPGRADE) {
+            continue;
+        }
+        assert!(
+            !hop_by_hop::is_hop_by_hop(name),
+            "{name:?} (hop-by-hop) forwarded"
+        );
+        assert!(
+            !hop_by_hop::is_nominated(&client.headers, name),
+            "{name:?} (named by Connection) forwarded"
+        );
+    }
+    if websocket {
+        assert_eq!(values(&upstream, "connection"), vec![b"Upgrade".to_vec()]);
+        assert_eq!(values(&upstream, "upgrade"), vec![b"websocket".to_vec()]);
+    }
+    // The client's hop, stripped: not "dropped" in the sense of 4.
+    let hop = |name: &http::HeaderName| {
+        hop_by_hop::is_hop_by_hop(name) || hop_by_hop::is_nominated(&client.headers, name)
+    };
 
     let route = &listener.router.routes[ctx.route.expect("a route: the proxy did not answer")];
     let dashed = |n: &str| n.replace('_', "-");
@@ -234,20 +295,13 @@ fn check(input: Input) {
         .map(|n| dashed(n.as_str()))
         .collect();
     const SET: [&str; 3] = ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"];
-    let values = |req: &pingora_http::RequestHeader, name: &str| -> Vec<Vec<u8>> {
-        req.headers
-            .get_all(name)
-            .iter()
-            .map(|v| v.as_bytes().to_vec())
-            .collect()
-    };
 
     // 1. and 4.
     assert_eq!(upstream.method, client.method);
     assert_eq!(upstream.uri, client.uri);
     for name in upstream.headers.keys() {
         let n = name.as_str();
-        if SET.contains(&n) {
+        if SET.contains(&n) || hop(name) {
             continue;
         }
         assert!(
@@ -261,7 +315,11 @@ fn check(input: Input) {
     }
     for name in client.headers.keys() {
         let n = name.as_str();
-        if name != http::header::COOKIE && !SET.contains(&n) && !stripped.contains(&dashed(n)) {
+        if name != http::header::COOKIE
+            && !SET.contains(&n)
+            && !stripped.contains(&dashed(n))
+            && !hop(name)
+        {
             assert!(upstream.headers.contains_key(name), "{n:?} was dropped");
         }
     }

@@ -1,10 +1,13 @@
 //! The forwarding side of a request: the client-sent headers a backend must never see (the
 //! proxy's own forwarding headers, `hide_headers`, the opt-out header, and their `_` look-alikes
-//! that CGI-style backends read as the same variable), and the values the proxy sets instead
-//! (`X-Forwarded-For` and the rest). Pure functions over Pingora's header types.
+//! that CGI-style backends read as the same variable; the client's hop, [`super::hop_by_hop`]),
+//! and the values the proxy sets instead (`X-Forwarded-For` and the rest). Pure functions over
+//! Pingora's header types.
 
-use http::header::{HeaderName, COOKIE};
+use super::hop_by_hop;
+use http::header::{HeaderName, CONNECTION, COOKIE};
 use http::HeaderValue;
+use pingora_core::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
 use std::net::IpAddr;
 
@@ -122,18 +125,37 @@ impl StripList {
         }
     }
 
-    /// Remove every header the list strips from `req`. One pass over the request's few header
-    /// names, not a map lookup per name to strip; no allocation when nothing matches.
-    pub fn apply(&self, req: &mut RequestHeader) {
+    /// Make `req` (the backend's copy of the client's request) leave the client's hop behind:
+    /// remove every header the list strips, the hop-by-hop fields and the fields the request's
+    /// `Connection` names ([`super::hop_by_hop`]); a WebSocket opening (`downstream_is_http11`
+    /// and `Upgrade: websocket`) then gets `Connection: Upgrade` / `Upgrade: websocket` back.
+    /// One pass over the request's few header names, not a map lookup per name to strip; no
+    /// allocation when nothing matches. A `Connection` header that names a protected field,
+    /// holds a malformed token or too many is refused: `InvalidHTTPHeader` (a `400`), and
+    /// nothing is removed.
+    pub fn apply(&self, req: &mut RequestHeader, downstream_is_http11: bool) -> Result<()> {
+        if let Some(why) = hop_by_hop::refused_connection(&req.headers) {
+            return Err(Error::explain(ErrorType::InvalidHTTPHeader, why).into_down());
+        }
+        let websocket = hop_by_hop::is_websocket_opening(req, downstream_is_http11);
+        let nominates = req.headers.contains_key(CONNECTION);
         let doomed: Vec<HeaderName> = req
             .headers
             .keys()
-            .filter(|n| self.strips(n))
+            .filter(|n| {
+                hop_by_hop::is_hop_by_hop(n)
+                    || self.strips(n)
+                    || nominates && hop_by_hop::is_nominated(&req.headers, n)
+            })
             .cloned()
             .collect();
         for name in doomed {
             req.remove_header(&name);
         }
+        if websocket {
+            hop_by_hop::restore_websocket_upgrade(req)?;
+        }
+        Ok(())
     }
 }
 

@@ -5,6 +5,7 @@
 use pingora_core::{Error, ErrorSource, ErrorType};
 
 mod forwarding;
+pub mod hop_by_hop;
 
 pub use forwarding::*;
 

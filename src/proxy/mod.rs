@@ -7,7 +7,7 @@
 //! | `request_filter` | tells the client connection its head was read, turns on pipelining ([`downstream`]); TLS or not (and TLS 1.3 when required), redirect to HTTPS, the route |
 //! | `connected_to_upstream` | for a WebSocket upgrade: arms its gate ([`upgrade`]) and registers its upstream socket, so the admin API can close it |
 //! | `fail_to_connect` | remembers the failed backend and marks the error retryable, so `upstream_peer` re-picks (nothing was sent yet, so no body is sent twice) |
-//! | `upstream_request_filter` | strips client-sent internal/forwarding headers and (with `indirect`) the proxy's cookies; sets `X-Forwarded-*`; joins HTTP/2's split `Cookie` headers; gives an HTTP/1.0 request without `Host` its backend's ([`request`]) |
+//! | `upstream_request_filter` | strips the client's hop (hop-by-hop fields, those `Connection` names; refuses a `Connection` naming protected fields: 400), client-sent internal/forwarding headers and (with `indirect`) the proxy's cookies; sets `X-Forwarded-*`; joins HTTP/2's split `Cookie` headers; gives an HTTP/1.0 request without `Host` its backend's ([`request`]) |
 //! | `request_body_filter` | only the test-only delay of an upgrade request's end ([`upgrade`]) |
 //! | `response_filter` | [`response::apply`]: opt-out header, internal headers, the backend's `Set-Cookie` for the listener's affinity cookie names (removed), learning session ids, recording client IPs, `Set-Cookie` for a new or moved session; whether the body is to be pushed out as it comes ([`downstream`]) |
 //! | `response_body_filter` | pushes each piece of a `Content-Length` body out at once ([`downstream`]) |
@@ -219,12 +219,10 @@ impl ProxyHttp for StickyProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let downstream = session.req_header();
         match self.route(ctx) {
-            Some(route) => {
-                let downstream = session.req_header();
-                request::prepare(downstream, upstream_request, route, &self.router, ctx)
-            }
-            None => Ok(()),
+            Some(route) => request::prepare(downstream, upstream_request, route, &self.router, ctx),
+            None => request::strip_client_hop(downstream, upstream_request, &Default::default()),
         }
     }
 

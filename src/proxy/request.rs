@@ -1,6 +1,8 @@
 //! The request as it is sent to a backend (what `upstream_request_filter` does): the client's
-//! internal and forwarding headers removed, the proxy's own cookies removed (`indirect`), a
-//! `Host` for a request without one, HTTP/2's split cookies joined, the forwarding headers set.
+//! hop (hop-by-hop fields, those its `Connection` names: Pingora's own pass is off for the
+//! pools' peers), internal and forwarding headers removed, the proxy's own cookies removed
+//! (`indirect`), a `Host` for a request without one, HTTP/2's split cookies joined, the
+//! forwarding headers set.
 
 use super::ctx::RequestCtx;
 use super::routes::{Route, Router};
@@ -11,7 +13,10 @@ use pingora_core::Result;
 use pingora_http::RequestHeader;
 
 /// Turn the client's request (`downstream`) into the one its backend gets (`upstream`, a copy
-/// Pingora made). The forwarding headers are removed first, so appending sets them.
+/// Pingora made, its hop-by-hop fields still in: the pools' peers skip Pingora's own
+/// sanitising, `HttpUpstreamRequestPolicy::preserve()`). The client's hop and the forwarding
+/// headers are removed first (a `Connection` header Pingora's standard policy refuses is
+/// refused: 400), so appending sets them.
 pub fn prepare(
     downstream: &RequestHeader,
     upstream: &mut RequestHeader,
@@ -19,7 +24,7 @@ pub fn prepare(
     router: &Router,
     ctx: &RequestCtx,
 ) -> Result<()> {
-    route.strip_request_headers.apply(upstream);
+    strip_client_hop(downstream, upstream, &route.strip_request_headers)?;
     // Every affinity cookie of this listener (with `indirect`), whatever this route's class:
     // a `class: none` route on the same host receives the browser's cookies too.
     if !router.indirect_cookie_names.is_empty() {
@@ -42,6 +47,17 @@ pub fn prepare(
         upstream.append_header(headers::X_FORWARDED_HOST, host)?;
     }
     Ok(())
+}
+
+/// Remove the client's hop and what `strip` names from the backend's copy of the request
+/// ([`headers::StripList::apply`]). Also for a request without a route (none reaches a backend
+/// today), so that nothing ever leaves with the client's hop-by-hop fields.
+pub fn strip_client_hop(
+    downstream: &RequestHeader,
+    upstream: &mut RequestHeader,
+    strip: &headers::StripList,
+) -> Result<()> {
+    strip.apply(upstream, downstream.version == http::Version::HTTP_11)
 }
 
 /// Remove the proxy's own cookies from the `Cookie` headers forwarded to the backend.
