@@ -23,7 +23,7 @@ fn in_flight_at(
     let backend = backends.iter().find(|b| b.name == name).unwrap();
     let (hits, target) = (backend.hits.clone(), backend.hits() + n);
     async move {
-        let reached = eventually(Duration::from_secs(10), || {
+        let reached = eventually(Duration::from_secs(30), || {
             let now = hits.load(std::sync::atomic::Ordering::Relaxed);
             async move { now >= target }
         })
