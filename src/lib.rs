@@ -25,7 +25,9 @@ pub mod affinity;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod embed;
 pub mod extension;
+pub mod filter;
 pub mod headers;
 pub mod lifecycle;
 pub mod metrics;
@@ -35,6 +37,7 @@ pub mod server;
 pub mod sockets;
 pub mod tls;
 
+pub use embed::{StickyAffinity, StickyCtx, Target};
 pub use server::{build_server, StartError};
 
 use pingora_core::server::configuration::{Opt, ServerConf};

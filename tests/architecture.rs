@@ -20,7 +20,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("pool", &["config", "headers", "tls"]),
     ("affinity", &["config", "headers", "pool"]),
     ("metrics", &["config", "affinity", "pool"]),
-    ("extension", &["config", "affinity"]),
+    ("filter", &["affinity"]),
+    ("extension", &["config", "affinity", "filter"]),
     (
         "proxy",
         &[
@@ -32,6 +33,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "pool",
             "affinity",
             "metrics",
+            "filter",
         ],
     ),
     (
@@ -51,8 +53,24 @@ const LAYERS: &[(&str, &[&str])] = &[
             "affinity",
             "metrics",
             "extension",
+            "filter",
             "proxy",
             "admin",
+        ],
+    ),
+    (
+        "embed",
+        &[
+            "config",
+            "headers",
+            "tls",
+            "pool",
+            "affinity",
+            "metrics",
+            "extension",
+            "filter",
+            "proxy",
+            "server",
         ],
     ),
 ];

@@ -86,6 +86,8 @@ pub struct RouteConfig {
     pub header: Option<(http::HeaderName, Option<http::HeaderValue>)>,
     pub pool: usize,
     pub class: RouteClass,
+    /// The names of the Rust filters run for this route's requests, after the listener's.
+    pub filters: Vec<String>,
 }
 
 /// What requests matching no route get.
@@ -131,6 +133,8 @@ pub struct ListenerConfig {
     /// How long the client may take over a request head, stay idle between requests, or leave
     /// the proxy's sending without progress.
     pub timeouts: ClientTimeouts,
+    /// The names of the Rust filters run for every routed request of this listener, in order.
+    pub filters: Vec<String>,
 }
 
 /// A listener's client-side timeouts (`sticky.listeners[].timeouts`).
@@ -242,6 +246,24 @@ impl std::error::Error for ConfigError {}
 /// extensions (custom key sources, backend namers) are checked against the registered ones by
 /// the extension module (`extension::load_str_with`).
 pub fn load_str(yaml: &str) -> Result<Config, ConfigError> {
+    validate::validate(parse(yaml)?, true)
+}
+
+/// [`load_str`] for a program that embeds the affinity engine in its own Pingora proxy
+/// (`sticky_proxy::StickyAffinity`): the same `sticky:` section, the same checks, but
+/// `listeners` may be left out (the program's own services listen).
+pub fn load_str_embedded(yaml: &str) -> Result<Config, ConfigError> {
+    validate::validate(parse(yaml)?, false)
+}
+
+/// Validate a `sticky:` section built in code (the file format's types, [`raw::RawSticky`]) as
+/// [`load_str_embedded`] validates one read from YAML: the errors name the same fields.
+pub fn from_raw_embedded(section: raw::RawSticky) -> Result<Config, ConfigError> {
+    validate::validate(section, false)
+}
+
+/// The `sticky:` section of a whole YAML document, as the file format's types.
+fn parse(yaml: &str) -> Result<raw::RawSticky, ConfigError> {
     let deserializer = serde_yaml::Deserializer::from_str(yaml);
     let document: raw::Document = serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let path = e.path().to_string();
@@ -263,10 +285,9 @@ pub fn load_str(yaml: &str) -> Result<Config, ConfigError> {
             _ => ConfigError::new(field, message),
         }
     })?;
-    let sticky = document
+    document
         .sticky
-        .ok_or_else(|| ConfigError::new("sticky", "section missing from the configuration file"))?;
-    validate::validate(sticky)
+        .ok_or_else(|| ConfigError::new("sticky", "section missing from the configuration file"))
 }
 
 fn one_line(message: &str) -> String {

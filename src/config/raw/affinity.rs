@@ -335,3 +335,11 @@ pub enum RawSameSite {
     Strict,
     None,
 }
+
+/// A cookie section as `cookie: {}` gives it: every default (name `ARRAffinity`, `keyed`, no
+/// secret yet, path `/`, `HttpOnly`, `indirect`, `nocache`).
+impl Default for RawCookie {
+    fn default() -> Self {
+        serde_yaml::from_str("{}").unwrap_or_else(|_| unreachable!("every key has a default"))
+    }
+}

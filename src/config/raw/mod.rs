@@ -21,8 +21,9 @@ pub struct Document {
     pub sticky: Option<RawSticky>,
 }
 
-/// `sticky:` — our section.
-#[derive(Debug, Deserialize)]
+/// `sticky:` — our section. Built in code, start from `RawSticky::default()` (no listeners,
+/// no pools) and validate it with `config::from_raw_embedded`.
+#[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawSticky {
     #[serde(default)]
@@ -103,6 +104,10 @@ pub struct RawListener {
     /// Client-side timeouts: the request head, keep-alive idle, sending to the client.
     #[serde(default)]
     pub timeouts: RawListenerTimeouts,
+    /// Rust filters (registered by name, `Extensions::with_filter`) run for every request of
+    /// this listener that has a route, in this order, before the route's own.
+    #[serde(default)]
+    pub filters: Vec<String>,
 }
 
 /// `sticky.listeners[i].timeouts` — the client side of a listener (HAProxy `timeout
@@ -212,8 +217,9 @@ pub struct RawUpstreamTls {
     pub verify_hostname: bool,
 }
 
-/// `sticky.pools[i]`
-#[derive(Debug, Deserialize)]
+/// `sticky.pools[i]`. `RawPool::default()` has every default and no name nor backends (both
+/// required).
+#[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawPool {
     pub name: String,
@@ -249,6 +255,18 @@ pub struct RawBackend {
 
 fn default_weight() -> u32 {
     1
+}
+
+impl RawBackend {
+    /// A backend as `{ name: <name>, addr: <addr> }` in the file: weight 1, `active`.
+    pub fn new(name: impl Into<String>, addr: impl Into<String>) -> Self {
+        RawBackend {
+            name: name.into(),
+            addr: addr.into(),
+            weight: default_weight(),
+            state: BackendState::default(),
+        }
+    }
 }
 
 /// `sticky.pools[i].health_check`
@@ -351,6 +369,9 @@ pub struct RawRoute {
     pub pool: String,
     /// A class from `sticky.classes`, or `none`; absent: the pool's own `affinity`.
     pub class: Option<String>,
+    /// Rust filters run for this route's requests, in this order, after the listener's.
+    #[serde(default)]
+    pub filters: Vec<String>,
 }
 
 /// `sticky.routes[i].match` — every given condition must hold.
