@@ -30,7 +30,11 @@ impl ProxyHttp for MyProxy {
         StickyCtx::new()
     }
 
-    async fn upstream_peer(&self, session: &mut Session, ctx: &mut StickyCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut StickyCtx,
+    ) -> Result<Box<HttpPeer>> {
         let api = session.req_header().uri.path().starts_with("/api/");
         let Some(target) = self.sticky.pool(if api { "api" } else { "web" }) else {
             return Error::e_explain(ErrorType::HTTPStatus(404), "no such pool");
@@ -38,7 +42,13 @@ impl ProxyHttp for MyProxy {
         self.sticky.upstream_peer(target, session, ctx).await
     }
 
-    fn fail_to_connect(&self, _: &mut Session, _: &HttpPeer, ctx: &mut StickyCtx, e: Box<Error>) -> Box<Error> {
+    fn fail_to_connect(
+        &self,
+        _: &mut Session,
+        _: &HttpPeer,
+        ctx: &mut StickyCtx,
+        e: Box<Error>,
+    ) -> Box<Error> {
         self.sticky.fail_to_connect(ctx, e)
     }
 
@@ -52,11 +62,21 @@ impl ProxyHttp for MyProxy {
         upstream.insert_header("x-forwarded-proto", "http")
     }
 
-    async fn response_filter(&self, _: &mut Session, response: &mut ResponseHeader, ctx: &mut StickyCtx) -> Result<()> {
+    async fn response_filter(
+        &self,
+        _: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut StickyCtx,
+    ) -> Result<()> {
         self.sticky.response_filter(response, ctx)
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut StickyCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut StickyCtx,
+    ) -> FailToProxy {
         self.sticky.fail_to_proxy(session, e, ctx).await
     }
 
@@ -64,7 +84,10 @@ impl ProxyHttp for MyProxy {
         if let Some(decision) = self.sticky.decision(ctx) {
             let path = session.req_header().uri.path();
             let (outcome, backend) = (decision.outcome.as_str(), decision.backend.unwrap_or("-"));
-            log::info!("{path} pool={} outcome={outcome} backend={backend}", decision.route.pool);
+            log::info!(
+                "{path} pool={} outcome={outcome} backend={backend}",
+                decision.route.pool
+            );
         }
         self.sticky.logging(ctx);
     }
@@ -95,6 +118,8 @@ fn main() -> std::process::ExitCode {
     let mut proxy = pingora_proxy::http_proxy_service(&server.configuration, MyProxy { sticky });
     let listen = std::env::var("EMBED_LISTEN").unwrap_or_else(|_| "127.0.0.1:6188".into());
     proxy.add_tcp(&listen);
-    server.add_service(sticky_proxy::sockets::WithListenSockets::new(proxy, sockets));
+    server.add_service(sticky_proxy::sockets::WithListenSockets::new(
+        proxy, sockets,
+    ));
     server.run_forever()
 }

@@ -18,11 +18,11 @@
 //! Run it like the stock binary: `cargo run --example filters -- -c proxy.yaml`.
 
 use async_trait::async_trait;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use sticky_proxy::extension::Extensions;
 use sticky_proxy::filter::{
     Answer, Exchange, Filter, FilterError, FilterRequest, FilterResponse, Flow,
 };
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Bearer tokens checked against a file.
 struct Auth {
@@ -57,7 +57,11 @@ impl Filter for Auth {
             .filter(|line| !line.is_empty())
             // Compared in constant time: the answer's timing says nothing about the tokens.
             .fold(false, |found, known| {
-                found | bool::from(subtle::ConstantTimeEq::ct_eq(known.as_bytes(), token.as_bytes()))
+                found
+                    | bool::from(subtle::ConstantTimeEq::ct_eq(
+                        known.as_bytes(),
+                        token.as_bytes(),
+                    ))
             });
         if !listed {
             return Ok(Self::unauthorized());
@@ -101,7 +105,10 @@ impl Filter for Stamp {
     }
 
     fn log(&self, exchange: &Exchange<'_>) {
-        let id = exchange.data.get::<RequestId>().map_or("-", |r| r.0.as_str());
+        let id = exchange
+            .data
+            .get::<RequestId>()
+            .map_or("-", |r| r.0.as_str());
         log::info!(
             "stamp: id={id} status={} outcome={} backend={} answered_by={}",
             exchange.status,
@@ -131,7 +138,12 @@ impl Filter for Chaos {
     }
 
     async fn response(&self, response: &mut FilterResponse<'_>) -> Result<(), FilterError> {
-        if response.request.headers.get("x-chaos").map(|v| v.as_bytes()) == Some(b"panic-response")
+        if response
+            .request
+            .headers
+            .get("x-chaos")
+            .map(|v| v.as_bytes())
+            == Some(b"panic-response")
         {
             panic!("chaos asked for a panic in the response hook");
         }

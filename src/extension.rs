@@ -191,3 +191,31 @@ fn check_affinity(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filter::Filter;
+
+    struct Nothing;
+    impl Filter for Nothing {}
+
+    #[test]
+    fn every_filter_a_listener_or_route_names_must_be_registered() {
+        let yaml = "sticky:\n  listeners: [{ addr: \"127.0.0.1:6188\", filters: [a] }]\n  pools:\n    - name: web\n      backends: [{ name: iis1, addr: \"127.0.0.1:9001\" }]\n  routes: [{ pool: web, filters: [a, b] }]\n";
+        let config = crate::config::load_str(yaml).unwrap();
+        let none = Extensions::default();
+        assert_eq!(
+            check(&config, &none).unwrap_err().to_string(),
+            "sticky.listeners[0].filters[0]: no filter registered as \"a\" (registered: [])"
+        );
+        let only_a = Extensions::default().with_filter("a", Nothing);
+        assert_eq!(
+            check(&config, &only_a).unwrap_err().to_string(),
+            "sticky.routes[0].filters[1]: no filter registered as \"b\" (registered: [\"a\"])"
+        );
+        let both = only_a.with_filter("b", Nothing);
+        assert!(check(&config, &both).is_ok());
+        assert_eq!(both.filter_names(), ["a", "b"]);
+    }
+}

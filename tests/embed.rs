@@ -34,11 +34,19 @@ async fn a_new_session_gets_a_cookie_and_returning_requests_stay_on_its_backend(
 
     let first = get(&client, &proxy.url("/"), None).await;
     assert_eq!(first.status, 200);
-    let value = first.cookie("ARRAffinity").expect("a new session gets the cookie");
+    let value = first
+        .cookie("ARRAffinity")
+        .expect("a new session gets the cookie");
     let line = &first.set_cookies()[0];
-    assert!(line.contains("HttpOnly") && line.contains("Path=/"), "{line}");
     assert!(
-        first.header("cache-control").unwrap_or_default().contains("private"),
+        line.contains("HttpOnly") && line.contains("Path=/"),
+        "{line}"
+    );
+    assert!(
+        first
+            .header("cache-control")
+            .unwrap_or_default()
+            .contains("private"),
         "{:?}",
         first.headers
     );
@@ -47,7 +55,10 @@ async fn a_new_session_gets_a_cookie_and_returning_requests_stay_on_its_backend(
         let cookie = format!("ARRAffinity={value}; theme=dark");
         let again = get(&client, &proxy.url("/cart"), Some(&cookie)).await;
         assert_eq!(again.backend(), home, "pinned to the cookie's backend");
-        assert!(again.set_cookies().is_empty(), "no new cookie for a kept session");
+        assert!(
+            again.set_cookies().is_empty(),
+            "no new cookie for a kept session"
+        );
         assert_eq!(
             again.header("x-echo-cookie").as_deref(),
             Some("theme=dark"),
@@ -99,14 +110,28 @@ async fn a_session_whose_backend_is_down_moves_with_a_new_cookie_or_gets_the_fai
     let client = client();
     let pinned = cookie_for(&client, &proxy, "/", "iis1").await;
     b1.stop().await;
-    let moved = get(&client, &proxy.url("/"), Some(&format!("ARRAffinity={pinned}"))).await;
-    assert_eq!(moved.backend(), "iis2", "the failed connect was retried elsewhere");
-    let new = moved.cookie("ARRAffinity").expect("a new cookie for the new backend");
+    let moved = get(
+        &client,
+        &proxy.url("/"),
+        Some(&format!("ARRAffinity={pinned}")),
+    )
+    .await;
+    assert_eq!(
+        moved.backend(),
+        "iis2",
+        "the failed connect was retried elsewhere"
+    );
+    let new = moved
+        .cookie("ARRAffinity")
+        .expect("a new cookie for the new backend");
     assert_ne!(new, pinned);
 
     let api_cookie = get(&client, &proxy.url("/api/x"), None).await;
     let api_cookie = format!("ApiAffinity={}", api_cookie.cookie("ApiAffinity").unwrap());
     api.stop().await;
     let refused = get(&client, &proxy.url("/api/x"), Some(&api_cookie)).await;
-    assert_eq!((refused.status, refused.body.as_str()), (503, "api is resting"));
+    assert_eq!(
+        (refused.status, refused.body.as_str()),
+        (503, "api is resting")
+    );
 }

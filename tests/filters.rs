@@ -8,7 +8,8 @@ mod common;
 use common::*;
 use std::time::Duration;
 
-const AFFINITY: &str = "      affinity:\n        cookie:\n          secret: test-secret-0123456789abcdef\n";
+const AFFINITY: &str =
+    "      affinity:\n        cookie:\n          secret: test-secret-0123456789abcdef\n";
 
 /// A `sticky:` section: one listener with `filters`, pool `web` with cookie affinity, `routes`.
 fn section(backends: &[&TestBackend], listener_filters: &str, routes: &str) -> String {
@@ -56,14 +57,20 @@ async fn a_request_without_a_listed_bearer_token_is_answered_401_and_never_reach
         let refused = send(&proxy, "/", &headers).await;
         assert_eq!(refused.status, 401, "{headers:?}");
         assert_eq!(refused.body, "401 Unauthorized\n");
-        assert_eq!(refused.header("www-authenticate").as_deref(), Some("Bearer"));
+        assert_eq!(
+            refused.header("www-authenticate").as_deref(),
+            Some("Bearer")
+        );
         assert!(refused.set_cookies().is_empty(), "{:?}", refused.headers);
     }
     assert_eq!(b.hits(), 0, "no refused request reached the backend");
 
     let allowed = send(&proxy, "/", &[("Authorization", "Bearer token-b")]).await;
     assert_eq!((allowed.status, allowed.backend()), (200, "iis1"));
-    assert!(allowed.cookie("ARRAffinity").is_some(), "affinity still applies");
+    assert!(
+        allowed.cookie("ARRAffinity").is_some(),
+        "affinity still applies"
+    );
     assert_eq!(
         allowed.header("x-echo-authorization"),
         None,
@@ -86,7 +93,9 @@ async fn a_filter_changes_headers_both_ways_and_sees_the_affinity_decision() {
 
     let first = send(&proxy, "/", &[]).await;
     assert_eq!(first.header("x-affinity").as_deref(), Some("new"));
-    let id = first.header("x-request-id").expect("the response carries the id");
+    let id = first
+        .header("x-request-id")
+        .expect("the response carries the id");
     assert_eq!(
         first.header("x-echo-request-id").as_deref(),
         Some(id.as_str()),
@@ -97,10 +106,17 @@ async fn a_filter_changes_headers_both_ways_and_sees_the_affinity_decision() {
     let again = get(&client(), &proxy.url("/"), Some(&cookie)).await;
     assert_eq!(again.backend(), first.backend());
     assert_eq!(again.header("x-affinity").as_deref(), Some("sticky"));
-    assert_ne!(again.header("x-request-id"), Some(id.clone()), "each request its own id");
+    assert_ne!(
+        again.header("x-request-id"),
+        Some(id.clone()),
+        "each request its own id"
+    );
 
     let own = send(&proxy, "/", &[("X-Request-Id", "client-chosen-1")]).await;
-    assert_eq!(own.header("x-request-id").as_deref(), Some("client-chosen-1"));
+    assert_eq!(
+        own.header("x-request-id").as_deref(),
+        Some("client-chosen-1")
+    );
 
     // The backend opts out: the response hook runs after affinity saw it (no cookie).
     let opted = send(&proxy, "/disable-affinity", &[]).await;
@@ -116,7 +132,10 @@ async fn a_filter_changes_headers_both_ways_and_sees_the_affinity_decision() {
     })
     .await;
     assert!(logged, "{}", proxy.log());
-    assert!(!again.headers.values().any(|v| v.as_bytes() == backend.as_bytes()));
+    assert!(!again
+        .headers
+        .values()
+        .any(|v| v.as_bytes() == backend.as_bytes()));
 }
 
 #[tokio::test]
@@ -129,7 +148,10 @@ async fn a_listeners_filters_run_before_a_routes_in_the_listed_order() {
 
     let public = send(&proxy, "/public/x", &[]).await;
     assert_eq!(public.status, 200, "no auth on this route");
-    assert!(public.header("x-affinity").is_some(), "the listener's filter ran");
+    assert!(
+        public.header("x-affinity").is_some(),
+        "the listener's filter ran"
+    );
     let private = send(&proxy, "/private/x", &[]).await;
     assert_eq!(private.status, 401);
     let open = send(&proxy, "/private/x", &[("Authorization", "Bearer t1")]).await;
@@ -139,7 +161,9 @@ async fn a_listeners_filters_run_before_a_routes_in_the_listed_order() {
         let log = proxy.log();
         async move {
             log.lines().any(|l| {
-                l.contains("stamp: id=") && !l.contains("stamp: id=-") && l.contains("status=401")
+                l.contains("stamp: id=")
+                    && !l.contains("stamp: id=-")
+                    && l.contains("status=401")
                     && l.contains("answered_by=auth")
             })
         }
@@ -167,9 +191,17 @@ async fn a_filter_that_fails_or_panics_gets_a_plain_500_is_logged_by_name_and_ot
     let proxy = start(&section(&[&b], "chaos, stamp", ""), &tokens_file(&dir, "")).await;
 
     for (chaos, hook, reaches_backend) in [
-        ("panic", "request hook: panicked: chaos asked for a panic", false),
+        (
+            "panic",
+            "request hook: panicked: chaos asked for a panic",
+            false,
+        ),
         ("error", "request hook: chaos asked for an error", false),
-        ("panic-response", "response hook: panicked: chaos asked for a panic in the response hook", true),
+        (
+            "panic-response",
+            "response hook: panicked: chaos asked for a panic in the response hook",
+            true,
+        ),
     ] {
         let hits = b.hits();
         let failed = send(&proxy, "/", &[("X-Chaos", chaos)]).await;
@@ -219,7 +251,10 @@ async fn a_filter_that_fails_or_panics_gets_a_plain_500_is_logged_by_name_and_ot
     )
     .await;
     let failed = send(&proxy, "/", &[("Authorization", "Bearer t1")]).await;
-    assert_eq!((failed.status, failed.body.as_str()), (500, "500 Internal Server Error\n"));
+    assert_eq!(
+        (failed.status, failed.body.as_str()),
+        (500, "500 Internal Server Error\n")
+    );
     let logged = eventually(Duration::from_secs(5), || {
         let log = proxy.log();
         async move { log.contains("filter \"auth\" failed in its request hook: cannot read") }
@@ -246,7 +281,10 @@ async fn a_filter_name_nobody_registered_stops_the_start_with_exit_2_naming_the_
             .env("RUST_LOG", "off")
             .output()
             .unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     // The example registers auth and stamp, not tenant.
     let (code, stderr) = run(&example_binary("filters"));

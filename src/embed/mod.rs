@@ -184,10 +184,12 @@ impl StickyAffinity {
         let wiring = &self.runtime.wiring;
         for (pool, affinities) in wiring.pools.iter().zip(wiring.registry.pools()) {
             for (table, store) in affinities.stores() {
-                services.push(Box::new(pingora_core::services::background::background_service(
-                    &format!("session store {}/{table}", pool.name),
-                    crate::affinity::store::StoreService(store),
-                )));
+                services.push(Box::new(
+                    pingora_core::services::background::background_service(
+                        &format!("session store {}/{table}", pool.name),
+                        crate::affinity::store::StoreService(store),
+                    ),
+                ));
             }
         }
         services
@@ -239,7 +241,11 @@ impl StickyAffinity {
     /// proxy's cookie names removed, session ids learned or forgotten, the client IP recorded,
     /// and `Set-Cookie` (with `Cache-Control: private`) for a new or moved session. On 1xx
     /// heads, only the internal headers are removed.
-    pub fn response_filter(&self, response: &mut ResponseHeader, ctx: &mut StickyCtx) -> Result<()> {
+    pub fn response_filter(
+        &self,
+        response: &mut ResponseHeader,
+        ctx: &mut StickyCtx,
+    ) -> Result<()> {
         let Some(route) = self.ctx_route(ctx) else {
             return Ok(());
         };

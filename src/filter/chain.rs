@@ -78,7 +78,10 @@ impl FilterState {
 }
 
 /// Run the request hooks in order until one answers or fails.
-pub(crate) async fn run_request(chain: &FilterChain, request: &mut FilterRequest<'_>) -> RequestStep {
+pub(crate) async fn run_request(
+    chain: &FilterChain,
+    request: &mut FilterRequest<'_>,
+) -> RequestStep {
     for (name, filter) in chain.0.iter() {
         let why = match AssertUnwindSafe(filter.request(request))
             .catch_unwind()

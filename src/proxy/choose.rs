@@ -61,11 +61,7 @@ pub(crate) fn connect_failed(ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Err
 /// What is left of the pool's total timeout (retries included) for a request that began at
 /// `started`: `Ok(None)` without one (or for an upgrade: a WebSocket lives as long as its ends
 /// want), an error (answered 504) when nothing is left.
-fn remaining_time(
-    route: &Route,
-    started: Instant,
-    upgrade: bool,
-) -> Result<Option<Duration>> {
+fn remaining_time(route: &Route, started: Instant, upgrade: bool) -> Result<Option<Duration>> {
     let Some(total) = route.pool.total_timeout.filter(|_| !upgrade) else {
         return Ok(None);
     };

@@ -142,7 +142,14 @@ impl ProxyHttp for StickyProxy {
         };
         let upgrade = session.is_upgrade_req();
         let trusted = &self.settings.trusted_proxies;
-        choose::peer(route, session.req_header(), (upgrade, upgrade), trusted, ctx).await
+        choose::peer(
+            route,
+            session.req_header(),
+            (upgrade, upgrade),
+            trusted,
+            ctx,
+        )
+        .await
     }
 
     fn fail_to_connect(
