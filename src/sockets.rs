@@ -222,6 +222,7 @@ pub struct WithListenSockets<S> {
 }
 
 impl<S> WithListenSockets<S> {
+    /// `inner`, whose listeners use `sockets` (by address) instead of binding their own.
     pub fn new(inner: S, sockets: ListenSockets) -> Self {
         WithListenSockets { inner, sockets }
     }

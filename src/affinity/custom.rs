@@ -10,6 +10,7 @@ use std::sync::Arc;
 /// Names the backend a request must go to (by its configured `name`), or `None` to let the
 /// class's other mechanisms decide. A name that no backend has follows the failure policy.
 pub trait BackendNamer: Send + Sync + std::fmt::Debug {
+    /// The configured `name` of the backend the request must go to, or `None`.
     fn backend<'a>(&self, request: &RequestView<'a>) -> Option<Cow<'a, str>>;
 }
 

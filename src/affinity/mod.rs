@@ -5,17 +5,30 @@
 //! reads a request's `Cookie` headers and says which backend (if any) the client is pinned to;
 //! [`Outcome`] names what happened to the request, for the response and the log.
 
+// The extension points (documented API): `key` (key sources) and `custom` (backend namers).
+// The rest is the engine's inside, public for the repository's tests, benchmarks and fuzz
+// targets only.
+#[doc(hidden)]
 pub mod client_ip;
+#[doc(hidden)]
 pub mod cookie;
 pub mod custom;
+#[doc(hidden)]
 pub mod decision;
+#[doc(hidden)]
 pub mod hash;
 pub mod key;
+#[doc(hidden)]
 pub mod learned;
+#[doc(hidden)]
 pub mod lookup;
+#[doc(hidden)]
 pub mod persistence;
+#[doc(hidden)]
 pub mod registry;
+#[doc(hidden)]
 pub mod sessions;
+#[doc(hidden)]
 pub mod store;
 
 use crate::config::CookieConfig;
@@ -56,6 +69,8 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The outcome as the decision line and the `outcome` metric label write it (`new`,
+    /// `sticky`, `rebalanced`, `opted_out`, `failed`, `none`).
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::None => "none",
@@ -74,6 +89,7 @@ pub type SetCookie = (HeaderValue, Option<HeaderValue>);
 /// One pool's cookie-insertion affinity, prepared at start-up.
 #[derive(Debug)]
 pub struct CookieAffinity {
+    /// The cookie's settings, as configured.
     pub config: CookieConfig,
     table: cookie::CookieTable,
     /// Per backend index: the `Set-Cookie` values for plain-HTTP requests, then for TLS ones.

@@ -29,18 +29,23 @@ pub use validate::routes::starts_with_ignore_case;
 /// The validated `sticky:` section.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// `sticky.listeners`: the proxy's listeners (empty for an embedded section).
     pub listeners: Vec<ListenerConfig>,
+    /// `sticky.pools`, in configured order (routes and listeners refer to them by index).
     pub pools: Vec<PoolConfig>,
     /// Lower-case response header names removed before the client sees them.
     pub hide_headers: Vec<http::HeaderName>,
     /// Proxies whose forwarding headers are believed for the client IP.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `sticky.admin`: the admin listener, if any.
     pub admin: Option<AdminConfig>,
+    /// `sticky.access_log.format`: how decision lines are written.
     pub access_log_format: AccessLogFormat,
     /// Named persistence classes, in name order.
     pub classes: Vec<ClassConfig>,
     /// Ordered routes; empty: each listener serves its own pool.
     pub routes: Vec<RouteConfig>,
+    /// What requests that match no route get.
     pub default_route: DefaultRoute,
     /// Accepted oddities reported at start (overlapping or unreachable routes).
     pub warnings: Vec<String>,
@@ -51,6 +56,7 @@ pub struct Config {
 /// A named persistence class: the mechanisms of a pool's `affinity`, shareable by routes.
 #[derive(Debug, Clone)]
 pub struct ClassConfig {
+    /// The class's name (a key of `sticky.classes`).
     pub name: String,
     /// `None` when the class has no mechanism (or `enabled: false`).
     pub affinity: Option<AffinityConfig>,
@@ -71,6 +77,7 @@ pub enum RouteClass {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostMatch {
     Exact(String),
+    /// A host name, lower-case.
     /// The suffix with its leading dot: `.example.com`.
     Suffix(String),
 }
@@ -78,13 +85,19 @@ pub enum HostMatch {
 /// One route: conditions, then the pool and class.
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
+    /// The host condition, if any.
     pub host: Option<HostMatch>,
+    /// The path prefix condition (`/…`), if any.
     pub path_prefix: Option<String>,
     /// `path_prefix` compared ignoring ASCII case.
     pub ignore_case: bool,
+    /// The methods the request may have; empty: any.
     pub methods: Vec<http::Method>,
+    /// A header that must be present (with this value, if one is given).
     pub header: Option<(http::HeaderName, Option<http::HeaderValue>)>,
+    /// Index into [`Config::pools`].
     pub pool: usize,
+    /// The affinity applied.
     pub class: RouteClass,
     /// The names of the Rust filters run for this route's requests, after the listener's.
     pub filters: Vec<String>,
@@ -93,16 +106,25 @@ pub struct RouteConfig {
 /// What requests matching no route get.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DefaultRoute {
+    /// The proxy answers with this status (404 unless configured).
     Status(u16),
-    Pool { pool: usize, class: RouteClass },
+    /// Requests go to a pool, with a class's affinity.
+    Pool {
+        /// Index into [`Config::pools`].
+        pool: usize,
+        /// The affinity applied.
+        class: RouteClass,
+    },
 }
 
 /// The admin listener.
 #[derive(Clone)]
 pub struct AdminConfig {
+    /// Where it listens.
     pub addr: SocketAddr,
     /// The bearer token for mutating calls; `None`: mutations are off.
     pub token: Option<String>,
+    /// Callers from other than loopback addresses are accepted.
     pub allow_remote: bool,
 }
 
@@ -119,6 +141,7 @@ impl fmt::Debug for AdminConfig {
 /// One listener and the pool it serves.
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {
+    /// Where it listens.
     pub addr: SocketAddr,
     /// Index into [`Config::pools`].
     pub pool: usize,
@@ -164,17 +187,24 @@ impl Default for ClientTimeouts {
 /// A plain listener's redirect to HTTPS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RedirectToHttps {
+    /// The HTTPS port in the `Location` (443 is left out of the URL).
     pub port: u16,
+    /// 301, 302, 307 or 308.
     pub status: u16,
 }
 
 /// A named group of backends with its balancing, health checks and affinity.
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
+    /// The pool's name, unique (part of the keyed cookie value).
     pub name: String,
+    /// How new sessions are balanced.
     pub balance: Balance,
+    /// The backends, in configured order (their indexes are the backend indexes everywhere).
     pub backends: Vec<BackendConfig>,
+    /// Active health checks; `None`: every backend counts as healthy.
     pub health_check: Option<HealthCheckConfig>,
+    /// Upstream timeouts.
     pub timeouts: TimeoutConfig,
     /// `None` when affinity is switched off for the pool.
     pub affinity: Option<AffinityConfig>,
@@ -188,31 +218,50 @@ pub struct PoolConfig {
     pub default_host: Option<http::HeaderValue>,
 }
 
+/// A backend of a pool.
 #[derive(Debug, Clone)]
 pub struct BackendConfig {
+    /// Unique name in its pool; identifies it in cookies, logs and the admin API.
     pub name: String,
+    /// `ip:port`.
     pub addr: SocketAddr,
+    /// 1 to 256: its share of new sessions.
     pub weight: u32,
+    /// Its state at start-up (changeable through the admin API).
     pub state: BackendState,
 }
 
+/// A pool's active health check.
 #[derive(Debug, Clone)]
 pub struct HealthCheckConfig {
+    /// TCP connect or HTTP `GET`.
     pub kind: HealthCheckKind,
+    /// HTTP: the path probed.
     pub path: String,
+    /// HTTP: the probe's `Host`.
     pub host: String,
+    /// HTTP: the status that counts as healthy.
     pub expect_status: u16,
+    /// Time between probes.
     pub interval: Duration,
+    /// A probe's connect (and read) timeout.
     pub timeout: Duration,
+    /// Consecutive successes that bring an unhealthy backend back.
     pub rise: u32,
+    /// Consecutive failures that take a healthy backend out.
     pub fall: u32,
 }
 
+/// A pool's upstream timeouts.
 #[derive(Debug, Clone, Copy)]
 pub struct TimeoutConfig {
+    /// Connecting to a backend.
     pub connect: Duration,
+    /// Each read from a backend.
     pub read: Duration,
+    /// Each write to a backend.
     pub write: Duration,
+    /// How long an idle upstream connection is kept for reuse.
     pub idle: Duration,
     /// Request arrival to the end of the response, retries included.
     pub total: Option<Duration>,
@@ -221,11 +270,14 @@ pub struct TimeoutConfig {
 /// A configuration error: the field's path and what is wrong with its value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    /// The field's path in the YAML, e.g. `sticky.pools[0].backends[1].addr`.
     pub field: String,
+    /// What is wrong with its value.
     pub message: String,
 }
 
 impl ConfigError {
+    /// The error for `field`.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError {
             field: field.into(),

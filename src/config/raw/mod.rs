@@ -18,6 +18,7 @@ pub use affinity::*;
 /// only `sticky:` is ours.
 #[derive(Debug, Deserialize)]
 pub struct Document {
+    /// `sticky:`, if the document has it.
     pub sticky: Option<RawSticky>,
 }
 
@@ -26,8 +27,10 @@ pub struct Document {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawSticky {
+    /// The proxy's listeners (at least one for the stock binary).
     #[serde(default)]
     pub listeners: Vec<RawListener>,
+    /// The pools (at least one).
     #[serde(default)]
     pub pools: Vec<RawPool>,
     /// Response headers removed before the client sees them (NGINX `proxy_hide_header`).
@@ -47,6 +50,7 @@ pub struct RawSticky {
     pub routes: Vec<RawRoute>,
     /// What a request matching no route gets (default: 404 from the proxy).
     pub default_route: Option<RawDefaultRoute>,
+    /// The decision line's format.
     #[serde(default)]
     pub access_log: RawAccessLog,
     /// After SIGTERM, keep accepting and serving this long (readyz 503, connections closed after
@@ -59,6 +63,7 @@ pub struct RawSticky {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
+    /// `ip:port` of the admin listener (default `127.0.0.1:6189`).
     #[serde(default = "default_admin_addr")]
     pub addr: String,
     /// A file holding the bearer token for mutating calls.
@@ -78,6 +83,7 @@ fn default_admin_addr() -> String {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawAccessLog {
+    /// `text` (default) or `json`.
     #[serde(default)]
     pub format: AccessLogFormat,
 }
@@ -86,6 +92,7 @@ pub struct RawAccessLog {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawListener {
+    /// `ip:port` to listen on.
     pub addr: String,
     /// The pool this listener serves; may be left out when there is exactly one pool.
     pub pool: Option<String>,
@@ -116,10 +123,13 @@ pub struct RawListener {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawListenerTimeouts {
+    /// A request head must be complete this long after its first byte (default 30000).
     #[serde(default = "default_http_request_ms")]
     pub http_request_ms: u64,
+    /// A kept-alive connection idle this long is closed (default 60000).
     #[serde(default = "default_keepalive_ms")]
     pub keepalive_ms: u64,
+    /// Sending to the client without progress this long ends the connection (default 60000).
     #[serde(default = "default_client_send_ms")]
     pub client_send_ms: u64,
 }
@@ -154,6 +164,7 @@ pub struct RawListenerTls {
     /// Names for a self-signed certificate made in memory at start-up (demos, tests).
     #[serde(default)]
     pub self_signed: Vec<String>,
+    /// `TLSv1.2` (default) or `TLSv1.3`.
     #[serde(default)]
     pub min_version: MinVersion,
     /// Protocols offered by ALPN, HTTP/2 first.
@@ -222,14 +233,20 @@ pub struct RawUpstreamTls {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawPool {
+    /// The pool's name, unique (part of the keyed cookie value).
     pub name: String,
+    /// `round_robin` (default), `random` or `least_requests`.
     #[serde(default)]
     pub balance: Balance,
+    /// The backends, in order.
     #[serde(default)]
     pub backends: Vec<RawBackend>,
+    /// Active health checks; absent: every backend counts as healthy.
     pub health_check: Option<RawHealthCheck>,
+    /// Upstream timeouts.
     #[serde(default)]
     pub timeouts: RawTimeouts,
+    /// The pool's own affinity; absent: none.
     #[serde(default)]
     pub affinity: RawAffinity,
     /// TLS to the backends; absent: plain HTTP.
@@ -244,8 +261,11 @@ pub struct RawPool {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBackend {
+    /// Unique name in its pool.
     pub name: String,
+    /// `ip:port`.
     pub addr: String,
+    /// 1 to 256 (default 1).
     #[serde(default = "default_weight")]
     pub weight: u32,
     /// `active` (default), `draining` or `disabled`; changeable at run time (admin API).
@@ -273,6 +293,7 @@ impl RawBackend {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHealthCheck {
+    /// `tcp` or `http`.
     #[serde(rename = "type")]
     pub kind: HealthCheckKind,
     /// HTTP only: the path probed with `GET`.
@@ -284,8 +305,10 @@ pub struct RawHealthCheck {
     /// HTTP only: the status that counts as healthy.
     #[serde(default = "default_expect_status")]
     pub expect_status: u16,
+    /// Time between probes (default 2000).
     #[serde(default = "default_interval_ms")]
     pub interval_ms: u64,
+    /// A probe's connect (and read) timeout (default 1000).
     #[serde(default = "default_health_timeout_ms")]
     pub timeout_ms: u64,
     /// Consecutive successes that bring an unhealthy backend back (HAProxy `rise`).
@@ -322,12 +345,16 @@ fn default_fall() -> u32 {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTimeouts {
+    /// Connecting to a backend (default 3000).
     #[serde(default = "default_connect_ms")]
     pub connect_ms: u64,
+    /// Each read from a backend (default 60000).
     #[serde(default = "default_read_ms")]
     pub read_ms: u64,
+    /// Each write to a backend (default 60000).
     #[serde(default = "default_write_ms")]
     pub write_ms: u64,
+    /// How long an idle upstream connection is kept for reuse (default 60000).
     #[serde(default = "default_idle_ms")]
     pub idle_ms: u64,
     /// From the request's arrival to the end of the backend's response, retries included
@@ -364,8 +391,10 @@ fn default_idle_ms() -> u64 {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
+    /// The conditions; all must hold (absent: every request).
     #[serde(rename = "match", default)]
     pub matcher: RawMatch,
+    /// The pool's name.
     pub pool: String,
     /// A class from `sticky.classes`, or `none`; absent: the pool's own `affinity`.
     pub class: Option<String>,
@@ -380,19 +409,24 @@ pub struct RawRoute {
 pub struct RawMatch {
     /// `shop.example.com`, or `*.example.com` for any subdomain.
     pub host: Option<String>,
+    /// The path must start with this (`/…`).
     pub path_prefix: Option<String>,
     /// Compare `path_prefix` ignoring ASCII case (HAProxy `path_beg -i`, NGINX `~*`), as IIS
     /// backends do.
     #[serde(default)]
     pub ignore_case: bool,
+    /// The methods allowed; empty: any.
     #[serde(default)]
     pub methods: Vec<String>,
+    /// A header that must be present (with a value, if given).
     pub header: Option<RawHeaderMatch>,
 }
 
+/// `sticky.routes[i].match.header`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHeaderMatch {
+    /// The header's name.
     pub name: String,
     /// Absent: the header only has to be present.
     pub value: Option<String>,
@@ -402,7 +436,10 @@ pub struct RawHeaderMatch {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDefaultRoute {
+    /// A pool for unmatched requests.
     pub pool: Option<String>,
+    /// With this class (absent: the pool's own affinity).
     pub class: Option<String>,
+    /// Or a status the proxy answers with.
     pub status: Option<u16>,
 }
