@@ -1,4 +1,5 @@
-//! Criterion micro-benchmarks of the request hot path: cookie parse + verify, the affinity
+//! Criterion micro-benchmarks of the request hot path: cookie parse + verify (date-less, and
+//! dated under lifetimes, with the dated Set-Cookie line), the affinity
 //! decision for a returning session, hash-key extraction per source, and ring lookup with 3, 16
 //! and 128 backends. Run with `make bench` (or `cargo bench --bench hot_path`).
 
@@ -98,6 +99,37 @@ fn bench_cookie(c: &mut Criterion) {
                 |failed| pool.select_new(failed),
             )
         })
+    });
+    group.finish();
+}
+
+/// Cookie lifetimes: reading a dated value (parse, HMAC of the dates, id lookup, clock, rules),
+/// and writing the dated `Set-Cookie` lines of a new or refreshed session.
+fn bench_lifetimes(c: &mut Criterion) {
+    use sticky_proxy::affinity::lifetime::{unix_now, DatedIds, Dates};
+    const DATED: &str = "        cookie: { secret: bench-secret-0123456789abcdef, max_idle_seconds: 3600, max_life_seconds: 86400 }\n";
+    let names = ["app0", "app1", "app2"];
+    let (_pool, affinity) = pool(3, DATED);
+    let cookie = affinity.cookie.as_ref().expect("cookie affinity");
+    let ids = DatedIds::new(b"bench-secret-0123456789abcdef", "web", names);
+    let value = ids
+        .codec
+        .encode(ids.id(1).expect("app1"), Dates::new_at(unix_now()));
+    let value = String::from_utf8_lossy(&value);
+    let header = format!("_ga=GA1.2.3; theme=dark; ARRAffinity={value}; CUserID=42");
+    let undated = format!(
+        "_ga=GA1.2.3; theme=dark; ARRAffinity={}; CUserID=42",
+        cookie_value(cookie, 1)
+    );
+    let mut group = c.benchmark_group("lifetimes");
+    group.bench_function("read: dated value among 4 cookies", |b| {
+        b.iter(|| cookie.read(std::iter::once(black_box(header.as_bytes()))))
+    });
+    group.bench_function("read: date-less value (re-issued with dates)", |b| {
+        b.iter(|| cookie.read(std::iter::once(black_box(undated.as_bytes()))))
+    });
+    group.bench_function("issue: dated Set-Cookie line", |b| {
+        b.iter(|| cookie.issue(black_box(1), false, None))
     });
     group.finish();
 }
@@ -237,5 +269,12 @@ fn bench_table(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_cookie, bench_keys, bench_ring, bench_table);
+criterion_group!(
+    benches,
+    bench_cookie,
+    bench_lifetimes,
+    bench_keys,
+    bench_ring,
+    bench_table
+);
 criterion_main!(benches);

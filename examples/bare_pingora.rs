@@ -6,8 +6,11 @@
 //! header stripping, metrics or log line). What sticky-proxy with `affinity: { enabled: false }`
 //! costs above this is ours to cut; what this costs above HAProxy is Pingora's.
 //!
-//! `cargo run --release --example bare_pingora -- LISTEN THREADS BACKEND...`, e.g.
-//! `bare_pingora 127.0.0.1:6231 1 127.0.0.1:9101 127.0.0.1:9102 127.0.0.1:9103`.
+//! `cargo run --release --example bare_pingora -- [--tls ADDR CERT KEY] LISTEN THREADS BACKEND...`,
+//! e.g. `bare_pingora 127.0.0.1:6231 1 127.0.0.1:9101 127.0.0.1:9102 127.0.0.1:9103`.
+//! `--tls` adds an HTTPS listener (rustls, ALPN `h2` then `http/1.1`, Pingora's TLS defaults)
+//! for the edge workloads of `benches/load/edge.sh`. Pingora's listener defaults otherwise
+//! (its 64 KiB read buffer per connection included): the floor as Pingora ships.
 //! Not a product: no config file, no health checks, exits 2 on bad arguments.
 
 use async_trait::async_trait;
@@ -62,7 +65,8 @@ impl ProxyHttp for Bare {
         {
             upstream_request.append_header("x-forwarded-for", ip_header_value(ip))?;
         }
-        upstream_request.append_header("x-forwarded-proto", "http")?;
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        upstream_request.append_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
         if let Some(host) = session
             .req_header()
             .headers
@@ -76,9 +80,15 @@ impl ProxyHttp for Bare {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let tls = if args.first().map(String::as_str) == Some("--tls") && args.len() >= 4 {
+        let tls: Vec<String> = args.drain(..4).skip(1).collect();
+        Some(tls)
+    } else {
+        None
+    };
     let (Some(listen), Some(Ok(threads))) = (args.first(), args.get(1).map(|t| t.parse())) else {
-        eprintln!("usage: bare_pingora LISTEN THREADS BACKEND...");
+        eprintln!("usage: bare_pingora [--tls ADDR CERT KEY] LISTEN THREADS BACKEND...");
         std::process::exit(2);
     };
     let backends = match LoadBalancer::<RoundRobin>::try_from_iter(&args[2..]) {
@@ -97,6 +107,18 @@ fn main() {
     let mut proxy =
         pingora_proxy::http_proxy_service(&server.configuration, Bare(Arc::new(backends)));
     proxy.add_tcp(listen);
+    if let Some(tls) = tls {
+        let mut settings =
+            match pingora_core::listeners::tls::TlsSettings::intermediate(&tls[1], &tls[2]) {
+                Ok(settings) => settings,
+                Err(e) => {
+                    eprintln!("bare_pingora: {e}");
+                    std::process::exit(2);
+                }
+            };
+        settings.enable_h2();
+        proxy.add_tls_with_settings(&tls[0], None, settings);
+    }
     server.add_service(proxy);
     server.run_forever();
 }

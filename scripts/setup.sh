@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing need on a fresh Debian machine that has only the Rust
 # toolchain: cmake (Pingora's zlib-ng build), curl (the demo's walkthrough), redis-server
-# (the shared session store's tests, which start their own on a loopback port) and chromium
+# and redis-tools (the shared session store's tests start their own servers, sentinels and
+# clusters on loopback ports; `redis-cli --cluster create` forms a cluster) and chromium
 # (the dashboard's tests drive it headless; without its recommends: no GPU, desktop or extra
 # fonts needed). Idempotent.
 set -euo pipefail
@@ -9,6 +10,7 @@ missing=()
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || [ -x /usr/bin/redis-cli ] || missing+=(redis-tools)
 lean=()
 command -v chromium >/dev/null 2>&1 || lean+=(chromium)
 SUDO=""

@@ -54,9 +54,9 @@ pub mod sockets;
 pub(crate) mod tls;
 
 pub use embed::{StickyAffinity, StickyCtx, Target};
+pub(crate) use server::build_server;
 pub use server::StartError;
 pub use tls::TlsError;
-pub(crate) use server::build_server;
 
 use pingora_core::server::configuration::{Opt, ServerConf};
 use std::sync::Arc;

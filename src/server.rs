@@ -17,6 +17,7 @@ use crate::proxy::routes::{Matcher, Route, Router};
 use crate::proxy::{ProxySettings, StickyProxy};
 use crate::sockets::{ListenSockets, WithListenSockets};
 use crate::tls::{ListenerTls, TlsError, UpstreamTls};
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig as Endpoint};
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
@@ -173,17 +174,31 @@ fn listener_service(
     proxy.server_options = Some(options);
     let app = ClientSide::new(proxy, listener.timeouts, listener.h2c);
     let mut service = Service::new(format!("proxy {}", listener.addr), app);
-    let addr = listener.addr.to_string();
+    let endpoint = Endpoint::tcp(listener.addr.to_string()).l4_buffer(client_buffers());
     match tls {
-        None => service.add_tcp(&addr),
+        None => service.add_listener(endpoint),
         Some(tls) => {
             let settings = tls
                 .settings()
                 .map_err(|e| TlsError::new(field, e.to_string()))?;
-            service.add_tls_with_settings(&addr, None, settings)
+            service.add_listener(endpoint.tls(settings))
         }
     }
     Ok(service)
+}
+
+/// Pingora's buffers in front of each client socket. Pingora's default read buffer is 64 KiB
+/// per connection, allocated (and zeroed) at accept and kept for the connection's whole life:
+/// about 64 of the ~100 KiB an idle kept-alive connection cost (benches/README.md, "Memory per
+/// idle connection"). Without it Pingora's HTTP/1 parser reads a request head straight into its
+/// own 4 KiB buffer (one `recv` per request, as before, for a head that fits), bodies go into
+/// the body buffer and rustls reads into its own record buffer. The 1,460-byte write buffer is
+/// kept: without it a response head and a small body leave in two `send` calls instead of one.
+fn client_buffers() -> L4BufferSettings {
+    L4BufferSettings {
+        read: Some(0),
+        write: None,
+    }
 }
 
 /// The run-time state a configuration describes, short of the Pingora server: the pools (their

@@ -85,6 +85,61 @@ fn the_returning_session_decision_allocates_nothing() {
 }
 
 #[test]
+fn with_cookie_lifetimes_the_returning_session_decision_still_allocates_nothing() {
+    use sticky_proxy::affinity::lifetime::{unix_now, DatedIds, Dates};
+    let secret = "test-secret-0123456789abcdef";
+    let yaml = format!("sticky:\n  listeners: [{{ addr: \"127.0.0.1:6188\" }}]\n  pools:\n    - name: web\n      backends: [{{ name: app0, addr: \"127.0.0.1:10000\" }}, {{ name: app1, addr: \"127.0.0.1:10001\" }}, {{ name: app2, addr: \"127.0.0.1:10002\" }}]\n      affinity:\n        cookie: {{ secret: {secret}, max_idle_seconds: 3600, max_life_seconds: 86400 }}\n");
+    let config = load_str(&yaml).unwrap();
+    let pool = Pool::new(&config.pools[0], None).0;
+    let section = config.pools[0].affinity.as_ref().unwrap();
+    let affinity = Affinity::new(
+        section,
+        None,
+        &pool,
+        &sticky_proxy::extension::Extensions::default(),
+    );
+    let cookie = affinity.cookie.as_ref().unwrap();
+    let ids = DatedIds::new(secret.as_bytes(), "web", ["app0", "app1", "app2"]);
+    let value = ids
+        .codec
+        .encode(ids.id(1).unwrap(), Dates::new_at(unix_now()));
+    let value = std::str::from_utf8(&value).unwrap();
+    let header = format!("_ga=GA1.2.3; theme=dark; ARRAffinity={value}; CUserID=42");
+    let returning = || {
+        // Read (parse, HMAC, clock, lifetime rules), then decide.
+        let read = cookie.read(std::iter::once(header.as_bytes()));
+        let decision = decide(
+            read.pin(),
+            Mechanisms {
+                cookie: true,
+                tables: false,
+                keeps_sessions: false,
+            },
+            &[],
+            |i| pool.slots[i].is_usable(),
+            |_| None,
+            |failed| pool.select_new(failed),
+        );
+        (read, decision)
+    };
+    assert_eq!(returning().1.backend(), Some(1));
+
+    let (count, (read, decision)) = allocations_in(returning);
+    assert_eq!(decision.backend(), Some(1), "the dated cookie pins app1");
+    assert!(
+        matches!(
+            read,
+            sticky_proxy::affinity::CookieRead::Backend { index: 1, .. }
+        ),
+        "{read:?}"
+    );
+    assert_eq!(
+        count, 0,
+        "heap allocations in one returning-session decision with lifetimes"
+    );
+}
+
+#[test]
 fn looking_for_the_proxys_cookie_names_in_a_responses_set_cookie_lines_allocates_nothing() {
     use sticky_proxy::affinity::cookie::setting_any;
     let mut headers = http::HeaderMap::new();

@@ -1,5 +1,6 @@
-//! Internal and forwarding headers, and hostile or malformed requests: each gets a normal
-//! proxied answer (a new session) or a clean 4xx, never a 5xx from the proxy or a leak.
+//! Internal and forwarding headers, the served-by annotation, and hostile or malformed requests:
+//! each gets a normal proxied answer (a new session) or a clean 4xx, never a 5xx from the proxy
+//! or a leak.
 
 mod common;
 use common::*;
@@ -214,4 +215,63 @@ async fn a_hidden_header_written_with_underscores_is_stripped_in_either_spelling
         Some("kept"),
         "{head}"
     );
+}
+
+#[tokio::test]
+async fn served_by_header_names_the_backend_that_answered_and_never_its_address() {
+    let (mut b1, mut b2) = (
+        TestBackend::start("iis1").await,
+        TestBackend::start("iis2").await,
+    );
+    let extra = format!("      served_by_header: X-Served-By\n{KEYED_AFFINITY}");
+    let proxy = Proxy::start(&one_pool(&[&b1, &b2], &extra)).await;
+    let client = client();
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let reply = get(&client, &proxy.url("/"), None).await;
+        let served_by = reply.header("x-served-by").expect("X-Served-By");
+        assert_eq!(served_by, reply.backend(), "the backend that answered");
+        for addr in [b1.addr, b2.addr] {
+            assert!(!served_by.contains(&addr.to_string()));
+        }
+        seen.push(served_by);
+    }
+    assert!(
+        seen.contains(&"iis1".into()) && seen.contains(&"iis2".into()),
+        "{seen:?}"
+    );
+    // A pinned session too; and the proxy's own answer (no backend served it) has none.
+    let value = cookie_for(&client, &proxy, "/", "iis2").await;
+    let pinned = get(
+        &client,
+        &proxy.url("/"),
+        Some(&format!("ARRAffinity={value}")),
+    )
+    .await;
+    assert_eq!(pinned.header("x-served-by").as_deref(), Some("iis2"));
+    b1.stop().await;
+    b2.stop().await;
+    let refused = get(&client, &proxy.url("/"), None).await;
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.header("x-served-by"), None);
+}
+
+#[tokio::test]
+async fn served_by_header_replaces_the_backends_own_header_of_that_name_even_a_hidden_one() {
+    // The demo backends send `X-ServerName: <name>` themselves; `hide_headers` lists it.
+    let (b1, b2) = (
+        TestBackend::start("iis1").await,
+        TestBackend::start("iis2").await,
+    );
+    let extra = format!("      served_by_header: X-ServerName\n{KEYED_AFFINITY}");
+    let proxy = Proxy::start(&one_pool(&[&b1, &b2], &extra)).await;
+    let reply = get(&client(), &proxy.url("/"), None).await;
+    let values: Vec<_> = reply.headers.get_all("x-servername").iter().collect();
+    assert_eq!(values.len(), 1, "{values:?}");
+    assert_eq!(values[0].to_str().unwrap(), reply.backend());
+    // Without the key, nothing is added.
+    let plain = Proxy::start(&one_pool(&[&b1, &b2], KEYED_AFFINITY)).await;
+    let reply = get(&client(), &plain.url("/"), None).await;
+    assert_eq!(reply.header("x-served-by"), None);
+    assert_eq!(reply.header("x-servername"), None);
 }

@@ -99,7 +99,8 @@ fn attribute() -> impl Strategy<Value = String> {
 }
 
 mod cookie_codec {
-    //! The cookie scanner, stripping, and the value codec (`src/affinity/cookie.rs`).
+    //! The cookie scanner, stripping, and the value codecs (`src/affinity/cookie.rs`, the dated
+    //! values of `src/affinity/lifetime/`).
     use super::*;
 
     proptest! {
@@ -170,6 +171,33 @@ mod cookie_codec {
                     value = value.to_ascii_uppercase();
                 }
                 prop_assert_eq!(table.lookup(value.as_bytes()), Some(i));
+            }
+        }
+
+        #[test]
+        fn a_dated_value_reads_back_to_its_backend_and_dates_and_no_changed_one_does(
+            names in proptest::collection::vec("[a-z0-9]{1,8}", 1..6),
+            secret in proptest::collection::vec(any::<u8>(), 16..40),
+            pick in any::<proptest::sample::Index>(),
+            issued in any::<u32>(),
+            idle in any::<u32>(),
+            at in 0usize..sticky_proxy::affinity::lifetime::DATED_LEN,
+            with in prop_oneof![Just(b'.'), Just(b'0'), Just(b'f'), Just(b'A'), any::<u8>()],
+        ) {
+            use sticky_proxy::affinity::lifetime::{DatedIds, Dates};
+            let mut names = names;
+            names.sort();
+            names.dedup();
+            let ids = DatedIds::new(&secret, "web", names.iter().map(String::as_str));
+            let i = pick.index(names.len());
+            let dates = Dates { issued, refreshed: issued.saturating_add(idle) };
+            let value = ids.codec.encode(ids.id(i).unwrap(), dates);
+            prop_assert_eq!(ids.lookup(&value), Some((i, dates)));
+            prop_assert_eq!(ids.lookup(&value.to_ascii_uppercase()), Some((i, dates)));
+            let mut changed = value;
+            changed[at] = with;
+            if !changed.eq_ignore_ascii_case(&value) {
+                prop_assert_eq!(ids.lookup(&changed), None);
             }
         }
     }

@@ -3,57 +3,24 @@
 //! own table — while Redis is gone, then share again when it is back.
 //!
 //! Lookups here get a generous `lookup_timeout_ms` (500): the test machine is shared and
-//! noisy, and these tests check behaviour, not speed (the benchmark measures that).
+//! noisy, and these tests check behaviour, not speed (the benchmark measures that). Sentinel
+//! and Cluster deployments: `redis_sentinel.rs`, `redis_cluster.rs`.
 
 mod common;
 use common::redis_server::RedisServer;
+use common::redis_store::*;
 use common::*;
 use std::time::Duration;
 
-/// A pool with learned `JSESSIONID`s in Redis, and an admin listener.
+/// A pool with learned `JSESSIONID`s in one Redis server, and an admin listener.
 fn shared(backends: &[&TestBackend], redis: &RedisServer, idle: u64, refresh: u64) -> String {
-    let pool = one_pool(
+    shared_pool(
         backends,
         &format!(
-            "      affinity:\n        learn:\n          presets: [j2ee]\n          \
-             table: {{ idle_timeout_seconds: {idle} }}\n          \
-             store: {{ type: redis, address: \"{}\", lookup_timeout_ms: 500, \
-             refresh_interval_seconds: {refresh} }}\n",
+            "address: \"{}\", refresh_interval_seconds: {refresh}",
             redis.address()
         ),
-    );
-    format!("{pool}  admin: {{ addr: \"{{admin}}\" }}\n")
-}
-
-/// The store's entry in `/api/pools/web` (`null` while the admin listener is not up yet: each
-/// listener is bound by its own service, so it may come up after the proxy listener).
-async fn store_view(client: &reqwest::Client, proxy: &Proxy) -> serde_json::Value {
-    let Ok(response) = client.get(proxy.admin_url("/api/pools/web")).send().await else {
-        return serde_json::Value::Null;
-    };
-    let body = response.text().await.unwrap_or_default();
-    let view: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-    view["stores"]["learn"].clone()
-}
-
-async fn wait_store(client: &reqwest::Client, proxy: &Proxy, up: bool) {
-    let reached = eventually(Duration::from_secs(15), || async {
-        store_view(client, proxy).await["up"] == serde_json::Value::Bool(up)
-    })
-    .await;
-    assert!(
-        reached,
-        "store never {}:\n{}",
-        if up { "up" } else { "down" },
-        proxy.log()
-    );
-}
-
-/// The Redis key of a session id (the table's hash of it, never the id).
-fn key_of(id: &str) -> String {
-    format!(
-        "sticky:web:learn:{:032x}",
-        sticky_proxy::affinity::sessions::key_of(id.as_bytes())
+        idle,
     )
 }
 
@@ -72,73 +39,6 @@ async fn wait_exists(redis: &RedisServer, id: &str, want: bool) -> bool {
         exists(redis, id).await == want
     })
     .await
-}
-
-/// Log in through `proxy`; returns (JSESSIONID value, backend).
-async fn login(client: &reqwest::Client, proxy: &Proxy) -> (String, String) {
-    let reply = get(client, &proxy.url("/login"), None).await;
-    assert_eq!(reply.status, 200);
-    let id = reply
-        .cookie("JSESSIONID")
-        .expect("the backend hands out JSESSIONID");
-    (id, reply.backend().to_string())
-}
-
-/// Make `proxy`'s round robin (two backends) give its next new session to the backend that is
-/// not `home`: plain requests until one lands on `home`.
-async fn aim_balancer_away_from(client: &reqwest::Client, proxy: &Proxy, home: &str) {
-    for _ in 0..4 {
-        if get(client, &proxy.url("/"), None).await.backend() == home {
-            return;
-        }
-    }
-    panic!("the balancer never picked {home}");
-}
-
-fn other(home: &str) -> &'static str {
-    if home == "iis1" {
-        "iis2"
-    } else {
-        "iis1"
-    }
-}
-
-async fn outcome(proxy: &Proxy, path: &str) -> String {
-    let mut found = None;
-    eventually(Duration::from_secs(3), || {
-        found = proxy.outcome_of(path);
-        let done = found.is_some();
-        async move { done }
-    })
-    .await;
-    found.unwrap_or_else(|| panic!("no access line for {path}:\n{}", proxy.log()))
-}
-
-/// `id`, sent through `proxy` whose balancer would pick the other backend, lands on `home`;
-/// a fresh unknown id right after goes to the other backend (so the balancer really pointed
-/// away: without the shared record the request would have moved).
-async fn assert_honoured(client: &reqwest::Client, proxy: &Proxy, id: &str, home: &str, tag: &str) {
-    aim_balancer_away_from(client, proxy, home).await;
-    let path = format!("/cart-{tag}");
-    let reply = get(client, &proxy.url(&path), Some(&format!("JSESSIONID={id}"))).await;
-    assert_eq!(reply.status, 200);
-    assert_eq!(
-        reply.backend(),
-        home,
-        "{tag}: the shared session was not honoured"
-    );
-    assert_eq!(outcome(proxy, &path).await, "sticky");
-    let control = get(
-        client,
-        &proxy.url("/"),
-        Some(&format!("JSESSIONID=never-issued-{tag}")),
-    )
-    .await;
-    assert_eq!(
-        control.backend(),
-        other(home),
-        "{tag}: the balancer pointed away"
-    );
 }
 
 #[tokio::test]

@@ -9,7 +9,9 @@
   benchlib.py snap [--reset] PROXY BACK  one line: proxy user and sys ticks, backend ticks, machine
                                        busy ticks, proxy VmHWM kB (--reset: reset VmHWM first)
   benchlib.py run-timed CPUFILE CMD... run CMD, write its children's user+sys CPU ticks to CPUFILE
-  benchlib.py record K=V... WRKFILE    one "RESULT {json}" line for a finished wrk run
+  benchlib.py record K=V... WRKFILE    one "RESULT {json}" line for a finished wrk run (kind=h2load:
+                                       h2load's output, then its --log-file; kind=many:
+                                       examples/many_connections' output, edge.sh)
   benchlib.py cookies OUT N PREFIX [VALID...]  N cookie lines; VALID values spread evenly
   benchlib.py jsessionids OUT N        N lines JSESSIONID=<32 upper-case hex digits> (Tomcat style)
   benchlib.py report [--quiet=PCT] RAWFILE...  Markdown tables of medians (and ratios to HAProxy);
@@ -17,6 +19,10 @@
   benchlib.py report --compact RAWFILE...      narrower tables: "value (ratio)" per cell
   benchlib.py targets RAWFILE...       the #7 targets computed from the runs: cookie vs
                                        affinity-off CPU per request, 2-thread vs 1-thread scaling
+  benchlib.py edge-tables RAWFILE...   one table per edge workload (edge.sh): req/s, p99, CPU/req,
+                                       ratios to HAProxy and sticky-proxy's to bare Pingora
+  benchlib.py massif SNAPSHOT N [BASE] a massif detailed snapshot's allocation sites per connection
+                                       (minus those of BASE, a snapshot before the connections)
   benchlib.py callgrind FILE REQUESTS  self and inclusive instruction counts per function and
                                        per request, with sticky_proxy's own functions listed apart
 
@@ -156,7 +162,59 @@ def parse_wrk(text):
     return out
 
 
+def parse_h2load(text, logfile):
+    """h2load's totals, and p50/p99 from its --log-file (3rd column: µs to the end of the answer)."""
+    out = {}
+    m = re.search(r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                  r"(\d+) failed, (\d+) errored, (\d+) timeout", text, re.M)
+    if not m:
+        raise ValueError("no request count in h2load output")
+    done, ok = int(m.group(3)), int(m.group(4))
+    out["requests"] = done
+    m2 = re.search(r"^finished in ([\d.]+)s, ([\d.]+) req/s", text, re.M)
+    out["rps"] = float(m2.group(2)) if m2 else 0.0
+    errors = done - ok + int(m.group(5)) + int(m.group(6)) + int(m.group(7))
+    m3 = re.search(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text, re.M)
+    if m3:
+        errors += int(m3.group(3)) + int(m3.group(4))
+    out["errors"] = errors
+    times = []
+    with open(logfile) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 3:
+                times.append(int(parts[2]))
+    times.sort()
+    for pct in (50, 99):
+        out[f"p{pct}_ms"] = (times[min(len(times) - 1, int(len(times) * pct / 100))] / 1000
+                             if times else None)
+    return out
+
+
+def parse_many(text):
+    """examples/many_connections' key=value output: the paced phase's figures."""
+    kv = dict(re.findall(r"(\w+)=(\S+)", text))
+    out = {"requests": int(kv.get("paced_requests", 0)), "rps": float(kv.get("achieved_rate", 0)),
+           "p50_ms": float(kv["p50_ms"]) if "p50_ms" in kv else None,
+           "p99_ms": float(kv["p99_ms"]) if "p99_ms" in kv else None,
+           "errors": int(kv.get("open_errors", 0)) + int(kv.get("paced_errors", 0)),
+           "connections": int(kv.get("opened", 0)),
+           "paced_cpu_s": float(kv.get("paced_cpu_s", 0)),
+           "paced_wall_s": float(kv.get("paced_wall_s", 0)) or None}
+    if "rss_idle_kib" in kv and "rss_before_kib" in kv:
+        out["idle_kib_per_conn"] = round(
+            (int(kv["rss_idle_kib"]) - int(kv["rss_before_kib"])) / max(1, out["connections"]), 1)
+        out["rss_idle_mib"] = round(int(kv["rss_idle_kib"]) / 1024, 1)
+    return out
+
+
 def record(args):
+    """K=V... OUTFILE [LOGFILE]: kind=wrk (default), kind=h2load (LOGFILE: its --log-file) or
+    kind=many (examples/many_connections: CPU from its own sampling of the paced phase)."""
+    kind = next((a.split("=", 1)[1] for a in args if a.startswith("kind=")), "wrk")
+    logfile = None
+    if kind == "h2load":
+        *args, logfile = args
     *pairs, wrkfile = args
     rec = {}
     for pair in pairs:
@@ -169,11 +227,20 @@ def record(args):
             except ValueError:
                 rec[key] = value
     with open(wrkfile) as f:
-        rec.update(parse_wrk(f.read()))
+        text = f.read()
+    rec.update(parse_h2load(text, logfile) if kind == "h2load" else
+               parse_many(text) if kind == "many" else parse_wrk(text))
     user_s = (rec.pop("user1") - rec.pop("user0")) / CLK_TCK
     sys_s = (rec.pop("sys1") - rec.pop("sys0")) / CLK_TCK
-    cpu_s = user_s + sys_s
-    if rec["requests"]:
+    cpu_s = whole_cpu_s = user_s + sys_s
+    busy_wall_s = rec["wall_s"]
+    if kind == "many":
+        # The client's run includes opening the connections: per request, count the CPU of the
+        # paced phase only (sampled by the client), over that phase's duration.
+        cpu_s = rec.pop("paced_cpu_s")
+        user_s = sys_s = None
+        rec["wall_s"] = rec.pop("paced_wall_s", None) or rec["wall_s"]
+    if rec["requests"] and user_s is not None:
         rec["user_us_per_req"] = round(user_s * 1e6 / rec["requests"], 3)
         rec["sys_us_per_req"] = round(sys_s * 1e6 / rec["requests"], 3)
     if "busy1" in rec:
@@ -182,9 +249,9 @@ def record(args):
         busy_s = (rec.pop("busy1") - rec.pop("busy0")) / CLK_TCK
         back_s = (rec.pop("back1") - rec.pop("back0")) / CLK_TCK
         wrk_s = rec.pop("wrk_ticks") / CLK_TCK
-        rec["wrk_cpu_pct"] = round(100 * wrk_s / rec["wall_s"], 1)
-        rec["backends_cpu_pct"] = round(100 * back_s / rec["wall_s"], 1)
-        rec["other_cpu_pct"] = round(100 * (busy_s - cpu_s - back_s - wrk_s) / rec["wall_s"], 1)
+        rec["wrk_cpu_pct"] = round(100 * wrk_s / busy_wall_s, 1)
+        rec["backends_cpu_pct"] = round(100 * back_s / busy_wall_s, 1)
+        rec["other_cpu_pct"] = round(100 * (busy_s - whole_cpu_s - back_s - wrk_s) / busy_wall_s, 1)
     rec["cpu_s"] = round(cpu_s, 3)
     rec["cpu_us_per_req"] = round(cpu_s * 1e6 / rec["requests"], 3) if rec["requests"] else None
     rec["cpu_pct"] = round(100 * cpu_s / rec["wall_s"], 1) if rec.get("wall_s") else None
@@ -217,7 +284,9 @@ def jsessionids(args):
 
 
 PROXY_ORDER = ["sticky", "sticky-off", "pingora-bare", "haproxy", "nginx"]
-WORKLOAD_ORDER = ["new", "returning", "rotating", "sdk", "learned"]
+WORKLOAD_ORDER = ["new", "returning", "rotating", "sdk", "learned",
+                  # benches/load/edge.sh
+                  "keepalive", "close", "tls-handshake", "tls-keepalive", "h2", "c10k"]
 METRICS = [  # key, column title, format
     ("rps", "req/s", "{:,.0f}"),
     ("p50_ms", "p50 ms", "{:.3f}"),
@@ -379,6 +448,49 @@ def targets(runs):
     return out
 
 
+def edge_tables(args):
+    """edge-tables RAWFILE...: one Markdown table per workload (and thread count): req/s, p99,
+    CPU per request and peak RSS per proxy, each with the median per-round ratio to HAProxy, and
+    sticky-proxy's CPU per request against bare Pingora's (the floor) in the same rounds."""
+    runs, _ = load_runs(args)
+    by = defaultdict(list)
+    for r in runs:
+        by[(r["threads"], r["workload"], r["proxy"])].append(r)
+
+    def ratio(rs, threads, workload, other, key):
+        base = {r["round"]: r for r in by.get((threads, workload, other), [])}
+        return median([r[key] / base[r["round"]][key] for r in rs
+                       if r["round"] in base and base[r["round"]].get(key) and r.get(key) is not None])
+
+    out = []
+    for workload in WORKLOAD_ORDER:
+        for threads in sorted({r["threads"] for r in runs}):
+            present = [p for p in PROXY_ORDER if by.get((threads, workload, p))]
+            if not present:
+                continue
+            rounds = max(len(by[(threads, workload, p)]) for p in present)
+            out.append(f"\n**{workload}, {threads} thread{'s' if threads > 1 else ''}** "
+                       f"(median of {rounds} round{'s' if rounds > 1 else ''}; in brackets the median "
+                       "per-round ratio to HAProxy)\n")
+            out.append("| proxy | req/s | p99 ms | CPU µs/req | × bare Pingora (CPU) | peak RSS MiB | proxy CPU % | other CPU % |")
+            out.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+            for proxy in present:
+                rs = by[(threads, workload, proxy)]
+                cells = []
+                for key, spec in (("rps", "{:,.0f}"), ("p99_ms", "{:.2f}"), ("cpu_us_per_req", "{:.1f}")):
+                    value = fmt(median([r.get(key) for r in rs]), spec)
+                    if proxy != "haproxy":
+                        value += f" ({fmt(ratio(rs, threads, workload, 'haproxy', key), '{:.2f}')})"
+                    cells.append(value)
+                floor = (fmt(ratio(rs, threads, workload, "pingora-bare", "cpu_us_per_req"), "{:.2f}")
+                         if proxy == "sticky" else "")
+                cells += [floor, fmt(median([r.get("rss_mib") for r in rs]), "{:.1f}"),
+                          fmt(median([r.get("cpu_pct") for r in rs]), "{:.0f}"),
+                          fmt(median([r.get("other_cpu_pct") for r in rs]), "{:.0f}")]
+                out.append(f"| {proxy} | " + " | ".join(cells) + " |")
+    print("\n".join(out).lstrip("\n"))
+
+
 def report(args):
     quiet = None
     if args and args[0] == "--compact":
@@ -490,6 +602,56 @@ def callgrind(args):
         print(f"{100 * v / total:6.2f}%  {per(v):9,.0f} Ir/req  {name[:160]}")
 
 
+def massif(args):
+    """massif FILE CONNECTIONS [BASELINE_FILE]: a massif detailed snapshot's allocation sites
+    (the top level of its tree), in bytes per connection, each named by its first frames outside
+    the allocator; with a baseline snapshot (the same proxy before the connections were opened),
+    its sites are subtracted."""
+    def sites(path):
+        nodes = []
+        with open(path) as f:
+            for line in f:
+                m = re.match(r"^( *)n\d+: (\d+) (.*)", line)
+                if m:
+                    nodes.append((len(m.group(1)), int(m.group(2)), m.group(3)))
+        skip = re.compile(r"library/alloc|library/core|alloc::|__rust|__rdl|aligned_malloc|"
+                          r"UnknownInlinedFun|malloc/new|in \d+ places|bytes_mut\.rs|raw_vec|"
+                          r"boxed\.rs|alloc\.rs|vec/mod\.rs|unix\.rs")
+        out = {}
+        for i, (depth, size, text) in enumerate(nodes):
+            if depth != 1:
+                continue
+            frames = []
+            for d2, _, t2 in nodes[i + 1:]:
+                if d2 <= 1:
+                    break
+                if not skip.search(t2):
+                    label = re.sub(r"^0x[0-9A-F]+: ", "", t2)
+                    label = re.sub(r"<[^<>]*(<[^<>]*(<[^<>]*>[^<>]*)*>[^<>]*)*>", "<…>", label)
+                    if not frames or frames[-1] != label:
+                        frames.append(label)
+                if len(frames) == 3:
+                    break
+            key = " ← ".join(frames) if frames else text
+            if "places, all below" in text:
+                key = "(small sites below massif's threshold)"
+            out[key] = out.get(key, 0) + size
+        return out
+    path, n = args[0], int(args[1])
+    now = sites(path)
+    base = sites(args[2]) if len(args) > 2 else {}
+    rows = sorted(((now.get(k, 0) - base.get(k, 0), k) for k in set(now) | set(base)), reverse=True)
+    total = sum(v for v, _ in rows)
+    print(f"heap growth: {total / n:,.0f} bytes per connection ({n} connections)")
+    rest = 0
+    for v, k in rows:
+        if abs(v) / n >= 64:
+            print(f"{v / n:>10,.0f}  {k}")
+        else:
+            rest += v
+    print(f"{rest / n:>10,.0f}  (every other site, net)")
+
+
 def main():
     cmd, *args = sys.argv[1:]
     if cmd == "tree":
@@ -518,6 +680,10 @@ def main():
         print("\n".join(targets(load_runs(args)[0])).lstrip("\n"))
     elif cmd == "report":
         report(args)
+    elif cmd == "massif":
+        massif(args)
+    elif cmd == "edge-tables":
+        edge_tables(args)
     else:
         sys.exit(f"unknown command {cmd}")
 

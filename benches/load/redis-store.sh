@@ -10,15 +10,24 @@
 # Bounded: each measured run lasts DURATION seconds; the whole script a couple of minutes.
 #
 #   benches/load/redis-store.sh                  # DURATION=5 CONNS=16 THREADS=1
+#   MODE=cluster benches/load/redis-store.sh     # the store in a 3-primary Redis Cluster
 # Environment: DURATION, CONNS, THREADS (Pingora threads), CARGO_TARGET_DIR, STICKY_BIN,
-# BACKEND_BIN (default: the release builds), OUT (default benches/load/results-redis-store.txt).
+# BACKEND_BIN (default: the release builds), MODE (standalone: one redis-server; sentinel: a
+# primary, a replica and a sentinel, the store finding the primary through it; cluster: three
+# primaries made with redis-cli --cluster create; redis-server CPU is then the sum of the
+# servers'), OUT (default benches/load/results-redis-store.txt, or -<MODE>.txt).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
 DURATION="${DURATION:-5}"
 CONNS="${CONNS:-16}"
 THREADS="${THREADS:-1}"
-OUT="${OUT:-$HERE/results-redis-store.txt}"
+MODE="${MODE:-standalone}"
+case "$MODE" in
+  standalone) OUT="${OUT:-$HERE/results-redis-store.txt}" ;;
+  sentinel | cluster) OUT="${OUT:-$HERE/results-redis-store-$MODE.txt}" ;;
+  *) echo "redis-store.sh: MODE is standalone, sentinel or cluster, not $MODE" >&2; exit 2 ;;
+esac
 TARGET="${CARGO_TARGET_DIR:-$REPO/target}"
 BIN="${STICKY_BIN:-$TARGET/release/sticky-proxy}"
 BACKEND="${BACKEND_BIN:-$TARGET/release/demo-backend}"
@@ -35,8 +44,45 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 RPORT=26379; B1=29101; B2=29102; PA=26188; PB=26198
-"$REDIS" --save "" --appendonly no --bind 127.0.0.1 --port $RPORT --dir "$TMP" >"$TMP/redis.log" 2>&1 &
-REDIS_PID=$!; PIDS+=($REDIS_PID)
+REDIS_PIDS=()
+redis() { # port args... (its own directory: a cluster node keeps nodes.conf there)
+  local port=$1; shift
+  mkdir -p "$TMP/redis-$port"
+  "$REDIS" --save "" --appendonly no --bind 127.0.0.1 --port "$port" --dir "$TMP/redis-$port" "$@" \
+    >"$TMP/redis-$port.log" 2>&1 &
+  REDIS_PIDS+=($!); PIDS+=($!)
+}
+wait_for() { # what command...
+  local what=$1; shift
+  for _ in $(seq 200); do "$@" >/dev/null 2>&1 && return; sleep 0.05; done
+  echo "redis-store.sh: $what never happened" >&2; exit 1
+}
+case "$MODE" in
+  standalone)
+    redis $RPORT
+    STORE="address: \"127.0.0.1:$RPORT\"" ;;
+  sentinel)
+    redis $RPORT
+    redis $((RPORT + 1)) --replicaof 127.0.0.1 $RPORT
+    mkdir -p "$TMP/sentinel"
+    printf 'port %s\nbind 127.0.0.1\ndir %s\nsentinel monitor bench 127.0.0.1 %s 1\n' \
+      $((RPORT + 2)) "$TMP/sentinel" $RPORT >"$TMP/sentinel/sentinel.conf"
+    "$REDIS" "$TMP/sentinel/sentinel.conf" --sentinel >"$TMP/sentinel.log" 2>&1 &
+    PIDS+=($!)
+    wait_for "the sentinel" bash -c "redis-cli -p $((RPORT + 2)) sentinel get-master-addr-by-name bench | grep -q $RPORT"
+    STORE="mode: sentinel, sentinels: [\"127.0.0.1:$((RPORT + 2))\"], service: bench" ;;
+  cluster)
+    for p in $RPORT $((RPORT + 1)) $((RPORT + 2)); do
+      redis "$p" --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000
+    done
+    for p in $RPORT $((RPORT + 1)) $((RPORT + 2)); do wait_for "redis on $p" redis-cli -p "$p" ping; done
+    redis-cli --cluster create 127.0.0.1:$RPORT 127.0.0.1:$((RPORT + 1)) 127.0.0.1:$((RPORT + 2)) \
+      --cluster-yes >"$TMP/cluster-create.log"
+    for p in $RPORT $((RPORT + 1)) $((RPORT + 2)); do
+      wait_for "the cluster on $p" bash -c "redis-cli -p $p cluster info | grep -q cluster_state:ok"
+    done
+    STORE="mode: cluster, nodes: [\"127.0.0.1:$RPORT\", \"127.0.0.1:$((RPORT + 1))\", \"127.0.0.1:$((RPORT + 2))\"]" ;;
+esac
 "$BACKEND" iis1=127.0.0.1:$B1 iis2=127.0.0.1:$B2 >/dev/null 2>&1 &
 PIDS+=($!)
 sleep 0.5
@@ -44,7 +90,7 @@ sleep 0.5
 conf() { # name port store(local|redis)
   local store="" admin=""
   [ "$1" = redis-b ] && admin="  admin: { addr: \"127.0.0.1:$((PB + 1))\" }"
-  [ "$3" = redis ] && store="          store: { type: redis, address: \"127.0.0.1:$RPORT\", key_prefix: \"bench:\" }"
+  [ "$3" = redis ] && store="          store: { type: redis, $STORE, key_prefix: \"bench:\" }"
   cat >"$TMP/$1.yaml" <<YAML
 version: 1
 threads: $THREADS
@@ -76,6 +122,7 @@ start() { # name port -> sets PROXY_PID
 }
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+redis_ticks() { local t=0 p; for p in "${REDIS_PIDS[@]}"; do t=$((t + $(ticks "$p"))); done; echo $t; }
 HZ="$(getconf CLK_TCK)"
 
 ids() { # file prefix count
@@ -84,12 +131,12 @@ ids() { # file prefix count
 
 measure() { # label port proxy_pid cookie_file
   local p0 r0 out reqs p99 cpu rcpu
-  p0=$(ticks "$3"); r0=$(ticks $REDIS_PID)
+  p0=$(ticks "$3"); r0=$(redis_ticks)
   out="$(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$HERE/cycle.lua" "http://127.0.0.1:$2/" -- "$4")"
   reqs="$(awk '/requests in/ {print $1}' <<<"$out")"
   p99="$(awk '$1 == "99%" {print $2}' <<<"$out")"
   cpu="$(python3 -c "print(round(($(ticks "$3") - $p0) / $HZ * 1e6 / $reqs, 1))")"
-  rcpu="$(python3 -c "print(round(($(ticks $REDIS_PID) - $r0) / $HZ * 1e6 / $reqs, 1))")"
+  rcpu="$(python3 -c "print(round(($(redis_ticks) - $r0) / $HZ * 1e6 / $reqs, 1))")"
   printf '%-24s %10s req  %8.0f req/s  p99 %8s  proxy %6s µs/req  redis-server %5s µs/req\n' \
     "$1" "$reqs" "$(python3 -c "print($reqs / $DURATION)")" "$p99" "$cpu" "$rcpu" | tee -a "$OUT"
   echo "== $1" >>"$TMP/wrk-raw.txt"
@@ -102,7 +149,7 @@ FRESH=$((DURATION * 60000))
 ids "$TMP/hit.txt" hit 2000
 : >"$OUT"
 {
-  echo "# benches/load/redis-store.sh  $(date -u +%FT%TZ)  DURATION=${DURATION}s CONNS=$CONNS THREADS=$THREADS"
+  echo "# benches/load/redis-store.sh  $(date -u +%FT%TZ)  MODE=$MODE DURATION=${DURATION}s CONNS=$CONNS THREADS=$THREADS"
   echo "# $(nproc) cores, shared with other jobs: figures are noisy; compare rows of one run"
 } | tee -a "$OUT"
 
@@ -135,6 +182,11 @@ for round in 1 2; do
     kill "$A"; wait "$A" 2>/dev/null || true
   done
 done
-echo "# redis keys at the end: $(redis-cli -p $RPORT dbsize)" | tee -a "$OUT"
+keys=0
+for p in $RPORT $((RPORT + 1)) $((RPORT + 2)); do
+  [ "$MODE" = cluster ] || [ "$p" = $RPORT ] || continue
+  keys=$((keys + $(redis-cli -p "$p" dbsize)))
+done
+echo "# redis keys at the end: $keys" | tee -a "$OUT"
 echo "# (wrk's raw output of each run follows)" >>"$OUT"
 cat "$TMP/wrk-raw.txt" >>"$OUT"

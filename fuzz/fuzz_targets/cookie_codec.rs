@@ -1,4 +1,5 @@
-//! The cookie codec (`src/affinity/cookie.rs`, `CookieAffinity` in `src/affinity/mod.rs`):
+//! The cookie codec (`src/affinity/cookie.rs`, `CookieAffinity` in `src/affinity/mod.rs`, the
+//! dated values of `src/affinity/lifetime/`):
 //! scanning a `Cookie` header, finding and validating the proxy's cookie, stripping it.
 //!
 //! Invariants (each an `assert!`, so a violation is a crash libFuzzer saves):
@@ -11,10 +12,16 @@
 //! 4. A value the proxy issues (`value_text`, or the value in the `Set-Cookie` line that
 //!    `CookieAffinity` prebuilt) is 64 lowercase hex digits and is always accepted back, in either
 //!    case, by the table and by `CookieAffinity::pinned` — behind any other cookies of the
-//!    request, for the main and the twin name alike.
+//!    request, for the main and the twin name alike (lifetimes with `accept_undated: false`:
+//!    refused instead).
 //! 5. `lookup` accepts exactly the issued values (ASCII case-insensitively), nothing else; and
 //!    `pinned` on an arbitrary header answers `Backend(i)` only if the header carries backend
-//!    `i`'s value under one of the names, `Absent` only if it carries none of the names.
+//!    `i`'s value under one of the names — date-less, or (`keyed`) a dated value that re-encodes
+//!    to itself from backend `i`'s id and its own dates —, `Absent` only if it carries none of
+//!    the names.
+//! 6. With lifetimes (`keyed`), an issued cookie is a dated value (83 characters: lowercase hex
+//!    and three dots) whose dates are the issue's, read back at that moment as backend `i`
+//!    without a refresh; read a second past `max_idle` it is expired, never a backend.
 #![no_main]
 
 mod common;
@@ -24,8 +31,10 @@ use libfuzzer_sys::fuzz_target;
 use sticky_proxy::affinity::cookie::{
     contains_any, cookie_values, value_bytes, value_text, without_cookies, CookieTable,
 };
-use sticky_proxy::affinity::{CookieAffinity, Pin};
-use sticky_proxy::config::{CookieConfig, CookieFormat, SameSite};
+use sticky_proxy::affinity::lifetime::{backend_id, DatedCodec, DatedValue, DATED_LEN};
+use sticky_proxy::affinity::{CookieAffinity, CookieRead, Pin};
+use sticky_proxy::config::{CookieConfig, CookieFormat, CookieLifetimes, SameSite};
+use std::time::Duration;
 
 #[derive(Debug, Arbitrary)]
 struct Input<'a> {
@@ -45,6 +54,8 @@ struct Input<'a> {
     tls: bool,
     same_site: u8,
     max_age: Option<u32>,
+    /// Lifetimes (`keyed` only): max_idle, max_life (each + 1 s), accept_undated.
+    lifetimes: Option<(u16, u16, bool)>,
 }
 
 fuzz_target!(|input: Input| check(input));
@@ -152,6 +163,17 @@ fn check(input: Input) {
         twin_name: (input.twin && twin != name).then(|| twin.clone()),
         indirect: true,
         nocache: true,
+        lifetimes: input
+            .lifetimes
+            .filter(|_| !input.arr)
+            .map(|(idle, life, accept_undated)| {
+                let idle = u64::from(idle) + 1;
+                CookieLifetimes {
+                    max_idle: Some(Duration::from_secs(idle)),
+                    max_life: Some(Duration::from_secs(idle.max(u64::from(life) + 1))),
+                    accept_undated,
+                }
+            }),
     };
     let affinity = CookieAffinity::new(&config, input.pool, &backends);
     let (main_line, twin_line) = affinity
@@ -159,6 +181,11 @@ fn check(input: Input) {
         .expect("a Set-Cookie line for every backend");
     assert_eq!(twin_line.is_some(), config.twin_name.is_some());
     let own: Vec<&[u8]> = affinity.cookie_names().iter().map(|n| &n[..]).collect();
+    // A date-less value pins, unless lifetimes refuse date-less values.
+    let undated_pin = match &config.lifetimes {
+        Some(l) if !l.accept_undated => Pin::Invalid,
+        _ => Pin::Backend(owner(i).unwrap()),
+    };
     for (line, cookie_name) in
         std::iter::once((main_line, &name)).chain(twin_line.as_ref().zip(config.twin_name.as_ref()))
     {
@@ -181,30 +208,41 @@ fn check(input: Input) {
             }
             header.extend_from_slice(format!("{cookie_name}={value}").as_bytes());
             let pin = affinity.pinned([&header[..]].into_iter());
-            assert_eq!(
-                pin,
-                Pin::Backend(owner(i).unwrap()),
-                "issued value sent back"
-            );
+            assert_eq!(pin, undated_pin, "issued value sent back");
             // Split over two headers (HTTP/2), ours in the second.
             let pin = affinity
                 .pinned([&rest[..], format!("{cookie_name}={value}").as_bytes()].into_iter());
-            assert_eq!(
-                pin,
-                Pin::Backend(owner(i).unwrap()),
-                "issued value, second header"
-            );
+            assert_eq!(pin, undated_pin, "issued value, second header");
         }
     }
 
+    // 6. Lifetimes: the issued cookie is dated, and read back at its own dates.
+    if let Some(lifetimes) = &config.lifetimes {
+        check_dated(&affinity, lifetimes, i, owner(i).unwrap(), input.tls);
+    }
+
     // 5. An arbitrary request: the pin says only what the header carries.
+    let secret = match &format {
+        CookieFormat::Keyed { secret } => Some(secret.clone()),
+        CookieFormat::Arr => None,
+    };
+    let carries = |b: usize, v: &[u8]| {
+        v.eq_ignore_ascii_case(texts[b].as_bytes())
+            || secret.as_ref().is_some_and(|secret| {
+                let id = backend_id(secret, input.pool, backends[b]);
+                DatedValue::parse(v).is_some_and(|parsed| {
+                    parsed.id == id
+                        && DatedCodec::new(secret)
+                            .encode(&id, parsed.dates)
+                            .eq_ignore_ascii_case(v)
+                })
+            })
+    };
     match affinity.pinned(headers.iter().copied()) {
         Pin::Backend(b) => assert!(
-            headers
+            headers.iter().any(|h| own
                 .iter()
-                .any(|h| own.iter().any(|n| common::values(h, n)
-                    .iter()
-                    .any(|v| v.eq_ignore_ascii_case(texts[b].as_bytes())))),
+                .any(|n| common::values(h, n).iter().any(|v| carries(b, v)))),
             "pinned to {b} without its value"
         ),
         Pin::Invalid => assert!(headers
@@ -214,6 +252,47 @@ fn check(input: Input) {
             .iter()
             .all(|h| own.iter().all(|n| common::values(h, n).is_empty()))),
         Pin::Missing => panic!("cookies never say Missing"),
+    }
+}
+
+fn check_dated(
+    affinity: &CookieAffinity,
+    lifetimes: &CookieLifetimes,
+    i: usize,
+    owner: usize,
+    tls: bool,
+) {
+    let (main, _) = affinity.issue(i, tls, None).expect("a dated line");
+    let text = main.to_str().expect("a Set-Cookie line is visible ASCII");
+    let parsed = cookie::Cookie::parse(text).expect("a Set-Cookie line parses");
+    let value = parsed.value();
+    assert_eq!(value.len(), DATED_LEN);
+    assert_eq!(value.bytes().filter(|b| *b == b'.').count(), 3);
+    assert!(value
+        .bytes()
+        .all(|b| b == b'.' || b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+    let dates = DatedValue::parse(value.as_bytes())
+        .expect("an issued value parses")
+        .dates;
+    assert_eq!(dates.issued, dates.refreshed);
+    let header = format!("{}={value}", affinity.config.name);
+    let at = |now: u32| affinity.read_with_clock(std::iter::once(header.as_bytes()), || now);
+    assert_eq!(
+        at(dates.refreshed),
+        CookieRead::Backend {
+            index: owner,
+            reissue: None
+        },
+        "issued value read back at once"
+    );
+    let idle = lifetimes.max_idle.map_or(0, |d| d.as_secs() as u32);
+    let later = dates.refreshed.saturating_add(idle).saturating_add(1);
+    if later > dates.refreshed.saturating_add(idle) {
+        assert!(
+            matches!(at(later), CookieRead::Expired(_)),
+            "read past max_idle: {:?}",
+            at(later)
+        );
     }
 }
 

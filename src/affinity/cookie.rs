@@ -7,10 +7,12 @@
 //!   the secret can mint for a chosen backend.
 //!
 //! Both are deterministic, so every proxy with the same configuration issues and accepts the
-//! same values without shared state. Values are computed once at start-up; a request only
+//! same values without shared state. With lifetimes (`keyed` only) the value also carries its
+//! dates: see [`super::lifetime`]. Values are computed once at start-up; a request only
 //! hex-decodes its value into a stack buffer and compares it, in constant time, with the pool's
 //! table — no allocation, no hashing of secrets on the hot path.
 
+use super::lifetime::DatedIds;
 use crate::config::{CookieConfig, CookieFormat, SameSite};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -47,10 +49,12 @@ pub fn value_text(format: &CookieFormat, pool: &str, backend: &str) -> String {
     hex::encode(value_bytes(format, pool, backend))
 }
 
-/// Maps cookie values back to backend indexes for one pool.
+/// Maps cookie values back to backend indexes for one pool: the date-less values, and (`keyed`)
+/// the ids of dated values ([`super::lifetime`]).
 #[derive(Debug, Clone)]
 pub struct CookieTable {
     values: Vec<[u8; VALUE_LEN]>,
+    dated: Option<DatedIds>,
 }
 
 impl CookieTable {
@@ -60,12 +64,24 @@ impl CookieTable {
         pool: &str,
         backends: impl IntoIterator<Item = &'a str>,
     ) -> Self {
+        let names: Vec<&str> = backends.into_iter().collect();
         CookieTable {
-            values: backends
-                .into_iter()
+            values: names
+                .iter()
                 .map(|name| value_bytes(format, pool, name))
                 .collect(),
+            dated: match format {
+                CookieFormat::Keyed { secret } => {
+                    Some(DatedIds::new(secret, pool, names.iter().copied()))
+                }
+                CookieFormat::Arr => None,
+            },
         }
+    }
+
+    /// The dated side of the table (`keyed` only).
+    pub fn dated(&self) -> Option<&DatedIds> {
+        self.dated.as_ref()
     }
 
     /// The backend index that `value` names, or `None` for a value that is malformed, forged,
@@ -365,6 +381,7 @@ mod tests {
             twin_name: Some("ARRAffinitySameSite".into()),
             indirect: true,
             nocache: true,
+            lifetimes: None,
         };
         let line = set_cookie_line(&config, "ARRAffinity", "abc", false, false);
         assert!(line.starts_with("ARRAffinity=abc"), "{line}");

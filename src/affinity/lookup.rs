@@ -1,12 +1,14 @@
-//! What a request's session records say, read once per request: the affinity cookie, a named
-//! node (a Rust namer), a learned session id, the client-IP table — in that order of
-//! precedence ([`SessionLookup::settle`]). A learned id the local table misses is left for the
-//! shared store ([`SessionLookup::learned_miss`]).
+//! What a request's session records say, read once per request: the affinity cookie (past a
+//! lifetime? to be sent again?), a named node (a Rust namer), a learned session id, the
+//! client-IP table — in that order of precedence ([`SessionLookup::settle`]). A learned id the
+//! local table misses is left for the shared store ([`SessionLookup::learned_miss`]).
 
+use super::decision::Placement;
 use super::key::RequestView;
+use super::lifetime::Expiry;
 use super::persistence::Affinity;
 use super::sessions::SessionKey;
-use super::Pin;
+use super::{CookieRead, Pin, Reissue};
 use crate::pool::Pool;
 use http::header::COOKIE;
 use std::net::IpAddr;
@@ -21,8 +23,12 @@ pub struct SessionLookup {
     pub cookie_pin: Pin,
     /// What a named node (a Rust namer) says, if it named one.
     pub named_pin: Option<Pin>,
-    /// The request carried an affinity cookie that named no backend.
+    /// The request carried an affinity cookie that named no backend (and none past a lifetime).
     pub cookie_invalid: bool,
+    /// The request's affinity cookie was verified but past a lifetime: a new session.
+    pub cookie_expired: Option<Expiry>,
+    /// The backend the valid affinity cookie names, if the response is to send it again.
+    pub cookie_reissue: Option<(usize, Reissue)>,
     /// The learned session id the request carries (hashed), and where the table had it.
     pub learned_key: Option<SessionKey>,
     pub learned_hit: Option<usize>,
@@ -50,6 +56,14 @@ impl SessionLookup {
     pub fn learned_miss(&self) -> Option<SessionKey> {
         self.learned_key.filter(|_| self.learned_hit.is_none())
     }
+
+    /// Whether a placement sends the request's valid affinity cookie again (a refresh, or a
+    /// change of format): only when it follows that cookie's backend and issues no new cookie
+    /// anyway.
+    pub fn reissue_for(&self, placement: &Placement) -> Option<Reissue> {
+        let (backend, reissue) = self.cookie_reissue?;
+        (placement.backend == backend && !placement.issue_cookie).then_some(reissue)
+    }
 }
 
 /// Read the request's session records in the local tables: a named node first (a Rust namer),
@@ -68,8 +82,17 @@ pub fn look_up_session(
         return lookup;
     };
     if let Some(cookie) = &affinity.cookie {
-        lookup.cookie_pin = cookie.pinned(headers.get_all(COOKIE).iter().map(|v| v.as_bytes()));
-        lookup.cookie_invalid = lookup.cookie_pin == Pin::Invalid;
+        let read = cookie.read(headers.get_all(COOKIE).iter().map(|v| v.as_bytes()));
+        lookup.cookie_pin = read.pin();
+        match read {
+            CookieRead::Invalid => lookup.cookie_invalid = true,
+            CookieRead::Expired(expiry) => lookup.cookie_expired = Some(expiry),
+            CookieRead::Backend {
+                index,
+                reissue: Some(reissue),
+            } => lookup.cookie_reissue = Some((index, reissue)),
+            CookieRead::Absent | CookieRead::Backend { .. } => {}
+        }
     }
     if let Some(learned) = &affinity.learned {
         if let Some(id) = learned.request_id(uri, headers) {

@@ -1,9 +1,11 @@
 //! Session affinity: what a request asks for, and what the proxy decides.
 //!
 //! [`CookieAffinity`] is one pool's cookie-insertion policy, built once at start-up: the value
-//! table and the ready-made `Set-Cookie` header values for each backend. [`CookieAffinity::pinned`]
-//! reads a request's `Cookie` headers and says which backend (if any) the client is pinned to;
-//! [`Outcome`] names what happened to the request, for the response and the log.
+//! table and the ready-made `Set-Cookie` header values for each backend (with lifetimes: the
+//! templates dated values are written into). [`CookieAffinity::read`] reads a request's `Cookie`
+//! headers and says which backend (if any) the client is pinned to, and whether the response
+//! sends the cookie again; [`Outcome`] names what happened to the request, for the response and
+//! the log.
 
 // The extension points (documented API): `key` (key sources) and `custom` (backend namers).
 // The rest is the engine's inside, public for the repository's tests, benchmarks and fuzz
@@ -21,6 +23,8 @@ pub mod key;
 #[doc(hidden)]
 pub mod learned;
 #[doc(hidden)]
+pub mod lifetime;
+#[doc(hidden)]
 pub mod lookup;
 #[doc(hidden)]
 pub mod persistence;
@@ -33,6 +37,7 @@ pub mod store;
 
 use crate::config::CookieConfig;
 use http::HeaderValue;
+use lifetime::{DatedIssue, Dates, Expiry, Judgement};
 
 /// What the affinity lookup found in a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -86,6 +91,63 @@ impl Outcome {
 /// A prebuilt `Set-Cookie` value, and the twin's if configured.
 pub type SetCookie = (HeaderValue, Option<HeaderValue>);
 
+/// What a request's affinity cookies say ([`CookieAffinity::read`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CookieRead {
+    /// No affinity cookie at all.
+    #[default]
+    Absent,
+    /// Cookies, none valid: unknown, forged, malformed, or with dates no instance writes.
+    Invalid,
+    /// Cookies, none valid, and at least one verified but past a lifetime: a new session.
+    Expired(Expiry),
+    /// A valid cookie naming backend `index`; `reissue`: the response sends it again.
+    Backend {
+        index: usize,
+        reissue: Option<Reissue>,
+    },
+}
+
+/// Why a valid cookie is sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reissue {
+    /// A dated cookie due for its refresh: the same first-issue date, refreshed now.
+    Refresh { issued: u32 },
+    /// A value in the pool's other format: a date-less one where lifetimes apply (dated from
+    /// now on), a dated one where they no longer do (date-less from now on).
+    Convert,
+}
+
+impl Reissue {
+    /// The first-issue date the new cookie keeps (`None`: now).
+    pub fn issued(self) -> Option<u32> {
+        match self {
+            Reissue::Refresh { issued } => Some(issued),
+            Reissue::Convert => None,
+        }
+    }
+}
+
+impl CookieRead {
+    /// The pin it amounts to: an expired cookie is as good as an invalid one (a new session).
+    pub fn pin(self) -> Pin {
+        match self {
+            CookieRead::Absent => Pin::Absent,
+            CookieRead::Invalid | CookieRead::Expired(_) => Pin::Invalid,
+            CookieRead::Backend { index, .. } => Pin::Backend(index),
+        }
+    }
+
+    /// Of two cookies that name no backend, the one to report: expired over invalid.
+    fn worse(self, other: CookieRead) -> CookieRead {
+        match (self, other) {
+            (CookieRead::Expired(_), _) => self,
+            (_, CookieRead::Absent) => self,
+            _ => other,
+        }
+    }
+}
+
 /// One pool's cookie-insertion affinity, prepared at start-up.
 #[derive(Debug)]
 pub struct CookieAffinity {
@@ -96,6 +158,8 @@ pub struct CookieAffinity {
     set_cookie: Vec<[SetCookie; 2]>,
     /// The proxy's own cookie names (main, then twin).
     names: Vec<Box<[u8]>>,
+    /// With lifetimes: their rules and the dated `Set-Cookie` templates.
+    dated: Option<DatedIssue>,
 }
 
 impl CookieAffinity {
@@ -132,11 +196,16 @@ impl CookieAffinity {
             .chain(config.twin_name.as_deref().map(str::as_bytes))
             .map(Box::from)
             .collect();
+        let dated = match (&config.lifetimes, table.dated()) {
+            (Some(lifetimes), Some(ids)) => Some(DatedIssue::new(&config, lifetimes, ids)),
+            _ => None,
+        };
         CookieAffinity {
             config,
             table,
             set_cookie,
             names,
+            dated,
         }
     }
 
@@ -151,18 +220,69 @@ impl CookieAffinity {
     /// several). The first value, main or twin cookie, that names a backend wins; if cookies are
     /// present but none is valid the result is [`Pin::Invalid`].
     pub fn pinned<'a>(&self, cookie_headers: impl Iterator<Item = &'a [u8]>) -> Pin {
-        let mut pin = Pin::Absent;
+        self.read(cookie_headers).pin()
+    }
+
+    /// What the request's affinity cookies say, by the Unix clock: the first value (main or
+    /// twin cookie) that names a backend wins; if none does, an expired one is reported over an
+    /// invalid one. The clock is read only for a dated value under lifetimes.
+    pub fn read<'a>(&self, cookie_headers: impl Iterator<Item = &'a [u8]>) -> CookieRead {
+        self.read_with_clock(cookie_headers, lifetime::unix_now)
+    }
+
+    /// [`CookieAffinity::read`] with the clock given (Unix seconds).
+    pub fn read_with_clock<'a>(
+        &self,
+        cookie_headers: impl Iterator<Item = &'a [u8]>,
+        clock: impl Fn() -> u32,
+    ) -> CookieRead {
+        let mut now = None;
+        let mut read = CookieRead::Absent;
         for header in cookie_headers {
             for name in self.cookie_names() {
                 for value in cookie::cookie_values(header, name) {
-                    match self.table.lookup(value) {
-                        Some(index) => return Pin::Backend(index),
-                        None => pin = Pin::Invalid,
+                    match self.read_value(value, || *now.get_or_insert_with(&clock)) {
+                        found @ CookieRead::Backend { .. } => return found,
+                        other => read = read.worse(other),
                     }
                 }
             }
         }
-        pin
+        read
+    }
+
+    /// One value: date-less values by the table; dated ones by their tag, id and dates.
+    fn read_value(&self, value: &[u8], mut now: impl FnMut() -> u32) -> CookieRead {
+        let backend = |index, reissue| CookieRead::Backend { index, reissue };
+        let dated_value = || self.table.dated().and_then(|ids| ids.lookup(value));
+        let Some(dated) = &self.dated else {
+            return match self.table.lookup(value) {
+                Some(index) => backend(index, None),
+                // Lifetimes switched off since it was issued: it still pins, and is replaced.
+                None => match dated_value() {
+                    Some((index, _)) => backend(index, Some(Reissue::Convert)),
+                    None => CookieRead::Invalid,
+                },
+            };
+        };
+        if let Some((index, dates)) = dated_value() {
+            return match dated.lifetimes.judge(dates, now()) {
+                Judgement::Current => backend(index, None),
+                Judgement::Refresh => backend(
+                    index,
+                    Some(Reissue::Refresh {
+                        issued: dates.issued,
+                    }),
+                ),
+                Judgement::Expired(expiry) => CookieRead::Expired(expiry),
+                Judgement::Impossible => CookieRead::Invalid,
+            };
+        }
+        // A date-less value from before the lifetimes: it pins, and gets dates.
+        match self.table.lookup(value).filter(|_| dated.accept_undated) {
+            Some(index) => backend(index, Some(Reissue::Convert)),
+            None => CookieRead::Invalid,
+        }
     }
 
     /// The prebuilt `Set-Cookie` values (main, twin) for a backend index, for a request that
@@ -171,6 +291,22 @@ impl CookieAffinity {
         self.set_cookie
             .get(backend)
             .map(|lines| &lines[usize::from(tls)])
+    }
+
+    /// The `Set-Cookie` values (main, twin) that give `backend` to the client: without
+    /// lifetimes the prebuilt ones; with them a dated value, refreshed now and first issued at
+    /// `issued` (`None`: now), written into the prebuilt line (one allocation per line).
+    pub fn issue(&self, backend: usize, tls: bool, issued: Option<u32>) -> Option<SetCookie> {
+        let (Some(dated), Some(ids)) = (&self.dated, self.table.dated()) else {
+            return self.set_cookie_for(backend, tls).cloned();
+        };
+        let now = lifetime::unix_now();
+        let dates = Dates {
+            // (A first issue within the clock tolerance in the future is taken as now.)
+            issued: issued.map_or(now, |issued| issued.min(now)),
+            refreshed: now,
+        };
+        dated.lines(ids, backend, tls, dates)
     }
 }
 

@@ -3,6 +3,7 @@
 //! and the failure policy. Secrets never reach a log line (`Debug` hides them).
 
 use super::kinds::TableConfig;
+use super::store::RedisStoreConfig;
 use std::fmt;
 use std::time::Duration;
 
@@ -38,60 +39,6 @@ pub struct LearnConfig {
     pub table: TableConfig,
     /// `None`: the local table alone; `Some`: the table in front of a shared Redis.
     pub store: Option<RedisStoreConfig>,
-}
-
-/// A Redis session store shared by proxy instances.
-#[derive(Clone)]
-pub struct RedisStoreConfig {
-    /// The Redis server's host.
-    pub host: String,
-    /// Its port.
-    pub port: u16,
-    /// The user to authenticate as (ACL), if any.
-    pub username: Option<String>,
-    /// The password, if any (never printed).
-    pub password: Option<String>,
-    /// The Redis database number.
-    pub database: u32,
-    /// Prepended to every key, so that several proxies' tables can share one server.
-    pub key_prefix: String,
-    /// How long a request waits for a lookup before it is balanced as a new session.
-    pub lookup_timeout: Duration,
-    /// Connecting to Redis.
-    pub connect_timeout: Duration,
-    /// An entry's expiry in Redis is refreshed at most once per this interval.
-    pub refresh_interval: Duration,
-    /// Writes queued at most; more are dropped (and counted).
-    pub write_queue: usize,
-    /// `Some`: TLS to Redis, trusting these PEM CA certificates (empty: the system's).
-    pub tls_ca_pem: Option<Vec<u8>>,
-}
-
-impl RedisStoreConfig {
-    /// `host:port` as configured (for logs and the admin API).
-    pub fn address(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
-    }
-}
-
-// Hand-written so that the password never reaches a log line.
-impl fmt::Debug for RedisStoreConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisStoreConfig")
-            .field("address", &self.address())
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
-            .field("tls", &self.tls_ca_pem.is_some())
-            .field("database", &self.database)
-            .field("key_prefix", &self.key_prefix)
-            .field("lookup_timeout", &self.lookup_timeout)
-            .field("refresh_interval", &self.refresh_interval)
-            .finish_non_exhaustive()
-    }
 }
 
 /// IP-based persistence as a table.
@@ -180,7 +127,26 @@ pub struct CookieConfig {
     pub indirect: bool,
     /// Responses that insert the cookie get `Cache-Control: private`.
     pub nocache: bool,
+    /// `keyed` only: lifetimes enforced by the proxy; `None`: a value pins as long as the
+    /// client keeps it.
+    pub lifetimes: Option<CookieLifetimes>,
 }
+
+/// Cookie lifetimes enforced by the proxy (HAProxy `maxidle` / `maxlife`): the value carries
+/// its first-issue and last-refresh dates under the HMAC. At least one limit is set; each is
+/// 1 s to [`MAX_LIFETIME_SECONDS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CookieLifetimes {
+    /// Not refreshed for longer than this: a new session.
+    pub max_idle: Option<Duration>,
+    /// First issued longer ago than this: a new session.
+    pub max_life: Option<Duration>,
+    /// A date-less value (from before the lifetimes) still pins, and is re-issued with dates.
+    pub accept_undated: bool,
+}
+
+/// The longest lifetime a cookie may be given (3650 days), so that dates fit their 32 bits.
+pub const MAX_LIFETIME_SECONDS: u64 = 3650 * 86_400;
 
 // Hand-written so that a secret never reaches a log line.
 impl fmt::Debug for CookieConfig {
@@ -191,6 +157,7 @@ impl fmt::Debug for CookieConfig {
             .field("path", &self.path)
             .field("domain", &self.domain)
             .field("twin_name", &self.twin_name)
+            .field("lifetimes", &self.lifetimes)
             .finish_non_exhaustive()
     }
 }

@@ -9,6 +9,7 @@
 mod affinity;
 mod kinds;
 pub mod raw;
+mod store;
 mod tls;
 mod validate;
 
@@ -17,12 +18,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use affinity::{
-    AffinityConfig, ClientIpTableConfig, CookieConfig, CookieFormat, FailurePolicy, HashConfig,
-    KeySourceConfig, LearnConfig, RedisStoreConfig, SameSite,
+    AffinityConfig, ClientIpTableConfig, CookieConfig, CookieFormat, CookieLifetimes,
+    FailurePolicy, HashConfig, KeySourceConfig, LearnConfig, SameSite, MAX_LIFETIME_SECONDS,
 };
 pub use kinds::{
     AccessLogFormat, AlpnProtocol, BackendState, Balance, HealthCheckKind, MinVersion, TableConfig,
 };
+pub use store::{HostPort, RedisStoreConfig, RedisTopology};
 pub use tls::{CertificateConfig, ListenerTlsConfig, UpstreamTlsConfig};
 pub use validate::routes::starts_with_ignore_case;
 
@@ -211,6 +213,8 @@ pub struct PoolConfig {
     /// The response header with which a backend opts out of affinity; always removed from
     /// responses, and from requests so that clients cannot smuggle it.
     pub opt_out_header: http::HeaderName,
+    /// A response header set to the name of the backend that served the response.
+    pub served_by_header: Option<http::HeaderName>,
     /// TLS to the backends; `None`: plain HTTP.
     pub tls: Option<UpstreamTlsConfig>,
     /// `Host` for requests that have none (HTTP/1.0); `None`: the SNI name or the backend's

@@ -2,6 +2,7 @@
 //! so that a request does one atomic add per counter and no label lookup.
 
 use super::{outcome_index, Metrics, OUTCOMES};
+use crate::affinity::lifetime::Expiry;
 use crate::affinity::Outcome;
 use crate::pool::Pool;
 use pingora_prometheus::prometheus::{self, IntCounter};
@@ -13,6 +14,8 @@ pub struct PoolMetrics {
     requests: Vec<[IntCounter; OUTCOMES.len()]>,
     latency: Vec<prometheus::Histogram>,
     cookie_failures: IntCounter,
+    /// By lifetime: idle, life.
+    cookie_expirations: [IntCounter; 2],
     /// Per backend: removed `Set-Cookie` lines, and whether that was logged yet.
     cookie_overwrites: Vec<(IntCounter, AtomicBool)>,
 }
@@ -35,6 +38,11 @@ impl PoolMetrics {
 
     pub fn cookie_verification_failure(&self) {
         self.cookie_failures.inc();
+    }
+
+    /// Count an affinity cookie past a lifetime.
+    pub fn cookie_expired(&self, expiry: Expiry) {
+        self.cookie_expirations[usize::from(expiry == Expiry::Life)].inc();
     }
 
     /// Count `lines` `Set-Cookie` lines for the proxy's own cookies, removed from a response of
@@ -79,6 +87,10 @@ impl Metrics {
                 })
                 .collect(),
             cookie_failures: self.cookie_failures.with_label_values(&[&pool.name]),
+            cookie_expirations: [Expiry::Idle, Expiry::Life].map(|expiry| {
+                self.cookie_expirations
+                    .with_label_values(&[pool.name.as_str(), expiry.as_str()])
+            }),
             cookie_overwrites: pool
                 .slots
                 .iter()

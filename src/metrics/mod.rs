@@ -6,6 +6,7 @@
 //! | `sticky_requests_total` | counter | `pool`, `backend` (`-` when none), `outcome` (`new`, `sticky`, `rebalanced`, `opted_out`, `none`, `failed`) |
 //! | `sticky_upstream_response_seconds` | histogram | `pool`, `backend` — from choosing the backend to its response header |
 //! | `sticky_cookie_verification_failures_total` | counter | `pool` — affinity cookies that named no backend (forged, stale, malformed) |
+//! | `sticky_cookie_expirations_total` | counter | `pool`, `lifetime` (`idle`, `life`) — affinity cookies past `max_idle_seconds` / `max_life_seconds`: a new session |
 //! | `sticky_backend_cookie_overwrites_total` | counter | `pool`, `backend` — `Set-Cookie` lines for the proxy's own cookie names sent by the backend, removed |
 //! | `sticky_backend_healthy` | gauge | `pool`, `backend` — 1 healthy, 0 not |
 //! | `sticky_backend_state` | gauge | `pool`, `backend`, `state` (`active`, `draining`, `disabled`) — 1 for the current state |
@@ -14,7 +15,7 @@
 //! | `sticky_backend_last_used_timestamp_seconds` | gauge | `pool`, `backend` (0: never) |
 //! | `sticky_session_table_entries` / `_capacity` / `_oldest_entry_age_seconds` | gauge | `pool`, `table` (`learn`, `client_ip`) |
 //! | `sticky_session_table_hits_total` / `_misses_total` / `_insertions_total` / `_evictions_total` / `_expirations_total` | counter | `pool`, `table` |
-//! | `sticky_session_store_up` | gauge | `pool`, `table` — 1 while the table's Redis store is up, 0 while it is down (or not connected yet) |
+//! | `sticky_session_store_up` | gauge | `pool`, `table` — 1 while the table's Redis store is up (a cluster: every primary), 0 while it is down or not connected yet |
 //! | `sticky_session_store_lookups_total` | counter | `pool`, `table`, `result` (`hit`, `miss`, `failed`, `skipped` while down) — local misses asked of Redis |
 //! | `sticky_session_store_writes_total` | counter | `pool`, `table`, `result` (`sent`, `failed`, `dropped` when the queue is full or the store down) |
 //!
@@ -59,6 +60,7 @@ pub struct Metrics {
     requests: IntCounterVec,
     latency: HistogramVec,
     cookie_failures: IntCounterVec,
+    cookie_expirations: IntCounterVec,
     cookie_overwrites: IntCounterVec,
     healthy: IntGaugeVec,
     state: IntGaugeVec,
@@ -132,6 +134,11 @@ impl Metrics {
                 "sticky_cookie_verification_failures_total",
                 "Affinity cookies that named no backend of the pool (forged, stale, malformed).",
                 &["pool"],
+            ),
+            cookie_expirations: counter(
+                "sticky_cookie_expirations_total",
+                "Affinity cookies past a lifetime (max_idle_seconds, max_life_seconds): new sessions.",
+                &["pool", "lifetime"],
             ),
             cookie_overwrites: counter(
                 "sticky_backend_cookie_overwrites_total",
@@ -251,6 +258,7 @@ impl Metrics {
             Box::new(metrics.requests.clone()),
             Box::new(metrics.latency.clone()),
             Box::new(metrics.cookie_failures.clone()),
+            Box::new(metrics.cookie_expirations.clone()),
             Box::new(metrics.cookie_overwrites.clone()),
             Box::new(metrics.healthy.clone()),
             Box::new(metrics.state.clone()),

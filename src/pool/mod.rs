@@ -38,6 +38,8 @@ pub struct Pool {
     pub name: String,
     pub slots: Slots,
     pub opt_out_header: http::HeaderName,
+    /// `served_by_header`: set on responses to the name of the backend that served them.
+    pub served_by_header: Option<http::HeaderName>,
     /// `timeouts.total_ms`: request arrival to the end of the response, retries included.
     pub total_timeout: Option<std::time::Duration>,
     /// Upgraded (WebSocket) connections to the backends, for closing them on request.
@@ -94,6 +96,7 @@ impl Pool {
         let pool = Pool {
             name: config.name.clone(),
             opt_out_header: config.opt_out_header.clone(),
+            served_by_header: config.served_by_header.clone(),
             total_timeout: config.timeouts.total,
             upgraded: Arc::default(),
             host_when_missing: config

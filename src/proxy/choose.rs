@@ -87,6 +87,9 @@ async fn look_up(
     if lookup.cookie_invalid {
         route.metrics.cookie_verification_failure();
     }
+    if let Some(expiry) = lookup.cookie_expired {
+        route.metrics.cookie_expired(expiry);
+    }
     let learned = affinity.and_then(|a| a.learned.as_ref());
     if let (Some(key), Some(learned)) = (lookup.learned_miss(), learned) {
         if learned.store.is_some() {

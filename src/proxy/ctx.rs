@@ -3,7 +3,7 @@
 
 use crate::affinity::decision::{Decision, Placement};
 use crate::affinity::lookup::SessionLookup;
-use crate::affinity::{Outcome, Pin};
+use crate::affinity::{Outcome, Pin, Reissue};
 use crate::filter::FilterState;
 use crate::pool::Slots;
 use std::net::IpAddr;
@@ -88,6 +88,9 @@ pub struct Verdict {
     pub outcome: Outcome,
     /// The response gets the affinity cookie for the attempt's backend.
     pub issue_cookie: bool,
+    /// The response sends the request's valid affinity cookie again (refreshed, or in the
+    /// pool's current format).
+    pub reissue: Option<Reissue>,
     /// The backend the session requires could not serve: the class's failure policy answered.
     pub refused: bool,
 }
@@ -108,17 +111,20 @@ impl Verdict {
             Decision::Backend(placement) => {
                 self.outcome = placement.outcome;
                 self.issue_cookie = placement.issue_cookie;
+                self.reissue = self.lookup.and_then(|l| l.reissue_for(&placement));
                 self.favoured = self.favoured.or(Some(placement.backend));
                 Some(placement)
             }
             Decision::Refused { required } => {
                 self.refused = true;
+                self.reissue = None;
                 self.outcome = Outcome::Failed;
                 self.favoured = self.favoured.or(required);
                 None
             }
             Decision::Unavailable => {
                 self.outcome = Outcome::Failed;
+                self.reissue = None;
                 None
             }
         }

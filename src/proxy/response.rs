@@ -1,7 +1,8 @@
 //! The response side of affinity, applied to every final response from a backend: honour and
 //! remove the opt-out header, remove internal headers, remove the backend's `Set-Cookie` for the
 //! proxy's own cookie names, learn or forget session ids from the backend's `Set-Cookie`, record
-//! the client IP, and append the proxy's own cookie for a new or moved session.
+//! the client IP, append the proxy's own cookie for a new or moved session (or send a valid one
+//! again: a refresh under lifetimes), and name the backend in `served_by_header`.
 
 use super::ctx::RequestCtx;
 use super::routes::Route;
@@ -51,6 +52,7 @@ fn apply(
     let backend = ctx.attempt.backend;
     let opted_out = strip_internal(pool, settings, response);
     remove_overwrites(route, cookie_names, response, backend);
+    served_by(pool, response, backend)?;
     let (Some(backend), Some(affinity)) = (backend, affinity) else {
         return Ok(());
     };
@@ -63,10 +65,28 @@ fn apply(
         return Ok(());
     }
     record_sessions(affinity, response, ctx, backend);
-    if ctx.verdict.issue_cookie {
+    let reissue = ctx.verdict.reissue;
+    if ctx.verdict.issue_cookie || reissue.is_some() {
         if let Some(cookie) = &affinity.cookie {
-            insert_cookie(cookie, response, backend, ctx.client.tls)?;
+            let issued = reissue.and_then(|r| r.issued());
+            insert_cookie(cookie, response, backend, ctx.client.tls, issued)?;
         }
+    }
+    Ok(())
+}
+
+/// `served_by_header`: the name of the backend that served the response (never its address),
+/// replacing any the backend sent.
+fn served_by(pool: &Pool, response: &mut ResponseHeader, backend: Option<usize>) -> Result<()> {
+    let (Some(header), Some(backend)) = (&pool.served_by_header, backend) else {
+        return Ok(());
+    };
+    let Some(slot) = pool.slots.get(backend) else {
+        return Ok(());
+    };
+    // (Names are validated as visible ASCII where this header is configured.)
+    if let Ok(name) = http::HeaderValue::from_str(&slot.name) {
+        response.insert_header(header.clone(), name)?;
     }
     Ok(())
 }
@@ -187,19 +207,21 @@ fn record_sessions(
     }
 }
 
-/// Append the prebuilt `Set-Cookie` (and twin) for `backend`; mark the response private.
+/// Append the `Set-Cookie` (and twin) for `backend` (dated: first issued at `issued`, `None`
+/// for now); mark the response private.
 fn insert_cookie(
     cookie: &CookieAffinity,
     response: &mut ResponseHeader,
     backend: usize,
     tls: bool,
+    issued: Option<u32>,
 ) -> Result<()> {
-    let Some((main, twin)) = cookie.set_cookie_for(backend, tls) else {
+    let Some((main, twin)) = cookie.issue(backend, tls, issued) else {
         return Ok(());
     };
-    response.append_header(SET_COOKIE, main.clone())?;
+    response.append_header(SET_COOKIE, main)?;
     if let Some(twin) = twin {
-        response.append_header(SET_COOKIE, twin.clone())?;
+        response.append_header(SET_COOKIE, twin)?;
     }
     if cookie.config.nocache {
         let existing = response.headers.get_all(CACHE_CONTROL);

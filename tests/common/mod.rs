@@ -6,6 +6,8 @@ pub mod admin;
 pub mod browser;
 pub mod raw_backend;
 pub mod redis_server;
+pub mod redis_store;
+pub mod redis_topology;
 pub mod tls;
 pub mod ws;
 

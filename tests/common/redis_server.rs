@@ -1,5 +1,7 @@
 //! A real `redis-server` on a free loopback port for the shared-session-store tests: started
-//! with persistence off, killed on drop, restartable on the same port.
+//! with persistence off, killed on drop, restartable on the same port. Also as a replica, a
+//! cluster node (extra arguments) or a sentinel (`redis-server <conf> --sentinel`):
+//! `redis_topology.rs` builds Sentinel and Cluster set-ups from these.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -12,6 +14,13 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     /// TLS only (`--tls-port`): the server's certificate.
     tls: Option<super::tls::TestCert>,
+    /// More `redis-server` arguments (`--replicaof …`, `--cluster-enabled yes`, …).
+    extra: Vec<String>,
+    /// A sentinel: these lines of its configuration file (`sentinel monitor …`), written
+    /// with the port before each launch (a sentinel rewrites its file).
+    sentinel: Option<String>,
+    /// `--requirepass` (or a sentinel's `requirepass` line): the tests' own connections log in.
+    password: Option<String>,
 }
 
 /// A loopback port in 10000–19999 that was free a moment ago. Redis cannot take a handed-over
@@ -42,13 +51,24 @@ impl RedisServer {
     /// Start one. A missing `redis-server` fails the test (`make test` installs it through
     /// `scripts/setup.sh`): a test whose server is missing never passes.
     pub async fn start() -> RedisServer {
-        Self::start_with(false).await
+        Self::start_with(false, Vec::new(), None).await
+    }
+
+    /// Like [`RedisServer::start`] with more `redis-server` arguments.
+    pub async fn start_with_args(extra: &[&str]) -> RedisServer {
+        let extra = extra.iter().map(|a| a.to_string()).collect();
+        Self::start_with(false, extra, None).await
+    }
+
+    /// A sentinel (`redis-server --sentinel`) with these configuration lines.
+    pub async fn start_sentinel(lines: &str) -> RedisServer {
+        Self::start_with(false, Vec::new(), Some(lines.to_string())).await
     }
 
     /// Like [`RedisServer::start`], speaking only TLS, with a certificate for `127.0.0.1`
     /// generated now ([`RedisServer::tls_cert`]).
     pub async fn start_tls() -> RedisServer {
-        Self::start_with(true).await
+        Self::start_with(true, Vec::new(), None).await
     }
 
     /// The TLS server's certificate (its own CA: trust it to connect).
@@ -56,11 +76,22 @@ impl RedisServer {
         self.tls.as_ref()
     }
 
-    async fn start_with(tls: bool) -> RedisServer {
+    async fn start_with(tls: bool, extra: Vec<String>, sentinel: Option<String>) -> RedisServer {
         let binary = redis_server_binary().expect(
             "redis-server not found on PATH or at /usr/bin/redis-server: \
              scripts/setup.sh (run by make test) installs the Debian package redis-server",
         );
+        let password = extra
+            .windows(2)
+            .find(|w| w[0] == "--requirepass")
+            .map(|w| w[1].clone())
+            .or_else(|| {
+                let lines = sentinel.as_deref().unwrap_or_default();
+                lines
+                    .lines()
+                    .find_map(|l| l.strip_prefix("requirepass "))
+                    .map(str::to_string)
+            });
         let dir = tempfile::tempdir().unwrap();
         let tls = tls.then(|| super::tls::TestCert::generate(dir.path(), "redis", &["127.0.0.1"]));
         let mut server = RedisServer {
@@ -69,6 +100,9 @@ impl RedisServer {
             binary,
             dir,
             tls,
+            extra,
+            sentinel,
+            password,
         };
         // Another test may take the same free port before this server binds it: then the
         // server exits, and another port is tried.
@@ -85,8 +119,21 @@ impl RedisServer {
     async fn launch(&mut self) -> bool {
         let log = std::fs::File::create(self.dir.path().join("redis.log")).unwrap();
         let mut command = Command::new(&self.binary);
-        command.args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"]);
+        if let Some(lines) = &self.sentinel {
+            let conf = self.dir.path().join("sentinel.conf");
+            let text = format!(
+                "port {}\nbind 127.0.0.1\ndir {}\n{lines}\n",
+                self.port,
+                self.dir.path().display()
+            );
+            std::fs::write(&conf, text).unwrap();
+            command.arg(&conf).arg("--sentinel");
+        } else {
+            command.args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"]);
+            command.args(&self.extra);
+        }
         match &self.tls {
+            None if self.sentinel.is_some() => &mut command,
             None => command.arg("--port").arg(self.port.to_string()),
             Some(cert) => command
                 .args(["--port", "0", "--tls-auth-clients", "no"])
@@ -138,9 +185,17 @@ impl RedisServer {
         }
     }
 
-    async fn try_connection(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    /// A client connection, or the error (the server is gone).
+    pub async fn try_connection(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
         let client = match &self.tls {
-            None => redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))?,
+            None => {
+                let login = self
+                    .password
+                    .as_ref()
+                    .map(|p| format!(":{p}@"))
+                    .unwrap_or_default();
+                redis::Client::open(format!("redis://{login}127.0.0.1:{}/", self.port))?
+            }
             Some(cert) => {
                 pingora_rustls::install_default_crypto_provider();
                 redis::Client::build_with_tls(
@@ -160,8 +215,18 @@ impl RedisServer {
         self.try_connection().await.unwrap()
     }
 
+    /// What the server logged (its standard output).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+    }
+
     pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Whether this server was started and not killed.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// SIGKILL: gone at once, data lost (persistence is off).

@@ -5,34 +5,44 @@
 //! The in-process [`SessionTable`] stays in front as a cache: a hit costs no round-trip. On a
 //! miss the request asks Redis (`GETEX`, which also refreshes the TTL) and waits at most
 //! `lookup_timeout`. Writes never wait: they go through a bounded queue to one writer task
-//! ([`service`]), and are dropped and counted when the queue is full or Redis is down.
+//! ([`writer`]), and are dropped and counted when the queue is full or Redis is down.
 //!
 //! | Redis | what it holds |
 //! |---|---|
-//! | key | `<key_prefix><pool>:<table>:<32 hex digits>`: the table's 128-bit XXH3 key of the id, never the id itself |
+//! | key | `<key_prefix><pool>:<table>:<32 hex digits>`: the table's 128-bit XXH3 key of the id, never the id itself ([`codec`]) |
 //! | value | `<created unix seconds> <backend name>`: the backend by its configured name, stable across instances and restarts |
 //! | TTL | the table's idle timeout, refreshed by use at most once per `refresh_interval` per entry |
 //!
+//! Where Redis is (`mode`): one server; the primary Redis Sentinel names, asked again when it
+//! fails or is demoted ([`sentinel`]); or a Redis Cluster, keys spread over its slots
+//! ([`cluster`], [`nodes`]). Connections and discovery are the `redis` crate's ([`connection`]).
+//!
 //! A value naming a backend this instance does not have, or past the table's absolute lifetime,
 //! is a miss. Failures (errors, timeouts) mark the store down after [`FAILURES_TO_DOWN`] in a
-//! row (requests, writes, or the background service's heartbeat PING every second); while
-//! down, requests use the local table alone and the writer drops its work; the background
-//! service probes Redis every second and marks it up again once it answers within the lookup
-//! timeout. Each change of state is
-//! logged once.
+//! row (requests, writes, or the background service's heartbeat every second); while down,
+//! requests use the local table alone and the writer drops its work; the background service
+//! probes Redis every second and marks it up again once it answers within the lookup timeout.
+//! In a cluster this holds per primary: a primary that is down costs the sessions in its
+//! slots, the others stay shared. Each change of state is logged once ([`health`]).
 
+pub mod cluster;
+pub mod codec;
+pub mod connection;
+pub mod health;
+pub mod nodes;
+pub mod sentinel;
 pub mod service;
+pub mod writer;
 
 use super::sessions::{SessionKey, SessionTable};
 use crate::config::RedisStoreConfig;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+pub use codec::{decode_value, encode_value, redis_key};
+pub use health::{Health, State, FAILURES_TO_DOWN};
 pub use service::StoreService;
-
-/// Consecutive failed requests to Redis that mark the store down.
-pub const FAILURES_TO_DOWN: u32 = 3;
 
 /// One write for the writer task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,81 +55,6 @@ pub enum Op {
     Refresh { key: SessionKey, backend: usize },
     /// The session ended (its cookie was cleared or expired).
     Delete { key: SessionKey },
-}
-
-/// The store's state, as logged and shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    /// Not connected yet (at start-up).
-    Starting = 0,
-    Up = 1,
-    Down = 2,
-}
-
-impl State {
-    fn from_u8(v: u8) -> State {
-        match v {
-            1 => State::Up,
-            2 => State::Down,
-            _ => State::Starting,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Starting => "starting",
-            State::Up => "up",
-            State::Down => "down",
-        }
-    }
-}
-
-/// Up/down bookkeeping: consecutive failures, and state changes reported exactly once.
-#[derive(Debug, Default)]
-pub struct Health {
-    state: AtomicU8,
-    failures: AtomicU32,
-}
-
-impl Health {
-    pub fn state(&self) -> State {
-        State::from_u8(self.state.load(Relaxed))
-    }
-
-    pub fn is_up(&self) -> bool {
-        self.state() == State::Up
-    }
-
-    /// A request succeeded.
-    pub fn success(&self) {
-        if self.failures.load(Relaxed) != 0 {
-            self.failures.store(0, Relaxed);
-        }
-    }
-
-    /// A request failed; returns `true` for the one failure that took the store down.
-    pub fn failure(&self) -> bool {
-        let failures = self.failures.fetch_add(1, Relaxed) + 1;
-        failures >= FAILURES_TO_DOWN && self.set(State::Down, State::Up)
-    }
-
-    /// A probe answered in time; returns the previous state if this changed it.
-    pub fn probe_succeeded(&self) -> Option<State> {
-        self.failures.store(0, Relaxed);
-        let before = self.state();
-        (before != State::Up && self.set(State::Up, before)).then_some(before)
-    }
-
-    /// A probe failed; returns `true` if this took the store down (it was starting).
-    pub fn probe_failed(&self) -> bool {
-        self.set(State::Down, State::Starting)
-    }
-
-    fn set(&self, to: State, from: State) -> bool {
-        self.state
-            .compare_exchange(from as u8, to as u8, Relaxed, Relaxed)
-            .is_ok()
-    }
 }
 
 #[derive(Debug, Default)]
@@ -138,9 +73,20 @@ struct Counters {
 pub struct StoreStats {
     #[serde(rename = "type")]
     pub kind: &'static str,
+    /// `standalone`, `sentinel` or `cluster`.
+    pub mode: &'static str,
+    /// Where Redis is, as configured (see [`RedisStoreConfig::address`]).
     pub address: String,
+    /// Sentinel: the primary they named last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub primary: Option<String>,
+    /// Cluster: each primary with its state.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeStats>,
     pub key_prefix: String,
+    /// Every request can be shared (in a cluster: every primary is up).
     pub up: bool,
+    /// `starting`, `up`, `down`, or (cluster) `partial`: some primaries are down.
     pub state: &'static str,
     /// Local misses answered by Redis.
     pub lookup_hits: u64,
@@ -148,13 +94,29 @@ pub struct StoreStats {
     pub lookup_misses: u64,
     /// Lookups that failed or timed out (the request was balanced without Redis).
     pub lookup_failures: u64,
-    /// Local misses not asked while the store was down.
+    /// Local misses not asked while the store (or the key's primary) was down.
     pub lookups_skipped: u64,
     pub writes_sent: u64,
-    /// Writes dropped: the queue was full, or the store was down.
+    /// Writes dropped: the queue was full, or the store (or the key's primary) was down.
     pub writes_dropped: u64,
     /// Writes sent in a batch that failed or timed out.
     pub writes_failed: u64,
+}
+
+/// One cluster primary in [`StoreStats`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NodeStats {
+    pub address: String,
+    pub slots: usize,
+    pub state: &'static str,
+}
+
+/// Whose health a request counts on: the store's, or in a cluster the primary owning the
+/// key's slot.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Store,
+    Node(Arc<cluster::Node>),
 }
 
 /// A learned-session table's Redis store.
@@ -168,8 +130,11 @@ pub struct RedisStore {
     max_lifetime: Option<Duration>,
     /// The local table the store backs (the writer updates it when Redis knows better).
     pub(crate) table: Arc<SessionTable>,
-    /// Created by the background service (never by `-t`).
-    pub(crate) connection: OnceLock<redis::aio::ConnectionManager>,
+    /// Set by the background service (never by `-t`).
+    pub(crate) connection: connection::Current,
+    /// Cluster mode: which primary serves which slot, and each one's health.
+    pub(crate) cluster: Option<cluster::ClusterView>,
+    /// The store's state (in a cluster: connected or not; the primaries have their own).
     pub(crate) health: Health,
     counters: Counters,
     sender: tokio::sync::mpsc::Sender<Op>,
@@ -200,13 +165,19 @@ impl RedisStore {
         max_lifetime: Option<Duration>,
     ) -> Self {
         let (sender, receiver) = tokio::sync::mpsc::channel(config.write_queue);
+        let cluster = matches!(
+            config.topology,
+            crate::config::RedisTopology::Cluster { .. }
+        )
+        .then(cluster::ClusterView::default);
         RedisStore {
             key_base: format!("{}{pool}:{table_name}:", config.key_prefix),
             names,
             ttl_seconds: idle_timeout.as_secs().max(1),
             max_lifetime,
             table,
-            connection: OnceLock::new(),
+            connection: connection::Current::default(),
+            cluster,
             health: Health::default(),
             counters: Counters::default(),
             sender,
@@ -226,20 +197,38 @@ impl RedisStore {
         self.config.refresh_interval
     }
 
+    /// Where a request for `redis_key` counts, if it may be sent at all: not while the
+    /// store is not up, nor (cluster) while the primary of the key's slot is not up.
+    pub(crate) fn target(&self, redis_key: &str) -> Option<Target> {
+        if !self.health.is_up() {
+            return None;
+        }
+        let Some(view) = &self.cluster else {
+            return Some(Target::Store);
+        };
+        let topology = view.get();
+        let node = topology.owner(cluster::slot_of(redis_key.as_bytes()))?;
+        node.health.is_up().then(|| Target::Node(Arc::clone(node)))
+    }
+
+    fn health_of<'a>(&'a self, target: &'a Target) -> &'a Health {
+        match target {
+            Target::Store => &self.health,
+            Target::Node(node) => &node.health,
+        }
+    }
+
     /// Ask Redis for a key the local table does not have, waiting at most the lookup timeout.
-    /// `None` on a miss, a failure, or while the store is down.
+    /// `None` on a miss, a failure, or while the store (or the key's primary) is down.
     pub async fn lookup(&self, key: SessionKey) -> Option<usize> {
-        let connection = self.connection.get().filter(|_| self.health.is_up());
-        let Some(connection) = connection else {
+        let redis_key = self.redis_key(key);
+        let target = self.target(&redis_key);
+        let (Some(target), Some(mut connection)) = (target, self.connection.get()) else {
             self.counters.lookups_skipped.fetch_add(1, Relaxed);
             return None;
         };
-        let mut connection = connection.clone();
         let mut command = redis::cmd("GETEX");
-        command
-            .arg(self.redis_key(key))
-            .arg("EX")
-            .arg(self.ttl_seconds);
+        command.arg(redis_key).arg("EX").arg(self.ttl_seconds);
         let deadline = tokio::time::Instant::now() + self.config.lookup_timeout;
         let mut retried = false;
         let answer = loop {
@@ -251,13 +240,13 @@ impl RedisStore {
             match answer {
                 // The connection broke (Redis restarted): the manager reconnects; try once more
                 // within the same deadline.
-                Ok(Err(e)) if !retried && is_broken_connection(&e) => retried = true,
+                Ok(Err(e)) if !retried && connection::is_broken_connection(&e) => retried = true,
                 answer => break answer,
             }
         };
         match answer {
             Ok(Ok(value)) => {
-                self.health.success();
+                self.succeeded(&target);
                 let found = value.and_then(|v| self.decode(&v));
                 let counter = if found.is_some() {
                     &self.counters.lookup_hits
@@ -268,27 +257,59 @@ impl RedisStore {
                 found
             }
             Ok(Err(e)) => {
-                self.failed("lookup", &e.to_string());
+                self.failed_at(&target, "lookup", &e.to_string());
                 None
             }
             Err(_) => {
-                self.failed("lookup", "timed out");
+                self.failed_at(&target, "lookup", "timed out");
                 None
             }
         }
     }
 
-    /// Count a failed request; log once if it took the store down.
+    /// A request to `target` succeeded.
+    pub(crate) fn succeeded(&self, target: &Target) {
+        self.health_of(target).success();
+    }
+
+    /// Count a failed request of the store itself; log once if it took the store down.
     pub(crate) fn failed(&self, what: &str, error: &str) {
+        self.failed_at(&Target::Store, what, error);
+    }
+
+    /// Count a failed request to `target`; log once if it took the store (or the primary)
+    /// down.
+    pub(crate) fn failed_at(&self, target: &Target, what: &str, error: &str) {
         if what == "lookup" {
             self.counters.lookup_failures.fetch_add(1, Relaxed);
         }
-        if self.health.failure() {
+        match target {
+            Target::Node(node) => self.node_failed(node, what, error),
+            Target::Store => {
+                if self.health.failure() {
+                    log::warn!(
+                        "session store redis {} ({}): down after {FAILURES_TO_DOWN} failed \
+                         requests (last: {what}: {error}); using the local table alone until \
+                         it answers again",
+                        self.config.address(),
+                        self.label
+                    );
+                }
+            }
+        }
+    }
+
+    /// Count a failed request to a cluster primary; log once if it took the primary down.
+    pub(crate) fn node_failed(&self, node: &cluster::Node, what: &str, error: &str) {
+        if node.health.failure() {
             log::warn!(
-                "session store redis {} ({}): down after {FAILURES_TO_DOWN} failed requests \
-                 (last: {what}: {error}); using the local table alone until it answers again",
+                "session store redis {} ({}): primary {} ({} slots) down after \
+                 {FAILURES_TO_DOWN} failed requests (last: {what}: {error}); the sessions in \
+                 its slots use the local table alone until it answers again",
                 self.config.address(),
-                self.label
+                self.label,
+                node.address,
+                node.slots
             );
         }
     }
@@ -302,25 +323,27 @@ impl RedisStore {
     }
 
     pub(crate) fn count_writes(&self, sent: usize, failed: usize, dropped: usize) {
-        self.counters.writes_sent.fetch_add(sent as u64, Relaxed);
-        self.counters
-            .writes_failed
-            .fetch_add(failed as u64, Relaxed);
-        self.counters
-            .writes_dropped
-            .fetch_add(dropped as u64, Relaxed);
+        for (counter, n) in [
+            (&self.counters.writes_sent, sent),
+            (&self.counters.writes_failed, failed),
+            (&self.counters.writes_dropped, dropped),
+        ] {
+            if n > 0 {
+                counter.fetch_add(n as u64, Relaxed);
+            }
+        }
     }
 
     /// The value written for `backend` (created now).
     pub(crate) fn encode(&self, backend: usize) -> Option<String> {
         let name = self.names.get(backend)?;
-        Some(encode_value(unix_now(), name))
+        Some(encode_value(codec::unix_now(), name))
     }
 
     /// The backend a stored value names, if this instance has it and the entry is within the
     /// table's absolute lifetime.
     pub(crate) fn decode(&self, value: &str) -> Option<usize> {
-        decode_value(value, &self.names, self.max_lifetime, unix_now())
+        decode_value(value, &self.names, self.max_lifetime, codec::unix_now())
     }
 
     pub(crate) fn ttl_seconds(&self) -> u64 {
@@ -329,13 +352,35 @@ impl RedisStore {
 
     pub fn stats(&self) -> StoreStats {
         let c = &self.counters;
-        let state = self.health.state();
+        let nodes: Vec<NodeStats> = self
+            .cluster
+            .as_ref()
+            .map(|view| {
+                let topology = view.get();
+                let nodes = topology.nodes().iter();
+                nodes
+                    .map(|n| NodeStats {
+                        address: n.address.clone(),
+                        slots: n.slots,
+                        state: n.health.state().as_str(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let state = overall_state(
+            self.health.state(),
+            self.cluster.is_some(),
+            nodes.iter().map(|n| n.state == State::Up.as_str()),
+        );
         StoreStats {
             kind: "redis",
+            mode: self.config.mode(),
             address: self.config.address(),
+            primary: self.connection.primary(),
+            nodes,
             key_prefix: self.key_base.clone(),
-            up: state == State::Up,
-            state: state.as_str(),
+            up: state == State::Up.as_str(),
+            state,
             lookup_hits: c.lookup_hits.load(Relaxed),
             lookup_misses: c.lookup_misses.load(Relaxed),
             lookup_failures: c.lookup_failures.load(Relaxed),
@@ -347,41 +392,26 @@ impl RedisStore {
     }
 }
 
-/// An error after which the same request may succeed on the reconnected connection.
-pub(crate) fn is_broken_connection(e: &redis::RedisError) -> bool {
-    e.is_connection_dropped() || e.is_io_error() || e.is_unrecoverable_error()
-}
-
-/// `<base><32 hex digits>`.
-pub fn redis_key(base: &str, key: SessionKey) -> String {
-    format!("{base}{key:032x}")
-}
-
-/// `<created unix seconds> <backend name>`.
-pub fn encode_value(created_unix: u64, name: &str) -> String {
-    format!("{created_unix} {name}")
-}
-
-/// The backend index a stored value names; `None` for an unknown name, a malformed value, or
-/// an entry older than `max_lifetime`.
-pub fn decode_value(
-    value: &str,
-    names: &[String],
-    max_lifetime: Option<Duration>,
-    now_unix: u64,
-) -> Option<usize> {
-    let (created, name) = value.split_once(' ')?;
-    let created: u64 = created.parse().ok()?;
-    if max_lifetime.is_some_and(|l| now_unix.saturating_sub(created) >= l.as_secs()) {
-        return None;
+/// The state shown for a store: its own, or for a connected cluster `up` (every primary up),
+/// `down` (none) or `partial`.
+pub fn overall_state(
+    store: State,
+    cluster: bool,
+    nodes_up: impl Iterator<Item = bool>,
+) -> &'static str {
+    if !cluster || store != State::Up {
+        return store.as_str();
     }
-    names.iter().position(|n| n == name)
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    let (mut up, mut all) = (0, 0);
+    for node_up in nodes_up {
+        all += 1;
+        up += usize::from(node_up);
+    }
+    match up {
+        0 => State::Down.as_str(),
+        _ if up == all => State::Up.as_str(),
+        _ => "partial",
+    }
 }
 
 #[cfg(test)]
@@ -389,55 +419,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_hold_the_hash_not_the_id() {
-        let key = super::super::sessions::key_of(b"secret-session-id");
-        let k = redis_key("sticky:web:learn:", key);
-        assert!(k.starts_with("sticky:web:learn:"));
-        assert_eq!(k.len(), "sticky:web:learn:".len() + 32);
-        assert!(!k.contains("secret"));
-    }
-
-    #[test]
-    fn values_name_the_backend_and_unknown_or_old_ones_are_misses() {
-        let names = vec!["iis1".to_string(), "iis two".to_string()];
-        let v = encode_value(1000, "iis two");
-        assert_eq!(decode_value(&v, &names, None, 5000), Some(1));
-        assert_eq!(decode_value("1000 iis1", &names, None, 1000), Some(0));
-        assert_eq!(decode_value("1000 iis9", &names, None, 1000), None);
-        assert_eq!(decode_value("iis1", &names, None, 1000), None);
-        assert_eq!(decode_value("x iis1", &names, None, 1000), None);
-        let day = Some(Duration::from_secs(86_400));
-        assert_eq!(
-            decode_value("1000 iis1", &names, day, 1000 + 86_399),
-            Some(0)
-        );
-        assert_eq!(decode_value("1000 iis1", &names, day, 1000 + 86_400), None);
-    }
-
-    #[test]
-    fn the_store_goes_down_after_failures_in_a_row_and_each_change_is_reported_once() {
-        let h = Health::default();
-        assert_eq!(h.state(), State::Starting);
-        assert_eq!(h.probe_succeeded(), Some(State::Starting));
-        assert!(h.is_up());
-        assert_eq!(h.probe_succeeded(), None);
-        assert!(!h.failure());
-        h.success();
-        assert!(!h.failure());
-        assert!(!h.failure());
-        assert!(h.failure(), "the third failure in a row");
-        assert!(!h.failure(), "reported once");
-        assert_eq!(h.state(), State::Down);
-        assert!(!h.probe_failed(), "already down");
-        assert_eq!(h.probe_succeeded(), Some(State::Down));
-        assert!(h.is_up());
-    }
-
-    #[test]
-    fn a_store_unreachable_at_start_is_reported_down_once() {
-        let h = Health::default();
-        assert!(h.probe_failed());
-        assert!(!h.probe_failed());
-        assert_eq!(h.state(), State::Down);
+    fn a_cluster_is_up_when_every_primary_is_and_partial_when_some_are() {
+        let shown = |store, nodes: &[bool]| overall_state(store, true, nodes.iter().copied());
+        assert_eq!(shown(State::Up, &[true, true, true]), "up");
+        assert_eq!(shown(State::Up, &[true, false, true]), "partial");
+        assert_eq!(shown(State::Up, &[false, false]), "down");
+        assert_eq!(shown(State::Up, &[]), "down", "no primary known");
+        assert_eq!(shown(State::Down, &[true]), "down", "not connected");
+        assert_eq!(shown(State::Starting, &[]), "starting");
+        assert_eq!(overall_state(State::Down, false, [].into_iter()), "down");
+        assert_eq!(overall_state(State::Up, false, [].into_iter()), "up");
     }
 }

@@ -1,8 +1,10 @@
-//! The affinity part of the file format: `…affinity` with its `cookie`, `hash`, `learn` (and
-//! its Redis `store`), `client_ip_table`, `named_node` and `failure` sections. Plain serde
+//! The affinity part of the file format: `…affinity` with its `cookie`, `hash`, `learn` (its
+//! Redis `store` is in `store.rs`), `client_ip_table`, `named_node` and `failure` sections. Plain serde
 //! structs, defaults beside them, as in the parent module.
 
 use serde::Deserialize;
+
+use super::RawStore;
 
 /// `sticky.pools[i].affinity`
 #[derive(Debug, Deserialize)]
@@ -109,74 +111,6 @@ pub struct RawLearn {
     /// in front of a Redis shared by every proxy instance).
     #[serde(default)]
     pub store: RawStore,
-}
-
-/// `…learn.store` — `{ type: local }` (the default) or `{ type: redis, address: …, … }`.
-/// One struct rather than a tagged enum, so that an unknown key is reported under `store`.
-/// The Redis keys are options (their defaults are the `default_*` functions below): with
-/// `type: local` none may be given.
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RawStore {
-    /// `local` (default) or `redis`.
-    #[serde(rename = "type", default)]
-    pub kind: RawStoreKind,
-    /// `host:port` of the Redis server (required with `redis`).
-    pub address: Option<String>,
-    /// An ACL user name (Redis 6+); absent: the default user.
-    pub username: Option<String>,
-    /// An environment variable holding the password.
-    pub password_env: Option<String>,
-    /// A file whose contents (trailing newline trimmed) are the password.
-    pub password_file: Option<String>,
-    /// The Redis database number (`SELECT`); default 0.
-    pub database: Option<u32>,
-    /// Prefix of every key the proxy writes; default [`default_key_prefix`].
-    pub key_prefix: Option<String>,
-    /// How long a request waits for Redis on a local miss before balancing without it;
-    /// default [`default_lookup_timeout_ms`].
-    pub lookup_timeout_ms: Option<u64>,
-    /// Connecting (and background writes) give up after this long; default
-    /// [`default_store_connect_timeout_ms`].
-    pub connect_timeout_ms: Option<u64>,
-    /// An entry's Redis TTL is refreshed at most once per this interval (default: a quarter
-    /// of the table's idle timeout, between 1 and 60 s).
-    pub refresh_interval_seconds: Option<u64>,
-    /// Writes waiting for the writer task; more are dropped (and counted). Default
-    /// [`default_write_queue`].
-    pub write_queue: Option<usize>,
-    /// TLS to Redis (`rediss://`), verifying the server's certificate and name.
-    pub tls: Option<bool>,
-    /// With `tls`: PEM CA certificates to trust instead of the system's.
-    pub ca_file: Option<String>,
-}
-
-/// `…learn.store.type`.
-#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum RawStoreKind {
-    /// The in-process table only.
-    #[default]
-    Local,
-    /// The in-process table as a cache in front of Redis.
-    Redis,
-}
-
-/// The default `key_prefix` of a Redis store.
-pub fn default_key_prefix() -> String {
-    "sticky:".to_string()
-}
-/// The default `lookup_timeout_ms` of a Redis store.
-pub fn default_lookup_timeout_ms() -> u64 {
-    20
-}
-/// The default `connect_timeout_ms` of a Redis store.
-pub fn default_store_connect_timeout_ms() -> u64 {
-    1000
-}
-/// The default `write_queue` of a Redis store.
-pub fn default_write_queue() -> usize {
-    10_000
 }
 
 /// `…learn.presets[]`: a framework's session cookie (and URL parameter).
@@ -348,6 +282,15 @@ pub struct RawCookie {
     /// Mark responses that insert the cookie `Cache-Control: private` (HAProxy `nocache`).
     #[serde(default = "default_true")]
     pub nocache: bool,
+    /// `keyed` only: a cookie not refreshed for longer than this is a new session (HAProxy
+    /// `maxidle`); absent: no idle limit.
+    pub max_idle_seconds: Option<u64>,
+    /// `keyed` only: a cookie first issued longer ago than this is a new session (HAProxy
+    /// `maxlife`); absent: no age limit.
+    pub max_life_seconds: Option<u64>,
+    /// With lifetimes: a date-less value (issued before the lifetimes were configured) still
+    /// pins and is re-issued with dates; default `true`.
+    pub accept_undated: Option<bool>,
 }
 
 fn default_cookie_name() -> String {

@@ -11,8 +11,12 @@ use super::kinds::{
 use serde::Deserialize;
 
 mod affinity;
+mod routes;
+mod store;
 use affinity::default_true;
 pub use affinity::*;
+pub use routes::*;
+pub use store::*;
 
 /// The whole YAML document as we see it: Pingora's own keys are ignored here (Pingora reads them),
 /// only `sticky:` is ours.
@@ -249,6 +253,9 @@ pub struct RawPool {
     /// The pool's own affinity; absent: none.
     #[serde(default)]
     pub affinity: RawAffinity,
+    /// A response header naming the backend that served the response (its configured name,
+    /// never its address), for troubleshooting; absent: none.
+    pub served_by_header: Option<String>,
     /// TLS to the backends; absent: plain HTTP.
     pub tls: Option<RawUpstreamTls>,
     /// The `Host` sent to the backends for a request that has none (HTTP/1.0 allows that;
@@ -385,61 +392,4 @@ fn default_write_ms() -> u64 {
 }
 fn default_idle_ms() -> u64 {
     60_000
-}
-
-/// `sticky.routes[i]`
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawRoute {
-    /// The conditions; all must hold (absent: every request).
-    #[serde(rename = "match", default)]
-    pub matcher: RawMatch,
-    /// The pool's name.
-    pub pool: String,
-    /// A class from `sticky.classes`, or `none`; absent: the pool's own `affinity`.
-    pub class: Option<String>,
-    /// Rust filters run for this route's requests, in this order, after the listener's.
-    #[serde(default)]
-    pub filters: Vec<String>,
-}
-
-/// `sticky.routes[i].match` — every given condition must hold.
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RawMatch {
-    /// `shop.example.com`, or `*.example.com` for any subdomain.
-    pub host: Option<String>,
-    /// The path must start with this (`/…`).
-    pub path_prefix: Option<String>,
-    /// Compare `path_prefix` ignoring ASCII case (HAProxy `path_beg -i`, NGINX `~*`), as IIS
-    /// backends do.
-    #[serde(default)]
-    pub ignore_case: bool,
-    /// The methods allowed; empty: any.
-    #[serde(default)]
-    pub methods: Vec<String>,
-    /// A header that must be present (with a value, if given).
-    pub header: Option<RawHeaderMatch>,
-}
-
-/// `sticky.routes[i].match.header`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawHeaderMatch {
-    /// The header's name.
-    pub name: String,
-    /// Absent: the header only has to be present.
-    pub value: Option<String>,
-}
-
-/// `sticky.default_route`: a pool (and class) for unmatched requests, or a status.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawDefaultRoute {
-    /// A pool for unmatched requests.
-    pub pool: Option<String>,
-    /// With this class (absent: the pool's own affinity).
-    pub class: Option<String>,
-    /// Or a status the proxy answers with.
-    pub status: Option<u16>,
 }

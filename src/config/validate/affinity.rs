@@ -2,15 +2,15 @@
 //! and the client-IP table.
 
 use super::super::raw::{
-    RawAffinity, RawClientIpTable, RawCookie, RawCookieFormat, RawFailure, RawHash, RawKeySource,
-    RawLearn, RawPolicy, RawPreset, RawSameSite, RawTable,
+    RawAffinity, RawClientIpTable, RawFailure, RawHash, RawKeySource, RawLearn, RawPolicy,
+    RawPreset, RawTable,
 };
 use super::super::TableConfig;
 use super::super::{
-    AffinityConfig, ClientIpTableConfig, ConfigError, CookieConfig, CookieFormat, FailurePolicy,
-    HashConfig, KeySourceConfig, LearnConfig, SameSite,
+    AffinityConfig, ClientIpTableConfig, ConfigError, FailurePolicy, HashConfig, KeySourceConfig,
+    LearnConfig,
 };
-use super::{check_attribute_value, check_cookie_name, parse_header_name, Result, MIN_SECRET_LEN};
+use super::{check_cookie_name, parse_header_name, Result};
 use std::time::Duration;
 
 pub(super) fn validate_affinity(field: &str, raw: RawAffinity) -> Result<Option<AffinityConfig>> {
@@ -18,7 +18,7 @@ pub(super) fn validate_affinity(field: &str, raw: RawAffinity) -> Result<Option<
     // reveal a latent error.
     let cookie = raw
         .cookie
-        .map(|c| validate_cookie(&format!("{field}.cookie"), c))
+        .map(|c| super::cookie::validate_cookie(&format!("{field}.cookie"), c))
         .transpose()?;
     let hash = raw
         .hash
@@ -321,120 +321,4 @@ fn validate_key_source(field: &str, raw: RawKeySource) -> Result<KeySourceConfig
             }
         }
     })
-}
-
-fn validate_cookie(field: &str, raw: RawCookie) -> Result<CookieConfig> {
-    check_cookie_name(&format!("{field}.name"), &raw.name)?;
-    if let Some(twin) = &raw.same_site_none_twin {
-        check_cookie_name(&format!("{field}.same_site_none_twin"), twin)?;
-        if twin == &raw.name {
-            return Err(ConfigError::new(
-                format!("{field}.same_site_none_twin"),
-                format!("must differ from the cookie name: {twin:?}"),
-            ));
-        }
-    }
-    check_attribute_value(&format!("{field}.path"), &raw.path)?;
-    if !raw.path.starts_with('/') {
-        return Err(ConfigError::new(
-            format!("{field}.path"),
-            format!("must start with '/': {:?}", raw.path),
-        ));
-    }
-    if let Some(domain) = &raw.domain {
-        check_attribute_value(&format!("{field}.domain"), domain)?;
-        if domain.is_empty() {
-            return Err(ConfigError::new(
-                format!("{field}.domain"),
-                "must not be empty",
-            ));
-        }
-    }
-    let same_site = raw.same_site.map(|s| match s {
-        RawSameSite::Lax => SameSite::Lax,
-        RawSameSite::Strict => SameSite::Strict,
-        RawSameSite::None => SameSite::None,
-    });
-    if same_site == Some(SameSite::None) && raw.secure == Some(false) {
-        return Err(ConfigError::new(
-            format!("{field}.same_site"),
-            "\"none\" requires Secure: remove secure: false (browsers drop SameSite=None cookies without Secure)",
-        ));
-    }
-    if raw.max_age_seconds == Some(0) {
-        return Err(ConfigError::new(
-            format!("{field}.max_age_seconds"),
-            "0 would delete the cookie at once; leave it out for a session cookie",
-        ));
-    }
-    let format = match raw.format {
-        RawCookieFormat::Arr => {
-            if raw.secret.is_some() || raw.secret_file.is_some() || raw.secret_env.is_some() {
-                return Err(ConfigError::new(
-                    format!("{field}.format"),
-                    "\"arr\" takes no secret; remove secret/secret_file/secret_env or use \"keyed\"",
-                ));
-            }
-            CookieFormat::Arr
-        }
-        RawCookieFormat::Keyed => CookieFormat::Keyed {
-            secret: load_secret(field, &raw)?,
-        },
-    };
-    Ok(CookieConfig {
-        name: raw.name,
-        format,
-        path: raw.path,
-        domain: raw.domain,
-        http_only: raw.http_only,
-        secure: raw.secure,
-        same_site,
-        max_age: raw.max_age_seconds.map(Duration::from_secs),
-        twin_name: raw.same_site_none_twin,
-        indirect: raw.indirect,
-        nocache: raw.nocache,
-    })
-}
-
-fn load_secret(field: &str, raw: &RawCookie) -> Result<Vec<u8>> {
-    let given = [
-        raw.secret.is_some(),
-        raw.secret_file.is_some(),
-        raw.secret_env.is_some(),
-    ]
-    .iter()
-    .filter(|x| **x)
-    .count();
-    if given != 1 {
-        return Err(ConfigError::new(
-            format!("{field}.secret"),
-            "format \"keyed\" needs exactly one of secret, secret_file, secret_env",
-        ));
-    }
-    let (secret_field, secret) = if let Some(s) = &raw.secret {
-        (format!("{field}.secret"), s.clone())
-    } else if let Some(path) = &raw.secret_file {
-        let f = format!("{field}.secret_file");
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::new(&f, format!("cannot read {path:?}: {e}")))?;
-        (f, text.trim_end_matches(['\r', '\n']).to_string())
-    } else {
-        let var = raw.secret_env.as_deref().unwrap_or_default();
-        let f = format!("{field}.secret_env");
-        let value = std::env::var(var).map_err(|_| {
-            ConfigError::new(&f, format!("environment variable {var:?} is not set"))
-        })?;
-        (f, value)
-    };
-    if secret.len() < MIN_SECRET_LEN {
-        // The value itself is not echoed: it is a secret.
-        return Err(ConfigError::new(
-            secret_field,
-            format!(
-                "secret too short: {} bytes, at least {MIN_SECRET_LEN} required",
-                secret.len()
-            ),
-        ));
-    }
-    Ok(secret.into_bytes())
 }

@@ -187,6 +187,13 @@ fn validate_pool(field: &str, raw: RawPool) -> Result<PoolConfig> {
             .as_deref()
             .unwrap_or("Arr-Disable-Session-Affinity"),
     )?;
+    let served_by_header = served_by::validate(
+        &format!("{field}.served_by_header"),
+        raw.served_by_header.as_deref(),
+        &opt_out_header,
+        field,
+        &backends,
+    )?;
     let affinity = affinity::validate_affinity(&format!("{field}.affinity"), raw.affinity)?;
     let tls = raw
         .tls
@@ -204,6 +211,7 @@ fn validate_pool(field: &str, raw: RawPool) -> Result<PoolConfig> {
         timeouts,
         affinity,
         opt_out_header,
+        served_by_header,
         tls,
         default_host,
     })
@@ -379,8 +387,12 @@ fn check_attribute_value(field: &str, value: &str) -> Result<()> {
 
 mod admin;
 mod affinity;
+mod cookie;
+#[cfg(test)]
+mod extension_tests;
 mod listeners;
 pub(super) mod routes;
+mod served_by;
 mod store;
 #[cfg(test)]
 mod tests;

@@ -1,15 +1,17 @@
 //! Validation of a learned-session store (`…learn.store`): `local`, or a Redis shared by proxy
-//! instances. Reads the password (environment variable or file) but never connects: `-t` must
-//! work without a running Redis.
+//! instances — one server, a primary found through Sentinel, or a Cluster. Reads the passwords
+//! (environment variable or file) but never connects: `-t` must work without a running Redis.
 
-use super::super::raw::{self, RawStore, RawStoreKind};
+use super::super::raw::{self, RawStore, RawStoreKind, RawStoreMode};
 use super::super::TableConfig;
-use super::super::{ConfigError, RedisStoreConfig};
+use super::super::{ConfigError, HostPort, RedisStoreConfig, RedisTopology};
 use super::Result;
 use std::time::Duration;
 
 /// The longest accepted key prefix, in bytes.
 const MAX_PREFIX_LEN: usize = 128;
+/// The longest accepted Sentinel service (master) name, in bytes.
+const MAX_SERVICE_LEN: usize = 128;
 
 pub(super) fn validate_store(
     field: &str,
@@ -17,38 +19,99 @@ pub(super) fn validate_store(
     table: &TableConfig,
 ) -> Result<Option<RedisStoreConfig>> {
     match raw.kind {
-        RawStoreKind::Local => {
-            let given = [
-                ("address", raw.address.is_some()),
-                ("username", raw.username.is_some()),
-                ("password_env", raw.password_env.is_some()),
-                ("password_file", raw.password_file.is_some()),
-                ("database", raw.database.is_some()),
-                ("key_prefix", raw.key_prefix.is_some()),
-                ("lookup_timeout_ms", raw.lookup_timeout_ms.is_some()),
-                ("connect_timeout_ms", raw.connect_timeout_ms.is_some()),
-                (
-                    "refresh_interval_seconds",
-                    raw.refresh_interval_seconds.is_some(),
-                ),
-                ("write_queue", raw.write_queue.is_some()),
-                ("tls", raw.tls.is_some()),
-                ("ca_file", raw.ca_file.is_some()),
-            ];
-            match given.iter().find(|(_, given)| *given) {
-                Some((name, _)) => Err(ConfigError::new(
-                    format!("{field}.{name}"),
-                    "not used by type \"local\" (did you mean type: redis?)",
-                )),
-                None => Ok(None),
-            }
-        }
+        RawStoreKind::Local => match given(&raw).iter().find(|(_, given)| *given) {
+            Some((name, _)) => Err(ConfigError::new(
+                format!("{field}.{name}"),
+                "not used by type \"local\" (did you mean type: redis?)",
+            )),
+            None => Ok(None),
+        },
         RawStoreKind::Redis => validate_redis(field, raw, table).map(Some),
+    }
+}
+
+/// Every Redis key, and whether it was given.
+fn given(raw: &RawStore) -> [(&'static str, bool); 19] {
+    [
+        ("mode", raw.mode.is_some()),
+        ("address", raw.address.is_some()),
+        ("sentinels", raw.sentinels.is_some()),
+        ("service", raw.service.is_some()),
+        ("sentinel_username", raw.sentinel_username.is_some()),
+        ("sentinel_password_env", raw.sentinel_password_env.is_some()),
+        (
+            "sentinel_password_file",
+            raw.sentinel_password_file.is_some(),
+        ),
+        ("nodes", raw.nodes.is_some()),
+        ("username", raw.username.is_some()),
+        ("password_env", raw.password_env.is_some()),
+        ("password_file", raw.password_file.is_some()),
+        ("database", raw.database.is_some()),
+        ("key_prefix", raw.key_prefix.is_some()),
+        ("lookup_timeout_ms", raw.lookup_timeout_ms.is_some()),
+        ("connect_timeout_ms", raw.connect_timeout_ms.is_some()),
+        (
+            "refresh_interval_seconds",
+            raw.refresh_interval_seconds.is_some(),
+        ),
+        ("write_queue", raw.write_queue.is_some()),
+        ("tls", raw.tls.is_some()),
+        ("ca_file", raw.ca_file.is_some()),
+    ]
+}
+
+/// The keys of the other modes, each with what to say when it is given.
+fn foreign_keys(mode: RawStoreMode) -> &'static [(&'static str, &'static str)] {
+    const SENTINEL: &str = "did you mean mode: sentinel?";
+    const CLUSTER: &str = "did you mean mode: cluster?";
+    match mode {
+        RawStoreMode::Standalone => &[
+            ("sentinels", SENTINEL),
+            ("service", SENTINEL),
+            ("sentinel_username", SENTINEL),
+            ("sentinel_password_env", SENTINEL),
+            ("sentinel_password_file", SENTINEL),
+            ("nodes", CLUSTER),
+        ],
+        RawStoreMode::Sentinel => &[
+            (
+                "address",
+                "the sentinels name the primary: list them in sentinels",
+            ),
+            ("nodes", CLUSTER),
+        ],
+        RawStoreMode::Cluster => &[
+            ("address", "list the cluster's nodes in nodes"),
+            ("sentinels", SENTINEL),
+            ("service", SENTINEL),
+            ("sentinel_username", SENTINEL),
+            ("sentinel_password_env", SENTINEL),
+            ("sentinel_password_file", SENTINEL),
+        ],
+    }
+}
+
+fn mode_name(mode: RawStoreMode) -> &'static str {
+    match mode {
+        RawStoreMode::Standalone => "standalone",
+        RawStoreMode::Sentinel => "sentinel",
+        RawStoreMode::Cluster => "cluster",
     }
 }
 
 fn validate_redis(field: &str, raw: RawStore, table: &TableConfig) -> Result<RedisStoreConfig> {
     let err = |name: &str, message: String| ConfigError::new(format!("{field}.{name}"), message);
+    let mode = raw.mode.unwrap_or(RawStoreMode::Standalone);
+    let given = given(&raw);
+    for (name, hint) in foreign_keys(mode) {
+        if given.iter().any(|(n, g)| n == name && *g) {
+            return Err(err(
+                name,
+                format!("not used by mode {:?} ({hint})", mode_name(mode)),
+            ));
+        }
+    }
     let tls_ca_pem = match (raw.tls == Some(true), raw.ca_file.as_deref()) {
         (false, Some(path)) => {
             return Err(err(
@@ -67,23 +130,10 @@ fn validate_redis(field: &str, raw: RawStore, table: &TableConfig) -> Result<Red
             Some(pem)
         }
     };
-    let address = raw
-        .address
-        .as_deref()
-        .ok_or_else(|| err("address", "required with type \"redis\"".to_string()))?;
-    let (host, port) = parse_host_port(address)
-        .ok_or_else(|| err("address", format!("not host:port: {address:?}")))?;
-    let password = load_password(field, &raw)?;
-    if raw.username.is_some() && password.is_none() {
-        return Err(err(
-            "username",
-            format!(
-                "{:?} needs a password (password_env or password_file)",
-                raw.username.as_deref().unwrap_or_default()
-            ),
-        ));
-    }
-    let key_prefix = raw.key_prefix.unwrap_or_else(raw::default_key_prefix);
+    let key_prefix = raw
+        .key_prefix
+        .clone()
+        .unwrap_or_else(raw::default_key_prefix);
     if key_prefix.len() > MAX_PREFIX_LEN
         || key_prefix
             .chars()
@@ -96,6 +146,85 @@ fn validate_redis(field: &str, raw: RawStore, table: &TableConfig) -> Result<Red
             ),
         ));
     }
+    let topology = match mode {
+        RawStoreMode::Standalone => {
+            let address = raw.address.as_deref().ok_or_else(|| {
+                err(
+                    "address",
+                    "required with type \"redis\" (or mode: sentinel or cluster)".to_string(),
+                )
+            })?;
+            RedisTopology::Standalone(
+                parse_host_port(address)
+                    .ok_or_else(|| err("address", format!("not host:port: {address:?}")))?,
+            )
+        }
+        RawStoreMode::Sentinel => {
+            let sentinels = address_list(field, "sentinels", raw.sentinels.as_deref())?;
+            let service = raw
+                .service
+                .as_deref()
+                .ok_or_else(|| err("service", "required with mode \"sentinel\": the name the sentinels monitor the primary under".to_string()))?;
+            if service.is_empty()
+                || service.len() > MAX_SERVICE_LEN
+                || service.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(err(
+                    "service",
+                    format!("1 to {MAX_SERVICE_LEN} bytes without spaces or control characters: {service:?}"),
+                ));
+            }
+            let password = load_password(
+                field,
+                (
+                    "sentinel_password_env",
+                    raw.sentinel_password_env.as_deref(),
+                ),
+                (
+                    "sentinel_password_file",
+                    raw.sentinel_password_file.as_deref(),
+                ),
+            )?;
+            check_user(
+                field,
+                "sentinel_username",
+                &raw.sentinel_username,
+                &password,
+            )?;
+            RedisTopology::Sentinel {
+                sentinels,
+                service: service.to_string(),
+                username: raw.sentinel_username.clone(),
+                password,
+            }
+        }
+        RawStoreMode::Cluster => {
+            if raw.database.is_some_and(|d| d != 0) {
+                return Err(err(
+                    "database",
+                    format!(
+                        "a cluster has only database 0: {}",
+                        raw.database.unwrap_or_default()
+                    ),
+                ));
+            }
+            if key_prefix.contains(['{', '}']) {
+                return Err(err(
+                    "key_prefix",
+                    format!("no braces with mode \"cluster\": a hash tag would put every session in one slot: {key_prefix:?}"),
+                ));
+            }
+            RedisTopology::Cluster {
+                nodes: address_list(field, "nodes", raw.nodes.as_deref())?,
+            }
+        }
+    };
+    let password = load_password(
+        field,
+        ("password_env", raw.password_env.as_deref()),
+        ("password_file", raw.password_file.as_deref()),
+    )?;
+    check_user(field, "username", &raw.username, &password)?;
     let millis = |name: &str, value: u64, max: u64| {
         if value == 0 || value > max {
             return Err(err(
@@ -137,8 +266,7 @@ fn validate_redis(field: &str, raw: RawStore, table: &TableConfig) -> Result<Red
         ));
     }
     Ok(RedisStoreConfig {
-        host,
-        port,
+        topology,
         username: raw.username,
         password,
         database: raw.database.unwrap_or(0),
@@ -151,8 +279,58 @@ fn validate_redis(field: &str, raw: RawStore, table: &TableConfig) -> Result<Red
     })
 }
 
+/// `sentinels` / `nodes`: at least one `host:port`, no duplicates.
+fn address_list(field: &str, name: &str, list: Option<&[String]>) -> Result<Vec<HostPort>> {
+    let list = list.ok_or_else(|| {
+        ConfigError::new(
+            format!("{field}.{name}"),
+            "required with this mode: a list of host:port",
+        )
+    })?;
+    if list.is_empty() {
+        return Err(ConfigError::new(
+            format!("{field}.{name}"),
+            "needs at least one host:port: []",
+        ));
+    }
+    let mut parsed: Vec<HostPort> = Vec::with_capacity(list.len());
+    for (i, address) in list.iter().enumerate() {
+        let f = format!("{field}.{name}[{i}]");
+        let at = parse_host_port(address)
+            .ok_or_else(|| ConfigError::new(&f, format!("not host:port: {address:?}")))?;
+        if let Some(j) = parsed.iter().position(|p| *p == at) {
+            return Err(ConfigError::new(
+                f,
+                format!("duplicate address {address:?} (also {name}[{j}])"),
+            ));
+        }
+        parsed.push(at);
+    }
+    Ok(parsed)
+}
+
+/// A user name needs a password.
+fn check_user(
+    field: &str,
+    name: &str,
+    user: &Option<String>,
+    password: &Option<String>,
+) -> Result<()> {
+    match (user, password) {
+        (Some(user), None) => Err(ConfigError::new(
+            format!("{field}.{name}"),
+            format!(
+                "{user:?} needs a password ({} or {})",
+                name.replace("username", "password_env"),
+                name.replace("username", "password_file")
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// `host:port`, `[v6]:port`; the port 1–65535.
-fn parse_host_port(address: &str) -> Option<(String, u16)> {
+fn parse_host_port(address: &str) -> Option<HostPort> {
     let (host, port) = address.rsplit_once(':')?;
     let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
     let host = match host.strip_prefix('[') {
@@ -168,33 +346,37 @@ fn parse_host_port(address: &str) -> Option<(String, u16)> {
         && host
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'));
-    valid.then_some((host, port))
+    valid.then_some(HostPort { host, port })
 }
 
-fn load_password(field: &str, raw: &RawStore) -> Result<Option<String>> {
-    let password = match (&raw.password_env, &raw.password_file) {
+/// The password from `(env key, variable)` or `(file key, path)`: one of them at most.
+fn load_password(
+    field: &str,
+    (env_key, env): (&str, Option<&str>),
+    (file_key, file): (&str, Option<&str>),
+) -> Result<Option<String>> {
+    let (f, value) = match (env, file) {
         (Some(_), Some(_)) => {
             return Err(ConfigError::new(
-                format!("{field}.password_env"),
-                "give one of password_env, password_file, not both",
+                format!("{field}.{env_key}"),
+                format!("give one of {env_key}, {file_key}, not both"),
             ))
         }
         (None, None) => return Ok(None),
         (Some(var), None) => {
-            let f = format!("{field}.password_env");
+            let f = format!("{field}.{env_key}");
             let value = std::env::var(var).map_err(|_| {
                 ConfigError::new(&f, format!("environment variable {var:?} is not set"))
             })?;
             (f, value)
         }
         (None, Some(path)) => {
-            let f = format!("{field}.password_file");
+            let f = format!("{field}.{file_key}");
             let text = std::fs::read_to_string(path)
                 .map_err(|e| ConfigError::new(&f, format!("cannot read {path:?}: {e}")))?;
             (f, text.trim_end_matches(['\r', '\n']).to_string())
         }
     };
-    let (f, value) = password;
     if value.is_empty() {
         // The value itself is never echoed: it is a secret.
         return Err(ConfigError::new(f, "the password is empty"));
@@ -203,87 +385,5 @@ fn load_password(field: &str, raw: &RawStore) -> Result<Option<String>> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn learn(store: &str, table: &str) -> std::result::Result<Option<RedisStoreConfig>, String> {
-        let yaml = format!(
-            "sticky:\n  listeners: [{{ addr: \"127.0.0.1:1\" }}]\n  pools:\n    - name: web\n      \
-             backends: [{{ name: a, addr: \"127.0.0.1:2\" }}]\n      \
-             affinity: {{ learn: {{ presets: [j2ee], table: {table}, store: {store} }} }}\n"
-        );
-        crate::config::load_str(&yaml)
-            .map(|c| {
-                c.pools[0]
-                    .affinity
-                    .as_ref()
-                    .unwrap()
-                    .learn
-                    .clone()
-                    .unwrap()
-                    .store
-            })
-            .map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn a_redis_store_gets_its_defaults_and_local_takes_no_redis_keys() {
-        let c = learn("{ type: redis, address: \"127.0.0.1:6379\" }", "{}")
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            (c.host.as_str(), c.port, c.database),
-            ("127.0.0.1", 6379, 0)
-        );
-        assert_eq!(c.key_prefix, "sticky:");
-        assert_eq!(c.lookup_timeout, Duration::from_millis(20));
-        assert_eq!(c.connect_timeout, Duration::from_millis(1000));
-        assert_eq!(
-            c.refresh_interval,
-            Duration::from_secs(60),
-            "1800 s / 4, at most 60"
-        );
-        assert_eq!(c.write_queue, 10_000);
-        let short = learn(
-            "{ type: redis, address: \"h:1\" }",
-            "{ idle_timeout_seconds: 20 }",
-        );
-        assert_eq!(
-            short.unwrap().unwrap().refresh_interval,
-            Duration::from_secs(5)
-        );
-        assert!(learn("{}", "{}").unwrap().is_none());
-        assert!(learn("{ type: local }", "{}").unwrap().is_none());
-        let err = learn("{ type: local, key_prefix: x }", "{}").unwrap_err();
-        assert!(
-            err.contains("learn.store.key_prefix: not used by type \"local\""),
-            "{err}"
-        );
-        let err = learn("{ type: redis }", "{}").unwrap_err();
-        assert!(err.contains("learn.store.address: required"), "{err}");
-        let err = learn("{ type: redis, address: \"h:1\", username: u }", "{}").unwrap_err();
-        assert!(err.contains("learn.store.username"), "{err}");
-    }
-
-    #[test]
-    fn addresses_are_host_and_port() {
-        let p = |s: &str| parse_host_port(s);
-        assert_eq!(p("127.0.0.1:6379"), Some(("127.0.0.1".into(), 6379)));
-        assert_eq!(
-            p("redis.internal:6380"),
-            Some(("redis.internal".into(), 6380))
-        );
-        assert_eq!(p("[::1]:6379"), Some(("::1".into(), 6379)));
-        for bad in [
-            "localhost",
-            ":6379",
-            "host:0",
-            "host:99999",
-            "::1:6379",
-            "a b:1",
-            "[x]:1",
-        ] {
-            assert_eq!(p(bad), None, "{bad}");
-        }
-    }
-}
+#[path = "store_tests.rs"]
+mod tests;

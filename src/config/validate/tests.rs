@@ -367,42 +367,47 @@ fn a_default_host_is_a_host_with_an_optional_port() {
 }
 
 #[test]
-fn filter_lists_are_kept_in_order_and_an_empty_or_repeated_name_is_an_error() {
-    let yaml = MINIMAL.replace(
-        "\"127.0.0.1:6188\" }",
-        "\"127.0.0.1:6188\", filters: [stamp, auth] }",
-    ) + "  routes: [{ pool: web, filters: [tenant] }]\n";
-    let config = load_str(&yaml).unwrap();
-    assert_eq!(config.listeners[0].filters, ["stamp", "auth"]);
-    assert_eq!(config.routes[0].filters, ["tenant"]);
-    assert!(load_str(MINIMAL).unwrap().listeners[0].filters.is_empty());
-    let twice = yaml.replace("[stamp, auth]", "[stamp, auth, stamp]");
-    assert_eq!(
-        error_of(&twice),
-        "sticky.listeners[0].filters[2]: \"stamp\" is listed twice (also sticky.listeners[0].filters[0])"
+fn cookie_lifetimes_and_the_served_by_header_are_typed_and_absent_without_their_keys() {
+    let cookie = |config: &crate::config::Config| {
+        config.pools[0]
+            .affinity
+            .as_ref()
+            .and_then(|a| a.cookie.clone())
+            .unwrap()
+    };
+    assert!(cookie(&load_str(MINIMAL).unwrap()).lifetimes.is_none());
+    let with = |keys: &str| {
+        MINIMAL.replace(
+            "secret: \"0123456789abcdef\"",
+            &format!("secret: \"0123456789abcdef\", {keys}"),
+        )
+    };
+    let idle = cookie(&load_str(&with("max_idle_seconds: 1800")).unwrap());
+    let lifetimes = idle.lifetimes.unwrap();
+    assert_eq!(lifetimes.max_idle, Some(Duration::from_secs(1800)));
+    assert_eq!(lifetimes.max_life, None);
+    assert!(
+        lifetimes.accept_undated,
+        "date-less values accepted by default"
     );
-    let empty = yaml.replace("[tenant]", "[\"\"]");
-    assert_eq!(
-        error_of(&empty),
-        "sticky.routes[0].filters[0]: empty: name a registered filter"
+    let both = with("max_idle_seconds: 60, max_life_seconds: 60, accept_undated: false");
+    let lifetimes = cookie(&load_str(&both).unwrap()).lifetimes.unwrap();
+    assert_eq!(lifetimes.max_life, Some(Duration::from_secs(60)));
+    assert!(!lifetimes.accept_undated);
+    assert!(load_str(&with("max_life_seconds: 315360000")).is_ok());
+    assert!(load_str(MINIMAL).unwrap().pools[0]
+        .served_by_header
+        .is_none());
+    let served = MINIMAL.replace(
+        "      affinity:",
+        "      served_by_header: x-served-by\n      affinity:",
     );
-}
-
-#[test]
-fn an_embedded_section_may_leave_out_the_listeners_and_a_raw_cookie_has_the_file_defaults() {
-    let no_listeners = MINIMAL.replace("  listeners: [{ addr: \"127.0.0.1:6188\" }]\n", "");
+    let config = load_str(&served).unwrap();
     assert_eq!(
-        error_of(&no_listeners),
-        "sticky.listeners: at least one listener is required"
-    );
-    let config = super::super::load_str_embedded(&no_listeners).unwrap();
-    assert!(config.listeners.is_empty());
-    assert_eq!(config.pools[0].name, "web");
-    let cookie = super::super::raw::RawCookie::default();
-    let from_file: super::super::raw::RawCookie = serde_yaml::from_str("{}").unwrap();
-    assert_eq!(format!("{cookie:?}"), format!("{from_file:?}"));
-    assert_eq!(
-        (cookie.name.as_str(), cookie.indirect),
-        ("ARRAffinity", true)
+        config.pools[0]
+            .served_by_header
+            .as_ref()
+            .map(|h| h.as_str()),
+        Some("x-served-by")
     );
 }
