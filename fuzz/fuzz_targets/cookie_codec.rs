@@ -28,13 +28,13 @@ mod common;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
+use std::time::Duration;
 use sticky_proxy::affinity::cookie::{
     contains_any, cookie_values, value_bytes, value_text, without_cookies, CookieTable,
 };
 use sticky_proxy::affinity::lifetime::{backend_id, DatedCodec, DatedValue, DATED_LEN};
 use sticky_proxy::affinity::{CookieAffinity, CookieRead, Pin};
 use sticky_proxy::config::{CookieConfig, CookieFormat, CookieLifetimes, SameSite};
-use std::time::Duration;
 
 #[derive(Debug, Arbitrary)]
 struct Input<'a> {

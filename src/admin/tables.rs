@@ -20,20 +20,16 @@ impl AdminApp {
             .and_then(|l| l.parse().ok())
             .unwrap_or(100usize)
             .min(10_000);
-        match self.pool(pool).and_then(|(p, a)| table_of(p, a, table)) {
-            Ok((_, t)) => Reply::json(StatusCode::OK, &t.entries(limit)),
+        match self.pool_table(pool, table) {
+            Ok((_, _, t)) => Reply::json(StatusCode::OK, &t.entries(limit)),
             Err(reply) => reply,
         }
     }
 
     /// `GET …/tables/{table}/lookup?id=…` or `?ip=…`: the entry, or 404.
     pub(super) fn lookup(&self, pool: &str, table: &str, query: &str) -> Reply {
-        let (pool, affinities) = match self.pool(pool) {
-            Ok(p) => p,
-            Err(reply) => return reply,
-        };
-        let (affinity, t) = match table_of(pool, affinities, table) {
-            Ok(t) => t,
+        let (pool, affinity, t) = match self.pool_table(pool, table) {
+            Ok(found) => found,
             Err(reply) => return reply,
         };
         let key = match session_key(
@@ -61,12 +57,8 @@ impl AdminApp {
             ip: Option<String>,
             backend: Option<String>,
         }
-        let (pool, affinities) = match self.pool(pool) {
-            Ok(p) => p,
-            Err(reply) => return reply,
-        };
-        let (affinity, t) = match table_of(pool, affinities, table) {
-            Ok(t) => t,
+        let (pool, affinity, t) = match self.pool_table(pool, table) {
+            Ok(found) => found,
             Err(reply) => return reply,
         };
         let body: Body = match serde_json::from_slice(body) {
@@ -101,6 +93,17 @@ impl AdminApp {
             }
         };
         Reply::json(StatusCode::OK, &serde_json::json!({ "deleted": deleted }))
+    }
+
+    /// The pool called `pool` and its table called `table`, or the 404 to answer.
+    fn pool_table(
+        &self,
+        pool: &str,
+        table: &str,
+    ) -> Result<(&Pool, &Affinity, &SessionTable), Reply> {
+        let (pool, affinities) = self.pool(pool)?;
+        let (affinity, t) = table_of(pool, affinities, table)?;
+        Ok((pool, affinity, t))
     }
 }
 

@@ -124,13 +124,7 @@ fn add(pipe: &mut redis::Pipeline, store: &RedisStore, key: &str, write: Write) 
         }
         Write::Op(Op::SetIfAbsent { backend, .. }) => {
             if let Some(value) = store.encode(backend) {
-                pipe.cmd("SET")
-                    .arg(key)
-                    .arg(value)
-                    .arg("EX")
-                    .arg(ttl)
-                    .arg("NX")
-                    .ignore();
+                set_if_absent(pipe, key, value, ttl);
                 pipe.cmd("GET").arg(key);
             }
         }
@@ -142,16 +136,21 @@ fn add(pipe: &mut redis::Pipeline, store: &RedisStore, key: &str, write: Write) 
         }
         Write::Restore { backend, .. } => {
             if let Some(value) = store.encode(backend) {
-                pipe.cmd("SET")
-                    .arg(key)
-                    .arg(value)
-                    .arg("EX")
-                    .arg(ttl)
-                    .arg("NX")
-                    .ignore();
+                set_if_absent(pipe, key, value, ttl);
             }
         }
     }
+}
+
+/// `SET key value EX ttl NX`, its reply ignored.
+fn set_if_absent(pipe: &mut redis::Pipeline, key: &str, value: String, ttl: u64) {
+    pipe.cmd("SET")
+        .arg(key)
+        .arg(value)
+        .arg("EX")
+        .arg(ttl)
+        .arg("NX")
+        .ignore();
 }
 
 fn key_of(write: &Write) -> SessionKey {
