@@ -39,7 +39,55 @@ use std::sync::Arc;
 
 pub use crate::affinity::custom::BackendNamer;
 
-/// The registered extensions, by name: key sources, backend namers and filters.
+/// The registered extensions, by name: key sources, backend namers and filters. Build it
+/// with the `with_*` calls, then hand it to [`crate::run`] (the stock binary's `main` with
+/// your extensions) or to [`StickyAffinity::from_yaml_with`](crate::StickyAffinity::from_yaml_with).
+/// A configuration that names an extension nobody registered is refused, the error naming
+/// the field.
+///
+/// ```
+/// use std::borrow::Cow;
+/// use sticky_proxy::affinity::key::{KeySource, RequestView};
+/// use sticky_proxy::extension::{load_str_with, BackendNamer, Extensions};
+/// use sticky_proxy::filter::Filter;
+///
+/// #[derive(Debug)]
+/// struct Tenant;
+/// impl KeySource for Tenant {
+///     fn key<'a>(&self, request: &RequestView<'a>) -> Option<Cow<'a, [u8]>> {
+///         request.headers.get("x-tenant").map(|v| Cow::Borrowed(v.as_bytes()))
+///     }
+/// }
+///
+/// #[derive(Debug)]
+/// struct XBackend;
+/// impl BackendNamer for XBackend {
+///     fn backend<'a>(&self, request: &RequestView<'a>) -> Option<Cow<'a, str>> {
+///         request.headers.get("x-backend")?.to_str().ok().map(Cow::Borrowed)
+///     }
+/// }
+///
+/// struct Noop; // every hook's default: nothing
+/// impl Filter for Noop {}
+///
+/// let extensions = Extensions::default()
+///     .with_key_source("tenant", Tenant)
+///     .with_backend_namer("x-backend", XBackend)
+///     .with_filter("noop", Noop);
+/// assert_eq!(extensions.filter_names(), ["noop"]);
+///
+/// let yaml = r#"
+/// sticky:
+///   listeners: [{ addr: "127.0.0.1:6188", filters: [noop, auth] }]
+///   pools:
+///     - name: web
+///       backends: [{ name: iis1, addr: "127.0.0.1:9001" }]
+///       affinity: { hash: { sources: [{ type: custom, name: tenant }] } }
+/// "#;
+/// let error = load_str_with(yaml, &extensions).unwrap_err().to_string();
+/// assert!(error.starts_with("sticky.listeners[0].filters[1]: no filter registered as \"auth\""));
+/// assert!(load_str_with(&yaml.replace(", auth", ""), &extensions).is_ok());
+/// ```
 #[derive(Clone, Default)]
 pub struct Extensions {
     key_sources: HashMap<String, Arc<dyn KeySource>>,

@@ -26,8 +26,8 @@
 //! # Stability
 //! The documented items are the API. A few modules are public only so that the repository's
 //! tests, benchmarks and fuzz targets can reach the engine's internals (`proxy`, `pool`,
-//! `server`, `metrics` and most of `affinity`); they are hidden from these docs and may change
-//! at any time.
+//! `server` and most of `affinity`); they are hidden from these docs and may change at any
+//! time. The rest of the engine is crate-private.
 
 #![warn(missing_docs)]
 
@@ -42,8 +42,10 @@ pub mod extension;
 pub mod filter;
 pub mod headers;
 pub(crate) mod lifecycle;
-#[doc(hidden)]
-pub mod metrics;
+pub(crate) mod metrics;
+// Hidden, and `pub` only for the repository's own targets: `pool` for tests/allocations.rs and
+// benches/hot_path.rs, `proxy` and `server` for the fuzz targets (header_stripping,
+// config_loader), which drive the hooks and the runtime without sockets.
 #[doc(hidden)]
 pub mod pool;
 #[doc(hidden)]

@@ -84,7 +84,7 @@ impl From<TlsError> for StartError {
 /// configuration was checked against ([`crate::extension::check`]); `listen_sockets` are the
 /// sockets prepared before Pingora starts ([`crate::sockets::prepare`]), used by the listeners
 /// with their addresses instead of binding. Returns the server and the flag that
-/// [`crate::lifecycle::SignalsWithGrace`] sets when a SIGTERM starts the grace.
+/// `crate::lifecycle::SignalsWithGrace` sets when a SIGTERM starts the grace.
 pub fn build_server(
     opt: Option<Opt>,
     server_conf: ServerConf,

@@ -8,8 +8,13 @@
 //! the log.
 
 // The extension points (documented API): `key` (key sources) and `custom` (backend namers).
-// The rest is the engine's inside, public for the repository's tests, benchmarks and fuzz
-// targets only.
+// The hidden modules are the engine's inside, `pub` only because the repository's own targets
+// reach them: client_ip (fuzz/header_stripping, key_extraction), cookie and lifetime
+// (tests/cookie_lifetimes, properties, allocations, benches/hot_path, fuzz/cookie_codec),
+// decision and persistence (tests/allocations, benches/hot_path), learned (tests/properties,
+// fuzz/key_extraction), sessions (tests/common/redis_store, benches/hot_path,
+// fuzz/key_extraction, examples/table_memory), store (tests/redis_cluster). The others are
+// crate-private.
 #[doc(hidden)]
 pub mod client_ip;
 #[doc(hidden)]
@@ -17,19 +22,16 @@ pub mod cookie;
 pub mod custom;
 #[doc(hidden)]
 pub mod decision;
-#[doc(hidden)]
-pub mod hash;
+pub(crate) mod hash;
 pub mod key;
 #[doc(hidden)]
 pub mod learned;
 #[doc(hidden)]
 pub mod lifetime;
-#[doc(hidden)]
-pub mod lookup;
+pub(crate) mod lookup;
 #[doc(hidden)]
 pub mod persistence;
-#[doc(hidden)]
-pub mod registry;
+pub(crate) mod registry;
 #[doc(hidden)]
 pub mod sessions;
 #[doc(hidden)]
@@ -103,7 +105,9 @@ pub enum CookieRead {
     Expired(Expiry),
     /// A valid cookie naming backend `index`; `reissue`: the response sends it again.
     Backend {
+        /// The backend's index in its pool.
         index: usize,
+        /// `Some`: the response sends the cookie again, and why.
         reissue: Option<Reissue>,
     },
 }
@@ -112,7 +116,10 @@ pub enum CookieRead {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reissue {
     /// A dated cookie due for its refresh: the same first-issue date, refreshed now.
-    Refresh { issued: u32 },
+    Refresh {
+        /// The value's first-issue date (Unix seconds), kept in the refreshed value.
+        issued: u32,
+    },
     /// A value in the pool's other format: a date-less one where lifetimes apply (dated from
     /// now on), a dated one where they no longer do (date-less from now on).
     Convert,

@@ -2,7 +2,7 @@
 //!
 //! The YAML file is Pingora's own configuration file; Pingora ignores keys it does not know, so
 //! our section lives beside its keys. [`load_str`] parses the section with serde ([`raw`]), then
-//! [`validate`] checks every value and builds [`Config`]. Every failure is a [`ConfigError`]
+//! `validate` checks every value and builds [`Config`]. Every failure is a [`ConfigError`]
 //! whose one-line message names the field and the value, e.g.
 //! `sticky.pools[0].backends[1].addr: not a socket address: "10.0.0.1"`.
 
@@ -78,8 +78,8 @@ pub enum RouteClass {
 /// A host condition: exact, or any subdomain of a suffix (`*.example.com`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostMatch {
-    Exact(String),
     /// A host name, lower-case.
+    Exact(String),
     /// The suffix with its leading dot: `.example.com`.
     Suffix(String),
 }

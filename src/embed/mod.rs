@@ -51,6 +51,66 @@ use pingora_proxy::{FailToProxy, Session};
 /// The affinity engine of one `sticky:` section: its pools (backends, health, balancing),
 /// their affinities (cookies, hashing, learned sessions, tables) and metrics, ready to be
 /// called from your own `ProxyHttp`. Shared by every request (`&self`); build it once.
+///
+/// Your proxy keeps a [`StickyCtx`] per request and calls the engine from its hooks (the
+/// other hooks are yours; `examples/embed_in_pingora.rs` is this, runnable):
+///
+/// ```no_run
+/// use async_trait::async_trait;
+/// use pingora_core::server::Server;
+/// use pingora_core::upstreams::peer::HttpPeer;
+/// use pingora_core::{Error, ErrorType, Result};
+/// use pingora_http::{RequestHeader, ResponseHeader};
+/// use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+/// use sticky_proxy::{StickyAffinity, StickyCtx};
+///
+/// struct MyProxy {
+///     sticky: StickyAffinity,
+/// }
+///
+/// #[async_trait]
+/// impl ProxyHttp for MyProxy {
+///     type CTX = StickyCtx;
+///     fn new_ctx(&self) -> StickyCtx {
+///         StickyCtx::new()
+///     }
+///     async fn upstream_peer(&self, session: &mut Session, ctx: &mut StickyCtx) -> Result<Box<HttpPeer>> {
+///         let Some(target) = self.sticky.pool("web") else {
+///             return Error::e_explain(ErrorType::HTTPStatus(404), "no such pool");
+///         };
+///         self.sticky.upstream_peer(target, session, ctx).await
+///     }
+///     fn fail_to_connect(&self, _: &mut Session, _: &HttpPeer, ctx: &mut StickyCtx, e: Box<Error>) -> Box<Error> {
+///         self.sticky.fail_to_connect(ctx, e)
+///     }
+///     async fn upstream_request_filter(&self, _: &mut Session, upstream: &mut RequestHeader, ctx: &mut StickyCtx) -> Result<()> {
+///         self.sticky.upstream_request_filter(upstream, ctx);
+///         Ok(())
+///     }
+///     async fn response_filter(&self, _: &mut Session, response: &mut ResponseHeader, ctx: &mut StickyCtx) -> Result<()> {
+///         self.sticky.response_filter(response, ctx)
+///     }
+///     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut StickyCtx) -> FailToProxy {
+///         self.sticky.fail_to_proxy(session, e, ctx).await
+///     }
+///     async fn logging(&self, _: &mut Session, _: Option<&Error>, ctx: &mut StickyCtx) {
+///         self.sticky.logging(ctx);
+///     }
+/// }
+///
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     let yaml = std::fs::read_to_string("proxy.yaml")?; // Pingora's file, with a `sticky:` section
+///     let mut sticky = StickyAffinity::from_yaml(&yaml)?;
+///     let mut server = Server::new(None)?;
+///     server.bootstrap();
+///     let services = sticky.take_services(); // health checks, shared stores
+///     let mut proxy = pingora_proxy::http_proxy_service(&server.configuration, MyProxy { sticky });
+///     proxy.add_tcp("127.0.0.1:6188");
+///     server.add_services(services);
+///     server.add_service(proxy);
+///     server.run_forever();
+/// }
+/// ```
 pub struct StickyAffinity {
     config: Config,
     router: Router,

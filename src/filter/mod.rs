@@ -233,7 +233,7 @@ pub struct RouteNames<'a> {
 
 /// What affinity decided for a request: a read-only value for filters' response and log hooks,
 /// and for programs that embed the engine
-/// ([`StickyCtx::decision`](crate::embed::StickyCtx::decision)). Backend names are the
+/// ([`StickyAffinity::decision`](crate::embed::StickyAffinity::decision)). Backend names are the
 /// configured ones; they are for logs and metrics, not for the client.
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]

@@ -3,13 +3,13 @@
 //!
 //! | hook | what it does here |
 //! |---|---|
-//! | `upstream_peer` | reads the request's session records once ([`ctx::look_up_session`]; a learned id the local table misses is asked of the shared store, if any, within its lookup timeout), then [`decide`]s: recorded backend if usable, else the hash key's backend, else a new pick — skipping backends this request already failed on; an upgrade's peer gets its own gated connection ([`upgrade`]) |
+//! | `upstream_peer` | reads the request's session records once (`affinity::lookup`; a learned id the local table misses is asked of the shared store, if any, within its lookup timeout), then decides (`affinity::decision::decide`): recorded backend if usable, else the hash key's backend, else a new pick — skipping backends this request already failed on; an upgrade's peer gets its own gated connection ([`upgrade`]) |
 //! | `request_filter` | tells the client connection its head was read, turns on pipelining ([`downstream`]); TLS or not (and TLS 1.3 when required), redirect to HTTPS, the route |
 //! | `connected_to_upstream` | for a WebSocket upgrade: arms its gate ([`upgrade`]) and registers its upstream socket, so the admin API can close it |
 //! | `fail_to_connect` | remembers the failed backend and marks the error retryable, so `upstream_peer` re-picks (nothing was sent yet, so no body is sent twice) |
-//! | `upstream_request_filter` | strips client-sent internal/forwarding headers and (with `indirect`) the proxy's cookies; sets `X-Forwarded-*`; joins HTTP/2's split `Cookie` headers; gives an HTTP/1.0 request without `Host` its backend's ([`request`]) |
+//! | `upstream_request_filter` | strips client-sent internal/forwarding headers and (with `indirect`) the proxy's cookies; sets `X-Forwarded-*`; joins HTTP/2's split `Cookie` headers; gives an HTTP/1.0 request without `Host` its backend's (`request`) |
 //! | `request_body_filter` | only the test-only delay of an upgrade request's end ([`upgrade`]) |
-//! | `response_filter` | [`response::apply`]: opt-out header, internal headers, the backend's `Set-Cookie` for the listener's affinity cookie names (removed), learning session ids, recording client IPs, `Set-Cookie` for a new or moved session; whether the body is to be pushed out as it comes ([`downstream`]) |
+//! | `response_filter` | `response::apply`: opt-out header, internal headers, the backend's `Set-Cookie` for the listener's affinity cookie names (removed), learning session ids, recording client IPs, `Set-Cookie` for a new or moved session; whether the body is to be pushed out as it comes ([`downstream`]) |
 //! | `response_body_filter` | pushes each piece of a `Content-Length` body out at once ([`downstream`]) |
 //! | `fail_to_proxy` | answers errors with a short plain body that leaks nothing |
 //! | `logging` | the client connection may wait for its next request ([`downstream`]); releases the in-flight count and writes the decision line |
