@@ -21,7 +21,7 @@ test: setup lint unit doc check-conf fuzz-check
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --all-targets --features demo -- -D warnings
 
 unit:
 	# The extension tests run examples/tenant_affinity.rs; nextest does not build examples.

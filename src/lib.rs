@@ -53,6 +53,7 @@ pub mod proxy;
 #[doc(hidden)]
 pub mod server;
 pub mod sockets;
+pub(crate) mod state_file;
 pub(crate) mod tls;
 
 pub use embed::{StickyAffinity, StickyCtx, Target};
@@ -95,7 +96,7 @@ pub fn run(extensions: extension::Extensions) -> Result<(), StartError> {
         // A graceful upgrade (-u) takes the sockets over from the running process instead.
         sockets::prepare(&config, !opt.upgrade).map_err(|e| in_file(StartError::Listen(e)))?
     };
-    let (mut server, leaving) = build_server(
+    let built = build_server(
         Some(opt),
         server_conf,
         &config,
@@ -103,13 +104,19 @@ pub fn run(extensions: extension::Extensions) -> Result<(), StartError> {
         Arc::new(sockets),
     )
     .map_err(in_file)?;
+    let (mut server, leaving) = (built.server, built.leaving);
     if test_only {
         for warning in &config.warnings {
             println!("sticky-proxy: {path}: warning: {warning}");
         }
         println!("sticky-proxy: {path}: configuration OK");
     }
+    // `-t` exits in here; a graceful upgrade (`-u`) returns once the old process handed the
+    // listening sockets over, so the state file holds what that process set until then.
     server.bootstrap();
+    if let Some(state_file) = &built.state_file {
+        state_file.restore();
+    }
     server.run(pingora_core::server::RunArgs {
         shutdown_signal: Box::new(lifecycle::SignalsWithGrace {
             grace: config.grace,

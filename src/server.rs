@@ -16,6 +16,7 @@ use crate::proxy::downstream::ClientSide;
 use crate::proxy::routes::{Matcher, Route, Router};
 use crate::proxy::{ProxySettings, StickyProxy};
 use crate::sockets::{ListenSockets, WithListenSockets};
+use crate::state_file::{StateFile, WriteCounters};
 use crate::tls::{ListenerTls, TlsError, UpstreamTls};
 use pingora_core::listeners::{L4BufferSettings, ListenerConfig as Endpoint};
 use pingora_core::server::configuration::{Opt, ServerConf};
@@ -80,18 +81,26 @@ impl From<TlsError> for StartError {
     }
 }
 
+/// What [`build_server`] built: the server, the flag that
+/// `crate::lifecycle::SignalsWithGrace` sets when a SIGTERM starts the grace, and the state
+/// file (`sticky.state_file`), to restore once the server is bootstrapped.
+pub struct Built {
+    pub server: Server,
+    pub leaving: Leaving,
+    pub state_file: Option<Arc<StateFile>>,
+}
+
 /// Build the Pingora server for a validated configuration. `extensions` must be the ones the
 /// configuration was checked against ([`crate::extension::check`]); `listen_sockets` are the
 /// sockets prepared before Pingora starts ([`crate::sockets::prepare`]), used by the listeners
-/// with their addresses instead of binding. Returns the server and the flag that
-/// `crate::lifecycle::SignalsWithGrace` sets when a SIGTERM starts the grace.
+/// with their addresses instead of binding.
 pub fn build_server(
     opt: Option<Opt>,
     server_conf: ServerConf,
     config: &Config,
     extensions: &Extensions,
     listen_sockets: ListenSockets,
-) -> Result<(Server, Leaving), StartError> {
+) -> Result<Built, StartError> {
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
     let leaving = Leaving::default();
     server.add_service(background_service(
@@ -115,6 +124,14 @@ pub fn build_server(
     for warning in &config.warnings {
         log::warn!("config: {warning}");
     }
+    let state_file = config.state_file.as_ref().map(|path| {
+        let (written, failed) = runtime.metrics.state_file_writes();
+        let counters = WriteCounters { written, failed };
+        StateFile::new(path, config, wiring.pools.clone(), counters)
+    });
+    if let Some(state_file) = &state_file {
+        server.add_service(background_service("state file", state_file.writer()));
+    }
     let settings = Arc::new(ProxySettings {
         hide_headers: config.hide_headers.clone(),
         trusted_proxies: config.trusted_proxies.clone(),
@@ -136,6 +153,7 @@ pub fn build_server(
             wiring.registry.clone(),
             runtime.metrics.clone(),
             leaving.clone(),
+            state_file.clone(),
         );
         server.add_service(background_service(
             "admin request rates",
@@ -145,7 +163,11 @@ pub fn build_server(
         service.add_tcp(&admin.addr.to_string());
         server.add_service(WithListenSockets::new(service, listen_sockets));
     }
-    Ok((server, leaving))
+    Ok(Built {
+        server,
+        leaving,
+        state_file,
+    })
 }
 
 /// The listening service of listener `i`: `proxy` behind Pingora's HTTP server (h2c, HTTP/2

@@ -19,6 +19,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("tls", &["config"]),
     ("pool", &["config", "headers", "tls"]),
     ("affinity", &["config", "headers", "pool"]),
+    ("state_file", &["config", "pool"]),
     ("metrics", &["config", "affinity", "pool"]),
     ("filter", &["affinity"]),
     ("extension", &["config", "affinity", "filter"]),
@@ -38,7 +39,14 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "admin",
-        &["config", "lifecycle", "pool", "affinity", "metrics"],
+        &[
+            "config",
+            "lifecycle",
+            "pool",
+            "affinity",
+            "metrics",
+            "state_file",
+        ],
     ),
     (
         "server",
@@ -50,6 +58,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "lifecycle",
             "sockets",
             "pool",
+            "state_file",
             "affinity",
             "metrics",
             "extension",

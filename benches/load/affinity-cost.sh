@@ -11,6 +11,8 @@
 # Counters are zeroed after start-up. Loopback only; everything started is stopped on exit.
 #
 #   benches/load/affinity-cost.sh          # PROFILE_SECONDS=8 CONNS=8; about 2 minutes
+#   ADMIN_PORT=9190 benches/load/affinity-cost.sh   # with the admin listener, and an open
+#                                                   # dashboard's reads every 2 s (issue #21)
 #
 # FILTERS=noop gives every sticky-proxy configuration's listener `filters: [noop]`: the cost of
 # Rust filters (docs/extending.md). The stock binary registers none, so run it with a binary
@@ -116,8 +118,19 @@ for run in "cookie:$VALUE" "off:$VALUE" "learn:$JSID" "off-j:$JSID" "bare:$VALUE
   # One request first, so the learned id is in the table before counting starts.
   curl -s -o /dev/null -H "Cookie: $header" "http://127.0.0.1:$PORT_A/"
   callgrind_control -z "$vg" >/dev/null 2>&1 || true
+  poller=
+  if [ -n "${ADMIN_PORT:-}" ] && [ "$conf" != bare ]; then
+    # An open dashboard: /api/status and /api/pools every 2 s, as the page reads them.
+    (while sleep 2; do
+      curl -s -o /dev/null "http://127.0.0.1:$ADMIN_PORT/api/status"
+      curl -s -o /dev/null "http://127.0.0.1:$ADMIN_PORT/api/pools"
+    done) &
+    poller=$!
+    PIDS+=($poller)
+  fi
   timeout $((PROFILE_SECONDS + 30)) wrk -t1 -c"$CONNS" -d"${PROFILE_SECONDS}s" --timeout 5s \
     -H "Cookie: $header" "http://127.0.0.1:$PORT_A/" >"$TMP/$conf.wrk"
+  [ -z "$poller" ] || kill "$poller" 2>/dev/null || true
   kill -INT "$vg" 2>/dev/null || true
   wait "$vg" 2>/dev/null || true
   reqs=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' "$TMP/$conf.wrk")

@@ -32,7 +32,7 @@ backends_conf() { # dir: one NGINX, three server blocks iis1..iis3 on 127.0.0.1:
   echo "}"
 }
 
-sticky_conf() { # path-prefix threads port affinity(cookie|hash|learn|off)
+sticky_conf() { # path-prefix threads port affinity(cookie|hash|learn|off); env ADMIN_PORT: admin listener
   local name=$1 n=$2 port=$3 aff=$4
   cat <<EOF
 version: 1
@@ -72,6 +72,10 @@ EOF
     learn) echo "      affinity: { learn: { presets: [j2ee], table: { capacity: 100000 } } }" ;;
     off) echo "      affinity: { enabled: false }" ;;
   esac
+  # ADMIN_PORT set: the admin listener too (its dashboard's rate sampler runs every 2 s).
+  if [ -n "${ADMIN_PORT:-}" ]; then
+    echo "  admin: { addr: 127.0.0.1:$ADMIN_PORT }"
+  fi
 }
 
 haproxy_conf() { # threads

@@ -1,5 +1,6 @@
 //! The backend endpoints: an operator's state change (`active`, `draining`, `disabled`) and the
-//! closing of a backend's upgraded (WebSocket) connections. Both are logged at `warn`.
+//! closing of a backend's upgraded (WebSocket) connections. Both are logged at `warn`; a state
+//! change is also written to the state file, if there is one.
 
 use super::reply::Reply;
 use super::views::{table_entries_by_backend, BackendView};
@@ -37,6 +38,11 @@ impl AdminApp {
             body.state.as_str(),
             before.as_str()
         );
+        // Written by the state file's own task: the answer does not wait for it, nor depend
+        // on it (a failed write is logged and counted there).
+        if let Some(state_file) = &self.state_file {
+            state_file.changed();
+        }
         if body.close_upgraded {
             let closed = pool.upgraded.close_backend(index);
             log::warn!(

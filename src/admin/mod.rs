@@ -14,9 +14,9 @@
 //! | GET | `/metrics` | Prometheus text format (names in `metrics.rs`) | no |
 //! | GET | `/api/status` | version, start time, uptime, readiness, listeners, whether mutations are on, the rates' sampling | no |
 //! | GET | `/api/auth` | checks the bearer token: `200` when it is right, else 401 / 403; changes nothing | always |
-//! | GET | `/api/pools` | every pool: backends (state, health, weight, in flight, requests, requests per second now and per 10 s over 5 minutes, last used, pinned requests in the last minute, table entries, upgraded connections), session tables, and their shared stores (`stores`: Redis address, `up`, lookup and write counts) | no |
+//! | GET | `/api/pools` | every pool: backends (state, health, weight, in flight, requests, requests per second now and per 10 s over 5 minutes, last used, pinned requests in the last minute, slow-start share, table entries, upgraded connections), `slow_start_seconds`, session tables, and their shared stores (`stores`: Redis address, `up`, lookup and write counts) | no |
 //! | GET | `/api/pools/{pool}` | one pool, same shape | no |
-//! | POST | `/api/pools/{pool}/backends/{backend}/state` | body `{"state": "active" \| "draining" \| "disabled"}`, optionally `"close_upgraded": true` to also close its WebSocket connections | yes |
+//! | POST | `/api/pools/{pool}/backends/{backend}/state` | body `{"state": "active" \| "draining" \| "disabled"}`, optionally `"close_upgraded": true` to also close its WebSocket connections; with `sticky.state_file`, the file is written after the answer | yes |
 //! | POST | `/api/pools/{pool}/backends/{backend}/close-upgraded` | close the backend's upgraded (WebSocket) connections; answers `{"closed": n}` | yes |
 //! | GET | `/api/pools/{pool}/tables/{table}/entries?limit=N` | entries of `learn` or `client_ip` (keys are hashes), default limit 100 | no |
 //! | GET | `/api/pools/{pool}/tables/{table}/lookup?id=…` or `?ip=…` | the entry for a session id or client IP | no |
@@ -46,6 +46,7 @@ use crate::config::{AdminConfig, Config};
 use crate::lifecycle::Leaving;
 use crate::metrics::Metrics;
 use crate::pool::Pool;
+use crate::state_file::StateFile;
 use access::{is_loopback_caller, token_required};
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
@@ -67,6 +68,8 @@ pub struct AdminApp {
     leaving: Leaving,
     status: status::Status,
     rates: Arc<rates::Rates>,
+    /// `sticky.state_file`: told of every state change.
+    state_file: Option<Arc<StateFile>>,
 }
 
 impl AdminApp {
@@ -79,6 +82,7 @@ impl AdminApp {
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
         leaving: Leaving,
+        state_file: Option<Arc<StateFile>>,
     ) -> Self {
         AdminApp {
             rates: Arc::new(rates::Rates::new(pools.clone())),
@@ -89,6 +93,7 @@ impl AdminApp {
             token: admin.token.clone(),
             allow_remote: admin.allow_remote,
             leaving,
+            state_file,
         }
     }
 

@@ -30,6 +30,8 @@ pub(super) fn table_entries_by_backend(pool: &Pool, affinities: &PoolAffinities)
 #[derive(Serialize)]
 pub(super) struct PoolView {
     name: String,
+    /// `slow_start_seconds` (0: off).
+    slow_start_seconds: u64,
     backends: Vec<BackendView>,
     tables: BTreeMap<String, TableStats>,
     /// Shared session stores (Redis) by table name; empty when every table is local.
@@ -43,6 +45,7 @@ impl PoolView {
         let mut rates = rates.of_pool(pool).into_iter();
         PoolView {
             name: pool.name.clone(),
+            slow_start_seconds: pool.slow_start.map_or(0, |d| d.as_secs()),
             backends: (0..pool.slots.len())
                 .map(|i| BackendView::of(pool, i, entries[i], rates.next().unwrap_or_default()))
                 .collect(),
@@ -64,6 +67,8 @@ pub(super) struct BackendView {
     requests: u64,
     last_used_unix_ms: Option<u64>,
     pinned_requests_last_minute: u64,
+    /// The share of its full new-session share it takes now: below 1 during its slow start.
+    slow_start_share: f64,
     /// Entries of the pool's session tables that point here.
     table_entries: usize,
     /// Upgraded (WebSocket) connections open to this backend.
@@ -88,6 +93,7 @@ impl BackendView {
             requests: slot.requests.load(Relaxed),
             last_used_unix_ms: slot.last_used_ms(),
             pinned_requests_last_minute: slot.pinned_last_minute(),
+            slow_start_share: slot.ramp_share(pool.slow_start),
             table_entries,
             upgraded_connections: pool
                 .upgraded

@@ -53,6 +53,9 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// `sticky.grace_ms`: serving on after SIGTERM before the stop (the lifecycle module applies it).
     pub grace: std::time::Duration,
+    /// `sticky.state_file`: backend states set through the admin API, written here and applied
+    /// at the next start (an absolute path); `None`: not kept.
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 /// A named persistence class: the mechanisms of a pool's `affinity`, shareable by routes.
@@ -215,6 +218,9 @@ pub struct PoolConfig {
     pub opt_out_header: http::HeaderName,
     /// A response header set to the name of the backend that served the response.
     pub served_by_header: Option<http::HeaderName>,
+    /// `slow_start_seconds`: how long a backend that comes back takes to ramp up to its full
+    /// share of new sessions; `None`: no ramp.
+    pub slow_start: Option<Duration>,
     /// TLS to the backends; `None`: plain HTTP.
     pub tls: Option<UpstreamTlsConfig>,
     /// `Host` for requests that have none (HTTP/1.0); `None`: the SNI name or the backend's

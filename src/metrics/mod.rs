@@ -13,11 +13,13 @@
 //! | `sticky_backend_in_flight` | gauge | `pool`, `backend` |
 //! | `sticky_backend_pinned_requests_last_minute` | gauge | `pool`, `backend` |
 //! | `sticky_backend_last_used_timestamp_seconds` | gauge | `pool`, `backend` (0: never) |
+//! | `sticky_backend_slow_start_share` | gauge | `pool`, `backend` — the share of its full new-session share the backend takes now: below 1 during its slow start, else 1 |
 //! | `sticky_session_table_entries` / `_capacity` / `_oldest_entry_age_seconds` | gauge | `pool`, `table` (`learn`, `client_ip`) |
 //! | `sticky_session_table_hits_total` / `_misses_total` / `_insertions_total` / `_evictions_total` / `_expirations_total` | counter | `pool`, `table` |
 //! | `sticky_session_store_up` | gauge | `pool`, `table` — 1 while the table's Redis store is up (a cluster: every primary), 0 while it is down or not connected yet |
 //! | `sticky_session_store_lookups_total` | counter | `pool`, `table`, `result` (`hit`, `miss`, `failed`, `skipped` while down) — local misses asked of Redis |
 //! | `sticky_session_store_writes_total` | counter | `pool`, `table`, `result` (`sent`, `failed`, `dropped` when the queue is full or the store down) |
+//! | `sticky_state_file_writes_total` | counter | `result` (`written`, `failed`) — writes of `sticky.state_file` (present only with one) |
 //!
 //! The request path touches only pre-resolved handles ([`PoolMetrics`]): one atomic add per
 //! counter, no label lookups. Gauges and table counters are read from the live state when
@@ -30,8 +32,8 @@ use crate::affinity::Outcome;
 use crate::config::BackendState;
 use crate::pool::Pool;
 use pingora_prometheus::prometheus::{
-    self, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    self, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 use std::sync::Arc;
 
@@ -67,11 +69,13 @@ pub struct Metrics {
     in_flight: IntGaugeVec,
     pinned_last_minute: IntGaugeVec,
     last_used: IntGaugeVec,
+    slow_start_share: GaugeVec,
     table_gauges: [(IntGaugeVec, ReadStat); 3],
     table_counters: [(IntCounterVec, ReadStat); 5],
     store_up: IntGaugeVec,
     store_lookups: IntCounterVec,
     store_writes: IntCounterVec,
+    state_file_writes: IntCounterVec,
 }
 
 /// Reads one figure out of a store's statistics.
@@ -170,6 +174,14 @@ impl Metrics {
                 "Unix time of the last request sent to the backend (0: never).",
                 &backend,
             ),
+            slow_start_share: GaugeVec::new(
+                Opts::new(
+                    "sticky_backend_slow_start_share",
+                    "Share of its full new-session share the backend takes now (below 1 in its slow start).",
+                ),
+                &backend,
+            )
+            .unwrap_or_else(|e| panic!("slow start gauge: {e}")),
             table_gauges: [
                 (
                     gauge(
@@ -253,6 +265,11 @@ impl Metrics {
                 "Writes to the shared store, by result.",
                 &["pool", "table", "result"],
             ),
+            state_file_writes: counter(
+                "sticky_state_file_writes_total",
+                "Writes of the state file (backend states set through the admin API), by result.",
+                &["result"],
+            ),
         };
         let mut collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(metrics.requests.clone()),
@@ -265,9 +282,11 @@ impl Metrics {
             Box::new(metrics.in_flight.clone()),
             Box::new(metrics.pinned_last_minute.clone()),
             Box::new(metrics.last_used.clone()),
+            Box::new(metrics.slow_start_share.clone()),
             Box::new(metrics.store_up.clone()),
             Box::new(metrics.store_lookups.clone()),
             Box::new(metrics.store_writes.clone()),
+            Box::new(metrics.state_file_writes.clone()),
         ];
         collectors.extend(
             metrics
@@ -287,6 +306,15 @@ impl Metrics {
             }
         }
         metrics
+    }
+
+    /// The counters of the state file's writes: (written, failed). Asked once, when there is
+    /// a state file.
+    pub fn state_file_writes(&self) -> (IntCounter, IntCounter) {
+        (
+            self.state_file_writes.with_label_values(&["written"]),
+            self.state_file_writes.with_label_values(&["failed"]),
+        )
     }
 
     /// Read the live state of `pools` and their affinities (`registry`) into the gauges and
@@ -318,6 +346,9 @@ impl Metrics {
                     slot.last_used_ms()
                         .map_or(0, |ms| i64::try_from(ms / 1000).unwrap_or(0)),
                 );
+                self.slow_start_share
+                    .with_label_values(&labels)
+                    .set(slot.ramp_share(pool.slow_start));
             }
             for (table, stats) in affinities.table_stats() {
                 let labels = [pool.name.as_str(), table.as_str()];

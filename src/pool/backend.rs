@@ -1,13 +1,15 @@
 //! One backend's live state: health (mirrored from the health checker), administrative state
 //! (`active`, `draining`, `disabled`), load, and the activity an operator watches before removing
-//! a drained node (when it last served a request, pinned requests in the last minute).
-//! Everything is an atomic: the request path never locks.
+//! a drained node (when it last served a request, pinned requests in the last minute), and when
+//! it last came back to take new sessions (its slow start). Everything is an atomic: the request
+//! path never locks.
 
+use super::slow_start;
 use crate::config::BackendState;
 use pingora_core::upstreams::peer::HttpPeer;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A backend state as the byte its slot stores atomically.
 trait BackendStateCode {
@@ -51,6 +53,9 @@ pub struct BackendSlot {
     pub requests: AtomicU64,
     /// Unix time (ms) of the last request sent here; 0 = never.
     last_used_ms: AtomicU64,
+    /// When ([`slow_start::monotonic_ms`]) it last came back to take new sessions; 0: not since
+    /// the process started, or its ramp is over.
+    ramp_since_ms: AtomicU64,
     /// Per second of the last minute: `(unix second << 32) | pinned requests in that second`.
     pinned_window: [AtomicU64; WINDOW_SECONDS as usize],
     /// Template for the upstream peer (address and timeouts).
@@ -80,6 +85,7 @@ impl BackendSlot {
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             last_used_ms: AtomicU64::new(0),
+            ramp_since_ms: AtomicU64::new(0),
             pinned_window: std::array::from_fn(|_| AtomicU64::new(0)),
             peer,
         }
@@ -89,8 +95,54 @@ impl BackendSlot {
         BackendState::from_u8(self.state.load(Relaxed))
     }
 
+    /// Set the administrative state; back to taking new sessions, its slow start begins.
     pub fn set_state(&self, state: BackendState) {
+        let before = self.takes_new_sessions();
         self.state.store(state.to_u8(), Relaxed);
+        self.mark_if_back(before);
+    }
+
+    /// Set the administrative state the process starts with (from the state file): no slow
+    /// start, as for every backend at start.
+    pub fn set_state_at_start(&self, state: BackendState) {
+        self.state.store(state.to_u8(), Relaxed);
+    }
+
+    /// Set the health (from the health checker); back to taking new sessions, its slow start
+    /// begins.
+    pub fn set_healthy(&self, healthy: bool) {
+        let before = self.takes_new_sessions();
+        self.healthy.store(healthy, Relaxed);
+        self.mark_if_back(before);
+    }
+
+    fn mark_if_back(&self, took_new_sessions: bool) {
+        if !took_new_sessions && self.takes_new_sessions() {
+            self.ramp_since_ms
+                .store(slow_start::monotonic_ms(), Relaxed);
+        }
+    }
+
+    /// The share of its full new-session share it takes now, under a pool's `slow_start`
+    /// ([`slow_start::share`]): 1 without slow start, when it has not come back since the
+    /// process started, or once its ramp is over.
+    pub fn ramp_share(&self, slow_start: Option<Duration>) -> f64 {
+        let Some(slow_start) = slow_start else {
+            return 1.0;
+        };
+        let since = self.ramp_since_ms.load(Relaxed);
+        if since == 0 {
+            return 1.0;
+        }
+        let elapsed = slow_start::monotonic_ms().saturating_sub(since);
+        let share = slow_start::share(Duration::from_millis(elapsed), slow_start);
+        if share >= 1.0 {
+            // Over: later reads need not look at the clock (unless it came back again since).
+            let _ = self
+                .ramp_since_ms
+                .compare_exchange(since, 0, Relaxed, Relaxed);
+        }
+        share
     }
 
     pub fn is_healthy(&self) -> bool {
@@ -182,6 +234,41 @@ mod tests {
         assert!(!active.is_usable() && !active.takes_new_sessions());
         active.set_state(BackendState::Draining);
         assert_eq!(active.state(), BackendState::Draining);
+    }
+
+    #[test]
+    fn a_backend_ramps_only_when_it_comes_back_to_taking_new_sessions() {
+        let ramp = Some(Duration::from_secs(3600));
+        let s = slot(BackendState::Active);
+        assert_eq!(s.ramp_share(ramp), 1.0, "not at start");
+        s.set_state(BackendState::Active);
+        s.set_healthy(true);
+        assert_eq!(s.ramp_share(ramp), 1.0, "no change, no ramp");
+        s.set_healthy(false);
+        assert_eq!(s.ramp_share(ramp), 1.0);
+        s.set_healthy(true);
+        assert!(s.ramp_share(ramp) < 0.1, "healthy again: ramping");
+        assert_eq!(s.ramp_share(None), 1.0, "without slow start: full");
+
+        for from in [BackendState::Draining, BackendState::Disabled] {
+            let s = slot(from);
+            s.set_healthy(false);
+            s.set_healthy(true);
+            assert_eq!(
+                s.ramp_share(ramp),
+                1.0,
+                "{from:?}: not taking new sessions yet"
+            );
+            s.set_state(BackendState::Active);
+            assert!(s.ramp_share(ramp) < 0.1, "{from:?} -> active: ramping");
+        }
+
+        // A ramp that is over reads 1 from then on.
+        let s = slot(BackendState::Disabled);
+        s.set_state(BackendState::Active);
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(s.ramp_share(Some(Duration::from_millis(1))), 1.0);
+        assert_eq!(s.ramp_share(ramp), 1.0, "cleared once over");
     }
 
     #[test]

@@ -8,7 +8,6 @@ use crate::config::{HealthCheckConfig, HealthCheckKind};
 use async_trait::async_trait;
 use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
 use pingora_load_balancing::Backend;
-use std::sync::atomic::Ordering::Relaxed;
 
 /// The health check a pool's config describes, mirrored into `slots`.
 /// `tls`: the pool talks TLS to its backends, so HTTP checks do too.
@@ -103,7 +102,7 @@ impl HealthCheck for MirroredHealthCheck {
 
     async fn health_status_change(&self, target: &Backend, healthy: bool) {
         if let Some(slot) = slot_of(&self.slots, target) {
-            slot.healthy.store(healthy, Relaxed);
+            slot.set_healthy(healthy);
             log::warn!(
                 "backend {} is now {}",
                 slot.name,

@@ -3,13 +3,15 @@
 //!
 //! Selection goes through `pingora-load-balancing`'s `LoadBalancer::select_with`, whose `accept`
 //! callback is where our own per-backend state (health mirrored from the health checker,
-//! admin state, the backends a request already failed on) is applied. `least_requests`, which
+//! admin state, the backends a request already failed on, a returning backend's slow start)
+//! is applied. `least_requests`, which
 //! the crate lacks, is built on the same call. The hot path reads only atomics of our own
 //! [`BackendSlot`]s: no locks, no maps.
 
 mod backend;
 mod health;
 pub mod ring;
+pub mod slow_start;
 pub mod upgrade_gate;
 pub mod upgraded;
 
@@ -20,8 +22,9 @@ use crate::tls::UpstreamTls;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_load_balancing::selection::{Random, RoundRobin};
 use pingora_load_balancing::{Backend, LoadBalancer};
+use std::cell::Cell;
 use std::collections::BTreeSet;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 /// The backends of a pool, shared with the health checker.
@@ -46,6 +49,10 @@ pub struct Pool {
     pub upgraded: Arc<upgraded::UpgradedConnections>,
     /// Per backend: the `Host` for a request that has none ([`crate::headers::backend_host`]).
     pub host_when_missing: Box<[http::HeaderValue]>,
+    /// `slow_start_seconds`: a backend that comes back ramps up its share of new sessions.
+    pub slow_start: Option<std::time::Duration>,
+    /// New-session picks that met a ramping backend: the step of [`slow_start::admits`].
+    ramp_picks: AtomicU64,
     balancer: Balancer,
 }
 
@@ -108,6 +115,8 @@ impl Pool {
                     crate::headers::backend_host(config.default_host.as_ref(), sni, b.addr, tls)
                 })
                 .collect(),
+            slow_start: config.slow_start,
+            ramp_picks: AtomicU64::new(0),
             slots,
             balancer,
         };
@@ -119,40 +128,60 @@ impl Pool {
     }
 
     /// Pick a backend for a new session: healthy, active, and not one of `excluded` (backends
-    /// this request already failed on). `None` when no backend qualifies.
+    /// this request already failed on); a backend in its slow start is passed over for part of
+    /// its turns ([`slow_start`]) — unless no other backend qualifies. `None` when none does.
     pub fn select_new(&self, excluded: &[usize]) -> Option<usize> {
         let accept =
             |index: usize| !excluded.contains(&index) && self.slots[index].takes_new_sessions();
+        // This pick's step of the ramp's sequence, taken only if a ramping backend is offered.
+        let pick = Cell::new(None);
+        let ramp_admits = |index: usize| {
+            let share = self.slots[index].ramp_share(self.slow_start);
+            share >= 1.0 || {
+                let step = pick.get().unwrap_or_else(|| {
+                    let step = self.ramp_picks.fetch_add(1, Relaxed);
+                    pick.set(Some(step));
+                    step
+                });
+                slow_start::admits(share, step, index)
+            }
+        };
+        let take = |index: usize| accept(index) && ramp_admits(index);
         let n = self.slots.len();
         let chosen = match &self.balancer {
             Balancer::RoundRobin(lb) => {
-                lb.select_with(b"", 2 * n, |b, _| self.index_of(b).is_some_and(accept))
+                lb.select_with(b"", 2 * n, |b, _| self.index_of(b).is_some_and(take))
             }
             Balancer::Random(lb) => {
-                lb.select_with(b"", 4 * n, |b, _| self.index_of(b).is_some_and(accept))
+                lb.select_with(b"", 4 * n, |b, _| self.index_of(b).is_some_and(take))
             }
             Balancer::LeastRequests(lb) => {
                 // Fewest in-flight requests relative to weight; the round-robin order breaks
                 // ties so that idle backends share new sessions evenly.
-                let best = (0..n)
-                    .filter(|i| accept(*i))
+                (0..n)
+                    .filter(|i| take(*i))
                     .map(|i| load_score(&self.slots[i]))
-                    .min()?;
-                lb.select_with(b"", 2 * n, |b, _| {
-                    self.index_of(b)
-                        .is_some_and(|i| accept(i) && load_score(&self.slots[i]) <= best)
-                })
-                .or_else(|| {
-                    // The loads moved under us; any acceptable backend will do.
-                    lb.select_with(b"", 2 * n, |b, _| self.index_of(b).is_some_and(accept))
-                })
+                    .min()
+                    .and_then(|best| {
+                        lb.select_with(b"", 2 * n, |b, _| {
+                            self.index_of(b)
+                                .is_some_and(|i| take(i) && load_score(&self.slots[i]) <= best)
+                        })
+                    })
+                    .or_else(|| {
+                        // The loads moved under us; any acceptable backend will do.
+                        lb.select_with(b"", 2 * n, |b, _| self.index_of(b).is_some_and(take))
+                    })
             }
         };
         // The balancers' iterators can miss the one acceptable backend (random repeats, a
-        // round-robin counter advanced by other threads): then scan.
+        // round-robin counter advanced by other threads), or the ramp passed over every one
+        // that qualifies: then scan, ramp or not.
         match chosen {
             Some(chosen) => self.index_of(&chosen),
-            None => (0..n).find(|i| accept(*i)),
+            None => (0..n)
+                .find(|i| take(*i))
+                .or_else(|| (0..n).find(|i| accept(*i))),
         }
     }
 
@@ -251,7 +280,8 @@ fn futures_now<F: std::future::Future>(future: F) -> Option<F::Output> {
 
 #[cfg(test)]
 mod tests {
-    use super::cap_timeouts;
+    use super::{cap_timeouts, Pool};
+    use crate::config::BackendState;
     use pingora_core::upstreams::peer::HttpPeer;
     use std::time::Duration;
 
@@ -268,5 +298,56 @@ mod tests {
         );
         assert_eq!(peer.options.read_timeout, Some(Duration::from_millis(200)));
         assert_eq!(peer.options.write_timeout, Some(Duration::from_millis(500)));
+    }
+
+    fn pool(backends: usize, balance: &str, slow_start_seconds: u64) -> std::sync::Arc<Pool> {
+        let list: Vec<String> = (0..backends)
+            .map(|i| format!("{{ name: b{i}, addr: \"127.0.0.1:{}\" }}", 21_000 + i))
+            .collect();
+        let yaml = format!(
+            "sticky:\n  listeners: [{{ addr: \"127.0.0.1:1\" }}]\n  pools:\n    - name: p\n      balance: {balance}\n      slow_start_seconds: {slow_start_seconds}\n      backends: [{}]\n",
+            list.join(", ")
+        );
+        let config = crate::config::load_str(&yaml).unwrap();
+        Pool::new(&config.pools[0], None).0
+    }
+
+    fn picks_of(pool: &Pool, backend: usize, picks: usize) -> usize {
+        (0..picks)
+            .filter(|_| pool.select_new(&[]) == Some(backend))
+            .count()
+    }
+
+    #[test]
+    fn a_backend_back_in_its_slow_start_gets_a_small_share_of_new_sessions_under_every_balance() {
+        for balance in ["round_robin", "random", "least_requests"] {
+            let pool = pool(3, balance, 3600);
+            assert!(
+                (900..=1100).contains(&picks_of(&pool, 2, 3000)),
+                "{balance}"
+            );
+            pool.slots[2].set_state(BackendState::Disabled);
+            pool.slots[2].set_state(BackendState::Active);
+            let ramped = picks_of(&pool, 2, 3000);
+            assert!(
+                ramped <= 30,
+                "{balance}: {ramped} of 3000 at the ramp's start"
+            );
+        }
+        // Without slow start a returning backend gets its share at once.
+        let pool = pool(3, "round_robin", 0);
+        pool.slots[2].set_healthy(false);
+        pool.slots[2].set_healthy(true);
+        assert!((900..=1100).contains(&picks_of(&pool, 2, 3000)));
+    }
+
+    #[test]
+    fn a_ramping_backend_that_is_the_only_one_left_takes_every_new_session() {
+        let pool = pool(2, "round_robin", 3600);
+        pool.slots[1].set_healthy(false);
+        pool.slots[1].set_healthy(true);
+        pool.slots[0].set_state(BackendState::Disabled);
+        assert_eq!(picks_of(&pool, 1, 100), 100);
+        assert_eq!(pool.select_new(&[1]), None, "nothing else qualifies");
     }
 }

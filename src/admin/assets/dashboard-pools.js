@@ -164,7 +164,10 @@ export function applyBackend(row, b) {
   row.health.textContent = !checked ? '– not checked' : b.healthy ? '✓ healthy' : '✗ down';
   row.health.className = 'badge health ' + (!checked ? 'health-off' : b.healthy ? 'health-up' : 'health-down');
   row.tr.classList.toggle('down', checked && !b.healthy);
-  row.weight.textContent = b.weight;
+  // In its slow start a backend takes part of its share of new sessions.
+  const ramping = typeof b.slow_start_share === 'number' && b.slow_start_share < 1;
+  row.weight.textContent = ramping ? b.weight + ' · ' + Math.round(b.slow_start_share * 100) + '%' : b.weight;
+  row.weight.title = ramping ? 'slow start: ' + Math.round(b.slow_start_share * 100) + '% of its share of new sessions' : '';
   row.inFlight.textContent = number.format(b.in_flight);
   row.rate.textContent = formatRate(b.requests_per_second);
   row.rate.title = number.format(b.requests) + ' requests since start';

@@ -24,28 +24,7 @@ pub const SLOTS: usize = 16_384;
 /// No known owner.
 const NO_OWNER: u16 = u16::MAX;
 
-/// CRC16-CCITT (XMODEM), as Redis Cluster hashes keys.
-const CRC16: [u16; 256] = {
-    let mut table = [0u16; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut crc = (i as u16) << 8;
-        let mut bit = 0;
-        while bit < 8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-            bit += 1;
-        }
-        table[i] = crc;
-        i += 1;
-    }
-    table
-};
-
-/// The slot of a key: CRC16 of the key (or of its `{hash tag}`) modulo 16384, as Redis
+/// The slot of a key: CRC16 (XMODEM, the `crc16` crate, as the `redis` crate uses) of the key (or of its `{hash tag}`) modulo 16384, as Redis
 /// (`CLUSTER KEYSLOT`) and the crate compute it.
 pub fn slot_of(key: &[u8]) -> u16 {
     let hashed = key
@@ -57,10 +36,7 @@ pub fn slot_of(key: &[u8]) -> u16 {
             (close > 0).then(|| &rest[..close])
         })
         .unwrap_or(key);
-    let crc = hashed.iter().fold(0u16, |crc, b| {
-        (crc << 8) ^ CRC16[usize::from((crc >> 8) as u8 ^ b)]
-    });
-    crc % SLOTS as u16
+    crc16::State::<crc16::XMODEM>::calculate(hashed) % SLOTS as u16
 }
 
 /// One primary, as the store tracks it.

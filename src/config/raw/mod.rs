@@ -61,6 +61,9 @@ pub struct RawSticky {
     /// each response) before stopping (HAProxy `grace`). 0: stop at once.
     #[serde(default)]
     pub grace_ms: u64,
+    /// Where backend states set through the admin API are kept across restarts (HAProxy
+    /// `server-state-file`); absent: nowhere.
+    pub state_file: Option<String>,
 }
 
 /// `sticky.admin`
@@ -256,6 +259,11 @@ pub struct RawPool {
     /// A response header naming the backend that served the response (its configured name,
     /// never its address), for troubleshooting; absent: none.
     pub served_by_header: Option<String>,
+    /// Slow start (HAProxy `slowstart`, NGINX Plus `slow_start`): a backend that comes back
+    /// (healthy again, or re-enabled) ramps its share of new sessions up over this many
+    /// seconds; 0 (default): at once.
+    #[serde(default)]
+    pub slow_start_seconds: u64,
     /// TLS to the backends; absent: plain HTTP.
     pub tls: Option<RawUpstreamTls>,
     /// The `Host` sent to the backends for a request that has none (HTTP/1.0 allows that;

@@ -123,8 +123,16 @@ pub(super) fn validate(raw: RawSticky, listeners_required: bool) -> Result<Confi
         default_route,
         warnings,
         grace: std::time::Duration::from_millis(raw.grace_ms),
+        state_file: raw
+            .state_file
+            .as_deref()
+            .map(state_file::validate)
+            .transpose()?,
     })
 }
+
+/// The longest accepted `pools[].slow_start_seconds`.
+const MAX_SLOW_START_SECONDS: u64 = 3600;
 
 /// The longest accepted `sticky.grace_ms`.
 const MAX_GRACE_MS: u64 = 600_000;
@@ -194,6 +202,16 @@ fn validate_pool(field: &str, raw: RawPool) -> Result<PoolConfig> {
         field,
         &backends,
     )?;
+    let slow_start = match raw.slow_start_seconds {
+        0 => None,
+        s if s <= MAX_SLOW_START_SECONDS => Some(Duration::from_secs(s)),
+        s => {
+            return Err(ConfigError::new(
+                format!("{field}.slow_start_seconds"),
+                format!("must be between 0 (off) and {MAX_SLOW_START_SECONDS} (an hour): {s}"),
+            ))
+        }
+    };
     let affinity = affinity::validate_affinity(&format!("{field}.affinity"), raw.affinity)?;
     let tls = raw
         .tls
@@ -212,6 +230,7 @@ fn validate_pool(field: &str, raw: RawPool) -> Result<PoolConfig> {
         affinity,
         opt_out_header,
         served_by_header,
+        slow_start,
         tls,
         default_host,
     })
@@ -393,6 +412,7 @@ mod extension_tests;
 mod listeners;
 pub(super) mod routes;
 mod served_by;
+mod state_file;
 mod store;
 #[cfg(test)]
 mod tests;
