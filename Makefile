@@ -3,7 +3,7 @@ CARGO ?= cargo
 CONF ?= conf/demo.yaml
 SHELL := /bin/bash
 
-.PHONY: setup run build test lint unit check-conf fuzz-check fuzz fuzz-libfuzzer fuzz-proptest bench bench-load clean
+.PHONY: setup run build test lint unit doc check-conf fuzz-check fuzz fuzz-libfuzzer fuzz-proptest bench bench-load clean
 
 setup:
 	@./scripts/setup.sh
@@ -16,8 +16,8 @@ build: setup
 run: build
 	CONF=$(CONF) ./scripts/demo.sh
 
-## test: formatting, lints, unit + integration tests, doc tests, every conf/ example checked with -t
-test: setup lint unit check-conf fuzz-check
+## test: formatting, lints, unit + integration tests, doc tests, the API docs, every conf/ example checked with -t
+test: setup lint unit doc check-conf fuzz-check
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -32,6 +32,10 @@ unit:
 		$(CARGO) test --no-fail-fast; \
 	fi
 	$(CARGO) test --doc
+
+## doc: the API reference, warnings as errors (every public item documented, no broken link)
+doc:
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --features demo
 
 ## fuzz-check: the cargo fuzz targets still compile against the library (stable `cargo check`;
 ## running them needs a nightly toolchain: `make fuzz`)

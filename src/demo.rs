@@ -6,7 +6,7 @@
 //! adds `Set-Cookie: JSESSIONID=<fresh id>; Path=/`; `/healthz` answers 200.
 //!
 //! Test aids (same `hello <name>` body): `/logout` clears `JSESSIONID` (`Max-Age=0`); every request is echoed back in `X-Echo-*` headers
-//! (cookie, forwarding headers, opt-out header, body length) so tests can see what reached the
+//! (cookie, forwarding headers, opt-out header, `Authorization`, `X-Request-Id`, body length) so tests can see what reached the
 //! backend; `/slow/<ms>` answers after `<ms>` milliseconds; `/cache-control/<value>` sends
 //! `Cache-Control: <value>` (`_` stands for a space); `/opt-out/<value>` sends the opt-out header
 //! with `<value>`; `/header/<name>/<value>` sends any header. A WebSocket upgrade on a path
@@ -173,6 +173,8 @@ pub fn respond<B>(name: &str, counter: &AtomicU64, req: &Request<B>) -> Response
         ("X-Echo-Forwarded-Proto", "x-forwarded-proto"),
         ("X-Echo-Forwarded-Host", "x-forwarded-host"),
         ("X-Echo-Opt-Out", "arr-disable-session-affinity"),
+        ("X-Echo-Authorization", "authorization"),
+        ("X-Echo-Request-Id", "x-request-id"),
     ] {
         let values: Vec<&[u8]> = req
             .headers()

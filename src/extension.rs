@@ -33,23 +33,74 @@
 use crate::affinity::custom::ExtensionLookup;
 use crate::affinity::key::KeySource;
 use crate::config::{AffinityConfig, Config, ConfigError, KeySourceConfig};
+use crate::filter::Filter;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use crate::affinity::custom::BackendNamer;
 
-/// The registered extensions, by name.
+/// The registered extensions, by name: key sources, backend namers and filters. Build it
+/// with the `with_*` calls, then hand it to [`crate::run`] (the stock binary's `main` with
+/// your extensions) or to [`StickyAffinity::from_yaml_with`](crate::StickyAffinity::from_yaml_with).
+/// A configuration that names an extension nobody registered is refused, the error naming
+/// the field.
+///
+/// ```
+/// use std::borrow::Cow;
+/// use sticky_proxy::affinity::key::{KeySource, RequestView};
+/// use sticky_proxy::extension::{load_str_with, BackendNamer, Extensions};
+/// use sticky_proxy::filter::Filter;
+///
+/// #[derive(Debug)]
+/// struct Tenant;
+/// impl KeySource for Tenant {
+///     fn key<'a>(&self, request: &RequestView<'a>) -> Option<Cow<'a, [u8]>> {
+///         request.headers.get("x-tenant").map(|v| Cow::Borrowed(v.as_bytes()))
+///     }
+/// }
+///
+/// #[derive(Debug)]
+/// struct XBackend;
+/// impl BackendNamer for XBackend {
+///     fn backend<'a>(&self, request: &RequestView<'a>) -> Option<Cow<'a, str>> {
+///         request.headers.get("x-backend")?.to_str().ok().map(Cow::Borrowed)
+///     }
+/// }
+///
+/// struct Noop; // every hook's default: nothing
+/// impl Filter for Noop {}
+///
+/// let extensions = Extensions::default()
+///     .with_key_source("tenant", Tenant)
+///     .with_backend_namer("x-backend", XBackend)
+///     .with_filter("noop", Noop);
+/// assert_eq!(extensions.filter_names(), ["noop"]);
+///
+/// let yaml = r#"
+/// sticky:
+///   listeners: [{ addr: "127.0.0.1:6188", filters: [noop, auth] }]
+///   pools:
+///     - name: web
+///       backends: [{ name: iis1, addr: "127.0.0.1:9001" }]
+///       affinity: { hash: { sources: [{ type: custom, name: tenant }] } }
+/// "#;
+/// let error = load_str_with(yaml, &extensions).unwrap_err().to_string();
+/// assert!(error.starts_with("sticky.listeners[0].filters[1]: no filter registered as \"auth\""));
+/// assert!(load_str_with(&yaml.replace(", auth", ""), &extensions).is_ok());
+/// ```
 #[derive(Clone, Default)]
 pub struct Extensions {
     key_sources: HashMap<String, Arc<dyn KeySource>>,
     namers: HashMap<String, Arc<dyn BackendNamer>>,
+    filters: HashMap<String, Arc<dyn Filter>>,
 }
 
 impl std::fmt::Debug for Extensions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Extensions")
-            .field("key_sources", &self.key_sources.keys().collect::<Vec<_>>())
-            .field("namers", &self.namers.keys().collect::<Vec<_>>())
+            .field("key_sources", &self.key_source_names())
+            .field("namers", &self.backend_namer_names())
+            .field("filters", &self.filter_names())
             .finish()
     }
 }
@@ -67,18 +118,38 @@ impl Extensions {
         self
     }
 
-    /// Registered names, sorted (for error messages).
-    pub fn key_source_names(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self.key_sources.keys().map(String::as_str).collect();
-        names.sort_unstable();
-        names
+    /// Register a filter as `filters: [<name>]` of a listener or a route
+    /// ([`crate::filter`]: the hooks, their order, what a failing filter does).
+    pub fn with_filter(mut self, name: &str, filter: impl Filter) -> Self {
+        self.filters.insert(name.to_string(), Arc::new(filter));
+        self
     }
 
-    pub fn backend_namer_names(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self.namers.keys().map(String::as_str).collect();
-        names.sort_unstable();
-        names
+    /// The registered key sources' names, sorted (for error messages).
+    pub fn key_source_names(&self) -> Vec<&str> {
+        sorted(self.key_sources.keys())
     }
+
+    /// The registered backend namers' names, sorted.
+    pub fn backend_namer_names(&self) -> Vec<&str> {
+        sorted(self.namers.keys())
+    }
+
+    /// The registered filters' names, sorted.
+    pub fn filter_names(&self) -> Vec<&str> {
+        sorted(self.filters.keys())
+    }
+
+    /// The filter registered as `name`.
+    pub fn filter(&self, name: &str) -> Option<Arc<dyn Filter>> {
+        self.filters.get(name).cloned()
+    }
+}
+
+fn sorted<'a>(names: impl Iterator<Item = &'a String>) -> Vec<&'a str> {
+    let mut names: Vec<&str> = names.map(String::as_str).collect();
+    names.sort_unstable();
+    names
 }
 
 impl ExtensionLookup for Extensions {
@@ -99,9 +170,29 @@ pub fn load_str_with(yaml: &str, extensions: &Extensions) -> Result<Config, Conf
     Ok(config)
 }
 
-/// Every custom key source and backend namer the configuration names (pools' own affinity and
-/// every class, used by a route or not) must be registered; the error names the field.
+/// Every custom key source, backend namer and filter the configuration names (pools' own
+/// affinity and every class, used by a route or not; every listener's and route's `filters`)
+/// must be registered; the error names the field.
 pub fn check(config: &Config, extensions: &Extensions) -> Result<(), ConfigError> {
+    let listeners = config.listeners.iter().enumerate();
+    let listeners = listeners.map(|(i, l)| (format!("sticky.listeners[{i}]"), &l.filters));
+    let routes = config.routes.iter().enumerate();
+    let routes = routes.map(|(i, r)| (format!("sticky.routes[{i}]"), &r.filters));
+    for (field, names) in listeners.chain(routes) {
+        if let Some((j, name)) = names
+            .iter()
+            .enumerate()
+            .find(|(_, n)| !extensions.filters.contains_key(n.as_str()))
+        {
+            return Err(ConfigError::new(
+                format!("{field}.filters[{j}]"),
+                format!(
+                    "no filter registered as {name:?} (registered: {:?})",
+                    extensions.filter_names()
+                ),
+            ));
+        }
+    }
     let pools = config.pools.iter().enumerate().filter_map(|(i, p)| {
         let affinity = p.affinity.as_ref()?;
         Some((format!("sticky.pools[{i}].affinity"), affinity))
@@ -147,4 +238,32 @@ fn check_affinity(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filter::Filter;
+
+    struct Nothing;
+    impl Filter for Nothing {}
+
+    #[test]
+    fn every_filter_a_listener_or_route_names_must_be_registered() {
+        let yaml = "sticky:\n  listeners: [{ addr: \"127.0.0.1:6188\", filters: [a] }]\n  pools:\n    - name: web\n      backends: [{ name: iis1, addr: \"127.0.0.1:9001\" }]\n  routes: [{ pool: web, filters: [a, b] }]\n";
+        let config = crate::config::load_str(yaml).unwrap();
+        let none = Extensions::default();
+        assert_eq!(
+            check(&config, &none).unwrap_err().to_string(),
+            "sticky.listeners[0].filters[0]: no filter registered as \"a\" (registered: [])"
+        );
+        let only_a = Extensions::default().with_filter("a", Nothing);
+        assert_eq!(
+            check(&config, &only_a).unwrap_err().to_string(),
+            "sticky.routes[0].filters[1]: no filter registered as \"b\" (registered: [\"a\"])"
+        );
+        let both = only_a.with_filter("b", Nothing);
+        assert!(check(&config, &both).is_ok());
+        assert_eq!(both.filter_names(), ["a", "b"]);
+    }
 }

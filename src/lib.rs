@@ -1,42 +1,65 @@
-//! sticky-proxy: an edge reverse proxy on Pingora whose specialty is session affinity.
+//! sticky-proxy: an edge reverse proxy on Pingora whose specialty is session affinity — run as
+//! it is (`sticky-proxy -c proxy.yaml`), configured through the YAML's `sticky:` section
+//! ([`config`]), or extended in Rust.
 //!
-//! # Architecture
-//! One YAML file configures Pingora (its own keys) and us (the `sticky:` section, see
-//! [`config`]). [`build_server`] turns the validated [`config::Config`] into a Pingora
-//! [`Server`]: one proxy service per listener, each serving one [`pool::Pool`], plus one
-//! background health-check service per pool that has a health check, and one background
-//! service per Redis session store ([`affinity::store`]: connection, heartbeat, writer).
+//! # Extending in Rust
+//! - **Inside sticky-proxy**: register [key sources](affinity::key::KeySource) (a hash key
+//!   computed in code), [backend namers](extension::BackendNamer) (a named node) and
+//!   [filters](filter::Filter) (request, response and log hooks that may answer early) on
+//!   [`extension::Extensions`], name them in the YAML, and call [`run`] from your `main`.
+//! - **Inside your own Pingora proxy**: [`StickyAffinity`] is the affinity engine (cookies,
+//!   learned sessions, client-IP tables, bounded-load hashing, failure policies, health checks)
+//!   with one call per Pingora hook ([`embed`]).
+//!
+//! docs/extending.md in the repository walks through both, with the hook order.
 //!
 //! # Hook map (one request)
 //! ```text
-//! client → request_filter         TLS? redirect to HTTPS? which route?
+//! client → request_filter         TLS? redirect to HTTPS? which route? the route's filters
 //!        → upstream_peer          affinity cookie → pinned backend if usable, else a new pick
 //!        → fail_to_connect        remember the failed backend, retry → upstream_peer re-picks
 //!        → upstream_request_filter strip our cookie and client-sent internal headers; X-Forwarded-*
-//! backend→ response_filter        opt-out header; hide internal headers; append Set-Cookie
-//!        → logging                release in-flight count; one decision line
+//! backend→ response_filter        opt-out header; hide internal headers; append Set-Cookie; filters
+//!        → logging                release in-flight count; one decision line; filters
 //! ```
-//! The hooks live in [`proxy`]; the decisions they call are pure functions in [`affinity`],
-//! [`pool`] and [`headers`], unit-tested without sockets.
+//!
+//! # Stability
+//! The documented items are the API. A few modules are public only so that the repository's
+//! tests, benchmarks and fuzz targets can reach the engine's internals (`proxy`, `pool`,
+//! `server` and most of `affinity`); they are hidden from these docs and may change at any
+//! time. The rest of the engine is crate-private.
 
-pub mod access_log;
-pub mod admin;
+#![warn(missing_docs)]
+
+pub(crate) mod access_log;
+pub(crate) mod admin;
 pub mod affinity;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod embed;
 pub mod extension;
+pub mod filter;
 pub mod headers;
-pub mod lifecycle;
-pub mod metrics;
+pub(crate) mod lifecycle;
+pub(crate) mod metrics;
+// Hidden, and `pub` only for the repository's own targets: `pool` for tests/allocations.rs and
+// benches/hot_path.rs, `proxy` and `server` for the fuzz targets (header_stripping,
+// config_loader), which drive the hooks and the runtime without sockets.
+#[doc(hidden)]
 pub mod pool;
+#[doc(hidden)]
 pub mod proxy;
+#[doc(hidden)]
 pub mod server;
 pub mod sockets;
-pub mod state_file;
-pub mod tls;
+pub(crate) mod state_file;
+pub(crate) mod tls;
 
-pub use server::{build_server, StartError};
+pub use embed::{StickyAffinity, StickyCtx, Target};
+pub(crate) use server::build_server;
+pub use server::StartError;
+pub use tls::TlsError;
 
 use pingora_core::server::configuration::{Opt, ServerConf};
 use std::sync::Arc;

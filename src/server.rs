@@ -8,6 +8,7 @@ use crate::admin::AdminApp;
 use crate::affinity::registry::Registry;
 use crate::config::{Config, ConfigError, DefaultRoute, ListenerConfig, RouteClass};
 use crate::extension::Extensions;
+use crate::filter::{Filter, FilterChain};
 use crate::lifecycle::{Leaving, LifecycleWatcher};
 use crate::metrics::{Metrics, PoolMetrics};
 use crate::pool::{HealthService, Pool};
@@ -23,6 +24,7 @@ use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use pingora_proxy::HttpProxy;
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -80,7 +82,7 @@ impl From<TlsError> for StartError {
 }
 
 /// What [`build_server`] built: the server, the flag that
-/// [`crate::lifecycle::SignalsWithGrace`] sets when a SIGTERM starts the grace, and the state
+/// `crate::lifecycle::SignalsWithGrace` sets when a SIGTERM starts the grace, and the state
 /// file (`sticky.state_file`), to restore once the server is bootstrapped.
 pub struct Built {
     pub server: Server,
@@ -246,6 +248,11 @@ impl Runtime {
             pools.push(pool);
         }
         let registry = Arc::new(Registry::build(config, &pools, extensions));
+        let names = config.listeners.iter().flat_map(|l| &l.filters);
+        let names = names.chain(config.routes.iter().flat_map(|r| &r.filters));
+        let filters = names
+            .filter_map(|n| Some((n.clone(), extensions.filter(n)?)))
+            .collect();
         let metrics = Arc::new(Metrics::new());
         let pool_metrics = pools
             .iter()
@@ -258,16 +265,19 @@ impl Runtime {
                 pools,
                 registry,
                 metrics: pool_metrics,
+                filters,
             },
         })
     }
 }
 
-/// What a listener's routes are made of: the pools, their affinities and metric handles.
+/// What a listener's routes are made of: the pools, their affinities and metric handles, the
+/// Rust filters the configuration names.
 pub struct Wiring {
     pub pools: Vec<Arc<Pool>>,
     pub registry: Arc<Registry>,
     pub metrics: Vec<Arc<PoolMetrics>>,
+    filters: HashMap<String, Arc<dyn Filter>>,
 }
 
 impl Wiring {
@@ -275,14 +285,11 @@ impl Wiring {
     /// catch-all route to the listener's own pool.
     pub fn router_for(&self, config: &Config, listener: &ListenerConfig) -> Router {
         let route = |name: String, matcher: Matcher, pool: usize, class: RouteClass| {
-            Route::new(
-                name,
-                matcher,
-                self.pools[pool].clone(),
-                self.registry.pool(pool).affinity_for(class),
-                self.metrics[pool].clone(),
-                &config.hide_headers,
-            )
+            self.route(config, name, matcher, pool, class)
+        };
+        let with_filters = |route: Route, own: &[String]| Route {
+            filters: self.filters(listener.filters.iter().chain(own)),
+            ..route
         };
         if config.routes.is_empty() {
             let only = route(
@@ -291,21 +298,58 @@ impl Wiring {
                 listener.pool,
                 RouteClass::PoolDefault,
             );
-            return Router::new(vec![only], 404);
+            return Router::new(vec![with_filters(only, &[])], 404);
         }
         let mut routes: Vec<Route> = config
             .routes
             .iter()
             .enumerate()
-            .map(|(i, r)| route(format!("routes[{i}]"), Matcher::of(r), r.pool, r.class))
+            .map(|(i, r)| {
+                let route = route(format!("routes[{i}]"), Matcher::of(r), r.pool, r.class);
+                with_filters(route, &r.filters)
+            })
             .collect();
         let unmatched_status = match config.default_route {
             DefaultRoute::Status(status) => status,
             DefaultRoute::Pool { pool, class } => {
-                routes.push(route("default".into(), Matcher::default(), pool, class));
+                let default = route("default".into(), Matcher::default(), pool, class);
+                routes.push(with_filters(default, &[]));
                 404
             }
         };
         Router::new(routes, unmatched_status)
+    }
+
+    /// A route to pool `pool` (an index into `config.pools`) with `class`'s affinity, no filters.
+    pub(crate) fn route(
+        &self,
+        config: &Config,
+        name: String,
+        matcher: Matcher,
+        pool: usize,
+        class: RouteClass,
+    ) -> Route {
+        Route::new(
+            name,
+            matcher,
+            self.pools[pool].clone(),
+            self.registry.pool(pool).affinity_for(class),
+            self.metrics[pool].clone(),
+            &config.hide_headers,
+        )
+    }
+
+    /// The chain of the filters `names`, in order, each once (a route's filter that its
+    /// listener already runs runs at the listener's place).
+    fn filters<'a>(&self, names: impl Iterator<Item = &'a String>) -> FilterChain {
+        let mut chain: Vec<(Arc<str>, Arc<dyn Filter>)> = Vec::new();
+        for name in names {
+            if chain.iter().all(|(n, _)| **n != **name) {
+                if let Some(filter) = self.filters.get(name) {
+                    chain.push((name.as_str().into(), filter.clone()));
+                }
+            }
+        }
+        FilterChain::new(chain)
     }
 }

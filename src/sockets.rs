@@ -87,6 +87,15 @@ pub fn passed_sockets() -> Result<Vec<(RawFd, SocketAddr)>, String> {
         .collect()
 }
 
+/// The sockets a service manager passed to this process (systemd socket activation), keyed by
+/// their addresses, for [`WithListenSockets`]: a program that embeds the affinity engine in its
+/// own Pingora server serves them the way the proxy does. Empty without socket activation.
+pub fn activated() -> Result<ListenSockets, String> {
+    let passed = passed_sockets()?;
+    let by_address = passed.into_iter().map(|(fd, addr)| (addr.to_string(), fd));
+    Ok(Arc::new(by_address.collect()))
+}
+
 /// The address of a listening TCP socket at `fd`, after making it non-blocking and
 /// close-on-exec.
 fn listening_tcp_address(fd: RawFd) -> Result<SocketAddr, String> {
@@ -213,6 +222,7 @@ pub struct WithListenSockets<S> {
 }
 
 impl<S> WithListenSockets<S> {
+    /// `inner`, whose listeners use `sockets` (by address) instead of binding their own.
     pub fn new(inner: S, sockets: ListenSockets) -> Self {
         WithListenSockets { inner, sockets }
     }

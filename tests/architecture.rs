@@ -21,7 +21,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("affinity", &["config", "headers", "pool"]),
     ("state_file", &["config", "pool"]),
     ("metrics", &["config", "affinity", "pool"]),
-    ("extension", &["config", "affinity"]),
+    ("filter", &["affinity"]),
+    ("extension", &["config", "affinity", "filter"]),
     (
         "proxy",
         &[
@@ -33,6 +34,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "pool",
             "affinity",
             "metrics",
+            "filter",
         ],
     ),
     (
@@ -60,8 +62,24 @@ const LAYERS: &[(&str, &[&str])] = &[
             "affinity",
             "metrics",
             "extension",
+            "filter",
             "proxy",
             "admin",
+        ],
+    ),
+    (
+        "embed",
+        &[
+            "config",
+            "headers",
+            "tls",
+            "pool",
+            "affinity",
+            "metrics",
+            "extension",
+            "filter",
+            "proxy",
+            "server",
         ],
     ),
 ];

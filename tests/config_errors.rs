@@ -1,5 +1,5 @@
 //! Start-up validation through the real binary: every file under `tests/invalid_configs/` is
-//! rejected with a non-zero exit and a one-line message naming the field (the file's first line,
+//! rejected with exit status 2 and a one-line message naming the field (the file's first line,
 //! `# expect: ...`, is the text the message must contain); every `conf/` example passes `-t`.
 
 mod common;
@@ -12,7 +12,7 @@ fn run(args: &[&str]) -> (i32, String, String) {
 }
 
 #[test]
-fn every_invalid_config_is_rejected_at_start_with_a_message_naming_the_field() {
+fn every_invalid_config_stops_the_start_with_exit_2_and_a_message_naming_the_field() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/invalid_configs");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
@@ -37,7 +37,7 @@ fn every_invalid_config_is_rejected_at_start_with_a_message_naming_the_field() {
             let path = file.to_str().unwrap();
             args.push(path);
             let (code, _, stderr) = run(&args);
-            assert_ne!(code, 0, "{} was accepted with {args:?}", file.display());
+            assert_eq!(code, 2, "{} with {args:?}: {stderr}", file.display());
             assert!(
                 stderr.contains(expect),
                 "{}: expected {expect:?} in:\n{stderr}",

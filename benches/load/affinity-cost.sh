@@ -14,6 +14,12 @@
 #   ADMIN_PORT=9190 benches/load/affinity-cost.sh   # with the admin listener, and an open
 #                                                   # dashboard's reads every 2 s (issue #21)
 #
+# FILTERS=noop gives every sticky-proxy configuration's listener `filters: [noop]`: the cost of
+# Rust filters (docs/extending.md). The stock binary registers none, so run it with a binary
+# that does, e.g. the release build of examples/filters.rs:
+#   STICKY_BIN=target/release/examples/filters BARE_BIN=target/release/examples/bare_pingora \
+#     FILTERS=noop benches/load/affinity-cost.sh
+#
 # Writes benches/load/affinity-cost.txt. Kernel time is not in these figures.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -53,6 +59,14 @@ wait_http() {
   return 1
 }
 
+with_filters() { # the listener of a sticky_conf document gets `filters: [$FILTERS]`, if set
+  if [ -n "${FILTERS:-}" ]; then
+    sed "s/^    - addr: \(127.0.0.1:[0-9]*\)$/    - addr: \1\n      filters: [$FILTERS]/"
+  else
+    cat
+  fi
+}
+
 mkdir -p "$TMP/backends"
 backends_conf "$TMP/backends" >"$TMP/backends/nginx.conf"
 nginx -p "$TMP/backends" -e "$TMP/backends/error.log" -c "$TMP/backends/nginx.conf" &
@@ -62,7 +76,7 @@ for p in "${BACKEND_PORTS[@]}"; do wait_http "$p"; done
 # A valid ARRAffinity value: the keyed format depends only on the secret and the backend name,
 # so a value issued by a plain (not profiled) instance is valid for the profiled one.
 PORT_A=${PORT[sticky]}
-sticky_conf "$TMP/issue" 1 "$PORT_A" cookie >"$TMP/issue.yaml"
+sticky_conf "$TMP/issue" 1 "$PORT_A" cookie | with_filters >"$TMP/issue.yaml"
 RUST_LOG=warn "$BIN" -c "$TMP/issue.yaml" >"$TMP/issue.log" 2>&1 &
 issuer=$!
 PIDS+=($issuer)
@@ -77,6 +91,7 @@ JSID="JSESSIONID=0123456789ABCDEF0123456789ABCDEF"
 OUT="$TMP/affinity-cost.txt"
 {
   echo "# benches/load/affinity-cost.sh, $(date -u +%Y-%m-%dT%H:%M:%SZ); checkout at $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?') (uncommitted changes under src/ and examples/: $(git -C "$REPO" status --porcelain -- src examples 2>/dev/null | wc -l) files)"
+  echo "# filters on the listener: [${FILTERS:-}]"
   echo "# binary $BIN, built $(date -u -r "$BIN" +%Y-%m-%dT%H:%M:%SZ); bare_pingora built $(date -u -r "$BARE_BIN" +%Y-%m-%dT%H:%M:%SZ); 1 worker thread; wrk -t1 -c$CONNS -d${PROFILE_SECONDS}s per configuration"
   echo "# configuration  cookie-header  requests  Ir-total  Ir/request"
 } >"$OUT"
@@ -92,7 +107,7 @@ for run in "cookie:$VALUE" "off:$VALUE" "learn:$JSID" "off-j:$JSID" "bare:$VALUE
   if [ "$conf" = bare ]; then
     cmd=("$BARE_BIN" "127.0.0.1:$PORT_A" 1 "${BACKENDS[@]}")
   else
-    sticky_conf "$TMP/$conf" 1 "$PORT_A" "$aff" >"$TMP/$conf.yaml"
+    sticky_conf "$TMP/$conf" 1 "$PORT_A" "$aff" | with_filters >"$TMP/$conf.yaml"
     cmd=("$BIN" -c "$TMP/$conf.yaml")
   fi
   RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$TMP/$conf.callgrind" \

@@ -9,7 +9,35 @@ use std::sync::Arc;
 
 /// Names the backend a request must go to (by its configured `name`), or `None` to let the
 /// class's other mechanisms decide. A name that no backend has follows the failure policy.
+/// Register it with
+/// [`Extensions::with_backend_namer`](crate::extension::Extensions::with_backend_namer) and
+/// name it in a class's (or pool's) `affinity: { named_node: { source: <name> } }`. A named
+/// node wins over every other record, even a valid cookie: a namer that reads what the client
+/// sends lets clients choose their backend — use it only where that is intended.
+///
+/// ```
+/// use std::borrow::Cow;
+/// use sticky_proxy::affinity::key::RequestView;
+/// use sticky_proxy::extension::BackendNamer;
+///
+/// /// A support engineer's `X-Backend: iis2` sends the request to `iis2`.
+/// #[derive(Debug)]
+/// struct XBackend;
+///
+/// impl BackendNamer for XBackend {
+///     fn backend<'a>(&self, request: &RequestView<'a>) -> Option<Cow<'a, str>> {
+///         request.headers.get("x-backend")?.to_str().ok().map(Cow::Borrowed)
+///     }
+/// }
+///
+/// let mut headers = http::HeaderMap::new();
+/// headers.insert("x-backend", "iis2".parse().unwrap());
+/// let uri = http::Uri::from_static("/");
+/// let view = RequestView { uri: &uri, headers: &headers, client_ip: None };
+/// assert_eq!(XBackend.backend(&view).as_deref(), Some("iis2"));
+/// ```
 pub trait BackendNamer: Send + Sync + std::fmt::Debug {
+    /// The configured `name` of the backend the request must go to, or `None`.
     fn backend<'a>(&self, request: &RequestView<'a>) -> Option<Cow<'a, str>>;
 }
 

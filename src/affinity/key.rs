@@ -20,15 +20,45 @@ use std::sync::Arc;
 
 /// The parts of a request a key source may look at.
 pub struct RequestView<'a> {
+    /// The request target (path and query; scheme and authority for HTTP/2 and absolute form).
     pub uri: &'a http::Uri,
+    /// The request's headers, as the client sent them (and the route's filters left them).
     pub headers: &'a http::HeaderMap,
     /// The client's IP, already resolved through trusted proxies.
     pub client_ip: Option<IpAddr>,
 }
 
 /// A source of affinity keys. Implement it to compute a key in Rust (a tenant id inside a
-/// token, say); return `None` when the request does not carry one.
+/// token, say), register it with
+/// [`Extensions::with_key_source`](crate::extension::Extensions::with_key_source) and name it
+/// in a class's `hash: { sources: [{ type: custom, name: … }] }`. The built-in sources
+/// implement it too.
+///
+/// ```
+/// use std::borrow::Cow;
+/// use sticky_proxy::affinity::key::{KeySource, RequestView};
+///
+/// /// The tenant is the part of `X-Tenant` before the first dot.
+/// #[derive(Debug)]
+/// struct Tenant;
+///
+/// impl KeySource for Tenant {
+///     fn key<'a>(&self, request: &RequestView<'a>) -> Option<Cow<'a, [u8]>> {
+///         let value = request.headers.get("x-tenant")?.as_bytes();
+///         let tenant = value.split(|b| *b == b'.').next()?;
+///         (!tenant.is_empty()).then_some(Cow::Borrowed(tenant))
+///     }
+/// }
+///
+/// let mut headers = http::HeaderMap::new();
+/// headers.insert("x-tenant", "acme.eu-west".parse().unwrap());
+/// let uri = http::Uri::from_static("/");
+/// let view = RequestView { uri: &uri, headers: &headers, client_ip: None };
+/// assert_eq!(Tenant.key(&view).as_deref(), Some(&b"acme"[..]));
+/// ```
 pub trait KeySource: Send + Sync + std::fmt::Debug {
+    /// The request's key, or `None` when it carries none (the next source is tried; with none,
+    /// the request is balanced as a new session). Borrow from the request where you can.
     fn key<'a>(&self, request: &RequestView<'a>) -> Option<Cow<'a, [u8]>>;
 }
 
@@ -77,7 +107,9 @@ fn non_empty(bytes: &[u8]) -> Option<&[u8]> {
 /// capture group of `regex` matched against that value.
 #[derive(Debug)]
 pub struct CookieSource {
+    /// The cookie's name.
     pub name: String,
+    /// A pattern whose first capture group is the key, else the whole value.
     pub regex: Option<regex::bytes::Regex>,
 }
 
@@ -99,6 +131,7 @@ impl KeySource for CookieSource {
 /// A request header's value (the first one, if repeated).
 #[derive(Debug)]
 pub struct HeaderSource {
+    /// The header's name.
     pub name: http::HeaderName,
 }
 
@@ -114,6 +147,7 @@ impl KeySource for HeaderSource {
 /// parameter is.
 #[derive(Debug)]
 pub struct QuerySource {
+    /// The parameters' names, in key order.
     pub params: Vec<String>,
 }
 
@@ -151,6 +185,7 @@ impl KeySource for QuerySource {
 /// The URL path, optionally with its query string.
 #[derive(Debug)]
 pub struct PathSource {
+    /// The query string is part of the key.
     pub with_query: bool,
 }
 
@@ -187,7 +222,9 @@ impl KeySource for HostSource {
 /// The client IP masked to a prefix: 4 or 16 bytes.
 #[derive(Debug)]
 pub struct ClientIpSource {
+    /// Bits of an IPv4 address kept (32: the address).
     pub ipv4_prefix: u8,
+    /// Bits of an IPv6 address kept (128: the address).
     pub ipv6_prefix: u8,
 }
 

@@ -7,18 +7,34 @@
 //! sends the cookie again; [`Outcome`] names what happened to the request, for the response and
 //! the log.
 
+// The extension points (documented API): `key` (key sources) and `custom` (backend namers).
+// The hidden modules are the engine's inside, `pub` only because the repository's own targets
+// reach them: client_ip (fuzz/header_stripping, key_extraction), cookie and lifetime
+// (tests/cookie_lifetimes, properties, allocations, benches/hot_path, fuzz/cookie_codec),
+// decision and persistence (tests/allocations, benches/hot_path), learned (tests/properties,
+// fuzz/key_extraction), sessions (tests/common/redis_store, benches/hot_path,
+// fuzz/key_extraction, examples/table_memory), store (tests/redis_cluster). The others are
+// crate-private.
+#[doc(hidden)]
 pub mod client_ip;
+#[doc(hidden)]
 pub mod cookie;
 pub mod custom;
+#[doc(hidden)]
 pub mod decision;
-pub mod hash;
+pub(crate) mod hash;
 pub mod key;
+#[doc(hidden)]
 pub mod learned;
+#[doc(hidden)]
 pub mod lifetime;
-pub mod lookup;
+pub(crate) mod lookup;
+#[doc(hidden)]
 pub mod persistence;
-pub mod registry;
+pub(crate) mod registry;
+#[doc(hidden)]
 pub mod sessions;
+#[doc(hidden)]
 pub mod store;
 
 use crate::config::CookieConfig;
@@ -60,6 +76,8 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The outcome as the decision line and the `outcome` metric label write it (`new`,
+    /// `sticky`, `rebalanced`, `opted_out`, `failed`, `none`).
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::None => "none",
@@ -87,7 +105,9 @@ pub enum CookieRead {
     Expired(Expiry),
     /// A valid cookie naming backend `index`; `reissue`: the response sends it again.
     Backend {
+        /// The backend's index in its pool.
         index: usize,
+        /// `Some`: the response sends the cookie again, and why.
         reissue: Option<Reissue>,
     },
 }
@@ -96,7 +116,10 @@ pub enum CookieRead {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reissue {
     /// A dated cookie due for its refresh: the same first-issue date, refreshed now.
-    Refresh { issued: u32 },
+    Refresh {
+        /// The value's first-issue date (Unix seconds), kept in the refreshed value.
+        issued: u32,
+    },
     /// A value in the pool's other format: a date-less one where lifetimes apply (dated from
     /// now on), a dated one where they no longer do (date-less from now on).
     Convert,
@@ -135,6 +158,7 @@ impl CookieRead {
 /// One pool's cookie-insertion affinity, prepared at start-up.
 #[derive(Debug)]
 pub struct CookieAffinity {
+    /// The cookie's settings, as configured.
     pub config: CookieConfig,
     table: cookie::CookieTable,
     /// Per backend index: the `Set-Cookie` values for plain-HTTP requests, then for TLS ones.

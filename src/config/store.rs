@@ -8,15 +8,23 @@ use std::time::Duration;
 /// A Redis session store shared by proxy instances.
 #[derive(Clone)]
 pub struct RedisStoreConfig {
+    /// Where Redis is: one server, Sentinel, or a Cluster.
     pub topology: RedisTopology,
     /// The data nodes' ACL user and password (with Sentinel: the primary's and replicas').
     pub username: Option<String>,
+    /// The data nodes' password, if any (never printed).
     pub password: Option<String>,
+    /// The Redis database number (`SELECT`).
     pub database: u32,
+    /// Prepended to every key, so that several proxies' tables can share one server.
     pub key_prefix: String,
+    /// How long a request waits for a lookup before it is balanced as a new session.
     pub lookup_timeout: Duration,
+    /// Connecting to Redis (and background writes) give up after this long.
     pub connect_timeout: Duration,
+    /// An entry's expiry in Redis is refreshed at most once per this interval.
     pub refresh_interval: Duration,
+    /// Writes queued at most; more are dropped (and counted).
     pub write_queue: usize,
     /// `Some`: TLS to Redis (and to the sentinels), trusting these PEM CA certificates (empty:
     /// the system's).
@@ -31,20 +39,28 @@ pub enum RedisTopology {
     /// `mode: sentinel`: the primary the sentinels name for `service`, asked again whenever
     /// it fails or stops being the primary.
     Sentinel {
+        /// The sentinels asked, in turn.
         sentinels: Vec<HostPort>,
+        /// The name the sentinels monitor the primary under.
         service: String,
         /// The sentinels' own ACL user and password (they may differ from the data nodes').
         username: Option<String>,
+        /// The sentinels' password, if any (never printed).
         password: Option<String>,
     },
     /// `mode: cluster`: a Redis Cluster, discovered from these nodes.
-    Cluster { nodes: Vec<HostPort> },
+    Cluster {
+        /// Nodes to discover the cluster from.
+        nodes: Vec<HostPort>,
+    },
 }
 
 /// A host name or IP address, and a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostPort {
+    /// A host name or an IP address (without brackets).
     pub host: String,
+    /// The port.
     pub port: u16,
 }
 

@@ -12,6 +12,7 @@ pub struct ListenerTlsConfig {
     pub certificates: Vec<CertificateConfig>,
     /// Names for a certificate made in memory at start-up (demos, tests); empty: none.
     pub self_signed: Vec<String>,
+    /// The lowest TLS version accepted.
     pub min_version: MinVersion,
     /// Offered by ALPN, HTTP/2 first; never empty.
     pub alpn: Vec<AlpnProtocol>,
@@ -22,7 +23,9 @@ pub struct ListenerTlsConfig {
 /// One certificate chain and its key, as PEM files.
 #[derive(Debug, Clone)]
 pub struct CertificateConfig {
+    /// PEM: the certificate, then its intermediates.
     pub cert_file: String,
+    /// PEM: the private key.
     pub key_file: String,
     /// SNI names it serves (checked DNS names or `*.` wildcards); empty: the certificate's own.
     pub server_names: Vec<String>,
@@ -35,6 +38,8 @@ pub struct UpstreamTlsConfig {
     pub sni: String,
     /// A PEM file of CAs to trust instead of the system's.
     pub ca_file: Option<String>,
+    /// Verify the backend's certificate chain.
     pub verify: bool,
+    /// Verify that the certificate names `sni`.
     pub verify_hostname: bool,
 }

@@ -14,7 +14,9 @@ use std::net::IpAddr;
 /// The forwarding headers the proxy reads, as parsed names (a lookup by `&str` parses the name
 /// on every request).
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`, parsed.
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`, parsed.
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Forwarding headers that the proxy sets itself; client-sent copies are removed first so that

@@ -58,6 +58,7 @@ pub fn error_body(status: u16) -> &'static str {
         400 => "400 Bad Request\n",
         404 => "404 Not Found\n",
         405 => "405 Method Not Allowed\n",
+        500 => "500 Internal Server Error\n",
         502 => "502 Bad Gateway\n",
         503 => "503 Service Unavailable\n",
         504 => "504 Gateway Timeout\n",

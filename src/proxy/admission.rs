@@ -49,6 +49,19 @@ pub fn client_of(
     }
 }
 
+/// [`client_of`] for the request of `session`: its TCP peer, over our TLS or not.
+pub(crate) fn client_of_session(
+    session: &pingora_proxy::Session,
+    trusted_proxies: &[ipnet::IpNet],
+) -> Client {
+    let peer = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip());
+    let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+    client_of(peer, tls, session.req_header(), trusted_proxies)
+}
+
 /// What the listener's settings say about a request before routing it, if anything.
 /// `tls_version`: the version our TLS negotiated (`None`: plain); `tls13_required`: the
 /// listener's `min_version: TLSv1.3`; `redirect`: a plain listener's redirect to HTTPS.

@@ -14,14 +14,54 @@ use pingora_core::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
 use std::time::{Duration, Instant};
 
+/// Everything `upstream_peer` does, for the hook and for programs that embed the engine: read
+/// the session records on the first call, [`decide`] (skipping backends this request failed
+/// on), take the decision into the verdict, and start the attempt — or the error that answers
+/// the request (the failure policy, 503, 504 for a spent total timeout). `upgrade`: the request
+/// asks for an upgrade (no total timeout); `gate`: give its peer the gated connection of
+/// [`crate::pool::upgrade_gate`] (the proxy's `connected_to_upstream` arms it).
+pub(crate) async fn peer(
+    route: &Route,
+    req: &RequestHeader,
+    (upgrade, gate): (bool, bool),
+    trusted_proxies: &[ipnet::IpNet],
+    ctx: &mut RequestCtx,
+) -> Result<Box<HttpPeer>> {
+    let remaining = remaining_time(route, ctx.started, upgrade)?;
+    if ctx.verdict.lookup.is_none() {
+        let lookup = look_up(route, req, &mut ctx.client, trusted_proxies);
+        ctx.verdict.lookup = Some(lookup.await);
+    }
+    // A retry: the previous attempt no longer counts as in flight.
+    ctx.attempt.in_flight = None;
+    let decision = decision(route, req, ctx);
+    match ctx.verdict.record(&decision) {
+        Some(placement) => Ok(start_attempt(route, placement, remaining, gate, ctx)),
+        None => {
+            ctx.attempt.backend = None;
+            Err(no_attempt(&decision))
+        }
+    }
+}
+
+/// A connect to the attempt's backend failed: remember the backend and mark the error
+/// retryable, so that the next `upstream_peer` call picks another one. Nothing reached the
+/// backend, so trying another one cannot send the request twice; once every backend has
+/// failed, the decision is `Unavailable` (503).
+pub(crate) fn connect_failed(ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
+    if let Some(index) = ctx.attempt.backend {
+        if !ctx.attempt.failed.contains(&index) {
+            ctx.attempt.failed.push(index);
+        }
+    }
+    e.set_retry(true);
+    e
+}
+
 /// What is left of the pool's total timeout (retries included) for a request that began at
 /// `started`: `Ok(None)` without one (or for an upgrade: a WebSocket lives as long as its ends
 /// want), an error (answered 504) when nothing is left.
-pub(super) fn remaining_time(
-    route: &Route,
-    started: Instant,
-    upgrade: bool,
-) -> Result<Option<Duration>> {
+fn remaining_time(route: &Route, started: Instant, upgrade: bool) -> Result<Option<Duration>> {
     let Some(total) = route.pool.total_timeout.filter(|_| !upgrade) else {
         return Ok(None);
     };
@@ -33,7 +73,7 @@ pub(super) fn remaining_time(
 
 /// The request's session records, read once: the local tables, then (for a learned id they
 /// miss) the shared store, within its lookup timeout. Resolves the client IP on the way.
-pub(super) async fn look_up(
+async fn look_up(
     route: &Route,
     req: &RequestHeader,
     client: &mut Client,
@@ -62,7 +102,7 @@ pub(super) async fn look_up(
 
 /// The decision for this attempt: the session's backend if usable, else the hash key's, else
 /// the balancer's pick — skipping backends this request already failed on.
-pub(super) fn decision(route: &Route, req: &RequestHeader, ctx: &RequestCtx) -> Decision {
+fn decision(route: &Route, req: &RequestHeader, ctx: &RequestCtx) -> Decision {
     let (pool, affinity) = (&route.pool, route.affinity.as_deref());
     let lookup = ctx.verdict.lookup.unwrap_or_default();
     decide(
@@ -84,12 +124,13 @@ pub(super) fn decision(route: &Route, req: &RequestHeader, ctx: &RequestCtx) -> 
 }
 
 /// Start the attempt at `placement`'s backend: counted in flight and served, and the peer to
-/// connect to (its timeouts capped to `remaining`; an upgrade's with its own gated connection).
-pub(super) fn start_attempt(
+/// connect to (its timeouts capped to `remaining`; with `gate`, an upgrade's own gated
+/// connection).
+fn start_attempt(
     route: &Route,
     placement: Placement,
     remaining: Option<Duration>,
-    upgrade: bool,
+    gate: bool,
     ctx: &mut RequestCtx,
 ) -> Box<HttpPeer> {
     let (pool, index) = (&route.pool, placement.backend);
@@ -98,7 +139,7 @@ pub(super) fn start_attempt(
     ctx.attempt.started = Some(Instant::now());
     pool.slots[index].record_request(placement.outcome == Outcome::Sticky);
     let mut peer = pool.peer(index, remaining);
-    if upgrade {
+    if gate {
         ctx.attempt.upgrade_gate = Some(crate::pool::upgrade_gate::gate_peer(&mut peer));
     }
     peer
@@ -106,7 +147,7 @@ pub(super) fn start_attempt(
 
 /// The error `upstream_peer` returns when no attempt starts: the class's failure policy
 /// answers (`fail_to_proxy`), or no backend can serve (503).
-pub(super) fn no_attempt(decision: &Decision) -> Box<Error> {
+fn no_attempt(decision: &Decision) -> Box<Error> {
     match decision {
         Decision::Refused { .. } => Error::explain(ErrorType::HTTPStatus(503), "failure policy"),
         _ => Error::explain(ErrorType::HTTPStatus(503), "no usable backend in the pool"),

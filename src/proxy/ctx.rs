@@ -4,6 +4,7 @@
 use crate::affinity::decision::{Decision, Placement};
 use crate::affinity::lookup::SessionLookup;
 use crate::affinity::{Outcome, Pin, Reissue};
+use crate::filter::FilterState;
 use crate::pool::Slots;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -18,6 +19,8 @@ pub struct RequestCtx {
     pub route: Option<usize>,
     pub attempt: Attempt,
     pub verdict: Verdict,
+    /// What the route's Rust filters share and leave behind (untouched without filters).
+    pub(crate) filters: FilterState,
 }
 
 impl RequestCtx {
@@ -28,6 +31,7 @@ impl RequestCtx {
             route: None,
             attempt: Attempt::default(),
             verdict: Verdict::default(),
+            filters: FilterState::default(),
         }
     }
 }

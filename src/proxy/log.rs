@@ -5,7 +5,9 @@
 use super::ctx::RequestCtx;
 use super::routes::Route;
 use crate::access_log::{Entry, TARGET};
+use crate::affinity::Outcome;
 use crate::config::AccessLogFormat;
+use crate::filter::{AffinityDecision, RouteNames};
 use crate::pool::Pool;
 use pingora_core::Error;
 use pingora_proxy::Session;
@@ -50,9 +52,47 @@ pub(super) fn decision_line(
     log::info!(target: TARGET, "{}", entry.render(format));
 }
 
+/// The request is over: no longer in flight; counted in its route's metrics.
+pub(crate) fn count(route: Option<&Route>, ctx: &mut RequestCtx) {
+    ctx.attempt.in_flight = None;
+    if let Some(route) = route {
+        let answered_by = answered_by(ctx);
+        route.metrics.request(answered_by, ctx.verdict.outcome);
+    }
+}
+
 /// The backend that answered: the attempt's, once its response header reached us.
-pub(super) fn answered_by(ctx: &RequestCtx) -> Option<usize> {
+pub(crate) fn answered_by(ctx: &RequestCtx) -> Option<usize> {
     ctx.attempt.backend.filter(|_| ctx.attempt.responded)
+}
+
+/// What affinity decided for a request on `route`, as filters and embedding programs see it.
+pub(crate) fn affinity_decision<'r>(route: &'r Route, ctx: &RequestCtx) -> AffinityDecision<'r> {
+    let name = |index: Option<usize>| {
+        index
+            .and_then(|i| route.pool.slots.get(i))
+            .map(|s| s.name.as_str())
+    };
+    let verdict = &ctx.verdict;
+    let cookie = route.affinity.as_ref().is_some_and(|a| a.cookie.is_some());
+    AffinityDecision {
+        outcome: verdict.outcome,
+        backend: name(ctx.attempt.backend),
+        favoured: name(verdict.favoured),
+        required: name(verdict.required()),
+        issue_cookie: cookie && verdict.issue_cookie && verdict.outcome != Outcome::OptedOut,
+        refused: verdict.refused,
+        route: route_names(route),
+    }
+}
+
+/// The names of `route`: pool, route, class.
+pub(crate) fn route_names(route: &Route) -> RouteNames<'_> {
+    RouteNames {
+        pool: &route.pool.name,
+        route: &route.name,
+        class: &route.class,
+    }
 }
 
 /// A backend's name, or `-`.

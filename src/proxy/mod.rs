@@ -3,32 +3,31 @@
 //!
 //! | hook | what it does here |
 //! |---|---|
-//! | `upstream_peer` | reads the request's session records once ([`ctx::look_up_session`]; a learned id the local table misses is asked of the shared store, if any, within its lookup timeout), then [`decide`]s: recorded backend if usable, else the hash key's backend, else a new pick — skipping backends this request already failed on; an upgrade's peer gets its own gated connection ([`upgrade`]) |
+//! | `upstream_peer` | reads the request's session records once (`affinity::lookup`; a learned id the local table misses is asked of the shared store, if any, within its lookup timeout), then decides (`affinity::decision::decide`): recorded backend if usable, else the hash key's backend, else a new pick — skipping backends this request already failed on; an upgrade's peer gets its own gated connection ([`upgrade`]) |
 //! | `request_filter` | tells the client connection its head was read, turns on pipelining ([`downstream`]); TLS or not (and TLS 1.3 when required), redirect to HTTPS, the route |
 //! | `connected_to_upstream` | for a WebSocket upgrade: arms its gate ([`upgrade`]) and registers its upstream socket, so the admin API can close it |
 //! | `fail_to_connect` | remembers the failed backend and marks the error retryable, so `upstream_peer` re-picks (nothing was sent yet, so no body is sent twice) |
-//! | `upstream_request_filter` | strips the client's hop (hop-by-hop fields, those `Connection` names; refuses a `Connection` naming protected fields: 400), client-sent internal/forwarding headers and (with `indirect`) the proxy's cookies; sets `X-Forwarded-*`; joins HTTP/2's split `Cookie` headers; gives an HTTP/1.0 request without `Host` its backend's ([`request`]) |
+//! | `upstream_request_filter` | strips the client's hop (hop-by-hop fields, those `Connection` names; refuses a `Connection` naming protected fields: 400), client-sent internal/forwarding headers and (with `indirect`) the proxy's cookies; sets `X-Forwarded-*`; joins HTTP/2's split `Cookie` headers; gives an HTTP/1.0 request without `Host` its backend's (`request`) |
 //! | `request_body_filter` | only the test-only delay of an upgrade request's end ([`upgrade`]) |
-//! | `response_filter` | [`response::apply`]: opt-out header, internal headers, the backend's `Set-Cookie` for the listener's affinity cookie names (removed), learning session ids, recording client IPs, `Set-Cookie` for a new or moved session; whether the body is to be pushed out as it comes ([`downstream`]) |
+//! | `response_filter` | `response::apply`: opt-out header, internal headers, the backend's `Set-Cookie` for the listener's affinity cookie names (removed), learning session ids, recording client IPs, `Set-Cookie` for a new or moved session; whether the body is to be pushed out as it comes ([`downstream`]) |
 //! | `response_body_filter` | pushes each piece of a `Content-Length` body out at once ([`downstream`]) |
 //! | `fail_to_proxy` | answers errors with a short plain body that leaks nothing |
 //! | `logging` | the client connection may wait for its next request ([`downstream`]); releases the in-flight count and writes the decision line |
 
 pub mod admission;
-mod answer;
-mod choose;
+pub(crate) mod answer;
+pub(crate) mod choose;
 pub mod ctx;
 pub mod downstream;
-mod log;
-mod request;
-mod response;
+mod filtering;
+pub(crate) mod log;
+pub(crate) mod request;
+pub(crate) mod response;
 pub mod routes;
 pub mod upgrade;
 
-use crate::affinity::Outcome;
 use crate::config::RedirectToHttps;
-use crate::headers;
-use answer::{respond_early, respond_plain, respond_policy};
+use answer::{respond_early, respond_plain};
 use async_trait::async_trait;
 use bytes::Bytes;
 use ctx::RequestCtx;
@@ -122,11 +121,15 @@ impl ProxyHttp for StickyProxy {
             return Ok(true);
         }
         ctx.route = self.router.select(session.req_header());
-        if ctx.route.is_none() {
+        let Some(route) = self.route(ctx) else {
             respond_plain(session, self.router.unmatched_status).await;
             return Ok(true);
+        };
+        if route.filters.is_empty() {
+            return Ok(false);
         }
-        Ok(false)
+        let trusted = &self.settings.trusted_proxies;
+        Ok(filtering::on_request(session, route, trusted, ctx).await)
     }
 
     async fn upstream_peer(
@@ -138,24 +141,15 @@ impl ProxyHttp for StickyProxy {
             return Error::e_explain(ErrorType::HTTPStatus(404), "no route");
         };
         let upgrade = session.is_upgrade_req();
-        let remaining = choose::remaining_time(route, ctx.started, upgrade)?;
-        if ctx.verdict.lookup.is_none() {
-            let trusted = &self.settings.trusted_proxies;
-            let lookup = choose::look_up(route, session.req_header(), &mut ctx.client, trusted);
-            ctx.verdict.lookup = Some(lookup.await);
-        }
-        // A retry: the previous attempt no longer counts as in flight.
-        ctx.attempt.in_flight = None;
-        let decision = choose::decision(route, session.req_header(), ctx);
-        match ctx.verdict.record(&decision) {
-            Some(placement) => Ok(choose::start_attempt(
-                route, placement, remaining, upgrade, ctx,
-            )),
-            None => {
-                ctx.attempt.backend = None;
-                Err(choose::no_attempt(&decision))
-            }
-        }
+        let trusted = &self.settings.trusted_proxies;
+        choose::peer(
+            route,
+            session.req_header(),
+            (upgrade, upgrade),
+            trusted,
+            ctx,
+        )
+        .await
     }
 
     fn fail_to_connect(
@@ -163,17 +157,9 @@ impl ProxyHttp for StickyProxy {
         _session: &mut Session,
         _peer: &HttpPeer,
         ctx: &mut RequestCtx,
-        mut e: Box<Error>,
+        e: Box<Error>,
     ) -> Box<Error> {
-        if let Some(index) = ctx.attempt.backend {
-            if !ctx.attempt.failed.contains(&index) {
-                ctx.attempt.failed.push(index);
-            }
-        }
-        // Nothing reached the backend, so trying another one cannot send the request twice.
-        // `upstream_peer` answers 503 once every backend has failed.
-        e.set_retry(true);
-        e
+        choose::connect_failed(ctx, e)
     }
 
     async fn connected_to_upstream(
@@ -280,7 +266,11 @@ impl ProxyHttp for StickyProxy {
             session.set_keepalive(None);
         }
         let names = &self.router.cookie_names;
-        response::on_final(route, names, &self.settings, upstream_response, ctx)
+        response::on_final(route, names, &self.settings, upstream_response, ctx)?;
+        if route.filters.is_empty() {
+            return Ok(());
+        }
+        filtering::on_response(session, route, upstream_response, ctx).await
     }
 
     async fn fail_to_proxy(
@@ -289,19 +279,11 @@ impl ProxyHttp for StickyProxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let affinity = self.route(ctx).and_then(|r| r.affinity.as_ref());
-        let code = match affinity.filter(|_| ctx.verdict.refused) {
-            Some(affinity) => respond_policy(session, &affinity.failure).await,
-            None => {
-                let code = headers::final_error_status(e, ctx.attempt.failed.len());
-                if code == 503 && log::answered_by(ctx).is_none() {
-                    ctx.verdict.outcome = Outcome::Failed;
-                }
-                if code > 0 {
-                    respond_plain(session, code).await;
-                }
-                code
-            }
+        let code = if filtering::failed(ctx) {
+            respond_plain(session, 500).await;
+            500
+        } else {
+            answer::on_failure(session, self.route(ctx), e, ctx).await
         };
         FailToProxy {
             error_code: code,
@@ -311,14 +293,12 @@ impl ProxyHttp for StickyProxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         downstream::on_request_done(session);
-        ctx.attempt.in_flight = None;
         let route = self.route(ctx);
-        if let Some(route) = route {
-            route
-                .metrics
-                .request(log::answered_by(ctx), ctx.verdict.outcome);
-        }
+        log::count(route, ctx);
         let format = self.settings.access_log_format;
         log::decision_line(session, route, ctx, e, format);
+        if let Some(route) = route.filter(|r| !r.filters.is_empty()) {
+            filtering::on_log(session, route, ctx);
+        }
     }
 }

@@ -7,6 +7,7 @@
 
 use crate::affinity::persistence::Affinity;
 use crate::config::{HostMatch, RouteConfig};
+use crate::filter::FilterChain;
 use crate::headers;
 use crate::metrics::PoolMetrics;
 use crate::pool::Pool;
@@ -163,6 +164,8 @@ pub struct Route {
     pub metrics: Arc<PoolMetrics>,
     /// Client-sent headers never forwarded: forwarding headers, `hide_headers`, the opt-out.
     pub strip_request_headers: headers::StripList,
+    /// The Rust filters of this route's requests: the listener's, then the route's own.
+    pub(crate) filters: FilterChain,
 }
 
 impl Route {
@@ -189,6 +192,7 @@ impl Route {
             affinity,
             metrics,
             strip_request_headers,
+            filters: FilterChain::default(),
         }
     }
 }

@@ -24,11 +24,14 @@ use std::sync::Arc;
 /// that cannot be read, holds no PEM, or a key that does not fit its certificate).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsError {
+    /// The field's path in the YAML, e.g. `sticky.listeners[0].tls.certificates[0].key_file`.
     pub field: String,
+    /// What is wrong with it.
     pub message: String,
 }
 
 impl TlsError {
+    /// The error for `field`.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         TlsError {
             field: field.into(),

@@ -220,6 +220,30 @@ impl Proxy {
         proxy
     }
 
+    /// Like [`Proxy::start_bin`] with `env` set in the process's environment; `{listen}` may
+    /// also appear in `env`'s values.
+    pub async fn start_bin_with_env(
+        binary: &std::path::Path,
+        sticky_section: &str,
+        listen: Port,
+        env: &[(&str, &str)],
+    ) -> Proxy {
+        let listen_addr = listen.to_string();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.replace("{listen}", &listen_addr)))
+            .collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let section = sticky_section.replace("{listen}", &listen_addr);
+        Self::start_full_bin_env(
+            binary,
+            |dir| format!("{}{section}", pingora_keys(dir)),
+            vec![listen],
+            &env,
+        )
+        .await
+    }
+
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{}", self.admin, path)
     }

@@ -43,6 +43,7 @@ pub struct RawNamedNode {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawFailure {
+    /// Which policy (default `rebalance`).
     #[serde(default)]
     pub policy: RawPolicy,
     /// `sorry`: the status (default 503).
@@ -55,6 +56,7 @@ pub struct RawFailure {
     pub location: Option<String>,
 }
 
+/// `…affinity.failure.policy`.
 #[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum RawPolicy {
@@ -102,6 +104,7 @@ pub struct RawLearn {
     /// Query parameters carrying the id, tried in order.
     #[serde(default)]
     pub query_parameters: Vec<String>,
+    /// The table's size and lifetimes.
     #[serde(default)]
     pub table: RawTable,
     /// Where learned sessions are kept: `local` (default, the table alone) or `redis` (the table
@@ -110,11 +113,15 @@ pub struct RawLearn {
     pub store: RawStore,
 }
 
+/// `…learn.presets[]`: a framework's session cookie (and URL parameter).
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum RawPreset {
+    /// `JSESSIONID` cookie and `;jsessionid=` path parameter.
     J2ee,
+    /// `ASP.NET_SessionId` cookie.
     Aspnet,
+    /// `PHPSESSID` cookie.
     Php,
 }
 
@@ -122,10 +129,13 @@ pub enum RawPreset {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawClientIpTable {
+    /// Bits of an IPv4 client address that form the key (default 32).
     #[serde(default = "default_ipv4_prefix")]
     pub ipv4_prefix: u8,
+    /// Bits of an IPv6 client address that form the key (default 64).
     #[serde(default = "default_table_ipv6_prefix")]
     pub ipv6_prefix: u8,
+    /// The table's size and lifetimes.
     #[serde(default)]
     pub table: RawTable,
 }
@@ -134,6 +144,7 @@ pub struct RawClientIpTable {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTable {
+    /// The most entries kept.
     #[serde(default = "default_table_capacity")]
     pub capacity: u64,
     /// Entries unused this long are dropped (each hit restarts the clock).
@@ -183,13 +194,27 @@ pub struct RawHash {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RawKeySource {
     /// An application cookie's value, or the first capture group of `regex` on that value.
-    Cookie { name: String, regex: Option<String> },
+    Cookie {
+        /// The cookie's name.
+        name: String,
+        /// A pattern whose first capture group is the key.
+        regex: Option<String>,
+    },
     /// A request header's value (ARR's "server variable hash").
-    Header { name: String },
+    Header {
+        /// The header's name.
+        name: String,
+    },
     /// A key source registered in Rust (`Extensions::with_key_source`).
-    Custom { name: String },
+    Custom {
+        /// The name it was registered under.
+        name: String,
+    },
     /// Query-string parameters, values concatenated in this order (ARR's "query string hash").
-    Query { params: Vec<String> },
+    Query {
+        /// The parameters' names, in key order.
+        params: Vec<String>,
+    },
     /// The URL path (ARR's "request hash").
     Path,
     /// The URL path and query string.
@@ -198,8 +223,10 @@ pub enum RawKeySource {
     Host,
     /// The client IP, masked to a prefix (NGINX `ip_hash` uses /24).
     ClientIp {
+        /// Bits of an IPv4 address kept (default 32).
         #[serde(default = "default_ipv4_prefix")]
         ipv4_prefix: u8,
+        /// Bits of an IPv6 address kept (default 128).
         #[serde(default = "default_ipv6_prefix")]
         ipv6_prefix: u8,
     },
@@ -220,8 +247,10 @@ pub(super) fn default_true() -> bool {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCookie {
+    /// The cookie's name (default `ARRAffinity`).
     #[serde(default = "default_cookie_name")]
     pub name: String,
+    /// `keyed` (default) or `arr`.
     #[serde(default)]
     pub format: RawCookieFormat,
     /// `keyed` only: the HMAC secret, inline (prefer `secret_file` or `secret_env`).
@@ -230,15 +259,20 @@ pub struct RawCookie {
     pub secret_file: Option<String>,
     /// `keyed` only: an environment variable holding the secret.
     pub secret_env: Option<String>,
+    /// The `Path` attribute (default `/`).
     #[serde(default = "default_cookie_path")]
     pub path: String,
+    /// The `Domain` attribute; absent: none.
     pub domain: Option<String>,
+    /// The `HttpOnly` attribute (default on).
     #[serde(default = "default_true")]
     pub http_only: bool,
     /// `Secure` attribute: absent = on for requests that came over TLS (auto); `true` always;
     /// `false` never.
     pub secure: Option<bool>,
+    /// `lax`, `strict` or `none`; absent: no attribute.
     pub same_site: Option<RawSameSite>,
+    /// The `Max-Age` attribute; absent: a session cookie.
     pub max_age_seconds: Option<u64>,
     /// Name of the twin cookie sent with `SameSite=None; Secure` (ARR's `ARRAffinitySameSite`).
     pub same_site_none_twin: Option<String>,
@@ -277,10 +311,22 @@ pub enum RawCookieFormat {
     Arr,
 }
 
+/// `…cookie.same_site`.
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum RawSameSite {
+    /// `lax`.
     Lax,
+    /// `strict`.
     Strict,
+    /// `none` (needs `Secure`).
     None,
+}
+
+/// A cookie section as `cookie: {}` gives it: every default (name `ARRAffinity`, `keyed`, no
+/// secret yet, path `/`, `HttpOnly`, `indirect`, `nocache`).
+impl Default for RawCookie {
+    fn default() -> Self {
+        serde_yaml::from_str("{}").unwrap_or_else(|_| unreachable!("every key has a default"))
+    }
 }

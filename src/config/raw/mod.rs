@@ -11,24 +11,30 @@ use super::kinds::{
 use serde::Deserialize;
 
 mod affinity;
+mod routes;
 mod store;
 use affinity::default_true;
 pub use affinity::*;
+pub use routes::*;
 pub use store::*;
 
 /// The whole YAML document as we see it: Pingora's own keys are ignored here (Pingora reads them),
 /// only `sticky:` is ours.
 #[derive(Debug, Deserialize)]
 pub struct Document {
+    /// `sticky:`, if the document has it.
     pub sticky: Option<RawSticky>,
 }
 
-/// `sticky:` — our section.
-#[derive(Debug, Deserialize)]
+/// `sticky:` — our section. Built in code, start from `RawSticky::default()` (no listeners,
+/// no pools) and validate it with `config::from_raw_embedded`.
+#[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawSticky {
+    /// The proxy's listeners (at least one for the stock binary).
     #[serde(default)]
     pub listeners: Vec<RawListener>,
+    /// The pools (at least one).
     #[serde(default)]
     pub pools: Vec<RawPool>,
     /// Response headers removed before the client sees them (NGINX `proxy_hide_header`).
@@ -48,6 +54,7 @@ pub struct RawSticky {
     pub routes: Vec<RawRoute>,
     /// What a request matching no route gets (default: 404 from the proxy).
     pub default_route: Option<RawDefaultRoute>,
+    /// The decision line's format.
     #[serde(default)]
     pub access_log: RawAccessLog,
     /// After SIGTERM, keep accepting and serving this long (readyz 503, connections closed after
@@ -63,6 +70,7 @@ pub struct RawSticky {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
+    /// `ip:port` of the admin listener (default `127.0.0.1:6189`).
     #[serde(default = "default_admin_addr")]
     pub addr: String,
     /// A file holding the bearer token for mutating calls.
@@ -82,6 +90,7 @@ fn default_admin_addr() -> String {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawAccessLog {
+    /// `text` (default) or `json`.
     #[serde(default)]
     pub format: AccessLogFormat,
 }
@@ -90,6 +99,7 @@ pub struct RawAccessLog {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawListener {
+    /// `ip:port` to listen on.
     pub addr: String,
     /// The pool this listener serves; may be left out when there is exactly one pool.
     pub pool: Option<String>,
@@ -108,6 +118,10 @@ pub struct RawListener {
     /// Client-side timeouts: the request head, keep-alive idle, sending to the client.
     #[serde(default)]
     pub timeouts: RawListenerTimeouts,
+    /// Rust filters (registered by name, `Extensions::with_filter`) run for every request of
+    /// this listener that has a route, in this order, before the route's own.
+    #[serde(default)]
+    pub filters: Vec<String>,
 }
 
 /// `sticky.listeners[i].timeouts` — the client side of a listener (HAProxy `timeout
@@ -116,10 +130,13 @@ pub struct RawListener {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawListenerTimeouts {
+    /// A request head must be complete this long after its first byte (default 30000).
     #[serde(default = "default_http_request_ms")]
     pub http_request_ms: u64,
+    /// A kept-alive connection idle this long is closed (default 60000).
     #[serde(default = "default_keepalive_ms")]
     pub keepalive_ms: u64,
+    /// Sending to the client without progress this long ends the connection (default 60000).
     #[serde(default = "default_client_send_ms")]
     pub client_send_ms: u64,
 }
@@ -154,6 +171,7 @@ pub struct RawListenerTls {
     /// Names for a self-signed certificate made in memory at start-up (demos, tests).
     #[serde(default)]
     pub self_signed: Vec<String>,
+    /// `TLSv1.2` (default) or `TLSv1.3`.
     #[serde(default)]
     pub min_version: MinVersion,
     /// Protocols offered by ALPN, HTTP/2 first.
@@ -217,18 +235,25 @@ pub struct RawUpstreamTls {
     pub verify_hostname: bool,
 }
 
-/// `sticky.pools[i]`
-#[derive(Debug, Deserialize)]
+/// `sticky.pools[i]`. `RawPool::default()` has every default and no name nor backends (both
+/// required).
+#[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawPool {
+    /// The pool's name, unique (part of the keyed cookie value).
     pub name: String,
+    /// `round_robin` (default), `random` or `least_requests`.
     #[serde(default)]
     pub balance: Balance,
+    /// The backends, in order.
     #[serde(default)]
     pub backends: Vec<RawBackend>,
+    /// Active health checks; absent: every backend counts as healthy.
     pub health_check: Option<RawHealthCheck>,
+    /// Upstream timeouts.
     #[serde(default)]
     pub timeouts: RawTimeouts,
+    /// The pool's own affinity; absent: none.
     #[serde(default)]
     pub affinity: RawAffinity,
     /// A response header naming the backend that served the response (its configured name,
@@ -251,8 +276,11 @@ pub struct RawPool {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBackend {
+    /// Unique name in its pool.
     pub name: String,
+    /// `ip:port`.
     pub addr: String,
+    /// 1 to 256 (default 1).
     #[serde(default = "default_weight")]
     pub weight: u32,
     /// `active` (default), `draining` or `disabled`; changeable at run time (admin API).
@@ -264,10 +292,23 @@ fn default_weight() -> u32 {
     1
 }
 
+impl RawBackend {
+    /// A backend as `{ name: <name>, addr: <addr> }` in the file: weight 1, `active`.
+    pub fn new(name: impl Into<String>, addr: impl Into<String>) -> Self {
+        RawBackend {
+            name: name.into(),
+            addr: addr.into(),
+            weight: default_weight(),
+            state: BackendState::default(),
+        }
+    }
+}
+
 /// `sticky.pools[i].health_check`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHealthCheck {
+    /// `tcp` or `http`.
     #[serde(rename = "type")]
     pub kind: HealthCheckKind,
     /// HTTP only: the path probed with `GET`.
@@ -279,8 +320,10 @@ pub struct RawHealthCheck {
     /// HTTP only: the status that counts as healthy.
     #[serde(default = "default_expect_status")]
     pub expect_status: u16,
+    /// Time between probes (default 2000).
     #[serde(default = "default_interval_ms")]
     pub interval_ms: u64,
+    /// A probe's connect (and read) timeout (default 1000).
     #[serde(default = "default_health_timeout_ms")]
     pub timeout_ms: u64,
     /// Consecutive successes that bring an unhealthy backend back (HAProxy `rise`).
@@ -317,12 +360,16 @@ fn default_fall() -> u32 {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTimeouts {
+    /// Connecting to a backend (default 3000).
     #[serde(default = "default_connect_ms")]
     pub connect_ms: u64,
+    /// Each read from a backend (default 60000).
     #[serde(default = "default_read_ms")]
     pub read_ms: u64,
+    /// Each write to a backend (default 60000).
     #[serde(default = "default_write_ms")]
     pub write_ms: u64,
+    /// How long an idle upstream connection is kept for reuse (default 60000).
     #[serde(default = "default_idle_ms")]
     pub idle_ms: u64,
     /// From the request's arrival to the end of the backend's response, retries included
@@ -353,48 +400,4 @@ fn default_write_ms() -> u64 {
 }
 fn default_idle_ms() -> u64 {
     60_000
-}
-
-/// `sticky.routes[i]`
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawRoute {
-    #[serde(rename = "match", default)]
-    pub matcher: RawMatch,
-    pub pool: String,
-    /// A class from `sticky.classes`, or `none`; absent: the pool's own `affinity`.
-    pub class: Option<String>,
-}
-
-/// `sticky.routes[i].match` — every given condition must hold.
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RawMatch {
-    /// `shop.example.com`, or `*.example.com` for any subdomain.
-    pub host: Option<String>,
-    pub path_prefix: Option<String>,
-    /// Compare `path_prefix` ignoring ASCII case (HAProxy `path_beg -i`, NGINX `~*`), as IIS
-    /// backends do.
-    #[serde(default)]
-    pub ignore_case: bool,
-    #[serde(default)]
-    pub methods: Vec<String>,
-    pub header: Option<RawHeaderMatch>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawHeaderMatch {
-    pub name: String,
-    /// Absent: the header only has to be present.
-    pub value: Option<String>,
-}
-
-/// `sticky.default_route`: a pool (and class) for unmatched requests, or a status.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawDefaultRoute {
-    pub pool: Option<String>,
-    pub class: Option<String>,
-    pub status: Option<u16>,
 }

@@ -12,6 +12,7 @@ use serde::Deserialize;
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
+    /// `local` (default) or `redis`.
     #[serde(rename = "type", default)]
     pub kind: RawStoreKind,
     /// How Redis is deployed; default `standalone`.
@@ -60,6 +61,7 @@ pub struct RawStore {
     pub ca_file: Option<String>,
 }
 
+/// `…learn.store.type`
 #[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum RawStoreKind {
@@ -82,15 +84,19 @@ pub enum RawStoreMode {
     Cluster,
 }
 
+/// The default `key_prefix` of a Redis store.
 pub fn default_key_prefix() -> String {
     "sticky:".to_string()
 }
+/// The default `lookup_timeout_ms` of a Redis store.
 pub fn default_lookup_timeout_ms() -> u64 {
     20
 }
+/// The default `connect_timeout_ms` of a Redis store.
 pub fn default_store_connect_timeout_ms() -> u64 {
     1000
 }
+/// The default `write_queue` of a Redis store.
 pub fn default_write_queue() -> usize {
     10_000
 }

@@ -2,7 +2,7 @@
 //! towards its backends. Certificate and CA files are read at start-up by the tls module (also
 //! for `-t`); here only what the YAML says is checked.
 
-use super::{parse_addr, positive_ms, Result};
+use super::{filter_names, parse_addr, positive_ms, Result};
 use crate::config::raw::{RawListener, RawListenerTimeouts, RawListenerTls, RawUpstreamTls};
 use crate::config::{
     AlpnProtocol, CertificateConfig, ClientTimeouts, ConfigError, ListenerConfig,
@@ -99,6 +99,7 @@ pub(super) fn validate_listeners(
             redirect_to_https,
             defer_accept: listener.defer_accept,
             timeouts: validate_client_timeouts(&format!("{field}.timeouts"), &listener.timeouts)?,
+            filters: filter_names(&format!("{field}.filters"), &listener.filters)?,
         });
     }
     Ok(listeners)

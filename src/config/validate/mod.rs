@@ -17,7 +17,9 @@ pub const MIN_SECRET_LEN: usize = 16;
 
 type Result<T> = std::result::Result<T, ConfigError>;
 
-pub(super) fn validate(raw: RawSticky) -> Result<Config> {
+/// Validate the section. `listeners_required`: the proxy's own listeners must be given (the
+/// stock binary); a program that embeds the affinity engine listens with its own services.
+pub(super) fn validate(raw: RawSticky, listeners_required: bool) -> Result<Config> {
     if raw.pools.is_empty() {
         return Err(ConfigError::new(
             "sticky.pools",
@@ -40,13 +42,11 @@ pub(super) fn validate(raw: RawSticky) -> Result<Config> {
         pools.push(pool);
     }
 
-    if raw.listeners.is_empty() {
-        return Err(ConfigError::new(
-            "sticky.listeners",
-            "at least one listener is required",
-        ));
-    }
-    let listeners = listeners::validate_listeners(raw.listeners, &pools, !raw.routes.is_empty())?;
+    let listeners = if raw.listeners.is_empty() && !listeners_required {
+        Vec::new()
+    } else {
+        listeners::validate_listeners(raw.listeners, &pools, !raw.routes.is_empty())?
+    };
 
     let mut hide_headers = Vec::with_capacity(raw.hide_headers.len());
     for (i, name) in raw.hide_headers.iter().enumerate() {
@@ -355,6 +355,26 @@ fn positive_ms(field: &str, ms: u64) -> Result<Duration> {
     Ok(Duration::from_millis(ms))
 }
 
+/// A `filters` list: names of registered Rust filters (checked against the registered ones by
+/// the extension module), each given once.
+fn filter_names(field: &str, names: &[String]) -> Result<Vec<String>> {
+    for (i, name) in names.iter().enumerate() {
+        if name.is_empty() {
+            return Err(ConfigError::new(
+                format!("{field}[{i}]"),
+                "empty: name a registered filter",
+            ));
+        }
+        if let Some(j) = names[..i].iter().position(|n| n == name) {
+            return Err(ConfigError::new(
+                format!("{field}[{i}]"),
+                format!("{name:?} is listed twice (also {field}[{j}])"),
+            ));
+        }
+    }
+    Ok(names.to_vec())
+}
+
 /// RFC 6265 `cookie-name` is an RFC 7230 token.
 fn check_cookie_name(field: &str, name: &str) -> Result<()> {
     let is_tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
@@ -387,6 +407,8 @@ fn check_attribute_value(field: &str, value: &str) -> Result<()> {
 mod admin;
 mod affinity;
 mod cookie;
+#[cfg(test)]
+mod extension_tests;
 mod listeners;
 pub(super) mod routes;
 mod served_by;

@@ -6,7 +6,7 @@ use super::super::raw::{RawDefaultRoute, RawRoute};
 use super::super::{
     ClassConfig, ConfigError, DefaultRoute, HostMatch, PoolConfig, RouteClass, RouteConfig,
 };
-use super::{parse_header_name, Result};
+use super::{filter_names, parse_header_name, Result};
 
 pub(super) fn validate_routes(
     raw: &[RawRoute],
@@ -210,6 +210,7 @@ fn validate_route(
         header,
         pool,
         class,
+        filters: filter_names(&format!("{field}.filters"), &raw.filters)?,
     })
 }
 

@@ -1,6 +1,6 @@
 //! The rules of a client connection, as pure functions of time and events (no I/O): which
 //! deadline a read is under, what happens when it passes, when a write has stalled too long,
-//! and how a head Pingora wrote by itself loses its `Server` line. [`super::stream`] applies
+//! and how a head Pingora wrote by itself loses its `Server` line. `super::stream` applies
 //! them to the socket.
 
 use crate::config::ClientTimeouts;
