@@ -342,7 +342,7 @@ async fn a_backend_killed_under_200_busy_sessions_loses_only_its_own_sessions_an
     );
 
     b[0].restart().await;
-    let healthy = eventually(Duration::from_secs(5), || async {
+    let healthy = eventually(Duration::from_secs(20), || async {
         proxy.log().contains("backend iis1 is now healthy")
     })
     .await;
