@@ -135,3 +135,50 @@ async fn a_session_whose_backend_is_down_moves_with_a_new_cookie_or_gets_the_fai
         (503, "api is resting")
     );
 }
+
+/// The stock binary strips the client's hop itself (its peers skip Pingora's pass); an
+/// embedding proxy's own `upstream_request_filter` does not, so the engine's peers keep
+/// Pingora's standard policy: the client's hop-by-hop fields and those its `Connection` names
+/// never reach the backend, and an `h2c` upgrade is not passed on.
+#[tokio::test]
+async fn the_clients_hop_by_hop_fields_never_reach_a_backend_through_an_embedding_proxy() {
+    let web = common::raw_backend::RawBackend::start("iis1", |_| {
+        common::raw_backend::response("200 OK", &[], "hello iis1\n")
+    })
+    .await;
+    let api = TestBackend::start("api1").await;
+    let section = format!(
+        "sticky:\n  pools:\n    - name: web\n      backends: [{}]\n      affinity:\n        cookie: {{ secret: {SECRET} }}\n    - name: api\n      backends: [{}]\n",
+        web.yaml(),
+        api.yaml()
+    );
+    let proxy = start(&section).await;
+    let raw = raw_request(
+        proxy.addr,
+        b"GET /a HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, HTTP2-Settings, X-Secret\r\n\
+          Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\nX-Secret: 1\r\n\
+          Proxy-Authorization: Basic eA==\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\n\
+          X-Kept: yes\r\n\r\n",
+    )
+    .await;
+    assert_eq!(raw_status(&raw), 200, "{raw}");
+    let head = web.heads().pop().expect("the request reached the backend");
+    for gone in [
+        "x-secret",
+        "upgrade",
+        "http2-settings",
+        "proxy-authorization",
+        "keep-alive",
+        "te",
+    ] {
+        assert_eq!(
+            common::raw_backend::header_in(&head, gone),
+            None,
+            "{gone} in {head}"
+        );
+    }
+    assert_eq!(
+        common::raw_backend::header_in(&head, "x-kept").as_deref(),
+        Some("yes")
+    );
+}

@@ -275,7 +275,12 @@ impl StickyAffinity {
         }
         let (req, upgrade) = (session.req_header(), session.is_upgrade_req());
         let trusted = &self.settings.trusted_proxies;
-        choose::peer(route, req, (upgrade, false), trusted, ctx).await
+        let mut peer = choose::peer(route, req, (upgrade, false), trusted, ctx).await?;
+        // The pools' peers skip Pingora's own hop-by-hop sanitising because sticky-proxy's
+        // `upstream_request_filter` strips the client's hop itself; an embedding proxy's does
+        // not, so its peers keep Pingora's standard policy.
+        peer.options.http_upstream_request_policy = Default::default();
+        Ok(peer)
     }
 
     /// A connect failed (call it from `fail_to_connect`): the backend is remembered and the
