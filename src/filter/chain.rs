@@ -153,6 +153,19 @@ mod tests {
     use super::*;
     use pingora_http::RequestHeader;
 
+    #[test]
+    fn an_answer_keeps_the_headers_a_filter_may_set_and_leaves_out_the_proxys_own() {
+        let answer = Answer::new(429, "slow down\n")
+            .header("Retry-After", "5")
+            .header("Content-Length", "0")
+            .header("transfer-encoding", "chunked")
+            .header("Cache-Control", "public")
+            .header("Connection", "keep-alive")
+            .header("content-type", "application/json");
+        let names: Vec<&str> = answer.headers().iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["retry-after", "content-type"]);
+    }
+
     struct Add(&'static str);
     struct Refuse;
     struct Fails;

@@ -57,7 +57,9 @@ pub(crate) use chain::{FilterChain, FilterState};
 pub trait Filter: Send + Sync + 'static {
     /// Runs once the request has a route, before a backend is chosen (Pingora's
     /// `request_filter`). Changes to `request.header` reach the backend (and the affinity
-    /// lookup: a header added here can be a hash key). Default: [`Flow::Continue`].
+    /// lookup: a header added here can be a hash key). Leave `Content-Length` and
+    /// `Transfer-Encoding` as they are: the client's body has not been read yet and is read by
+    /// them. Default: [`Flow::Continue`].
     async fn request(&self, request: &mut FilterRequest<'_>) -> Result<Flow, FilterError> {
         let _ = request;
         Ok(Flow::Continue)
@@ -87,6 +89,19 @@ pub enum Flow {
     Answer(Answer),
 }
 
+/// Headers of the proxy's own answers that a filter's [`Answer`] cannot set.
+const PROXY_OWNED: [&str; 9] = [
+    "content-length",
+    "transfer-encoding",
+    "cache-control",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "upgrade",
+    "te",
+    "trailer",
+];
+
 /// A filter's own answer to a request: a status, a body, headers. Never cached
 /// (`Cache-Control: no-store`), the connection not reused; `text/plain; charset=utf-8` unless a
 /// `Content-Type` header is given.
@@ -115,12 +130,18 @@ impl Answer {
         }
     }
 
-    /// Add a header. A name or value that is not valid in HTTP is left out, with a warning.
+    /// Add a header. A name or value that is not valid in HTTP is left out, with a warning; so
+    /// is a header the proxy writes itself for its own answers (the framing, `Content-Length`,
+    /// `Transfer-Encoding`, the hop-by-hop fields, and `Cache-Control`: an answer from the
+    /// proxy is never cached), so that an answer's head always agrees with its body.
     pub fn header(mut self, name: &str, value: &str) -> Self {
         match (
             HeaderName::from_bytes(name.as_bytes()),
             HeaderValue::from_str(value),
         ) {
+            (Ok(name), Ok(_)) if PROXY_OWNED.contains(&name.as_str()) => {
+                log::warn!("a filter's answer: header {name:?} left out (the proxy writes it)")
+            }
             (Ok(name), Ok(value)) => self.headers.push((name, value)),
             _ => log::warn!("a filter's answer: header {name:?} left out (not valid HTTP)"),
         }

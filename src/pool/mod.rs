@@ -153,41 +153,45 @@ impl Pool {
         };
         let take = |index: usize| accept(index) && ramp_admits(index);
         let n = self.slots.len();
+        // The balancers' iterators can miss the one acceptable backend (random repeats, a
+        // round-robin counter advanced by other threads): then scan. When the ramp passed over
+        // every backend that qualifies (all of them ramping, say after they came back
+        // together), the balancer picks among them without the ramp, so they share evenly.
+        self.balanced(n, take)
+            .or_else(|| (0..n).find(|i| take(*i)))
+            .or_else(|| self.balanced(n, accept))
+            .or_else(|| (0..n).find(|i| accept(*i)))
+    }
+
+    /// The balancer's pick among the backends `qualifies` admits.
+    fn balanced(&self, n: usize, qualifies: impl Fn(usize) -> bool) -> Option<usize> {
         let chosen = match &self.balancer {
             Balancer::RoundRobin(lb) => {
-                lb.select_with(b"", 2 * n, |b, _| self.index_of(b).is_some_and(take))
+                lb.select_with(b"", 2 * n, |b, _| self.index_of(b).is_some_and(&qualifies))
             }
             Balancer::Random(lb) => {
-                lb.select_with(b"", 4 * n, |b, _| self.index_of(b).is_some_and(take))
+                lb.select_with(b"", 4 * n, |b, _| self.index_of(b).is_some_and(&qualifies))
             }
             Balancer::LeastRequests(lb) => {
                 // Fewest in-flight requests relative to weight; the round-robin order breaks
                 // ties so that idle backends share new sessions evenly.
                 (0..n)
-                    .filter(|i| take(*i))
+                    .filter(|i| qualifies(*i))
                     .map(|i| load_score(&self.slots[i]))
                     .min()
                     .and_then(|best| {
                         lb.select_with(b"", 2 * n, |b, _| {
                             self.index_of(b)
-                                .is_some_and(|i| take(i) && load_score(&self.slots[i]) <= best)
+                                .is_some_and(|i| qualifies(i) && load_score(&self.slots[i]) <= best)
                         })
                     })
                     .or_else(|| {
-                        // The loads moved under us; any acceptable backend will do.
-                        lb.select_with(b"", 2 * n, |b, _| self.index_of(b).is_some_and(take))
+                        // The loads moved under us; any qualifying backend will do.
+                        lb.select_with(b"", 2 * n, |b, _| self.index_of(b).is_some_and(&qualifies))
                     })
             }
         };
-        // The balancers' iterators can miss the one acceptable backend (random repeats, a
-        // round-robin counter advanced by other threads), or the ramp passed over every one
-        // that qualifies: then scan, ramp or not.
-        match chosen {
-            Some(chosen) => self.index_of(&chosen),
-            None => (0..n)
-                .find(|i| take(*i))
-                .or_else(|| (0..n).find(|i| accept(*i))),
-        }
+        chosen.and_then(|b| self.index_of(&b))
     }
 
     /// The backend called `name`.
@@ -344,6 +348,24 @@ mod tests {
         pool.slots[2].set_healthy(false);
         pool.slots[2].set_healthy(true);
         assert!((900..=1100).contains(&picks_of(&pool, 2, 3000)));
+    }
+
+    #[test]
+    fn backends_that_come_back_together_share_new_sessions_evenly_while_they_ramp() {
+        for balance in ["round_robin", "random", "least_requests"] {
+            let pool = pool(3, balance, 3600);
+            for slot in pool.slots.iter() {
+                slot.set_healthy(false);
+                slot.set_healthy(true);
+            }
+            for backend in 0..3 {
+                let picks = picks_of(&pool, backend, 3000);
+                assert!(
+                    (700..=1300).contains(&picks),
+                    "{balance}: backend {backend} took {picks} of 3000"
+                );
+            }
+        }
     }
 
     #[test]
