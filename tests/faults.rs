@@ -341,6 +341,13 @@ async fn a_backend_killed_under_200_busy_sessions_loses_only_its_own_sessions_an
         dead_errors.load(Relaxed)
     );
 
+    // The checks must have seen it down before it comes back (on a fast machine the load
+    // above can end within one check interval).
+    let unhealthy = eventually(Duration::from_secs(20), || async {
+        proxy.log().contains("backend iis1 is now unhealthy")
+    })
+    .await;
+    assert!(unhealthy, "{}", proxy.log());
     b[0].restart().await;
     let healthy = eventually(Duration::from_secs(20), || async {
         proxy.log().contains("backend iis1 is now healthy")
