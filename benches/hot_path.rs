@@ -67,6 +67,7 @@ fn bench_cookie(c: &mut Criterion) {
         |b| {
             b.iter(|| {
                 let pin = cookie.pinned(std::iter::once(black_box(header.as_bytes())));
+                let slots = pool.slots();
                 let decision = decide(
                     pin,
                     Mechanisms {
@@ -75,9 +76,9 @@ fn bench_cookie(c: &mut Criterion) {
                         keeps_sessions: false,
                     },
                     &[],
-                    |i| pool.slots[i].is_usable(),
+                    |i| slots[i].is_usable(),
                     |_| None,
-                    |failed| pool.select_new(failed),
+                    |failed| pool.select_new(&slots, failed),
                 );
                 assert_eq!(decision.backend(), Some(1));
                 decision
@@ -86,6 +87,7 @@ fn bench_cookie(c: &mut Criterion) {
     );
     group.bench_function("decision: new session (round robin pick)", |b| {
         b.iter(|| {
+            let slots = pool.slots();
             decide(
                 Pin::Absent,
                 Mechanisms {
@@ -94,9 +96,9 @@ fn bench_cookie(c: &mut Criterion) {
                     keeps_sessions: false,
                 },
                 &[],
-                |i| pool.slots[i].is_usable(),
+                |i| slots[i].is_usable(),
                 |_| None,
-                |failed| pool.select_new(failed),
+                |failed| pool.select_new(&slots, failed),
             )
         })
     });
@@ -216,7 +218,7 @@ fn bench_ring(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
             b.iter(|| {
                 i = (i + 1) & 1023;
-                hash.select(black_box(keys[i].as_bytes()), &pool.slots, &[])
+                hash.select(black_box(keys[i].as_bytes()), &pool.slots(), &[])
             })
         });
     }

@@ -42,6 +42,7 @@ pub mod extension;
 pub mod filter;
 pub mod headers;
 pub(crate) mod lifecycle;
+pub(crate) mod membership;
 pub(crate) mod metrics;
 // Hidden, and `pub` only for the repository's own targets: `pool` for tests/allocations.rs and
 // benches/hot_path.rs, `proxy` and `server` for the fuzz targets (header_stripping,
@@ -115,7 +116,8 @@ pub fn run(extensions: extension::Extensions) -> Result<(), StartError> {
     // listening sockets over, so the state file holds what that process set until then.
     server.bootstrap();
     if let Some(state_file) = &built.state_file {
-        state_file.restore();
+        let restored = state_file.restore();
+        built.membership.restore(&restored.changes);
     }
     server.run(pingora_core::server::RunArgs {
         shutdown_signal: Box::new(lifecycle::SignalsWithGrace {

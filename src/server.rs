@@ -10,6 +10,7 @@ use crate::config::{Config, ConfigError, DefaultRoute, ListenerConfig, RouteClas
 use crate::extension::Extensions;
 use crate::filter::{Filter, FilterChain};
 use crate::lifecycle::{Leaving, LifecycleWatcher};
+use crate::membership::Membership;
 use crate::metrics::{Metrics, PoolMetrics};
 use crate::pool::{HealthService, Pool};
 use crate::proxy::downstream::ClientSide;
@@ -88,6 +89,8 @@ pub struct Built {
     pub server: Server,
     pub leaving: Leaving,
     pub state_file: Option<Arc<StateFile>>,
+    /// Adds and removes backends of the running pools (the state file's restore uses it).
+    pub membership: Arc<Membership>,
 }
 
 /// Build the Pingora server for a validated configuration. `extensions` must be the ones the
@@ -129,8 +132,15 @@ pub fn build_server(
         let counters = WriteCounters { written, failed };
         StateFile::new(path, config, wiring.pools.clone(), counters)
     });
+    let membership = Membership::new(
+        wiring.pools.clone(),
+        wiring.registry.clone(),
+        runtime.metrics.clone(),
+        wiring.metrics.clone(),
+    );
     if let Some(state_file) = &state_file {
         server.add_service(background_service("state file", state_file.writer()));
+        membership.keep_in(state_file.clone());
     }
     let settings = Arc::new(ProxySettings {
         hide_headers: config.hide_headers.clone(),
@@ -153,7 +163,7 @@ pub fn build_server(
             wiring.registry.clone(),
             runtime.metrics.clone(),
             leaving.clone(),
-            state_file.clone(),
+            membership.clone(),
         );
         server.add_service(background_service(
             "admin request rates",
@@ -167,6 +177,7 @@ pub fn build_server(
         server,
         leaving,
         state_file,
+        membership,
     })
 }
 

@@ -56,6 +56,7 @@ fn the_returning_session_decision_allocates_nothing() {
     let header = format!("_ga=GA1.2.3; theme=dark; ARRAffinity={value}; CUserID=42");
     let returning = || {
         let pin = cookie.pinned(std::iter::once(header.as_bytes()));
+        let slots = pool.slots();
         decide(
             pin,
             Mechanisms {
@@ -64,9 +65,9 @@ fn the_returning_session_decision_allocates_nothing() {
                 keeps_sessions: false,
             },
             &[],
-            |i| pool.slots[i].is_usable(),
+            |i| slots[i].is_usable(),
             |_| None,
-            |failed| pool.select_new(failed),
+            |failed| pool.select_new(&slots, failed),
         )
     };
     // Once before counting: anything lazily set up on first use is not per request.
@@ -108,6 +109,7 @@ fn with_cookie_lifetimes_the_returning_session_decision_still_allocates_nothing(
     let returning = || {
         // Read (parse, HMAC, clock, lifetime rules), then decide.
         let read = cookie.read(std::iter::once(header.as_bytes()));
+        let slots = pool.slots();
         let decision = decide(
             read.pin(),
             Mechanisms {
@@ -116,9 +118,9 @@ fn with_cookie_lifetimes_the_returning_session_decision_still_allocates_nothing(
                 keeps_sessions: false,
             },
             &[],
-            |i| pool.slots[i].is_usable(),
+            |i| slots[i].is_usable(),
             |_| None,
-            |failed| pool.select_new(failed),
+            |failed| pool.select_new(&slots, failed),
         );
         (read, decision)
     };

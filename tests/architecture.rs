@@ -24,6 +24,10 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("filter", &["affinity"]),
     ("extension", &["config", "affinity", "filter"]),
     (
+        "membership",
+        &["config", "pool", "affinity", "metrics", "state_file"],
+    ),
+    (
         "proxy",
         &[
             "config",
@@ -46,6 +50,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "affinity",
             "metrics",
             "state_file",
+            "membership",
         ],
     ),
     (
@@ -65,6 +70,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "filter",
             "proxy",
             "admin",
+            "membership",
         ],
     ),
     (

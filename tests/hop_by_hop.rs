@@ -29,7 +29,9 @@ async fn pingoras_own_hop_by_hop_pass_is_off_and_the_proxys_stripping_holds_alon
         .expect("a valid configuration");
     let (pool, _) = sticky_proxy::pool::Pool::new(&config.pools[0], None);
     assert_eq!(
-        pool.peer(0, None).options.http_upstream_request_policy,
+        pool.peer(&pool.slots()[0], None)
+            .options
+            .http_upstream_request_policy,
         HttpUpstreamRequestPolicy::preserve(),
         "the peers skip Pingora's own pass: the proxy's stripping is what the tests here hold"
     );

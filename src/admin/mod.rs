@@ -16,13 +16,15 @@
 //! | GET | `/api/auth` | checks the bearer token: `200` when it is right, else 401 / 403; changes nothing | always |
 //! | GET | `/api/pools` | every pool: backends (state, health, weight, in flight, requests, requests per second now and per 10 s over 5 minutes, last used, pinned requests in the last minute, slow-start share, table entries, upgraded connections), `slow_start_seconds`, session tables, and their shared stores (`stores`: Redis address, `up`, lookup and write counts) | no |
 //! | GET | `/api/pools/{pool}` | one pool, same shape | no |
+//! | POST | `/api/pools/{pool}/backends` | add a backend: body `{"name", "addr", "weight", "state"}` (`weight` 1 by default, `state` `active`), validated as in the configuration; a name the pool had before takes its old place, so its cookies pin to it again. `201` with the backend's view; a duplicate name or address or a bad field is `400` naming the field | yes |
+//! | DELETE | `/api/pools/{pool}/backends/{backend}` | remove a backend (its sessions move on by their failure policy, with a new cookie); `?close_upgraded=true` also closes its WebSocket connections. `200 {"removed": name, "closed": n}` | yes |
 //! | POST | `/api/pools/{pool}/backends/{backend}/state` | body `{"state": "active" \| "draining" \| "disabled"}`, optionally `"close_upgraded": true` to also close its WebSocket connections; with `sticky.state_file`, the file is written after the answer | yes |
 //! | POST | `/api/pools/{pool}/backends/{backend}/close-upgraded` | close the backend's upgraded (WebSocket) connections; answers `{"closed": n}` | yes |
 //! | GET | `/api/pools/{pool}/tables/{table}/entries?limit=N` | entries of `learn` or `client_ip` (keys are hashes), default limit 100 | no |
 //! | GET | `/api/pools/{pool}/tables/{table}/lookup?id=…` or `?ip=…` | the entry for a session id or client IP | no |
 //! | POST | `/api/pools/{pool}/tables/{table}/delete` | body `{"id": …}`, `{"ip": …}` or `{"backend": …}`; an `id` is deleted from the shared store too | yes |
 //!
-//! Mutations are POST only and need `Authorization: Bearer <token>` (the scheme in any case;
+//! Mutations are POST and DELETE and need `Authorization: Bearer <token>` (the scheme in any case;
 //! token from the file or environment variable named in `sticky.admin`): no header → 401, a
 //! wrong token → 403; with no token configured, mutations are off (403). Callers from other than
 //! loopback get 403 unless `allow_remote` is set, and then need the token for every endpoint but
@@ -44,9 +46,9 @@ mod views;
 use crate::affinity::registry::{PoolAffinities, Registry};
 use crate::config::{AdminConfig, Config};
 use crate::lifecycle::Leaving;
+use crate::membership::Membership;
 use crate::metrics::Metrics;
 use crate::pool::Pool;
-use crate::state_file::StateFile;
 use access::{is_loopback_caller, token_required};
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
@@ -68,8 +70,8 @@ pub struct AdminApp {
     leaving: Leaving,
     status: status::Status,
     rates: Arc<rates::Rates>,
-    /// `sticky.state_file`: told of every state change.
-    state_file: Option<Arc<StateFile>>,
+    /// Adds and removes backends; tells the state file of every change.
+    membership: Arc<Membership>,
 }
 
 impl AdminApp {
@@ -82,7 +84,7 @@ impl AdminApp {
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
         leaving: Leaving,
-        state_file: Option<Arc<StateFile>>,
+        membership: Arc<Membership>,
     ) -> Self {
         AdminApp {
             rates: Arc::new(rates::Rates::new(pools.clone())),
@@ -93,7 +95,7 @@ impl AdminApp {
             token: admin.token.clone(),
             allow_remote: admin.allow_remote,
             leaving,
-            state_file,
+            membership,
         }
     }
 
@@ -156,7 +158,7 @@ impl AdminApp {
             .get(http::header::AUTHORIZATION)
             .map(|v| v.as_bytes().to_vec());
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-        let is_mutation = method == Method::POST;
+        let is_mutation = method == Method::POST || method == Method::DELETE;
         if token_required(is_mutation, loopback_caller, &segments) {
             if let Err(reply) = self.authorize(auth.as_deref()) {
                 return reply;
@@ -210,6 +212,10 @@ impl AdminApp {
                 Ok((p, a)) => Reply::json(StatusCode::OK, &PoolView::of(p, a, &self.rates)),
                 Err(reply) => reply,
             },
+            ("POST", ["api", "pools", pool, "backends"]) => self.add_backend(pool, &body),
+            ("DELETE", ["api", "pools", pool, "backends", backend]) => {
+                self.remove_backend(pool, backend, &query)
+            }
             ("POST", ["api", "pools", pool, "backends", backend, "state"]) => {
                 self.set_state(pool, backend, &body)
             }

@@ -103,7 +103,7 @@ impl Rates {
 
 /// Every backend's request counter of one pool.
 fn counts(pool: &Pool) -> Vec<u64> {
-    pool.slots
+    pool.slots()
         .iter()
         .map(|s| s.requests.load(Relaxed))
         .collect()

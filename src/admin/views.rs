@@ -14,12 +14,10 @@ use std::sync::atomic::Ordering::Relaxed;
 
 /// Session-table entries per backend index, over every table of the pool (one walk each).
 pub(super) fn table_entries_by_backend(pool: &Pool, affinities: &PoolAffinities) -> Vec<usize> {
-    let mut total = vec![0; pool.slots.len()];
+    let backends = pool.slots().len();
+    let mut total = vec![0; backends];
     for (_, table) in affinities.affinities().flat_map(|a| a.tables()) {
-        for (t, n) in total
-            .iter_mut()
-            .zip(table.count_by_backend(pool.slots.len()))
-        {
+        for (t, n) in total.iter_mut().zip(table.count_by_backend(backends)) {
             *t += n;
         }
     }
@@ -42,12 +40,18 @@ impl PoolView {
     /// The view of `pool` (with its `affinities`) now, its backends' request rates from `rates`.
     pub(super) fn of(pool: &Pool, affinities: &PoolAffinities, rates: &Rates) -> Self {
         let entries = table_entries_by_backend(pool, affinities);
-        let mut rates = rates.of_pool(pool).into_iter();
+        let rates = rates.of_pool(pool);
+        let slots = pool.slots();
         PoolView {
             name: pool.name.clone(),
             slow_start_seconds: pool.slow_start.map_or(0, |d| d.as_secs()),
-            backends: (0..pool.slots.len())
-                .map(|i| BackendView::of(pool, i, entries[i], rates.next().unwrap_or_default()))
+            // Backends removed at run time are not shown (their slots wait for a return).
+            backends: (0..slots.len())
+                .filter(|i| !slots[*i].is_removed())
+                .map(|i| {
+                    let rate = rates.get(i).cloned().unwrap_or_default();
+                    BackendView::of(pool, i, entries.get(i).copied().unwrap_or(0), rate)
+                })
                 .collect(),
             tables: affinities.table_stats().into_iter().collect(),
             stores: affinities.store_stats().into_iter().collect(),
@@ -82,7 +86,8 @@ impl BackendView {
     /// The view of backend `index` of `pool` now; `table_entries` and `rate` are computed by
     /// the caller (over the whole pool at once).
     pub(super) fn of(pool: &Pool, index: usize, table_entries: usize, rate: BackendRate) -> Self {
-        let slot = &pool.slots[index];
+        let slots = pool.slots();
+        let slot = &slots[index];
         BackendView {
             name: slot.name.clone(),
             addr: slot.addr.to_string(),
@@ -97,7 +102,7 @@ impl BackendView {
             table_entries,
             upgraded_connections: pool
                 .upgraded
-                .count_by_backend(pool.slots.len())
+                .count_by_backend(slots.len())
                 .get(index)
                 .copied()
                 .unwrap_or(0),
@@ -120,7 +125,7 @@ impl LookupView {
         LookupView {
             key: entry.key,
             backend: pool
-                .slots
+                .slots()
                 .get(entry.backend)
                 .map_or_else(|| "-".into(), |s| s.name.clone()),
             age_seconds: entry.age_seconds,

@@ -5,26 +5,42 @@ use super::custom::ExtensionLookup;
 use super::key::{self, KeySource, RequestView};
 use crate::config::HashConfig;
 use crate::pool::ring::{Ring, RingPick};
-use crate::pool::{BackendSlot, Slots};
+use crate::pool::BackendSlot;
+use arc_swap::ArcSwap;
 use std::sync::Arc;
 
 /// One class's hash-key affinity on one pool.
 pub struct HashAffinity {
     pub sources: Vec<Arc<dyn KeySource>>,
-    ring: Ring,
+    /// Built again when the pool's backends change at run time.
+    ring: ArcSwap<Ring>,
+    balance_factor: Option<f64>,
 }
 
 impl HashAffinity {
     /// Custom sources come from `extensions` (their names were checked before start-up).
-    pub fn new(config: &HashConfig, slots: &Slots, extensions: &dyn ExtensionLookup) -> Self {
+    pub fn new(
+        config: &HashConfig,
+        slots: &[Arc<BackendSlot>],
+        extensions: &dyn ExtensionLookup,
+    ) -> Self {
         HashAffinity {
             sources: config
                 .sources
                 .iter()
                 .filter_map(|c| key::from_config(c, extensions))
                 .collect(),
-            ring: Ring::new(slots, config.balance_factor),
+            ring: ArcSwap::from_pointee(Ring::new(slots, config.balance_factor)),
+            balance_factor: config.balance_factor,
         }
+    }
+
+    /// The pool's backends changed at run time: the ring is built again over `slots`
+    /// (removed ones left out). Keys move as on any consistent ring: only those of the
+    /// backends that came or went.
+    pub fn backends_changed(&self, slots: &[Arc<BackendSlot>]) {
+        self.ring
+            .store(Arc::new(Ring::new(slots, self.balance_factor)));
     }
 
     /// The first key any source finds in the request.
@@ -36,9 +52,9 @@ impl HashAffinity {
     pub fn select(
         &self,
         key: &[u8],
-        slots: &[BackendSlot],
+        slots: &[Arc<BackendSlot>],
         excluded: &[usize],
     ) -> Option<RingPick> {
-        self.ring.select(key, slots, excluded)
+        self.ring.load().select(key, slots, excluded)
     }
 }

@@ -38,6 +38,7 @@ pub mod sessions;
 pub mod store;
 
 use crate::config::CookieConfig;
+use arc_swap::ArcSwap;
 use http::HeaderValue;
 use lifetime::{DatedIssue, Dates, Expiry, Judgement};
 
@@ -155,65 +156,80 @@ impl CookieRead {
     }
 }
 
-/// One pool's cookie-insertion affinity, prepared at start-up.
+/// One pool's cookie-insertion affinity, prepared at start-up; its per-backend part is built
+/// again when the pool's backends change at run time ([`CookieAffinity::backends_changed`]).
 #[derive(Debug)]
 pub struct CookieAffinity {
     /// The cookie's settings, as configured.
     pub config: CookieConfig,
+    /// The pool's name (part of `keyed` values).
+    pool: String,
+    /// The proxy's own cookie names (main, then twin).
+    names: Vec<Box<[u8]>>,
+    /// Everything that depends on the pool's backends.
+    backends: ArcSwap<CookieBackends>,
+}
+
+/// The part of a [`CookieAffinity`] made for one list of backend names.
+#[derive(Debug)]
+struct CookieBackends {
     table: cookie::CookieTable,
     /// Per backend index: the `Set-Cookie` values for plain-HTTP requests, then for TLS ones.
     set_cookie: Vec<[SetCookie; 2]>,
-    /// The proxy's own cookie names (main, then twin).
-    names: Vec<Box<[u8]>>,
     /// With lifetimes: their rules and the dated `Set-Cookie` templates.
     dated: Option<DatedIssue>,
 }
 
-impl CookieAffinity {
-    /// Build for the backends of pool `pool` (names in configured order).
-    pub fn new(config: &CookieConfig, pool: &str, backends: &[&str]) -> Self {
-        let config = config.clone();
-        let cookie_config = &config;
-        let table = cookie::CookieTable::new(&cookie_config.format, pool, backends.iter().copied());
+impl CookieBackends {
+    fn new(config: &CookieConfig, pool: &str, backends: &[&str]) -> Self {
+        let table = cookie::CookieTable::new(&config.format, pool, backends.iter().copied());
         let set_cookie = backends
             .iter()
             .map(|b| {
-                let value = cookie::value_text(&cookie_config.format, pool, b);
+                let value = cookie::value_text(&config.format, pool, b);
                 [false, true].map(|tls| {
                     let line = |name: &str, twin: bool| {
-                        header_value(cookie::set_cookie_line(
-                            cookie_config,
-                            name,
-                            &value,
-                            twin,
-                            tls,
-                        ))
+                        header_value(cookie::set_cookie_line(config, name, &value, twin, tls))
                     };
                     (
-                        line(&cookie_config.name, false),
-                        cookie_config
-                            .twin_name
-                            .as_ref()
-                            .map(|twin| line(twin, true)),
+                        line(&config.name, false),
+                        config.twin_name.as_ref().map(|twin| line(twin, true)),
                     )
                 })
             })
             .collect();
+        let dated = match (&config.lifetimes, table.dated()) {
+            (Some(lifetimes), Some(ids)) => Some(DatedIssue::new(config, lifetimes, ids)),
+            _ => None,
+        };
+        CookieBackends {
+            table,
+            set_cookie,
+            dated,
+        }
+    }
+}
+
+impl CookieAffinity {
+    /// Build for the backends of pool `pool` (names by backend index).
+    pub fn new(config: &CookieConfig, pool: &str, backends: &[&str]) -> Self {
         let names = std::iter::once(config.name.as_bytes())
             .chain(config.twin_name.as_deref().map(str::as_bytes))
             .map(Box::from)
             .collect();
-        let dated = match (&config.lifetimes, table.dated()) {
-            (Some(lifetimes), Some(ids)) => Some(DatedIssue::new(&config, lifetimes, ids)),
-            _ => None,
-        };
         CookieAffinity {
-            config,
-            table,
-            set_cookie,
+            backends: ArcSwap::from_pointee(CookieBackends::new(config, pool, backends)),
+            config: config.clone(),
+            pool: pool.to_string(),
             names,
-            dated,
         }
+    }
+
+    /// The pool's backends changed at run time: `backends` are their names by index (removed
+    /// ones included, so that their cookies still name them).
+    pub fn backends_changed(&self, backends: &[&str]) {
+        let built = CookieBackends::new(&self.config, &self.pool, backends);
+        self.backends.store(std::sync::Arc::new(built));
     }
 
     /// The names of the proxy's own cookies (main, then twin).
@@ -260,10 +276,11 @@ impl CookieAffinity {
 
     /// One value: date-less values by the table; dated ones by their tag, id and dates.
     fn read_value(&self, value: &[u8], mut now: impl FnMut() -> u32) -> CookieRead {
+        let backends = self.backends.load();
         let backend = |index, reissue| CookieRead::Backend { index, reissue };
-        let dated_value = || self.table.dated().and_then(|ids| ids.lookup(value));
-        let Some(dated) = &self.dated else {
-            return match self.table.lookup(value) {
+        let dated_value = || backends.table.dated().and_then(|ids| ids.lookup(value));
+        let Some(dated) = &backends.dated else {
+            return match backends.table.lookup(value) {
                 Some(index) => backend(index, None),
                 // Lifetimes switched off since it was issued: it still pins, and is replaced.
                 None => match dated_value() {
@@ -286,7 +303,11 @@ impl CookieAffinity {
             };
         }
         // A date-less value from before the lifetimes: it pins, and gets dates.
-        match self.table.lookup(value).filter(|_| dated.accept_undated) {
+        match backends
+            .table
+            .lookup(value)
+            .filter(|_| dated.accept_undated)
+        {
             Some(index) => backend(index, Some(Reissue::Convert)),
             None => CookieRead::Invalid,
         }
@@ -294,18 +315,21 @@ impl CookieAffinity {
 
     /// The prebuilt `Set-Cookie` values (main, twin) for a backend index, for a request that
     /// came over TLS (`Secure` unless configured off) or not.
-    pub fn set_cookie_for(&self, backend: usize, tls: bool) -> Option<&SetCookie> {
-        self.set_cookie
+    pub fn set_cookie_for(&self, backend: usize, tls: bool) -> Option<SetCookie> {
+        self.backends
+            .load()
+            .set_cookie
             .get(backend)
-            .map(|lines| &lines[usize::from(tls)])
+            .map(|lines| lines[usize::from(tls)].clone())
     }
 
     /// The `Set-Cookie` values (main, twin) that give `backend` to the client: without
     /// lifetimes the prebuilt ones; with them a dated value, refreshed now and first issued at
     /// `issued` (`None`: now), written into the prebuilt line (one allocation per line).
     pub fn issue(&self, backend: usize, tls: bool, issued: Option<u32>) -> Option<SetCookie> {
-        let (Some(dated), Some(ids)) = (&self.dated, self.table.dated()) else {
-            return self.set_cookie_for(backend, tls).cloned();
+        let backends = self.backends.load();
+        let (Some(dated), Some(ids)) = (&backends.dated, backends.table.dated()) else {
+            return self.set_cookie_for(backend, tls);
         };
         let now = lifetime::unix_now();
         let dates = Dates {

@@ -35,7 +35,7 @@ impl Affinity {
         pool: &Pool,
         extensions: &dyn ExtensionLookup,
     ) -> Self {
-        let slots = &pool.slots;
+        let slots = &pool.slots();
         let names: Vec<&str> = slots.iter().map(|s| s.name.as_str()).collect();
         let pool = pool.name.as_str();
         Affinity {
@@ -58,6 +58,23 @@ impl Affinity {
                 .and_then(|n| extensions.backend_namer(n)),
             failure: config.failure.clone(),
             class,
+        }
+    }
+
+    /// The pool's backends changed at run time (added, removed, added back): every part that
+    /// depends on them is built again — cookie values, the hash ring, the shared store's names.
+    /// Session tables keep their entries (indexes never change meaning).
+    pub fn backends_changed(&self, pool: &Pool) {
+        let slots = pool.slots();
+        let names: Vec<&str> = slots.iter().map(|s| s.name.as_str()).collect();
+        if let Some(cookie) = &self.cookie {
+            cookie.backends_changed(&names);
+        }
+        if let Some(hash) = &self.hash {
+            hash.backends_changed(&slots);
+        }
+        if let Some(store) = self.learned.as_ref().and_then(|l| l.store.as_ref()) {
+            store.backends_changed(names.iter().map(|n| n.to_string()).collect());
         }
     }
 

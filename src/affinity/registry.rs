@@ -27,6 +27,16 @@ pub struct PoolAffinities {
     classes: Vec<(usize, Arc<Affinity>)>,
 }
 
+impl PoolAffinities {
+    /// The pool's backends changed at run time: every affinity applied to it learns of it
+    /// ([`Affinity::backends_changed`]).
+    pub fn backends_changed(&self, pool: &Pool) {
+        for affinity in self.own.iter().chain(self.classes.iter().map(|(_, a)| a)) {
+            affinity.backends_changed(pool);
+        }
+    }
+}
+
 impl Registry {
     /// The affinities of every pool: its own section, and each class a route (or the default
     /// route) applies to it. `pools` are the run-time pools of `config.pools`, in order;

@@ -324,6 +324,13 @@ pub fn from_raw_embedded(section: raw::RawSticky) -> Result<Config, ConfigError>
     validate::validate(section, false)
 }
 
+/// Validate one backend as `sticky.pools[].backends[]` is validated (name, address, weight),
+/// for a backend added while the proxy runs (`POST /api/pools/{pool}/backends`); the error
+/// names `field`'s member (`name`, `addr`, `weight`).
+pub fn backend_from_raw(field: &str, raw: raw::RawBackend) -> Result<BackendConfig, ConfigError> {
+    validate::validate_backend(field, raw)
+}
+
 /// The `sticky:` section of a whole YAML document, as the file format's types.
 fn parse(yaml: &str) -> Result<raw::RawSticky, ConfigError> {
     let deserializer = serde_yaml::Deserializer::from_str(yaml);

@@ -346,8 +346,15 @@ impl StickyAffinity {
     }
 
     /// What affinity decided for the request (`None` before `upstream_peer`).
-    pub fn decision<'a>(&'a self, ctx: &StickyCtx) -> Option<AffinityDecision<'a>> {
-        Some(log::affinity_decision(self.ctx_route(ctx)?, &ctx.ctx))
+    pub fn decision<'a>(&'a self, ctx: &'a StickyCtx) -> Option<AffinityDecision<'a>> {
+        let c = &ctx.ctx;
+        let route = self.ctx_route(ctx)?;
+        Some(log::affinity_decision(
+            route,
+            c.slots.as_ref(),
+            c.attempt.backend,
+            &c.verdict,
+        ))
     }
 
     /// Every metric in the Prometheus text format, with its content type: requests by pool,

@@ -321,8 +321,12 @@ impl Metrics {
     /// table counters, and encode every metric in the Prometheus text format.
     pub fn render(&self, pools: &[Arc<Pool>], registry: &AffinityRegistry) -> (String, Vec<u8>) {
         for (pool, affinities) in pools.iter().zip(registry.pools()) {
-            for slot in pool.slots.iter() {
+            for slot in pool.slots().iter() {
                 let labels = [pool.name.as_str(), slot.name.as_str()];
+                if slot.is_removed() {
+                    self.forget_backend(&labels);
+                    continue;
+                }
                 self.healthy
                     .with_label_values(&labels)
                     .set(i64::from(slot.is_healthy()));

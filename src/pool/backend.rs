@@ -1,8 +1,9 @@
 //! One backend's live state: health (mirrored from the health checker), administrative state
 //! (`active`, `draining`, `disabled`), load, and the activity an operator watches before removing
 //! a drained node (when it last served a request, pinned requests in the last minute), and when
-//! it last came back to take new sessions (its slow start). Everything is an atomic: the request
-//! path never locks.
+//! it last came back to take new sessions (its slow start), and whether it was removed at run
+//! time (a removed backend keeps its slot, and so its index, until it is added back). Everything
+//! is an atomic: the request path never locks.
 
 use super::slow_start;
 use crate::config::BackendState;
@@ -58,8 +59,15 @@ pub struct BackendSlot {
     ramp_since_ms: AtomicU64,
     /// Per second of the last minute: `(unix second << 32) | pinned requests in that second`.
     pinned_window: [AtomicU64; WINDOW_SECONDS as usize],
+    /// Removed at run time (`DELETE /api/pools/{pool}/backends/{name}`, DNS discovery): it
+    /// serves nothing until added back.
+    removed: AtomicBool,
     /// Template for the upstream peer (address and timeouts).
     pub(super) peer: HttpPeer,
+    /// The `Host` for a request that has none ([`crate::headers::backend_host`]).
+    pub host_when_missing: http::HeaderValue,
+    /// Who put it in the pool: the configuration, the admin API, DNS discovery.
+    pub origin: super::members::Origin,
 }
 
 fn unix_ms() -> u64 {
@@ -75,6 +83,7 @@ impl BackendSlot {
         weight: u32,
         state: BackendState,
         peer: HttpPeer,
+        host_when_missing: http::HeaderValue,
     ) -> Self {
         BackendSlot {
             name,
@@ -87,8 +96,29 @@ impl BackendSlot {
             last_used_ms: AtomicU64::new(0),
             ramp_since_ms: AtomicU64::new(0),
             pinned_window: std::array::from_fn(|_| AtomicU64::new(0)),
+            removed: AtomicBool::new(false),
             peer,
+            host_when_missing,
+            origin: super::members::Origin::Config,
         }
+    }
+
+    /// Removed at run time: it serves nothing, pinned or new, until added back.
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(Relaxed)
+    }
+
+    /// Mark it removed (or back); back to taking new sessions, its slow start begins.
+    pub(super) fn set_removed(&self, removed: bool) {
+        let before = self.takes_new_sessions();
+        self.removed.store(removed, Relaxed);
+        self.mark_if_back(before);
+    }
+
+    /// Added at run time: it comes to take new sessions now (its slow start begins, if it is
+    /// active).
+    pub(super) fn mark_added(&self) {
+        self.mark_if_back(false);
     }
 
     pub fn state(&self) -> BackendState {
@@ -149,14 +179,14 @@ impl BackendSlot {
         self.healthy.load(Relaxed)
     }
 
-    /// Can this backend serve a request pinned to it (healthy and not disabled)?
+    /// Can this backend serve a request pinned to it (healthy, not disabled, not removed)?
     pub fn is_usable(&self) -> bool {
-        self.is_healthy() && self.state() != BackendState::Disabled
+        self.is_healthy() && self.state() != BackendState::Disabled && !self.is_removed()
     }
 
-    /// Can this backend take a new session (healthy and active)?
+    /// Can this backend take a new session (healthy, active, not removed)?
     pub fn takes_new_sessions(&self) -> bool {
-        self.is_healthy() && self.state() == BackendState::Active
+        self.is_healthy() && self.state() == BackendState::Active && !self.is_removed()
     }
 
     /// Count a request sent here; `pinned` when a session record or hash home chose it.
@@ -219,6 +249,7 @@ mod tests {
             1,
             state,
             HttpPeer::new(addr, false, String::new()),
+            http::HeaderValue::from_static("127.0.0.1:1"),
         )
     }
 

@@ -2,19 +2,21 @@
 //! is mirrored into our [`BackendSlot`]s (the request path then reads one atomic) and logged
 //! with the backend's name.
 
-use super::{BackendSlot, Slots};
+use super::members::SharedSlots;
+use super::BackendSlot;
 use crate::config::BackendState;
 use crate::config::{HealthCheckConfig, HealthCheckKind};
 use async_trait::async_trait;
 use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
 use pingora_load_balancing::Backend;
+use std::sync::Arc;
 
 /// The health check a pool's config describes, mirrored into `slots`.
 /// `tls`: the pool talks TLS to its backends, so HTTP checks do too.
 pub fn mirrored(
     config: &HealthCheckConfig,
     tls: Option<&crate::tls::UpstreamTls>,
-    slots: &Slots,
+    slots: &SharedSlots,
 ) -> Box<dyn HealthCheck + Send + Sync> {
     Box::new(MirroredHealthCheck {
         inner: build_check(config, tls),
@@ -22,9 +24,14 @@ pub fn mirrored(
     })
 }
 
-fn slot_of<'s>(slots: &'s [BackendSlot], target: &Backend) -> Option<&'s BackendSlot> {
+/// The present (not removed) backend at `target`'s address.
+fn slot_of(slots: &SharedSlots, target: &Backend) -> Option<Arc<BackendSlot>> {
     let addr = target.addr.as_inet()?;
-    slots.iter().find(|s| &s.addr == addr)
+    slots
+        .load()
+        .iter()
+        .find(|s| &s.addr == addr && !s.is_removed())
+        .cloned()
 }
 
 fn build_check(
@@ -79,7 +86,7 @@ fn build_check(
 /// request path reads one atomic instead of the balancer's health map.
 struct MirroredHealthCheck {
     inner: Box<dyn HealthCheck + Send + Sync>,
-    slots: Slots,
+    slots: SharedSlots,
 }
 
 #[async_trait]

@@ -5,30 +5,30 @@
 //! callback is where our own per-backend state (health mirrored from the health checker,
 //! admin state, the backends a request already failed on, a returning backend's slow start)
 //! is applied. `least_requests`, which
-//! the crate lacks, is built on the same call. The hot path reads only atomics of our own
-//! [`BackendSlot`]s: no locks, no maps.
+//! the crate lacks, is built on the same call. The hot path reads one list of our own
+//! [`BackendSlot`]s per request ([`members`]: it changes when backends are added or removed at
+//! run time) and their atomics: no locks, no maps.
 
 mod backend;
 mod health;
+pub mod members;
 pub mod ring;
 pub mod slow_start;
 pub mod upgrade_gate;
 pub mod upgraded;
 
 pub use backend::BackendSlot;
+pub use members::{ChangeError, Changed, NewBackend, Origin, Slots};
 
 use crate::config::{Balance, HealthCheckConfig, PoolConfig};
 use crate::tls::UpstreamTls;
-use pingora_core::upstreams::peer::{HttpPeer, HttpUpstreamRequestPolicy};
+use members::{slot_index, SharedSlots, SlotTemplate, SlotsDiscovery};
+use pingora_core::upstreams::peer::HttpPeer;
 use pingora_load_balancing::selection::{Random, RoundRobin};
 use pingora_load_balancing::{Backend, LoadBalancer};
 use std::cell::Cell;
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
-
-/// The backends of a pool, shared with the health checker.
-pub type Slots = Arc<[BackendSlot]>;
+use std::sync::{Arc, Mutex};
 
 enum Balancer {
     RoundRobin(Arc<LoadBalancer<RoundRobin>>),
@@ -36,10 +36,26 @@ enum Balancer {
     LeastRequests(Arc<LoadBalancer<RoundRobin>>),
 }
 
+impl Balancer {
+    /// Take the pool's current members (its discovery reads them). Completes at once.
+    fn update(&self, pool: &str) {
+        let updated = match self {
+            Balancer::RoundRobin(lb) | Balancer::LeastRequests(lb) => futures_now(lb.update()),
+            Balancer::Random(lb) => futures_now(lb.update()),
+        };
+        match updated {
+            Some(Ok(())) => {}
+            Some(Err(e)) => log::error!("pool {pool}: the balancer's update failed: {e}"),
+            None => log::error!("pool {pool}: the balancer's update did not complete"),
+        }
+    }
+}
+
 /// A pool at run time.
 pub struct Pool {
     pub name: String,
-    pub slots: Slots,
+    /// The backends, by index ([`members`]): read with [`Pool::slots`].
+    slots: SharedSlots,
     pub opt_out_header: http::HeaderName,
     /// `served_by_header`: set on responses to the name of the backend that served them.
     pub served_by_header: Option<http::HeaderName>,
@@ -47,13 +63,15 @@ pub struct Pool {
     pub total_timeout: Option<std::time::Duration>,
     /// Upgraded (WebSocket) connections to the backends, for closing them on request.
     pub upgraded: Arc<upgraded::UpgradedConnections>,
-    /// Per backend: the `Host` for a request that has none ([`crate::headers::backend_host`]).
-    pub host_when_missing: Box<[http::HeaderValue]>,
     /// `slow_start_seconds`: a backend that comes back ramps up its share of new sessions.
     pub slow_start: Option<std::time::Duration>,
     /// New-session picks that met a ramping backend: the step of [`slow_start::admits`].
     ramp_picks: AtomicU64,
     balancer: Balancer,
+    /// How a backend added at run time gets its slot.
+    template: SlotTemplate,
+    /// Held while the members change (never by a request).
+    changing: Mutex<()>,
 }
 
 /// A background task that health-checks one pool (run by Pingora as a background service).
@@ -66,30 +84,8 @@ impl Pool {
         config: &PoolConfig,
         tls: Option<&UpstreamTls>,
     ) -> (Arc<Pool>, Option<HealthService>) {
-        let slots: Slots = config
-            .backends
-            .iter()
-            .map(|b| {
-                let mut peer = HttpPeer::new(b.addr, tls.is_some(), String::new());
-                // Pools never share upstream connections (their TLS trust may differ).
-                peer.group_key = xxhash_rust::xxh3::xxh3_64(config.name.as_bytes());
-                if let Some(tls) = tls {
-                    crate::tls::apply_upstream(tls, &mut peer);
-                }
-                let t = &config.timeouts;
-                peer.options.connection_timeout = Some(t.connect);
-                peer.options.read_timeout = Some(t.read);
-                peer.options.write_timeout = Some(t.write);
-                peer.options.idle_timeout = Some(t.idle);
-                // Pingora's own pass over the request's hop-by-hop fields is skipped: the
-                // proxy's `upstream_request_filter` strips them (and those `Connection` names)
-                // in the pass over the names it makes anyway (`headers::StripList::apply`),
-                // −3.2 % instructions per request. tests/hop_by_hop.rs holds it.
-                peer.options.http_upstream_request_policy = HttpUpstreamRequestPolicy::preserve();
-                BackendSlot::new(b.name.clone(), b.addr, b.weight, b.state, peer)
-            })
-            .collect();
-
+        let template = SlotTemplate::new(config, tls);
+        let slots = members::initial(&template, config);
         let health = config.health_check.as_ref();
         let (balancer, service) = match config.balance {
             Balance::RoundRobin => {
@@ -111,37 +107,61 @@ impl Pool {
             served_by_header: config.served_by_header.clone(),
             total_timeout: config.timeouts.total,
             upgraded: Arc::default(),
-            host_when_missing: config
-                .backends
-                .iter()
-                .map(|b| {
-                    let sni = config.tls.as_ref().map(|t| t.sni.as_str());
-                    let tls = config.tls.is_some();
-                    crate::headers::backend_host(config.default_host.as_ref(), sni, b.addr, tls)
-                })
-                .collect(),
             slow_start: config.slow_start,
             ramp_picks: AtomicU64::new(0),
             slots,
             balancer,
+            template,
+            changing: Mutex::new(()),
         };
         (Arc::new(pool), service)
     }
 
-    fn index_of(&self, backend: &Backend) -> Option<usize> {
-        slot_index(&self.slots, backend)
+    /// The backends as they are now, by index (removed ones included: check
+    /// [`BackendSlot::is_removed`]). Read once per request: a request works on one list.
+    pub fn slots(&self) -> Slots {
+        self.slots.load_full()
+    }
+
+    /// Add a backend while the proxy runs ([`members`]): a name the pool had before takes its
+    /// old index again. It starts healthy (until its health check says otherwise), in its slow
+    /// start if it is active (not `at_start`: restored from the state file before serving).
+    /// The pool's affinities must then learn of it (their `backends_changed`).
+    pub fn add(&self, backend: &NewBackend, at_start: bool) -> Result<Changed, ChangeError> {
+        let _changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.slots.load_full();
+        let (list, changed) = members::with_added(&current, &self.template, backend, at_start)?;
+        self.slots.store(Arc::new(list));
+        self.balancer.update(&self.name);
+        Ok(changed)
+    }
+
+    /// Remove the backend called `name` while the proxy runs: it serves nothing from now on
+    /// (its pinned sessions move on by the failure policy), keeps its index for a return under
+    /// the same name. Its upgraded connections are the caller's to close.
+    pub fn remove(&self, name: &str) -> Result<usize, ChangeError> {
+        let _changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.slots.load_full();
+        let index = members::present_index(&current, name)
+            .ok_or_else(|| ChangeError::UnknownBackend(name.to_string()))?;
+        current[index].set_removed(true);
+        // The same list, published again so that readers of "what changed" see one order.
+        self.slots.store(current);
+        self.balancer.update(&self.name);
+        Ok(index)
     }
 
     /// Pick a backend for a new session: healthy, active, and not one of `excluded` (backends
     /// this request already failed on); a backend in its slow start is passed over for part of
     /// its turns ([`slow_start`]) — unless no other backend qualifies. `None` when none does.
-    pub fn select_new(&self, excluded: &[usize]) -> Option<usize> {
-        let accept =
-            |index: usize| !excluded.contains(&index) && self.slots[index].takes_new_sessions();
+    pub fn select_new(&self, slots: &[Arc<BackendSlot>], excluded: &[usize]) -> Option<usize> {
+        let accept = |index: usize| {
+            !excluded.contains(&index) && slots.get(index).is_some_and(|s| s.takes_new_sessions())
+        };
         // This pick's step of the ramp's sequence, taken only if a ramping backend is offered.
         let pick = Cell::new(None);
         let ramp_admits = |index: usize| {
-            let share = self.slots[index].ramp_share(self.slow_start);
+            let share = slots[index].ramp_share(self.slow_start);
             share >= 1.0 || {
                 let step = pick.get().unwrap_or_else(|| {
                     let step = self.ramp_picks.fetch_add(1, Relaxed);
@@ -152,57 +172,67 @@ impl Pool {
             }
         };
         let take = |index: usize| accept(index) && ramp_admits(index);
-        let n = self.slots.len();
+        let n = slots.len();
         // The balancers' iterators can miss the one acceptable backend (random repeats, a
         // round-robin counter advanced by other threads): then scan. When the ramp passed over
         // every backend that qualifies (all of them ramping, say after they came back
         // together), the balancer picks among them without the ramp, so they share evenly.
-        self.balanced(n, take)
+        self.balanced(slots, take)
             .or_else(|| (0..n).find(|i| take(*i)))
-            .or_else(|| self.balanced(n, accept))
+            .or_else(|| self.balanced(slots, accept))
             .or_else(|| (0..n).find(|i| accept(*i)))
     }
 
     /// The balancer's pick among the backends `qualifies` admits.
-    fn balanced(&self, n: usize, qualifies: impl Fn(usize) -> bool) -> Option<usize> {
+    fn balanced(
+        &self,
+        slots: &[Arc<BackendSlot>],
+        qualifies: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
+        let n = slots.len();
+        let index_of = |b: &Backend| slot_index(slots, b);
         let chosen = match &self.balancer {
             Balancer::RoundRobin(lb) => {
-                lb.select_with(b"", 2 * n, |b, _| self.index_of(b).is_some_and(&qualifies))
+                lb.select_with(b"", 2 * n, |b, _| index_of(b).is_some_and(&qualifies))
             }
             Balancer::Random(lb) => {
-                lb.select_with(b"", 4 * n, |b, _| self.index_of(b).is_some_and(&qualifies))
+                lb.select_with(b"", 4 * n, |b, _| index_of(b).is_some_and(&qualifies))
             }
             Balancer::LeastRequests(lb) => {
                 // Fewest in-flight requests relative to weight; the round-robin order breaks
                 // ties so that idle backends share new sessions evenly.
                 (0..n)
                     .filter(|i| qualifies(*i))
-                    .map(|i| load_score(&self.slots[i]))
+                    .map(|i| load_score(&slots[i]))
                     .min()
                     .and_then(|best| {
                         lb.select_with(b"", 2 * n, |b, _| {
-                            self.index_of(b)
-                                .is_some_and(|i| qualifies(i) && load_score(&self.slots[i]) <= best)
+                            index_of(b)
+                                .is_some_and(|i| qualifies(i) && load_score(&slots[i]) <= best)
                         })
                     })
                     .or_else(|| {
                         // The loads moved under us; any qualifying backend will do.
-                        lb.select_with(b"", 2 * n, |b, _| self.index_of(b).is_some_and(&qualifies))
+                        lb.select_with(b"", 2 * n, |b, _| index_of(b).is_some_and(&qualifies))
                     })
             }
         };
-        chosen.and_then(|b| self.index_of(&b))
+        chosen.and_then(|b| index_of(&b))
     }
 
-    /// The backend called `name`.
+    /// The present (not removed) backend called `name`.
     pub fn backend_index(&self, name: &str) -> Option<usize> {
-        self.slots.iter().position(|s| s.name == name)
+        members::present_index(&self.slots.load(), name)
     }
 
-    /// The peer to connect to for a backend index; with `remaining` (what is left of the
-    /// request's total timeout), its connect, read and write timeouts are capped to it.
-    pub fn peer(&self, index: usize, remaining: Option<std::time::Duration>) -> Box<HttpPeer> {
-        let mut peer = Box::new(self.slots[index].peer.clone());
+    /// The peer to connect to for a backend; with `remaining` (what is left of the request's
+    /// total timeout), its connect, read and write timeouts are capped to it.
+    pub fn peer(
+        &self,
+        slot: &BackendSlot,
+        remaining: Option<std::time::Duration>,
+    ) -> Box<HttpPeer> {
+        let mut peer = Box::new(slot.peer.clone());
         if let Some(remaining) = remaining {
             cap_timeouts(&mut peer.options, remaining);
         }
@@ -224,24 +254,6 @@ pub fn cap_timeouts(
     }
 }
 
-/// The index of the slot a balancer's [`Backend`] stands for.
-fn slot_index(slots: &[BackendSlot], backend: &Backend) -> Option<usize> {
-    let addr = backend.addr.as_inet()?;
-    slots.iter().position(|s| &s.addr == addr)
-}
-
-/// The crate's view of our backends (identity: address + weight).
-fn crate_backends(slots: &[BackendSlot]) -> BTreeSet<Backend> {
-    slots
-        .iter()
-        .map(|s| Backend {
-            addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(s.addr),
-            weight: s.weight as usize,
-            ext: http::Extensions::new(),
-        })
-        .collect()
-}
-
 /// In-flight requests per unit of weight, scaled to stay an integer.
 fn load_score(slot: &BackendSlot) -> u64 {
     (slot.in_flight.load(Relaxed) as u64 * 1_000_000) / u64::from(slot.weight.max(1))
@@ -249,7 +261,7 @@ fn load_score(slot: &BackendSlot) -> u64 {
 
 fn load_balancer<S>(
     pool: &str,
-    slots: &Slots,
+    slots: &SharedSlots,
     health: Option<&HealthCheckConfig>,
     tls: Option<&UpstreamTls>,
 ) -> (Arc<LoadBalancer<S>>, Option<HealthService>)
@@ -257,12 +269,11 @@ where
     S: pingora_load_balancing::selection::BackendSelection + Send + Sync + 'static,
     S::Iter: pingora_load_balancing::selection::BackendIter,
 {
-    let backends = crate_backends(slots);
-    let discovery = pingora_load_balancing::discovery::Static::new(backends);
+    let discovery = Box::new(SlotsDiscovery(slots.clone()));
     let mut lb = LoadBalancer::<S>::from_backends(pingora_load_balancing::Backends::new(discovery));
-    // Static discovery resolves immediately and cannot fail.
+    // Our discovery reads the pool's list: it completes at once and cannot fail.
     if let Some(Err(e)) = futures_now(lb.update()) {
-        log::error!("pool {pool}: static backend discovery failed: {e}");
+        log::error!("pool {pool}: backend discovery failed: {e}");
     }
     let Some(health) = health else {
         return (Arc::new(lb), None);
@@ -323,7 +334,7 @@ mod tests {
 
     fn picks_of(pool: &Pool, backend: usize, picks: usize) -> usize {
         (0..picks)
-            .filter(|_| pool.select_new(&[]) == Some(backend))
+            .filter(|_| pool.select_new(&pool.slots(), &[]) == Some(backend))
             .count()
     }
 
@@ -335,8 +346,8 @@ mod tests {
                 (900..=1100).contains(&picks_of(&pool, 2, 3000)),
                 "{balance}"
             );
-            pool.slots[2].set_state(BackendState::Disabled);
-            pool.slots[2].set_state(BackendState::Active);
+            pool.slots()[2].set_state(BackendState::Disabled);
+            pool.slots()[2].set_state(BackendState::Active);
             let ramped = picks_of(&pool, 2, 3000);
             assert!(
                 ramped <= 30,
@@ -345,8 +356,8 @@ mod tests {
         }
         // Without slow start a returning backend gets its share at once.
         let pool = pool(3, "round_robin", 0);
-        pool.slots[2].set_healthy(false);
-        pool.slots[2].set_healthy(true);
+        pool.slots()[2].set_healthy(false);
+        pool.slots()[2].set_healthy(true);
         assert!((900..=1100).contains(&picks_of(&pool, 2, 3000)));
     }
 
@@ -354,7 +365,7 @@ mod tests {
     fn backends_that_come_back_together_share_new_sessions_evenly_while_they_ramp() {
         for balance in ["round_robin", "random", "least_requests"] {
             let pool = pool(3, balance, 3600);
-            for slot in pool.slots.iter() {
+            for slot in pool.slots().iter() {
                 slot.set_healthy(false);
                 slot.set_healthy(true);
             }
@@ -371,10 +382,14 @@ mod tests {
     #[test]
     fn a_ramping_backend_that_is_the_only_one_left_takes_every_new_session() {
         let pool = pool(2, "round_robin", 3600);
-        pool.slots[1].set_healthy(false);
-        pool.slots[1].set_healthy(true);
-        pool.slots[0].set_state(BackendState::Disabled);
+        pool.slots()[1].set_healthy(false);
+        pool.slots()[1].set_healthy(true);
+        pool.slots()[0].set_state(BackendState::Disabled);
         assert_eq!(picks_of(&pool, 1, 100), 100);
-        assert_eq!(pool.select_new(&[1]), None, "nothing else qualifies");
+        assert_eq!(
+            pool.select_new(&pool.slots(), &[1]),
+            None,
+            "nothing else qualifies"
+        );
     }
 }

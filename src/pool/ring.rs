@@ -8,12 +8,14 @@
 //! and comes back when its home recovers. With a `balance_factor` the walk also skips backends
 //! above the bounded-load limit (Mirrokni, Thorup and Zadimoghaddam).
 
-use super::{slot_index, BackendSlot, Slots};
+use super::members::{crate_backends, slot_index};
+use super::BackendSlot;
 use pingora_load_balancing::selection::Consistent;
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 
 /// Ketama places this many points on the ring per unit of weight.
 const POINTS_PER_WEIGHT: usize = 160;
@@ -37,9 +39,14 @@ pub struct RingPick {
 impl Ring {
     /// The ring of `slots`; with `balance_factor` (> 1.0) a key skips backends above the
     /// bounded-load limit.
-    pub fn new(slots: &Slots, balance_factor: Option<f64>) -> Self {
-        let backends: BTreeSet<Backend> = super::crate_backends(slots);
-        let total_weight: usize = slots.iter().map(|s| s.weight as usize).sum();
+    /// Removed backends are left out.
+    pub fn new(slots: &[Arc<BackendSlot>], balance_factor: Option<f64>) -> Self {
+        let backends: BTreeSet<Backend> = crate_backends(slots);
+        let total_weight: usize = slots
+            .iter()
+            .filter(|s| !s.is_removed())
+            .map(|s| s.weight as usize)
+            .sum();
         let discovery = pingora_load_balancing::discovery::Static::new(backends);
         let ring = LoadBalancer::<Consistent>::from_backends(Backends::new(discovery));
         if let Some(Err(e)) = super::futures_now(ring.update()) {
@@ -60,7 +67,7 @@ impl Ring {
     pub fn select(
         &self,
         key: &[u8],
-        slots: &[BackendSlot],
+        slots: &[Arc<BackendSlot>],
         excluded: &[usize],
     ) -> Option<RingPick> {
         let takes_new = |i: usize| !excluded.contains(&i) && slots[i].takes_new_sessions();
@@ -112,7 +119,7 @@ pub fn load_bound(factor: f64, in_flight: usize, backends: usize) -> usize {
 mod tests {
     use super::*;
 
-    fn ring_of(states: &[crate::config::BackendState]) -> (Ring, Slots) {
+    fn ring_of(states: &[crate::config::BackendState]) -> (Ring, crate::pool::Slots) {
         let backends: Vec<String> = (0..states.len())
             .map(|i| {
                 format!(
@@ -128,7 +135,7 @@ mod tests {
         );
         let config = crate::config::load_str(&yaml).unwrap();
         let (pool, _) = crate::pool::Pool::new(&config.pools[0], None);
-        let slots = pool.slots.clone();
+        let slots = pool.slots();
         (Ring::new(&slots, None), slots)
     }
 
@@ -155,18 +162,19 @@ mod tests {
     }
 
     /// A fresh all-active, all-healthy slot set matching `ring`'s backends.
-    fn slots_all(_ring: &Ring) -> Vec<BackendSlot> {
+    fn slots_all(_ring: &Ring) -> Vec<Arc<BackendSlot>> {
         (0..3)
             .map(|i| {
                 let addr: std::net::SocketAddr =
                     format!("127.0.0.1:{}", 20_000 + i).parse().unwrap();
-                BackendSlot::new(
+                Arc::new(BackendSlot::new(
                     format!("b{i}"),
                     addr,
                     1,
                     crate::config::BackendState::Active,
                     pingora_core::upstreams::peer::HttpPeer::new(addr, false, String::new()),
-                )
+                    http::HeaderValue::from_static("127.0.0.1"),
+                ))
             })
             .collect()
     }

@@ -9,9 +9,11 @@ use crate::affinity::decision::{decide, Decision, Placement};
 use crate::affinity::key::RequestView;
 use crate::affinity::lookup::{look_up_session, SessionLookup};
 use crate::affinity::Outcome;
+use crate::pool::{BackendSlot, Slots};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Everything `upstream_peer` does, for the hook and for programs that embed the engine: read
@@ -34,10 +36,18 @@ pub(crate) async fn peer(
     }
     // A retry: the previous attempt no longer counts as in flight.
     ctx.attempt.in_flight = None;
-    let decision = decision(route, req, ctx);
-    match ctx.verdict.record(&decision) {
-        Some(placement) => Ok(start_attempt(route, placement, remaining, gate, ctx)),
-        None => {
+    // One list of the pool's backends for the decision and the attempt (backends added or
+    // removed meanwhile count from the next request on).
+    let slots = route.pool.slots();
+    let decision = decision(route, &slots, req, ctx);
+    let placed = ctx.verdict.record(&decision);
+    let slot = placed.and_then(|p| slots.get(p.backend)).cloned();
+    ctx.slots = Some(slots);
+    match (placed, slot) {
+        (Some(placement), Some(slot)) => {
+            Ok(start_attempt(route, &slot, placement, remaining, gate, ctx))
+        }
+        _ => {
             ctx.attempt.backend = None;
             Err(no_attempt(&decision))
         }
@@ -102,14 +112,14 @@ async fn look_up(
 
 /// The decision for this attempt: the session's backend if usable, else the hash key's, else
 /// the balancer's pick — skipping backends this request already failed on.
-fn decision(route: &Route, req: &RequestHeader, ctx: &RequestCtx) -> Decision {
+fn decision(route: &Route, slots: &Slots, req: &RequestHeader, ctx: &RequestCtx) -> Decision {
     let (pool, affinity) = (&route.pool, route.affinity.as_deref());
     let lookup = ctx.verdict.lookup.unwrap_or_default();
     decide(
         lookup.pin,
         affinity.map(|a| a.mechanisms()).unwrap_or_default(),
         &ctx.attempt.failed,
-        |i| pool.slots.get(i).is_some_and(|s| s.is_usable()),
+        |i| slots.get(i).is_some_and(|s| s.is_usable()),
         |failed| {
             let hash = affinity?.hash.as_ref()?;
             let view = RequestView {
@@ -117,9 +127,9 @@ fn decision(route: &Route, req: &RequestHeader, ctx: &RequestCtx) -> Decision {
                 headers: &req.headers,
                 client_ip: ctx.client.ip,
             };
-            Some(hash.select(&hash.key(&view)?, &pool.slots, failed))
+            Some(hash.select(&hash.key(&view)?, slots, failed))
         },
-        |failed| pool.select_new(failed),
+        |failed| pool.select_new(slots, failed),
     )
 }
 
@@ -128,17 +138,17 @@ fn decision(route: &Route, req: &RequestHeader, ctx: &RequestCtx) -> Decision {
 /// connection).
 fn start_attempt(
     route: &Route,
+    slot: &Arc<BackendSlot>,
     placement: Placement,
     remaining: Option<Duration>,
     gate: bool,
     ctx: &mut RequestCtx,
 ) -> Box<HttpPeer> {
-    let (pool, index) = (&route.pool, placement.backend);
-    ctx.attempt.backend = Some(index);
-    ctx.attempt.in_flight = Some(InFlight::start(&pool.slots, index));
+    ctx.attempt.backend = Some(placement.backend);
+    ctx.attempt.in_flight = Some(InFlight::start(slot));
     ctx.attempt.started = Some(Instant::now());
-    pool.slots[index].record_request(placement.outcome == Outcome::Sticky);
-    let mut peer = pool.peer(index, remaining);
+    slot.record_request(placement.outcome == Outcome::Sticky);
+    let mut peer = route.pool.peer(slot, remaining);
     if gate {
         ctx.attempt.upgrade_gate = Some(crate::pool::upgrade_gate::gate_peer(&mut peer));
     }

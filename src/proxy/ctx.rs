@@ -5,9 +5,10 @@ use crate::affinity::decision::{Decision, Placement};
 use crate::affinity::lookup::SessionLookup;
 use crate::affinity::{Outcome, Pin, Reissue};
 use crate::filter::FilterState;
-use crate::pool::Slots;
+use crate::pool::{BackendSlot, Slots};
 use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Per-request state shared across the hooks.
@@ -19,6 +20,9 @@ pub struct RequestCtx {
     pub route: Option<usize>,
     pub attempt: Attempt,
     pub verdict: Verdict,
+    /// The pool's backends as the request's decision saw them (indexes in `attempt` and
+    /// `verdict` are into this list), once `upstream_peer` ran.
+    pub slots: Option<Slots>,
     /// What the route's Rust filters share and leave behind (untouched without filters).
     pub(crate) filters: FilterState,
 }
@@ -31,8 +35,14 @@ impl RequestCtx {
             route: None,
             attempt: Attempt::default(),
             verdict: Verdict::default(),
+            slots: None,
             filters: FilterState::default(),
         }
+    }
+
+    /// The backend at `index` of the list the request's decision saw.
+    pub fn backend(&self, index: Option<usize>) -> Option<&BackendSlot> {
+        self.slots.as_ref()?.get(index?).map(|s| &**s)
     }
 }
 
@@ -131,25 +141,27 @@ impl Verdict {
     }
 }
 
-/// Counts a request as in flight on a backend for as long as it lives.
+/// Counts a request as in flight on a backend for as long as it lives; the backend the
+/// attempt went to, as it was when chosen (even if removed since).
 pub struct InFlight {
-    slots: Slots,
-    index: usize,
+    slot: Arc<BackendSlot>,
 }
 
 impl InFlight {
-    pub fn start(slots: &Slots, index: usize) -> Self {
-        slots[index].in_flight.fetch_add(1, Relaxed);
-        InFlight {
-            slots: slots.clone(),
-            index,
-        }
+    pub fn start(slot: &Arc<BackendSlot>) -> Self {
+        slot.in_flight.fetch_add(1, Relaxed);
+        InFlight { slot: slot.clone() }
+    }
+
+    /// The attempt's backend.
+    pub fn slot(&self) -> &BackendSlot {
+        &self.slot
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.slots[self.index].in_flight.fetch_sub(1, Relaxed);
+        self.slot.in_flight.fetch_sub(1, Relaxed);
     }
 }
 

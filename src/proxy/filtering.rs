@@ -57,10 +57,11 @@ pub(super) async fn on_response(
     response: &mut ResponseHeader,
     ctx: &mut RequestCtx,
 ) -> Result<()> {
+    let slots = ctx.slots.clone();
     let mut filtered = FilterResponse {
         header: response,
         request: session.req_header(),
-        affinity: affinity_decision(route, ctx),
+        affinity: affinity_decision(route, slots.as_ref(), ctx.attempt.backend, &ctx.verdict),
         data: &mut ctx.filters.data,
     };
     match run_response(&route.filters, &mut filtered).await {
@@ -82,7 +83,7 @@ pub(super) fn on_log(session: &Session, route: &Route, ctx: &RequestCtx) {
     let exchange = Exchange {
         request: session.req_header(),
         status: session.response_written().map_or(0, |r| r.status.as_u16()),
-        affinity: affinity_decision(route, ctx),
+        affinity: affinity_decision(route, ctx.slots.as_ref(), ctx.attempt.backend, &ctx.verdict),
         answered_by: ctx.filters.answered_by.as_deref(),
         data: &ctx.filters.data,
     };

@@ -2,13 +2,13 @@
 //! route and class, Stingray's favoured / required / actual backends, the outcome, and the
 //! failure policy when it answered. Rendered only when the access log is on.
 
-use super::ctx::RequestCtx;
+use super::ctx::{RequestCtx, Verdict};
 use super::routes::Route;
 use crate::access_log::{Entry, TARGET};
 use crate::affinity::Outcome;
 use crate::config::AccessLogFormat;
 use crate::filter::{AffinityDecision, RouteNames};
-use crate::pool::Pool;
+use crate::pool::Slots;
 use pingora_core::Error;
 use pingora_proxy::Session;
 
@@ -28,7 +28,7 @@ pub(super) fn decision_line(
     let client = session
         .client_addr()
         .map_or_else(|| "-".to_string(), |a| a.to_string());
-    let name = |index: Option<usize>| route.map_or("-", |r| backend_name(&r.pool, index));
+    let name = |index: Option<usize>| ctx.backend(index).map_or("-", |s| s.name.as_str());
     let refused_by = route
         .and_then(|r| r.affinity.as_ref())
         .filter(|_| ctx.verdict.refused)
@@ -66,18 +66,19 @@ pub(crate) fn answered_by(ctx: &RequestCtx) -> Option<usize> {
     ctx.attempt.backend.filter(|_| ctx.attempt.responded)
 }
 
-/// What affinity decided for a request on `route`, as filters and embedding programs see it.
-pub(crate) fn affinity_decision<'r>(route: &'r Route, ctx: &RequestCtx) -> AffinityDecision<'r> {
-    let name = |index: Option<usize>| {
-        index
-            .and_then(|i| route.pool.slots.get(i))
-            .map(|s| s.name.as_str())
-    };
-    let verdict = &ctx.verdict;
+/// What affinity decided for a request on `route`, as filters and embedding programs see it:
+/// from its verdict, its attempt's backend, and the list of backends its decision saw (`slots`).
+pub(crate) fn affinity_decision<'r>(
+    route: &'r Route,
+    slots: Option<&'r Slots>,
+    backend: Option<usize>,
+    verdict: &Verdict,
+) -> AffinityDecision<'r> {
+    let name = |index: Option<usize>| Some(slots?.get(index?)?.name.as_str());
     let cookie = route.affinity.as_ref().is_some_and(|a| a.cookie.is_some());
     AffinityDecision {
         outcome: verdict.outcome,
-        backend: name(ctx.attempt.backend),
+        backend: name(backend),
         favoured: name(verdict.favoured),
         required: name(verdict.required()),
         issue_cookie: cookie && verdict.issue_cookie && verdict.outcome != Outcome::OptedOut,
@@ -93,11 +94,4 @@ pub(crate) fn route_names(route: &Route) -> RouteNames<'_> {
         route: &route.name,
         class: &route.class,
     }
-}
-
-/// A backend's name, or `-`.
-fn backend_name(pool: &Pool, index: Option<usize>) -> &str {
-    index
-        .and_then(|i| pool.slots.get(i))
-        .map_or("-", |s| s.name.as_str())
 }

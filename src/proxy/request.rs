@@ -7,6 +7,7 @@
 use super::ctx::RequestCtx;
 use super::routes::{Route, Router};
 use crate::headers;
+use crate::pool::BackendSlot;
 use http::header::{COOKIE, HOST};
 use http::HeaderValue;
 use pingora_core::Result;
@@ -30,7 +31,7 @@ pub fn prepare(
     if !router.indirect_cookie_names.is_empty() {
         strip_affinity_cookies(upstream, &router.indirect_cookie_names);
     }
-    name_missing_host(downstream, upstream, route, ctx.attempt.backend)?;
+    name_missing_host(downstream, upstream, ctx.backend(ctx.attempt.backend))?;
     if let Some(peer) = ctx.client.peer {
         let chain = downstream.headers.get_all(headers::X_FORWARDED_FOR);
         let value = headers::forwarded_for(chain.iter(), peer, ctx.client.peer_trusted);
@@ -99,8 +100,7 @@ pub fn lacks_required_host(req: &RequestHeader) -> bool {
 pub fn name_missing_host(
     downstream: &RequestHeader,
     upstream: &mut RequestHeader,
-    route: &Route,
-    backend: Option<usize>,
+    backend: Option<&BackendSlot>,
 ) -> Result<()> {
     if downstream.version != http::Version::HTTP_10
         || upstream.headers.contains_key(HOST)
@@ -108,8 +108,8 @@ pub fn name_missing_host(
     {
         return Ok(());
     }
-    match backend.and_then(|i| route.pool.host_when_missing.get(i)) {
-        Some(host) => upstream.insert_header(HOST, host.clone()),
+    match backend {
+        Some(slot) => upstream.insert_header(HOST, slot.host_when_missing.clone()),
         None => Ok(()),
     }
 }

@@ -13,7 +13,7 @@ use crate::affinity::persistence::Affinity;
 use crate::affinity::sessions::key_of;
 use crate::affinity::{CookieAffinity, Outcome};
 use crate::headers;
-use crate::pool::Pool;
+use crate::pool::{BackendSlot, Pool};
 use http::header::{CACHE_CONTROL, SET_COOKIE};
 use pingora_core::Result;
 use pingora_http::ResponseHeader;
@@ -51,8 +51,8 @@ fn apply(
     let (pool, affinity) = (&*route.pool, route.affinity.as_deref());
     let backend = ctx.attempt.backend;
     let opted_out = strip_internal(pool, settings, response);
-    remove_overwrites(route, cookie_names, response, backend);
-    served_by(pool, response, backend)?;
+    remove_overwrites(route, cookie_names, response, ctx);
+    served_by(pool, response, ctx.backend(backend))?;
     let (Some(backend), Some(affinity)) = (backend, affinity) else {
         return Ok(());
     };
@@ -77,11 +77,12 @@ fn apply(
 
 /// `served_by_header`: the name of the backend that served the response (never its address),
 /// replacing any the backend sent.
-fn served_by(pool: &Pool, response: &mut ResponseHeader, backend: Option<usize>) -> Result<()> {
-    let (Some(header), Some(backend)) = (&pool.served_by_header, backend) else {
-        return Ok(());
-    };
-    let Some(slot) = pool.slots.get(backend) else {
+fn served_by(
+    pool: &Pool,
+    response: &mut ResponseHeader,
+    backend: Option<&BackendSlot>,
+) -> Result<()> {
+    let (Some(header), Some(slot)) = (&pool.served_by_header, backend) else {
         return Ok(());
     };
     // (Names are validated as visible ASCII where this header is configured.)
@@ -116,8 +117,9 @@ fn remove_overwrites(
     route: &Route,
     names: &[Box<[u8]>],
     response: &mut ResponseHeader,
-    backend: Option<usize>,
+    ctx: &RequestCtx,
 ) {
+    let backend = ctx.attempt.backend;
     if names.is_empty() {
         return;
     }
@@ -145,11 +147,7 @@ fn remove_overwrites(
             "backend {} of pool {} sent Set-Cookie for the proxy's affinity cookie {:?}: \
              removed, as every later one (counted in sticky_backend_cookie_overwrites_total), \
              so that it cannot overwrite the client's session",
-            route
-                .pool
-                .slots
-                .get(backend)
-                .map_or("-", |s| s.name.as_str()),
+            ctx.backend(Some(backend)).map_or("-", |s| s.name.as_str()),
             route.pool.name,
             String::from_utf8_lossy(name),
         );

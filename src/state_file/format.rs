@@ -1,8 +1,9 @@
 //! The state file's format and its atomic write. A versioned JSON document:
 //! `{"version": 1, "pools": {"web": {"backends": {"iis2": {"state": "draining"}}}}}` — per pool,
-//! per backend name, what the admin API set. Unknown keys inside a version are ignored (room
-//! for what later versions of version 1 add, such as backends added at run time); another
-//! `version` is refused as a whole.
+//! per backend name, what the admin API set; a backend added through the API also has its
+//! `addr` and `weight`, one removed through it `"removed": true`. Unknown keys inside a version
+//! are ignored (room for what later versions of version 1 add); another `version` is refused as
+//! a whole.
 
 use crate::config::BackendState;
 use serde::{Deserialize, Serialize};
@@ -32,6 +33,27 @@ pub struct PoolEntry {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackendEntry {
     pub state: BackendState,
+    /// Added (or re-added elsewhere) through the admin API: where it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addr: Option<std::net::SocketAddr>,
+    /// Added through the admin API: its weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// Removed through the admin API.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removed: bool,
+}
+
+impl BackendEntry {
+    /// An entry that only records a state.
+    pub fn state(state: BackendState) -> Self {
+        BackendEntry {
+            state,
+            addr: None,
+            weight: None,
+            removed: false,
+        }
+    }
 }
 
 /// Parse a file's text: the document, or why it cannot be used (one line).
@@ -98,12 +120,7 @@ mod tests {
             .entry("web".into())
             .or_default()
             .backends
-            .insert(
-                "iis2".into(),
-                BackendEntry {
-                    state: BackendState::Draining,
-                },
-            );
+            .insert("iis2".into(), BackendEntry::state(BackendState::Draining));
         write_atomically(&path, &document).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(parse(&text).unwrap(), document);
@@ -127,7 +144,7 @@ mod tests {
             let e = parse(text).unwrap_err();
             assert!(e.contains(expected), "{text}: {e}");
         }
-        let extra = "{\"version\": 1, \"later\": true, \"pools\": {\"web\": {\"backends\": {\"a\": {\"state\": \"disabled\", \"addr\": \"x\"}}}}}";
+        let extra = "{\"version\": 1, \"later\": true, \"pools\": {\"web\": {\"backends\": {\"a\": {\"state\": \"disabled\", \"note\": \"x\"}}}}}";
         assert!(
             parse(extra).is_ok(),
             "unknown keys inside version 1 are ignored"

@@ -11,18 +11,22 @@
 //!   gives it (`backends[].state`, default `active`): the file holds the operator's run-time
 //!   overrides, so a state edited in the configuration later still applies to backends the API
 //!   never changed (HAProxy too keeps apart a maintenance set in its configuration and one forced
-//!   at run time).
+//!   at run time). Backends added through the API are written with their address and weight,
+//!   configured ones removed through it as `removed`; backends DNS discovery found are not
+//!   written (discovery finds them again).
 //! - **Reading** ([`StateFile::restore`]), once at start, after the listening sockets are in
 //!   hand (for `-u`: once the old process handed them over) and before anything is served: each
-//!   entry's state replaces the configured one of the backend of that pool and name. Entries
-//!   naming pools or backends this configuration does not have are ignored with one `warn`
+//!   entry's state replaces the configured one of the backend of that pool and name; added and
+//!   removed backends are handed back ([`Restored::changes`]) for the caller to apply through
+//!   `membership`, which this layer cannot reach. Entries naming pools or backends this
+//!   configuration does not have (and no address to add them with) are ignored with one `warn`
 //!   naming them; a missing file is an `info`; an unreadable or corrupt file (not JSON, another
 //!   version) is one `warn` naming the file, and the configured states stay. Never a failed start.
 
 pub mod format;
 
-use crate::config::{BackendState, Config};
-use crate::pool::Pool;
+use crate::config::{BackendConfig, BackendState, Config};
+use crate::pool::{NewBackend, Origin, Pool};
 use async_trait::async_trait;
 use format::{BackendEntry, Document};
 use pingora_core::server::ShutdownWatch;
@@ -41,8 +45,8 @@ pub struct WriteCounters {
 pub struct StateFile {
     path: PathBuf,
     pools: Vec<Arc<Pool>>,
-    /// Per pool, per backend: the state its configuration gives it.
-    configured: Vec<Vec<BackendState>>,
+    /// Per pool, its configured backends (the first slots of its list, in this order).
+    configured: Vec<Vec<BackendConfig>>,
     changed: tokio::sync::Notify,
     counters: WriteCounters,
 }
@@ -56,6 +60,42 @@ pub struct Restored {
     pub stale: Vec<String>,
     /// Why the file could not be used (it was there).
     pub unusable: Option<String>,
+    /// Backends the API added or removed, for the caller to apply (in the file's order).
+    pub changes: Vec<Change>,
+}
+
+/// A backend added or removed through the admin API, found in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Add it (or move it: a backend of that name at another address is replaced).
+    Add {
+        pool: String,
+        backend: NewBackendEntry,
+    },
+    /// Remove the backend of that name.
+    Remove { pool: String, name: String },
+}
+
+/// A backend to add, as the file gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewBackendEntry {
+    pub name: String,
+    pub addr: std::net::SocketAddr,
+    pub weight: u32,
+    pub state: BackendState,
+}
+
+impl NewBackendEntry {
+    /// The backend to add through the pool.
+    pub fn backend(&self) -> NewBackend {
+        NewBackend {
+            name: self.name.clone(),
+            addr: self.addr,
+            weight: self.weight,
+            state: self.state,
+            origin: Origin::Api,
+        }
+    }
 }
 
 impl StateFile {
@@ -68,11 +108,7 @@ impl StateFile {
     ) -> Arc<StateFile> {
         Arc::new(StateFile {
             path: path.to_path_buf(),
-            configured: config
-                .pools
-                .iter()
-                .map(|p| p.backends.iter().map(|b| b.state).collect())
-                .collect(),
+            configured: config.pools.iter().map(|p| p.backends.clone()).collect(),
             pools,
             changed: tokio::sync::Notify::new(),
             counters,
@@ -152,15 +188,41 @@ impl StateFile {
                 restored.stale.push(format!("pool {pool_name}"));
                 continue;
             };
-            for (backend, BackendEntry { state }) in &entry.backends {
-                match pool.backend_index(backend) {
-                    Some(index) => {
-                        pool.slots[index].set_state_at_start(*state);
+            let slots = pool.slots();
+            for (backend, entry) in &entry.backends {
+                let index = pool.backend_index(backend);
+                let state = entry.state;
+                if entry.removed {
+                    match index {
+                        Some(_) => restored.changes.push(Change::Remove {
+                            pool: pool_name.clone(),
+                            name: backend.clone(),
+                        }),
+                        None => restored.stale.push(format!("{pool_name}/{backend}")),
+                    }
+                    continue;
+                }
+                let moved = |i: usize| {
+                    entry.addr.is_some_and(|a| a != slots[i].addr)
+                        || entry.weight.is_some_and(|w| w != slots[i].weight)
+                };
+                match (index, entry.addr) {
+                    (Some(i), _) if !moved(i) => {
+                        slots[i].set_state_at_start(state);
                         restored
                             .applied
                             .push(format!("{pool_name}/{backend} {}", state.as_str()));
                     }
-                    None => restored.stale.push(format!("{pool_name}/{backend}")),
+                    (_, Some(addr)) => restored.changes.push(Change::Add {
+                        pool: pool_name.clone(),
+                        backend: NewBackendEntry {
+                            name: backend.clone(),
+                            addr,
+                            weight: entry.weight.unwrap_or(1),
+                            state,
+                        },
+                    }),
+                    _ => restored.stale.push(format!("{pool_name}/{backend}")),
                 }
             }
         }
@@ -168,22 +230,23 @@ impl StateFile {
     }
 
     /// The document of the states as they are now: every backend whose state is not the
-    /// configured one.
+    /// configured one, every backend the API added (with where it is) and every configured one
+    /// it removed.
     pub fn snapshot(&self) -> Document {
         let mut document = Document {
             version: format::VERSION,
             ..Document::default()
         };
         for (pool, configured) in self.pools.iter().zip(&self.configured) {
-            for (slot, configured) in pool.slots.iter().zip(configured) {
-                let state = slot.state();
-                if state != *configured {
+            for (index, slot) in pool.slots().iter().enumerate() {
+                let entry = snapshot_entry(slot, configured.get(index));
+                if let Some(entry) = entry {
                     document
                         .pools
                         .entry(pool.name.clone())
                         .or_default()
                         .backends
-                        .insert(slot.name.clone(), BackendEntry { state });
+                        .insert(slot.name.clone(), entry);
                 }
             }
         }
@@ -208,6 +271,29 @@ impl StateFile {
                 false
             }
         }
+    }
+}
+
+/// What the file records of one backend slot (`configured`: the configuration's backend at its
+/// index, if it is a configured one), if anything.
+fn snapshot_entry(
+    slot: &crate::pool::BackendSlot,
+    configured: Option<&BackendConfig>,
+) -> Option<BackendEntry> {
+    let state = slot.state();
+    let placed = BackendEntry {
+        addr: Some(slot.addr),
+        weight: Some(slot.weight),
+        ..BackendEntry::state(state)
+    };
+    match configured {
+        Some(_) if slot.is_removed() => Some(BackendEntry {
+            removed: true,
+            ..BackendEntry::state(state)
+        }),
+        Some(c) if c.addr != slot.addr || c.weight != slot.weight => Some(placed),
+        Some(c) => (state != c.state).then(|| BackendEntry::state(state)),
+        None => (slot.origin == Origin::Api && !slot.is_removed()).then_some(placed),
     }
 }
 

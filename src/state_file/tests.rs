@@ -27,8 +27,8 @@ fn only_states_that_differ_from_the_configured_ones_are_written_and_they_come_ba
         0,
         "nothing set through the API yet"
     );
-    first.pools[0].slots[0].set_state(BackendState::Draining);
-    first.pools[0].slots[1].set_state(BackendState::Active);
+    first.pools[0].slots()[0].set_state(BackendState::Draining);
+    first.pools[0].slots()[1].set_state(BackendState::Active);
     assert!(first.write_now());
     assert_eq!(first.counters.written.get(), 2);
 
@@ -36,10 +36,10 @@ fn only_states_that_differ_from_the_configured_ones_are_written_and_they_come_ba
     let restored = second.restore();
     assert_eq!(restored.applied, ["web/a draining", "web/b active"]);
     assert!(restored.stale.is_empty() && restored.unusable.is_none());
-    assert_eq!(second.pools[0].slots[0].state(), BackendState::Draining);
-    assert_eq!(second.pools[0].slots[1].state(), BackendState::Active);
+    assert_eq!(second.pools[0].slots()[0].state(), BackendState::Draining);
+    assert_eq!(second.pools[0].slots()[1].state(), BackendState::Active);
     assert_eq!(
-        second.pools[0].slots[1].ramp_share(Some(std::time::Duration::from_secs(60))),
+        second.pools[0].slots()[1].ramp_share(Some(std::time::Duration::from_secs(60))),
         1.0,
         "restored at start: no slow start"
     );
@@ -70,7 +70,7 @@ fn stale_entries_are_ignored_and_named_and_a_corrupt_or_missing_file_changes_not
         let file = state_file(&path);
         let restored = file.restore();
         assert!(restored.unusable.is_some(), "{corrupt}");
-        assert_eq!(file.pools[0].slots[1].state(), BackendState::Disabled);
+        assert_eq!(file.pools[0].slots()[1].state(), BackendState::Disabled);
     }
 }
 
@@ -78,8 +78,8 @@ fn stale_entries_are_ignored_and_named_and_a_corrupt_or_missing_file_changes_not
 fn a_write_that_fails_is_counted_and_changes_no_state() {
     let dir = tempfile::tempdir().unwrap();
     let file = state_file(&dir.path().join("missing-dir").join("state.json"));
-    file.pools[0].slots[0].set_state(BackendState::Draining);
+    file.pools[0].slots()[0].set_state(BackendState::Draining);
     assert!(!file.write_now());
     assert_eq!(file.counters.failed.get(), 1);
-    assert_eq!(file.pools[0].slots[0].state(), BackendState::Draining);
+    assert_eq!(file.pools[0].slots()[0].state(), BackendState::Draining);
 }

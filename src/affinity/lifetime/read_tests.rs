@@ -209,7 +209,7 @@ fn an_issued_dated_cookie_carries_the_dates_asked_for_and_the_configured_attribu
         let text = line.to_str().unwrap().to_string();
         text.split_once(';').unwrap().1.to_string()
     };
-    assert_eq!(attributes(&main), attributes(undated_main));
+    assert_eq!(attributes(&main), attributes(&undated_main));
     assert!(main.to_str().unwrap().starts_with("ARRAffinity="));
     assert!(twin.to_str().unwrap().contains("SameSite=None"));
 

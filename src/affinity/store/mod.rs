@@ -124,8 +124,8 @@ pub struct RedisStore {
     pub(crate) config: RedisStoreConfig,
     /// `<prefix><pool>:<table>:`
     key_base: String,
-    /// Backend names by index.
-    names: Vec<String>,
+    /// Backend names by index (removed ones included); replaced when the pool's backends change.
+    names: arc_swap::ArcSwap<Vec<String>>,
     ttl_seconds: u64,
     max_lifetime: Option<Duration>,
     /// The local table the store backs (the writer updates it when Redis knows better).
@@ -172,7 +172,7 @@ impl RedisStore {
         .then(cluster::ClusterView::default);
         RedisStore {
             key_base: format!("{}{pool}:{table_name}:", config.key_prefix),
-            names,
+            names: arc_swap::ArcSwap::from_pointee(names),
             ttl_seconds: idle_timeout.as_secs().max(1),
             max_lifetime,
             table,
@@ -336,14 +336,25 @@ impl RedisStore {
 
     /// The value written for `backend` (created now).
     pub(crate) fn encode(&self, backend: usize) -> Option<String> {
-        let name = self.names.get(backend)?;
+        let names = self.names.load();
+        let name = names.get(backend)?;
         Some(encode_value(codec::unix_now(), name))
     }
 
     /// The backend a stored value names, if this instance has it and the entry is within the
     /// table's absolute lifetime.
     pub(crate) fn decode(&self, value: &str) -> Option<usize> {
-        decode_value(value, &self.names, self.max_lifetime, codec::unix_now())
+        decode_value(
+            value,
+            &self.names.load(),
+            self.max_lifetime,
+            codec::unix_now(),
+        )
+    }
+
+    /// The pool's backends changed at run time: `names` by index, removed ones included.
+    pub(crate) fn backends_changed(&self, names: Vec<String>) {
+        self.names.store(Arc::new(names));
     }
 
     pub(crate) fn ttl_seconds(&self) -> u64 {

@@ -236,7 +236,7 @@ fn validate_pool(field: &str, raw: RawPool) -> Result<PoolConfig> {
     })
 }
 
-fn validate_backend(field: &str, raw: RawBackend) -> Result<BackendConfig> {
+pub(super) fn validate_backend(field: &str, raw: RawBackend) -> Result<BackendConfig> {
     if raw.name.is_empty() {
         return Err(ConfigError::new(
             format!("{field}.name"),
