@@ -40,8 +40,7 @@ async fn an_unknown_path_is_404_and_a_known_path_with_the_wrong_method_is_405_wi
     for (method, path) in [
         (reqwest::Method::GET, "/api/nope"),
         (reqwest::Method::GET, "/api"),
-        (reqwest::Method::GET, "/api/pools/web/backends"),
-        (reqwest::Method::GET, "/api/pools/web/backends/iis1"),
+        (reqwest::Method::GET, "/api/pools/web/tables"),
         (reqwest::Method::GET, "/api/pools/web/tables/learn/nope"),
         (reqwest::Method::DELETE, "/api/nope"),
         (reqwest::Method::POST, "/api/pools/web/frobnicate"),
@@ -52,6 +51,17 @@ async fn an_unknown_path_is_404_and_a_known_path_with_the_wrong_method_is_405_wi
         assert_eq!(reply.header("allow"), None, "{method} {path}");
     }
     for (method, path, allow) in [
+        (reqwest::Method::GET, "/api/pools/web/backends", "POST"),
+        (
+            reqwest::Method::GET,
+            "/api/pools/web/backends/iis1",
+            "DELETE",
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/pools/web/backends/iis1",
+            "DELETE",
+        ),
         (reqwest::Method::POST, "/api/pools", "GET"),
         (reqwest::Method::DELETE, "/api/pools/web", "GET"),
         (reqwest::Method::POST, "/metrics", "GET"),

@@ -267,6 +267,51 @@ async fn closing_upgraded_connections_of_a_disabled_backend_ends_its_websockets_
 }
 
 #[tokio::test]
+async fn removing_a_backend_with_close_upgraded_ends_its_websockets_and_no_others() {
+    let (b1, b2) = (
+        TestBackend::start("iis1").await,
+        TestBackend::start("iis2").await,
+    );
+    let proxy = proxy_with_admin(&[&b1, &b2]).await;
+    let client = client();
+    let on1 = cookie_for(&client, &proxy, "/", "iis1").await;
+    let on2 = cookie_for(&client, &proxy, "/", "iis2").await;
+    let (mut ws1, _) = open(&proxy, "/ws", Some(&format!("ARRAffinity={on1}"))).await;
+    let (mut ws2, _) = open(&proxy, "/ws", Some(&format!("ARRAffinity={on2}"))).await;
+    assert_eq!(echo(&mut ws1, "a").await, "iis1: a");
+    assert_eq!(echo(&mut ws2, "a").await, "iis2: a");
+
+    let reply = client
+        .delete(proxy.admin_url("/api/pools/web/backends/iis1?close_upgraded=true"))
+        .header("Authorization", format!("Bearer {TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let body: serde_json::Value = serde_json::from_str(&reply.text().await.unwrap()).unwrap();
+    assert_eq!(body["closed"], 1, "{body}");
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match ws1.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return true,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        ended,
+        Ok(true),
+        "the removed backend's WebSocket was closed"
+    );
+    assert_eq!(echo(&mut ws2, "b").await, "iis2: b");
+    // Reopened with the old cookie: to the remaining backend, with a new cookie.
+    let (mut moved, set_cookies) = open(&proxy, "/ws", Some(&format!("ARRAffinity={on1}"))).await;
+    assert_eq!(echo(&mut moved, "c").await, "iis2: c");
+    assert!(set_cookies.iter().any(|l| l.starts_with("ARRAffinity=")));
+}
+
+#[tokio::test]
 async fn an_upgrade_the_backend_refuses_gets_the_backends_answer_and_others_are_unaffected() {
     let b1 = TestBackend::start("iis1").await;
     let proxy = proxy_with_admin(&[&b1]).await;

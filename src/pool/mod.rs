@@ -380,6 +380,38 @@ mod tests {
     }
 
     #[test]
+    fn a_backend_added_at_run_time_ramps_up_and_a_removed_one_takes_nothing() {
+        let pool = pool(2, "round_robin", 3600);
+        let added = |name: &str, port: u16| super::NewBackend {
+            name: name.into(),
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            weight: 1,
+            state: BackendState::Active,
+            origin: super::Origin::Api,
+        };
+        let changed = pool.add(&added("b2", 21_002), false).unwrap();
+        assert_eq!((changed.index, changed.returned), (2, false));
+        let ramped = picks_of(&pool, 2, 3000);
+        assert!(
+            ramped > 0 && ramped <= 30,
+            "{ramped} of 3000 at the ramp's start"
+        );
+
+        pool.remove("b0").unwrap();
+        assert_eq!(pool.backend_index("b0"), None);
+        assert_eq!(picks_of(&pool, 0, 300), 0, "removed: no new sessions");
+        assert!(!pool.slots()[0].is_usable(), "nor pinned ones");
+        assert_eq!(
+            pool.remove("b0"),
+            Err(super::ChangeError::UnknownBackend("b0".into()))
+        );
+        // Back under its name (restored at start: no ramp): its old index.
+        let back = pool.add(&added("b0", 21_010), true).unwrap();
+        assert_eq!((back.index, back.returned), (0, true));
+        assert!((1300..=1700).contains(&picks_of(&pool, 0, 3000)));
+    }
+
+    #[test]
     fn a_ramping_backend_that_is_the_only_one_left_takes_every_new_session() {
         let pool = pool(2, "round_robin", 3600);
         pool.slots()[1].set_healthy(false);
