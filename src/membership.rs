@@ -13,7 +13,7 @@ use crate::metrics::{Metrics, PoolMetrics};
 use crate::pool::{ChangeError, Changed, NewBackend, Origin, Pool};
 use crate::state_file::{Change, StateFile};
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Adds and removes backends of the running pools.
 pub struct Membership {
@@ -23,6 +23,10 @@ pub struct Membership {
     pool_metrics: Vec<Arc<PoolMetrics>>,
     /// Set once the state file exists (it is built after the pools).
     state_file: OnceLock<Arc<StateFile>>,
+    /// Held through a change and its catching up, so that what is built on a pool's list is
+    /// always built from the newest one (two changes never interleave). Never taken by a
+    /// request.
+    changing: Mutex<()>,
 }
 
 /// Why a change was refused.
@@ -57,6 +61,7 @@ impl Membership {
             metrics,
             pool_metrics,
             state_file: OnceLock::new(),
+            changing: Mutex::new(()),
         })
     }
 
@@ -88,6 +93,7 @@ impl Membership {
         at_start: bool,
     ) -> Result<Changed, MembershipError> {
         let index = self.pool(pool)?;
+        let _changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
         let changed = self.pools[index]
             .add(backend, at_start)
             .map_err(MembershipError::Refused)?;
@@ -118,8 +124,12 @@ impl Membership {
     ) -> Result<usize, MembershipError> {
         let index = self.pool(pool)?;
         let pool_ref = &self.pools[index];
-        let backend = pool_ref.remove(name).map_err(MembershipError::Refused)?;
-        self.caught_up(index);
+        let backend = {
+            let _changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+            let backend = pool_ref.remove(name).map_err(MembershipError::Refused)?;
+            self.caught_up(index);
+            backend
+        };
         let closed = if close_upgraded {
             pool_ref.upgraded.close_backend(backend)
         } else {

@@ -1,5 +1,6 @@
 //! `sticky.state_file` (HAProxy `server-state-file`): backend states set through the admin API
-//! are written to the file and applied at the next start — after a plain restart and after a
+//! (and backends it added: also tests/run_time_backends.rs) are written to the file and applied
+//! at the next start — after a plain restart and after a
 //! graceful upgrade (`-u`); a corrupt or stale file is one warning naming it, never a failed
 //! start; a write that fails is a warning and a counter, never a failed state change.
 
@@ -232,6 +233,20 @@ async fn a_backend_drained_through_the_api_is_still_draining_after_a_graceful_up
     let cookie = format!("ARRAffinity={}", cookie.expect("a session on iis2"));
     assert_eq!(set_state(&admin, "iis2", "draining").await, 200);
     wait_for_file(&place.state_file(), "iis2", "draining").await;
+    // A backend added through the API comes along too.
+    let iis4 = TestBackend::start("iis4").await;
+    let added = client
+        .post(format!("http://{admin}/api/pools/web/backends"))
+        .header("Authorization", format!("Bearer {TOKEN}"))
+        .body(format!(
+            "{{\"name\": \"iis4\", \"addr\": \"{}\"}}",
+            iis4.addr
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), 201);
+    wait_for_file(&place.state_file(), "iis4", "active").await;
 
     // The upgrade: a new process with `-u` on the same config, SIGQUIT to the old one.
     let mut command = Command::new(env!("CARGO_BIN_EXE_sticky-proxy"));
@@ -258,6 +273,15 @@ async fn a_backend_drained_through_the_api_is_still_draining_after_a_graceful_up
     });
     assert!(restored.await, "{}", new_log());
     assert_eq!(state_at(&admin, "iis2").await, "draining");
+    assert_eq!(state_at(&admin, "iis4").await, "active");
+    let mut reached = false;
+    for _ in 0..12 {
+        reached |= get(&client, &url, None).await.backend() == "iis4";
+    }
+    assert!(
+        reached,
+        "new sessions reach the added backend after the upgrade"
+    );
     routed_as_draining(&url, &cookie, "iis2").await;
     assert!(matches!(new.0.try_wait(), Ok(None)), "the new process runs");
 }
