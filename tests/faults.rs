@@ -81,6 +81,11 @@ async fn the_pool_total_timeout_answers_504_where_the_read_timeout_alone_would_w
     let slow = get(&client, &proxy.url("/slow/3000"), None).await;
     assert_eq!(slow.status, 504, "{}", slow.body);
     assert_eq!(slow.body, "504 Gateway Timeout\n");
+    // A client's offer of another protocol (`curl --http2` on http://) is not an upgrade: the
+    // total applies to it as to any request.
+    let offer = b"GET /slow/2000 HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n";
+    let answer = raw_request(proxy.addr, offer).await;
+    assert_eq!(raw_status(&answer), 504, "{answer}");
     // Within the total, answers are normal; and the proxy serves others meanwhile.
     let quick = get(&client, &proxy.url("/slow/50"), None).await;
     assert_eq!(quick.status, 200);

@@ -273,7 +273,8 @@ impl StickyAffinity {
             let trusted = &self.settings.trusted_proxies;
             ctx.client = admission::client_of_session(session, trusted);
         }
-        let (req, upgrade) = (session.req_header(), session.is_upgrade_req());
+        let req = session.req_header();
+        let upgrade = crate::proxy::is_websocket_opening(session);
         let trusted = &self.settings.trusted_proxies;
         let mut peer = choose::peer(route, req, (upgrade, false), trusted, ctx).await?;
         // The pools' peers skip Pingora's own hop-by-hop sanitising because sticky-proxy's

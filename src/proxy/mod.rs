@@ -140,7 +140,7 @@ impl ProxyHttp for StickyProxy {
         let Some(route) = self.route(ctx) else {
             return Error::e_explain(ErrorType::HTTPStatus(404), "no route");
         };
-        let upgrade = session.is_upgrade_req();
+        let upgrade = is_websocket_opening(session);
         let trusted = &self.settings.trusted_proxies;
         choose::peer(
             route,
@@ -192,7 +192,7 @@ impl ProxyHttp for StickyProxy {
         _ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(delay) = self.settings.upgrade_body_delay {
-            if end_of_stream && session.is_upgrade_req() && !session.was_upgraded() {
+            if end_of_stream && is_websocket_opening(session) && !session.was_upgraded() {
                 tokio::time::sleep(delay).await;
             }
         }
@@ -301,4 +301,13 @@ impl ProxyHttp for StickyProxy {
             filtering::on_log(session, route, ctx);
         }
     }
+}
+
+/// A WebSocket opening: the one upgrade passed on to a backend. Another upgrade offer (`Upgrade:
+/// h2c` from `curl --http2` on `http://`) is stripped on the way and answered as the plain
+/// request it then is — with the pool's total timeout and a pooled connection, not an
+/// upgrade's own.
+pub(crate) fn is_websocket_opening(session: &Session) -> bool {
+    session.is_upgrade_req()
+        && crate::headers::hop_by_hop::is_websocket_opening(session.req_header(), true)
 }
