@@ -3,18 +3,10 @@
 
 mod common;
 use common::*;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
-
-struct Process(Child);
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The old process: its listening sockets handed over by the test (kept open, as systemd
 /// keeps them), which it passes on to the new process at the upgrade.
@@ -22,25 +14,14 @@ fn spawn_old(config: &std::path::Path, sockets: &[&Port], log: &std::path::Path)
     let mut command = Command::new(env!("CARGO_BIN_EXE_sticky-proxy"));
     command.arg("-c").arg(config);
     let sockets: Vec<&std::net::TcpListener> = sockets.iter().map(|p| p.socket()).collect();
-    start(socket_activated(command, &sockets), log)
+    spawn_logged(socket_activated(command, &sockets), log)
 }
 
 /// The new process of a graceful upgrade (`-u`): it takes the sockets from the old one.
 fn spawn_new(config: &std::path::Path, log: &std::path::Path) -> Process {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sticky-proxy"));
     command.arg("-c").arg(config).arg("-u");
-    start(command, log)
-}
-
-fn start(mut command: Command, log: &std::path::Path) -> Process {
-    Process(
-        command
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .unwrap(),
-    )
+    spawn_logged(command, log)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

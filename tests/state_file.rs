@@ -6,7 +6,7 @@
 
 mod common;
 use common::*;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const TOKEN: &str = "admin-token-0123456789abcdef";
@@ -167,26 +167,6 @@ async fn start_on_same_socket(old: &mut Proxy, section: &str) -> Proxy {
     proxy
 }
 
-struct Process(Child);
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(command: Command, log: &std::path::Path) -> Process {
-    let mut command = command;
-    Process(
-        command
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .unwrap(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_drained_through_the_api_is_still_draining_after_a_graceful_upgrade() {
     let b = TestBackend::start_each(["iis1", "iis2", "iis3"]).await;
@@ -211,7 +191,7 @@ async fn a_backend_drained_through_the_api_is_still_draining_after_a_graceful_up
     let mut command = Command::new(env!("CARGO_BIN_EXE_sticky-proxy"));
     command.arg("-c").arg(&config);
     let sockets = [listen_port.socket(), admin_port.socket()];
-    let mut old = spawn(socket_activated(command, &sockets), &dir.join("old.log"));
+    let mut old = spawn_logged(socket_activated(command, &sockets), &dir.join("old.log"));
     let up = eventually(Duration::from_secs(20), || async {
         client()
             .get(format!("http://{admin}/healthz"))
@@ -251,7 +231,7 @@ async fn a_backend_drained_through_the_api_is_still_draining_after_a_graceful_up
     // The upgrade: a new process with `-u` on the same config, SIGQUIT to the old one.
     let mut command = Command::new(env!("CARGO_BIN_EXE_sticky-proxy"));
     command.arg("-c").arg(&config).arg("-u");
-    let mut new = spawn(command, &dir.join("new.log"));
+    let mut new = spawn_logged(command, &dir.join("new.log"));
     let sock = dir.join("upgrade.sock");
     let waiting = eventually(Duration::from_secs(30), || {
         let exists = sock.exists();

@@ -674,6 +674,28 @@ pub fn raw_status(response: &str) -> u16 {
         .unwrap_or(0)
 }
 
+/// A proxy process a test started itself (for `-u` upgrades and the like), killed when dropped.
+pub struct Process(pub Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Start `command` with `RUST_LOG=info`, its log (stderr) written to `log`.
+pub fn spawn_logged(mut command: Command, log: &std::path::Path) -> Process {
+    Process(
+        command
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 /// Poll `check` until it is true or `timeout` passes; returns whether it became true.
 pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
 where
