@@ -10,24 +10,9 @@ use common::*;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-const TOKEN: &str = "admin-token-0123456789abcdef";
-
-/// Where the admin token (and the state file) live.
-struct Place {
-    dir: tempfile::TempDir,
-}
+use common::admin::{Place, ADMIN_TOKEN as TOKEN};
 
 impl Place {
-    fn new() -> Place {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("token"), format!("{TOKEN}\n")).unwrap();
-        Place { dir }
-    }
-
-    fn state_file(&self) -> std::path::PathBuf {
-        self.dir.path().join("state.json")
-    }
-
     /// Pool `web` of `backends` with the keyed cookie, an admin listener with the token, and
     /// (`state_file`) the state file; `affinity` replaces the cookie block when given.
     fn section(&self, backends: &[&TestBackend], state_file: bool, affinity: &str) -> String {

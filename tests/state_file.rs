@@ -9,24 +9,9 @@ use common::*;
 use std::process::Command;
 use std::time::Duration;
 
-const TOKEN: &str = "admin-token-0123456789abcdef";
-
-/// Where the state file and the admin token live: outlives the proxy processes.
-struct Place {
-    dir: tempfile::TempDir,
-}
+use common::admin::{Place, ADMIN_TOKEN as TOKEN};
 
 impl Place {
-    fn new() -> Place {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("token"), format!("{TOKEN}\n")).unwrap();
-        Place { dir }
-    }
-
-    fn state_file(&self) -> std::path::PathBuf {
-        self.dir.path().join("state.json")
-    }
-
     /// One pool `web` of three backends (`iis3` disabled in the configuration), the keyed
     /// cookie, an admin listener with the token, and the state file.
     fn section(&self, b: &[TestBackend; 3]) -> String {

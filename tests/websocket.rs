@@ -15,6 +15,22 @@ type Ws =
 const TOKEN: &str = "ws-admin-token-0123456789abcdef";
 
 /// A proxy over `backends` with the keyed cookie and an admin listener with [`TOKEN`].
+/// Does the proxy close `ws` (a close frame, an error or the end) within 10 s?
+async fn closed_within_10_s<S>(ws: &mut S) -> bool
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return true,
+                Some(Ok(_)) => continue,
+            }
+        }
+    });
+    ended.await == Ok(true)
+}
+
 async fn proxy_with_admin(backends: &[&TestBackend]) -> Proxy {
     let list: Vec<String> = backends.iter().map(|b| b.yaml()).collect();
     let (listen, admin) = (Port::new(), Port::new());
@@ -237,16 +253,7 @@ async fn closing_upgraded_connections_of_a_disabled_backend_ends_its_websockets_
         .unwrap();
     assert_eq!(reply.status(), 200);
     for ws in [&mut ws1, &mut ws1b] {
-        let ended = tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                match ws.next().await {
-                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return true,
-                    Some(Ok(_)) => continue,
-                }
-            }
-        })
-        .await;
-        assert_eq!(ended, Ok(true), "iis1's WebSocket was closed");
+        assert!(closed_within_10_s(ws).await, "iis1's WebSocket was closed");
     }
     // iis2's WebSocket is untouched, and a new WebSocket with iis1's cookie moves to iis2.
     assert_eq!(echo(&mut ws2, "b").await, "iis2: b");
@@ -290,18 +297,8 @@ async fn removing_a_backend_with_close_upgraded_ends_its_websockets_and_no_other
     assert_eq!(reply.status(), 200);
     let body: serde_json::Value = serde_json::from_str(&reply.text().await.unwrap()).unwrap();
     assert_eq!(body["closed"], 1, "{body}");
-    let ended = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match ws1.next().await {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return true,
-                Some(Ok(_)) => continue,
-            }
-        }
-    })
-    .await;
-    assert_eq!(
-        ended,
-        Ok(true),
+    assert!(
+        closed_within_10_s(&mut ws1).await,
         "the removed backend's WebSocket was closed"
     );
     assert_eq!(echo(&mut ws2, "b").await, "iis2: b");

@@ -9,6 +9,28 @@ use std::time::Duration;
 /// The admin token of [`start_with_admin`].
 pub const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
 
+/// A directory with the admin token ([`ADMIN_TOKEN`], in `token`) and room for a state file
+/// (`state.json`): outlives the proxy processes of a test.
+pub struct Place {
+    pub dir: tempfile::TempDir,
+}
+
+impl Place {
+    pub fn new() -> Place {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), format!("{ADMIN_TOKEN}\n")).unwrap();
+        Place { dir }
+    }
+
+    pub fn token_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("token")
+    }
+
+    pub fn state_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("state.json")
+    }
+}
+
 /// One pool of three backends (`iis3` disabled in the file) with the keyed cookie and a learned
 /// `JSESSIONID` table whose Redis store is down (nothing listens on port 1), and an admin
 /// listener whose token is in a file.
