@@ -41,6 +41,40 @@ impl TestBackend {
         backend
     }
 
+    /// Backends on one port at several loopback addresses (as DNS discovery finds them: one
+    /// `port`, an address each): one per `(name, ip)`, all on the port the first one's bind got.
+    /// Retries with another port if one of the addresses has it taken.
+    pub async fn start_on_one_port(backends: &[(&str, std::net::Ipv4Addr)]) -> Vec<TestBackend> {
+        'port: for _ in 0..20 {
+            let mut listeners = Vec::new();
+            for (i, (_, ip)) in backends.iter().enumerate() {
+                let port = listeners.first().map_or(0, |l: &tokio::net::TcpListener| {
+                    l.local_addr().map_or(0, |a| a.port())
+                });
+                match tokio::net::TcpListener::bind((*ip, port)).await {
+                    Ok(l) => listeners.push(l),
+                    Err(_) if i > 0 => continue 'port,
+                    Err(e) => panic!("cannot bind {ip}: {e}"),
+                }
+            }
+            return backends
+                .iter()
+                .zip(listeners)
+                .map(|((name, _), listener)| {
+                    let mut backend = TestBackend {
+                        name: name.to_string(),
+                        addr: listener.local_addr().unwrap(),
+                        hits: Arc::new(AtomicUsize::new(0)),
+                        task: None,
+                    };
+                    backend.serve(listener);
+                    backend
+                })
+                .collect();
+        }
+        panic!("no port free on every address of {backends:?}");
+    }
+
     /// One backend per name, in order.
     pub async fn start_each<const N: usize>(names: [&str; N]) -> [TestBackend; N] {
         let mut started = Vec::with_capacity(N);
