@@ -23,6 +23,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("metrics", &["config", "affinity", "pool"]),
     ("filter", &["affinity"]),
     ("extension", &["config", "affinity", "filter"]),
+    ("discovery", &["config"]),
     (
         "proxy",
         &[
@@ -65,6 +66,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "filter",
             "proxy",
             "admin",
+            "discovery",
         ],
     ),
     (
