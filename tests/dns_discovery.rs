@@ -258,6 +258,28 @@ async fn a_silent_dns_server_times_out_and_keeps_the_last_set_until_it_answers_a
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_aaaa_lookup_beside_a_good_a_answer_keeps_the_whole_last_set() {
+    let dns = DnsServer::start("test.").await;
+    let name = dns.name("halfway");
+    dns.set(&name, &ips(&["10.0.0.1", "::1"])).await;
+    let mut running = Running::start(&dns, "halfway");
+    assert_eq!(
+        running.next().await,
+        addrs(&["10.0.0.1:8080", "[::1]:8080"])
+    );
+    dns.set_mode(Mode::ServFailAaaa);
+    dns.set(&name, &ips(&["10.0.0.2", "::1"])).await;
+    until("two failed rounds", || running.failures.get() >= 2).await;
+    // Not [10.0.0.2:8080] alone: the IPv6 backend is not dropped for a failed AAAA lookup.
+    running.no_call_yet();
+    dns.set_mode(Mode::Answer);
+    assert_eq!(
+        running.next().await,
+        addrs(&["10.0.0.2:8080", "[::1]:8080"])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_without_records_keeps_the_last_set_and_counts_as_a_failure() {
     let dns = DnsServer::start("test.").await;
     let name = dns.name("emptied");

@@ -28,6 +28,8 @@ pub enum Mode {
     ServFail = 1,
     /// Reads queries and never answers them (the resolver times out).
     Silent = 2,
+    /// Answers A queries from the zone and AAAA queries with SERVFAIL.
+    ServFailAaaa = 3,
 }
 
 struct Shared {
@@ -46,8 +48,19 @@ impl RequestHandler for Handler {
         mut response_handle: R,
     ) -> ResponseInfo {
         self.0.queries.fetch_add(1, SeqCst);
+        let aaaa = request
+            .queries
+            .queries()
+            .iter()
+            .any(|q| q.query_type() == RecordType::AAAA);
         match self.0.mode.load(SeqCst) {
-            1 => {
+            3 if !aaaa => {
+                self.0
+                    .catalog
+                    .handle_request::<R, T>(request, response_handle)
+                    .await
+            }
+            1 | 3 => {
                 let response = MessageResponseBuilder::new(&request.queries, None)
                     .error_msg(&request.metadata, ResponseCode::ServFail);
                 match response_handle.send_response(response).await {
