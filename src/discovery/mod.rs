@@ -6,7 +6,18 @@
 //! failed round (`sticky_discovery_failures_total{pool}`, [`failures_metric`]).
 //!
 //! This module only finds the addresses; what they become in the pool (backends named after
-//! their address, added with slow start, removed like a `DELETE`) is the sink's business.
+//! their address, [`backend_name`], added with slow start, removed like a `DELETE`) is the
+//! sink's business. Wiring, at start-up (`server.rs`), beside the health-check services:
+//!
+//! ```text
+//! let failures = discovery::failures_metric();      // registered once in the metrics registry
+//! for pool in &config.pools {
+//!     let counter = failures.with_label_values(&[pool.name.as_str()]);
+//!     if let Some(service) = discovery::service(pool, sink.clone(), counter) {
+//!         server.add_boxed_service(service);        // runs until the server's shutdown
+//!     }
+//! }
+//! ```
 
 use crate::config::{DiscoveryConfig, PoolConfig};
 use pingora_core::services::background::background_service;
