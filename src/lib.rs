@@ -37,6 +37,10 @@ pub mod affinity;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
+// Hidden, and `pub` only for tests/dns_discovery.rs, which drives a pool's discovery against a
+// DNS server in the test process.
+#[doc(hidden)]
+pub mod discovery;
 pub mod embed;
 pub mod extension;
 pub mod filter;

@@ -7,6 +7,7 @@
 use crate::admin::AdminApp;
 use crate::affinity::registry::Registry;
 use crate::config::{Config, ConfigError, DefaultRoute, ListenerConfig, RouteClass};
+use crate::discovery::DiscoveredBackends;
 use crate::extension::Extensions;
 use crate::filter::{Filter, FilterChain};
 use crate::lifecycle::{Leaving, LifecycleWatcher};
@@ -142,6 +143,17 @@ pub fn build_server(
         server.add_service(background_service("state file", state_file.writer()));
         membership.keep_in(state_file.clone());
     }
+    // DNS discovery: each pool with `discovery` gets its resolver, whose answers become the
+    // pool's discovered backends through `membership`.
+    let failures = crate::discovery::failures_metric();
+    runtime.metrics.register(Box::new(failures.clone()));
+    let sink: Arc<dyn DiscoveredBackends> = Arc::new(DiscoveredIntoPool(membership.clone()));
+    for pool in &config.pools {
+        let counter = failures.with_label_values(&[pool.name.as_str()]);
+        if let Some(service) = crate::discovery::service(pool, sink.clone(), counter) {
+            server.add_boxed_service(service);
+        }
+    }
     let settings = Arc::new(ProxySettings {
         hide_headers: config.hide_headers.clone(),
         trusted_proxies: config.trusted_proxies.clone(),
@@ -179,6 +191,15 @@ pub fn build_server(
         state_file,
         membership,
     })
+}
+
+/// DNS discovery's answers, applied to the pools (`Membership::replace_discovered`).
+struct DiscoveredIntoPool(Arc<Membership>);
+
+impl DiscoveredBackends for DiscoveredIntoPool {
+    fn replace(&self, pool: &str, addrs: &[std::net::SocketAddr], weight: u32) {
+        self.0.replace_discovered(pool, addrs, weight);
+    }
 }
 
 /// The listening service of listener `i`: `proxy` behind Pingora's HTTP server (h2c, HTTP/2

@@ -23,6 +23,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("metrics", &["config", "affinity", "pool"]),
     ("filter", &["affinity"]),
     ("extension", &["config", "affinity", "filter"]),
+    ("discovery", &["config"]),
     (
         "membership",
         &["config", "pool", "affinity", "metrics", "state_file"],
@@ -71,6 +72,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "proxy",
             "admin",
             "membership",
+            "discovery",
         ],
     ),
     (

@@ -7,6 +7,7 @@
 //! `sticky.pools[0].backends[1].addr: not a socket address: "10.0.0.1"`.
 
 mod affinity;
+mod discovery;
 mod kinds;
 pub mod raw;
 mod store;
@@ -21,6 +22,7 @@ pub use affinity::{
     AffinityConfig, ClientIpTableConfig, CookieConfig, CookieFormat, CookieLifetimes,
     FailurePolicy, HashConfig, KeySourceConfig, LearnConfig, SameSite, MAX_LIFETIME_SECONDS,
 };
+pub use discovery::{DiscoveryConfig, DiscoveryKind};
 pub use kinds::{
     AccessLogFormat, AlpnProtocol, BackendState, Balance, HealthCheckKind, MinVersion, TableConfig,
 };
@@ -226,6 +228,8 @@ pub struct PoolConfig {
     /// `Host` for requests that have none (HTTP/1.0); `None`: the SNI name or the backend's
     /// address.
     pub default_host: Option<http::HeaderValue>,
+    /// `discovery`: backends found through DNS at run time, beside the static `backends`.
+    pub discovery: Option<DiscoveryConfig>,
 }
 
 /// A backend of a pool.

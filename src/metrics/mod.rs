@@ -317,6 +317,14 @@ impl Metrics {
         )
     }
 
+    /// Register a metric a service above this layer keeps (DNS discovery's failures): rendered
+    /// with the others. A second registration of the same name is logged and ignored.
+    pub fn register(&self, collector: Box<dyn pingora_prometheus::prometheus::core::Collector>) {
+        if let Err(e) = self.registry.register(collector) {
+            log::error!("registering a metric: {e}");
+        }
+    }
+
     /// Read the live state of `pools` and their affinities (`registry`) into the gauges and
     /// table counters, and encode every metric in the Prometheus text format.
     pub fn render(&self, pools: &[Arc<Pool>], registry: &AffinityRegistry) -> (String, Vec<u8>) {

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod browser;
+pub mod dns_server;
 pub mod raw_backend;
 pub mod redis_server;
 pub mod redis_store;

@@ -11,10 +11,12 @@ use super::kinds::{
 use serde::Deserialize;
 
 mod affinity;
+mod discovery;
 mod routes;
 mod store;
 use affinity::default_true;
 pub use affinity::*;
+pub use discovery::*;
 pub use routes::*;
 pub use store::*;
 
@@ -236,7 +238,7 @@ pub struct RawUpstreamTls {
 }
 
 /// `sticky.pools[i]`. `RawPool::default()` has every default and no name nor backends (both
-/// required).
+/// required, the backends unless `discovery` is set).
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawPool {
@@ -245,7 +247,7 @@ pub struct RawPool {
     /// `round_robin` (default), `random` or `least_requests`.
     #[serde(default)]
     pub balance: Balance,
-    /// The backends, in order.
+    /// The backends, in order (may be left out with `discovery`).
     #[serde(default)]
     pub backends: Vec<RawBackend>,
     /// Active health checks; absent: every backend counts as healthy.
@@ -270,6 +272,9 @@ pub struct RawPool {
     /// HTTP/1.1 backends must refuse it). Absent: the `tls.sni` name, else the backend's
     /// address (NGINX's `$proxy_host`). A request's own `Host` is always kept.
     pub default_host: Option<String>,
+    /// DNS discovery of more backends (HAProxy `server-template` + `resolvers`, NGINX Plus
+    /// `resolve`); absent: the static `backends` only.
+    pub discovery: Option<RawDiscovery>,
 }
 
 /// `sticky.pools[i].backends[j]`

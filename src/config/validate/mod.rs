@@ -144,10 +144,14 @@ fn validate_pool(field: &str, raw: RawPool) -> Result<PoolConfig> {
             "must not be empty",
         ));
     }
-    if raw.backends.is_empty() {
+    let discovery = raw
+        .discovery
+        .map(|d| discovery::validate(&format!("{field}.discovery"), d))
+        .transpose()?;
+    if raw.backends.is_empty() && discovery.is_none() {
         return Err(ConfigError::new(
             format!("{field}.backends"),
-            "at least one backend is required",
+            "at least one backend is required (or a `discovery`)",
         ));
     }
     let mut backends: Vec<BackendConfig> = Vec::with_capacity(raw.backends.len());
@@ -233,6 +237,7 @@ fn validate_pool(field: &str, raw: RawPool) -> Result<PoolConfig> {
         slow_start,
         tls,
         default_host,
+        discovery,
     })
 }
 
@@ -407,6 +412,7 @@ fn check_attribute_value(field: &str, value: &str) -> Result<()> {
 mod admin;
 mod affinity;
 mod cookie;
+mod discovery;
 #[cfg(test)]
 mod extension_tests;
 mod listeners;
