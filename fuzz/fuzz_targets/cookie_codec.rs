@@ -186,8 +186,8 @@ fn check(input: Input) {
         Some(l) if !l.accept_undated => Pin::Invalid,
         _ => Pin::Backend(owner(i).unwrap()),
     };
-    for (line, cookie_name) in
-        std::iter::once((main_line, &name)).chain(twin_line.as_ref().zip(config.twin_name.as_ref()))
+    for (line, cookie_name) in std::iter::once((&main_line, &name))
+        .chain(twin_line.as_ref().zip(config.twin_name.as_ref()))
     {
         let text = line.to_str().expect("a Set-Cookie line is visible ASCII");
         let parsed = cookie::Cookie::parse(text).expect("a Set-Cookie line parses");
