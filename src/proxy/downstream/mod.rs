@@ -9,6 +9,7 @@
 //! | what | where |
 //! |---|---|
 //! | wrap each connection | [`ClientSide::process_new`] (Pingora's HTTP handling runs unchanged inside) |
+//! | HTTP/1 keep-alive loop | [`keepalive`]: between requests an idle connection holds only its stream, not Pingora's next request state (HTTP/2 and h2c listeners keep Pingora's loop) |
 //! | keep-alive idle, request head | reads of [`ClientStream`], in [`phase::Phase`]s the hooks signal: [`on_request_head`] (`request_filter`), [`on_request_done`] (`logging`) |
 //! | stalled sending | writes of [`ClientStream`]: no progress for `client_send` ends the connection, and Pingora then drops the backend connection behind it |
 //! | HTTP/2 idle | Pingora's `h2_idle_timeout` (set from `keepalive` where the listener is built) |
@@ -16,14 +17,16 @@
 //! | pipelining | [`on_request_head`] turns on Pingora's in-order pipelining (RFC 9112 §9.3.2) |
 //! | `Server: Pingora` | removed from the proxy's own answers (`answer.rs`) and, by [`ClientStream`], from the heads Pingora writes before any hook (a malformed request's `400`, `CONNECT`'s `405`) |
 
+pub mod keepalive;
 pub mod phase;
 mod stream;
 
 use crate::config::ClientTimeouts;
 use http::header::CONTENT_LENGTH;
+use keepalive::Closing;
 use phase::Signal;
-use pingora_core::apps::ServerApp;
-use pingora_core::protocols::Stream;
+use pingora_core::apps::{HttpServerApp, ServerApp};
+use pingora_core::protocols::{Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
@@ -33,11 +36,12 @@ use std::sync::Arc;
 pub use stream::ClientStream;
 
 /// A listening app (Pingora's HTTP proxy) whose connections are each wrapped in a
-/// [`ClientStream`] with the listener's timeouts.
+/// [`ClientStream`] with the listener's timeouts, HTTP/1 ones served by [`keepalive::serve`].
 pub struct ClientSide<A> {
     app: Arc<A>,
     timeouts: ClientTimeouts,
     h2c: bool,
+    closing: Closing,
 }
 
 impl<A> ClientSide<A> {
@@ -46,13 +50,14 @@ impl<A> ClientSide<A> {
             app: Arc::new(app),
             timeouts,
             h2c,
+            closing: Closing::default(),
         }
     }
 }
 
-// Written out rather than with `#[async_trait]`: the inner app's future is returned as it is,
-// without one more future around it to poll on every wake-up of the connection.
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for ClientSide<A> {
+// Written out rather than with `#[async_trait]`: for HTTP/2 and h2c the inner app's future is
+// returned as it is, without one more future around it to poll on every wake-up.
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ClientSide<A> {
     fn process_new<'life0, 'life1, 'async_trait>(
         self: &'life0 Arc<Self>,
         stream: Stream,
@@ -64,7 +69,12 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ClientSide<A> {
         Self: 'async_trait,
     {
         let stream: Stream = Box::new(ClientStream::new(stream, self.timeouts, self.h2c));
-        self.app.process_new(stream, shutdown)
+        // Pingora's loop for what is not plain HTTP/1: h2c (it peeks for the preface first),
+        // HTTP/2 by ALPN, a custom ALPN.
+        if self.h2c || !matches!(stream.selected_alpn_proto(), None | Some(ALPN::H1)) {
+            return self.app.process_new(stream, shutdown);
+        }
+        Box::pin(keepalive::serve(&self.app, &self.closing, stream, shutdown))
     }
 
     fn cleanup<'life0, 'async_trait>(
@@ -74,6 +84,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ClientSide<A> {
         'life0: 'async_trait,
         Self: 'async_trait,
     {
+        self.closing.close();
         self.app.cleanup()
     }
 }
@@ -83,11 +94,13 @@ fn client_stream(session: &Session) -> Option<&ClientStream> {
 }
 
 /// The request head was read (called first thing in `request_filter`): the head timeout no
-/// longer applies, and requests pipelined behind this one are answered after it, in order.
+/// longer applies, requests pipelined behind this one are answered after it, in order, and the
+/// keep-alive loop learns how many bytes this request takes on the connection.
 pub fn on_request_head(session: &mut Session) {
     session.as_downstream_mut().set_pipelining_enabled(true);
     if let Some(stream) = client_stream(session) {
         stream.signal(Signal::HeadRead);
+        stream.report_request_size(keepalive::request_size(session.as_downstream()));
     }
 }
 
