@@ -7,9 +7,10 @@
 //! Real sockets, generous deadlines, no timing in any assertion.
 
 mod common;
+use common::tls::{tls_connector, TestCert};
 use common::*;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const GENEROUS: Duration = Duration::from_secs(15);
@@ -19,7 +20,7 @@ const IDLE: Duration = Duration::from_millis(300);
 
 /// Read `n` whole answers (`Content-Length` framed) from `stream`; panic with what came if they
 /// do not within [`GENEROUS`].
-async fn answers(stream: &mut TcpStream, n: usize) -> Vec<String> {
+async fn answers<S: AsyncRead + Unpin>(stream: &mut S, n: usize) -> Vec<String> {
     let deadline = tokio::time::Instant::now() + GENEROUS;
     let mut got = Vec::new();
     let mut buf = [0u8; 8192];
@@ -80,7 +81,10 @@ fn get(order: &str) -> String {
 
 /// Send `requests` in one write and check that the answers come back in order, each with its
 /// `X-Order`.
-async fn exchange(stream: &mut TcpStream, requests: &[(String, &str)]) -> Vec<String> {
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    requests: &[(String, &str)],
+) -> Vec<String> {
     let bytes: String = requests.iter().map(|(r, _)| r.as_str()).collect();
     stream.write_all(bytes.as_bytes()).await.unwrap();
     let got = answers(stream, requests.len()).await;
@@ -92,7 +96,7 @@ async fn exchange(stream: &mut TcpStream, requests: &[(String, &str)]) -> Vec<St
 }
 
 /// A pipelined pair in one write.
-async fn pair(stream: &mut TcpStream, tag: &str) {
+async fn pair<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, tag: &str) {
     let (a, b) = (format!("{tag}-a"), format!("{tag}-b"));
     exchange(stream, &[(get(&a), &a), (get(&b), &b)]).await;
 }
@@ -146,6 +150,56 @@ async fn a_request_with_a_body_and_the_next_request_in_one_segment_are_both_answ
     assert!(has_header(&got[0], "x-echo-body-length", "5"), "{}", got[0]);
     tokio::time::sleep(IDLE).await;
     pair(&mut stream, "after").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_idle_connections_answer_a_pipelined_pair_and_a_body_with_a_request_behind_it() {
+    let backend = TestBackend::start("iis1").await;
+    let port = Port::new();
+    let listen = port.to_string();
+    let mut cert = None;
+    let proxy = Proxy::start_full(
+        |dir| {
+            let made = TestCert::generate(dir, "app", &["app.test"]);
+            let yaml = format!(
+                "{keys}sticky:\n  listeners:\n    - addr: \"{listen}\"\n      tls:\n        certificates: [{cert}]\n  pools:\n    - name: web\n      backends: [{backend}]\n",
+                keys = pingora_keys(dir),
+                cert = made.yaml(),
+                backend = backend.yaml(),
+            );
+            cert = Some(made);
+            yaml
+        },
+        vec![port],
+    )
+    .await;
+    let connector = tls_connector(&cert.unwrap());
+    let post = "POST /header/X-Order/post HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello";
+    let mut connections = Vec::new();
+    for i in 0..20 {
+        let tcp = TcpStream::connect(proxy.addr).await.unwrap();
+        let name = pingora_rustls::ServerName::try_from("app.test".to_string()).unwrap();
+        let mut stream = connector.connect(name, tcp).await.unwrap();
+        let first = format!("first-{i}");
+        exchange(&mut stream, &[(get(&first), &first)]).await;
+        connections.push(stream);
+    }
+    tokio::time::sleep(IDLE).await;
+    for (i, stream) in connections.iter_mut().enumerate() {
+        pair(stream, &format!("pair-{i}")).await;
+    }
+    tokio::time::sleep(IDLE).await;
+    for stream in &mut connections {
+        exchange(
+            stream,
+            &[(post.to_string(), "post"), (get("behind"), "behind")],
+        )
+        .await;
+    }
+    tokio::time::sleep(IDLE).await;
+    for (i, stream) in connections.iter_mut().enumerate() {
+        pair(stream, &format!("again-{i}")).await;
+    }
 }
 
 #[tokio::test]
