@@ -202,6 +202,52 @@ async fn over_tls_idle_connections_answer_a_pipelined_pair_and_a_body_with_a_req
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_an_h2c_listener_http1_connections_answer_a_pair_after_idling_and_http2_clients_are_served(
+) {
+    let backend = TestBackend::start("iis1").await;
+    let proxy = Proxy::start(&format!(
+        "sticky:\n  listeners:\n    - addr: \"{{listen}}\"\n      h2c: true\n  pools:\n    - name: web\n      backends: [{}]\n",
+        backend.yaml()
+    ))
+    .await;
+    let post = "POST /header/X-Order/post HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello";
+    let mut connections = Vec::new();
+    for i in 0..20 {
+        let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+        let first = format!("first-{i}");
+        exchange(&mut stream, &[(get(&first), &first)]).await;
+        connections.push(stream);
+    }
+    let h2c = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .no_proxy()
+        .timeout(GENEROUS)
+        .build()
+        .unwrap();
+    for round in 0..3 {
+        tokio::time::sleep(IDLE).await;
+        for (i, stream) in connections.iter_mut().enumerate() {
+            if round == 1 {
+                exchange(
+                    stream,
+                    &[(post.to_string(), "post"), (get("behind"), "behind")],
+                )
+                .await;
+            } else {
+                pair(stream, &format!("pair-{round}-{i}")).await;
+            }
+        }
+        let response = h2c
+            .get(proxy.url("/header/X-Order/h2"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.version(), reqwest::Version::HTTP_2);
+        assert_eq!(response.headers()["x-order"], "h2");
+    }
+}
+
 #[tokio::test]
 async fn after_a_chunked_body_or_an_escaped_target_a_pair_sent_after_an_idle_period_is_answered() {
     let backend = TestBackend::start("iis1").await;

@@ -9,7 +9,7 @@
 //! | what | where |
 //! |---|---|
 //! | wrap each connection | [`ClientSide::process_new`] (Pingora's HTTP handling runs unchanged inside) |
-//! | HTTP/1 keep-alive loop | [`keepalive`]: between requests an idle connection holds only its stream, not Pingora's next request state (HTTP/2 and h2c listeners keep Pingora's loop) |
+//! | HTTP/1 keep-alive loop | [`keepalive`]: between requests an idle connection holds only its stream, not Pingora's next request state (HTTP/2, by ALPN or h2c's preface, keeps Pingora's loop) |
 //! | keep-alive idle, request head | reads of [`ClientStream`], in [`phase::Phase`]s the hooks signal: [`on_request_head`] (`request_filter`), [`on_request_done`] (`logging`) |
 //! | stalled sending | writes of [`ClientStream`]: no progress for `client_send` ends the connection, and Pingora then drops the backend connection behind it |
 //! | HTTP/2 idle | Pingora's `h2_idle_timeout` (set from `keepalive` where the listener is built) |
@@ -55,7 +55,10 @@ impl<A> ClientSide<A> {
     }
 }
 
-// Written out rather than with `#[async_trait]`: for HTTP/2 and h2c the inner app's future is
+/// The HTTP/2 connection preface (RFC 9113 §3.4), which an h2c client sends first.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+// Written out rather than with `#[async_trait]`: for HTTP/2 by ALPN the inner app's future is
 // returned as it is, without one more future around it to poll on every wake-up.
 impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ClientSide<A> {
     fn process_new<'life0, 'life1, 'async_trait>(
@@ -68,13 +71,24 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ClientSide<A> {
         'life1: 'async_trait,
         Self: 'async_trait,
     {
-        let stream: Stream = Box::new(ClientStream::new(stream, self.timeouts, self.h2c));
-        // Pingora's loop for what is not plain HTTP/1: h2c (it peeks for the preface first),
-        // HTTP/2 by ALPN, a custom ALPN.
-        if self.h2c || !matches!(stream.selected_alpn_proto(), None | Some(ALPN::H1)) {
+        let mut stream: Stream = Box::new(ClientStream::new(stream, self.timeouts, self.h2c));
+        // Pingora's loop for HTTP/2 by ALPN and a custom ALPN.
+        if !matches!(stream.selected_alpn_proto(), None | Some(ALPN::H1)) {
             return self.app.process_new(stream, shutdown);
         }
-        Box::pin(keepalive::serve(&self.app, &self.closing, stream, shutdown))
+        if !self.h2c || stream.get_ssl_digest().is_some() {
+            return Box::pin(keepalive::serve(&self.app, &self.closing, stream, shutdown));
+        }
+        // h2c: as Pingora does, peek for the HTTP/2 preface first (the peeked bytes are read
+        // again); Pingora's loop for HTTP/2 (it peeks again), ours for HTTP/1.
+        Box::pin(async move {
+            let mut first = [0u8; H2_PREFACE.len()];
+            let peeked = stream.try_peek(&mut first).await.ok()?;
+            if !peeked || first == *H2_PREFACE {
+                return self.app.process_new(stream, shutdown).await;
+            }
+            keepalive::serve(&self.app, &self.closing, stream, shutdown).await
+        })
     }
 
     fn cleanup<'life0, 'async_trait>(
