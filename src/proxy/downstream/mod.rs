@@ -9,6 +9,7 @@
 //! | what | where |
 //! |---|---|
 //! | wrap each connection | [`ClientSide::process_new`] (Pingora's HTTP handling runs unchanged inside) |
+//! | HTTP/1 keep-alive loop | [`keepalive`]: between requests an idle connection holds only its stream, not Pingora's next request state (HTTP/2, by ALPN or h2c's preface, keeps Pingora's loop) |
 //! | keep-alive idle, request head | reads of [`ClientStream`], in [`phase::Phase`]s the hooks signal: [`on_request_head`] (`request_filter`), [`on_request_done`] (`logging`) |
 //! | stalled sending | writes of [`ClientStream`]: no progress for `client_send` ends the connection, and Pingora then drops the backend connection behind it |
 //! | HTTP/2 idle | Pingora's `h2_idle_timeout` (set from `keepalive` where the listener is built) |
@@ -16,14 +17,16 @@
 //! | pipelining | [`on_request_head`] turns on Pingora's in-order pipelining (RFC 9112 §9.3.2) |
 //! | `Server: Pingora` | removed from the proxy's own answers (`answer.rs`) and, by [`ClientStream`], from the heads Pingora writes before any hook (a malformed request's `400`, `CONNECT`'s `405`) |
 
+pub mod keepalive;
 pub mod phase;
 mod stream;
 
 use crate::config::ClientTimeouts;
 use http::header::CONTENT_LENGTH;
+use keepalive::Closing;
 use phase::Signal;
-use pingora_core::apps::ServerApp;
-use pingora_core::protocols::Stream;
+use pingora_core::apps::{HttpServerApp, ServerApp};
+use pingora_core::protocols::{Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
@@ -33,11 +36,12 @@ use std::sync::Arc;
 pub use stream::ClientStream;
 
 /// A listening app (Pingora's HTTP proxy) whose connections are each wrapped in a
-/// [`ClientStream`] with the listener's timeouts.
+/// [`ClientStream`] with the listener's timeouts, HTTP/1 ones served by [`keepalive::serve`].
 pub struct ClientSide<A> {
     app: Arc<A>,
     timeouts: ClientTimeouts,
     h2c: bool,
+    closing: Closing,
 }
 
 impl<A> ClientSide<A> {
@@ -46,13 +50,17 @@ impl<A> ClientSide<A> {
             app: Arc::new(app),
             timeouts,
             h2c,
+            closing: Closing::default(),
         }
     }
 }
 
-// Written out rather than with `#[async_trait]`: the inner app's future is returned as it is,
-// without one more future around it to poll on every wake-up of the connection.
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for ClientSide<A> {
+/// The HTTP/2 connection preface (RFC 9113 §3.4), which an h2c client sends first.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+// Written out rather than with `#[async_trait]`: for HTTP/2 by ALPN the inner app's future is
+// returned as it is, without one more future around it to poll on every wake-up.
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ClientSide<A> {
     fn process_new<'life0, 'life1, 'async_trait>(
         self: &'life0 Arc<Self>,
         stream: Stream,
@@ -63,8 +71,24 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ClientSide<A> {
         'life1: 'async_trait,
         Self: 'async_trait,
     {
-        let stream: Stream = Box::new(ClientStream::new(stream, self.timeouts, self.h2c));
-        self.app.process_new(stream, shutdown)
+        let mut stream: Stream = Box::new(ClientStream::new(stream, self.timeouts, self.h2c));
+        // Pingora's loop for HTTP/2 by ALPN and a custom ALPN.
+        if !matches!(stream.selected_alpn_proto(), None | Some(ALPN::H1)) {
+            return self.app.process_new(stream, shutdown);
+        }
+        if !self.h2c || stream.get_ssl_digest().is_some() {
+            return Box::pin(keepalive::serve(&self.app, &self.closing, stream, shutdown));
+        }
+        // h2c: as Pingora does, peek for the HTTP/2 preface first (the peeked bytes are read
+        // again); Pingora's loop for HTTP/2 (it peeks again), ours for HTTP/1.
+        Box::pin(async move {
+            let mut first = [0u8; H2_PREFACE.len()];
+            let peeked = stream.try_peek(&mut first).await.ok()?;
+            if !peeked || first == *H2_PREFACE {
+                return self.app.process_new(stream, shutdown).await;
+            }
+            keepalive::serve(&self.app, &self.closing, stream, shutdown).await
+        })
     }
 
     fn cleanup<'life0, 'async_trait>(
@@ -74,6 +98,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ClientSide<A> {
         'life0: 'async_trait,
         Self: 'async_trait,
     {
+        self.closing.close();
         self.app.cleanup()
     }
 }
@@ -83,11 +108,13 @@ fn client_stream(session: &Session) -> Option<&ClientStream> {
 }
 
 /// The request head was read (called first thing in `request_filter`): the head timeout no
-/// longer applies, and requests pipelined behind this one are answered after it, in order.
+/// longer applies, requests pipelined behind this one are answered after it, in order, and the
+/// keep-alive loop learns how many bytes this request takes on the connection.
 pub fn on_request_head(session: &mut Session) {
     session.as_downstream_mut().set_pipelining_enabled(true);
     if let Some(stream) = client_stream(session) {
         stream.signal(Signal::HeadRead);
+        stream.report_request_size(keepalive::request_size(session.as_downstream()));
     }
 }
 

@@ -9,20 +9,20 @@
 
 use super::phase::{self, Expiry, Phase, Signal};
 use crate::config::ClientTimeouts;
-use pingora_core::protocols::{
-    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, UniqueID,
-    UniqueIDType, ALPN, IO,
-};
+use pingora_core::protocols::{Peek, Shutdown, Stream, ALPN, IO};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::task::{ready, Context, Poll, Waker};
-use std::time::Duration;
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
+
+mod delegate;
+
+/// [`ClientStream::request_size`] when no size was reported.
+const NO_SIZE: u64 = u64::MAX;
 
 /// A client connection with the listener's timeouts (see the module doc).
 #[derive(Debug)]
@@ -34,6 +34,11 @@ pub struct ClientStream {
     signal: AtomicU8,
     /// Set by hooks: push each write out at once (a `Content-Length` answer still coming in).
     flush_each_write: AtomicBool,
+    /// Bytes read from the client since the connection began.
+    read: u64,
+    /// Set by the request-head hook, taken by the keep-alive loop: the bytes the request takes
+    /// on the connection (head and body), or [`NO_SIZE`].
+    request_size: AtomicU64,
     /// A write was accepted but could not be pushed out yet.
     unflushed: bool,
     /// Since sending stalled: when it gives up.
@@ -65,6 +70,8 @@ impl ClientStream {
             phase,
             signal: AtomicU8::new(Signal::None as u8),
             flush_each_write: AtomicBool::new(false),
+            read: 0,
+            request_size: AtomicU64::new(NO_SIZE),
             unflushed: false,
             stalled_until: None,
             timer: None,
@@ -89,6 +96,27 @@ impl ClientStream {
     /// Push each write out at once (`true`), or leave that to Pingora (`false`).
     pub fn set_flush_each_write(&self, flush: bool) {
         self.flush_each_write.store(flush, Relaxed);
+    }
+
+    /// The request-head hook's report: how many bytes the request takes on the connection, head
+    /// and body, if that is known exactly (`keepalive::request_size`).
+    pub fn report_request_size(&self, size: Option<u64>) {
+        self.request_size.store(size.unwrap_or(NO_SIZE), Relaxed);
+    }
+
+    /// What [`Self::report_request_size`] said since the last call (`None`: nothing, or unknown).
+    pub fn take_request_size(&self) -> Option<u64> {
+        Some(self.request_size.swap(NO_SIZE, Relaxed)).filter(|&size| size != NO_SIZE)
+    }
+
+    /// Bytes read from the client since the connection began.
+    pub fn bytes_read(&self) -> u64 {
+        self.read
+    }
+
+    /// Whether a timeout ended the connection (every read now ends the stream).
+    pub fn is_ended(&self) -> bool {
+        self.ended
     }
 
     fn take_signal(&mut self) {
@@ -270,6 +298,7 @@ impl AsyncRead for ClientStream {
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
+                this.read += (buf.filled().len() - before) as u64;
                 if let Phase::Idle { first, .. } = this.phase {
                     let read = &buf.filled()[before..];
                     if !read.is_empty() {
@@ -379,53 +408,5 @@ impl Peek for ClientStream {
                     "no request in time",
                 ))
             })
-    }
-}
-
-impl UniqueID for ClientStream {
-    fn id(&self) -> UniqueIDType {
-        self.inner.id()
-    }
-}
-
-impl Ssl for ClientStream {
-    fn get_ssl(&self) -> Option<&pingora_core::protocols::tls::TlsRef> {
-        self.inner.get_ssl()
-    }
-    fn get_ssl_digest(&self) -> Option<Arc<pingora_core::protocols::tls::SslDigest>> {
-        self.inner.get_ssl_digest()
-    }
-    fn selected_alpn_proto(&self) -> Option<ALPN> {
-        self.inner.selected_alpn_proto()
-    }
-}
-
-impl GetTimingDigest for ClientStream {
-    fn get_timing_digest(&self) -> Vec<Option<pingora_core::protocols::TimingDigest>> {
-        self.inner.get_timing_digest()
-    }
-    fn get_read_pending_time(&self) -> Duration {
-        self.inner.get_read_pending_time()
-    }
-    fn get_write_pending_time(&self) -> Duration {
-        self.inner.get_write_pending_time()
-    }
-}
-
-impl GetProxyDigest for ClientStream {
-    fn get_proxy_digest(&self) -> Option<Arc<pingora_core::protocols::raw_connect::ProxyDigest>> {
-        self.inner.get_proxy_digest()
-    }
-    fn set_proxy_digest(&mut self, digest: pingora_core::protocols::raw_connect::ProxyDigest) {
-        self.inner.set_proxy_digest(digest)
-    }
-}
-
-impl GetSocketDigest for ClientStream {
-    fn get_socket_digest(&self) -> Option<Arc<pingora_core::protocols::SocketDigest>> {
-        self.inner.get_socket_digest()
-    }
-    fn set_socket_digest(&mut self, digest: pingora_core::protocols::SocketDigest) {
-        self.inner.set_socket_digest(digest)
     }
 }
