@@ -183,13 +183,15 @@ impl Membership {
     }
 
     /// Apply the backends the state file says the API added or removed (at start, before
-    /// anything is served: no slow start). A change that cannot be made is a `warn`.
+    /// anything is served: no slow start): every removal first (a removed backend and one that
+    /// moved to another address), then every addition, so that an addition never clashes with
+    /// the address or name of a backend the file also removes, whatever the entries' order. A
+    /// change that cannot be made is a `warn`.
     pub fn restore(&self, changes: &[Change]) {
+        let mut removals: Vec<(&str, &str)> = Vec::new();
         for change in changes {
-            let done = match change {
-                Change::Remove { pool, name } => {
-                    self.remove(pool, name, false, Origin::Api).map(|_| ())
-                }
+            match change {
+                Change::Remove { pool, name } => removals.push((pool, name)),
                 Change::Add { pool, backend } => {
                     // A backend of that name elsewhere (moved through the API) is replaced.
                     let present = self
@@ -197,13 +199,25 @@ impl Membership {
                         .ok()
                         .and_then(|i| self.pools[i].backend_index(&backend.name));
                     if present.is_some() {
-                        let _ = self.remove(pool, &backend.name, false, Origin::Api);
+                        removals.push((pool, &backend.name));
                     }
-                    self.add(pool, &backend.backend(), true).map(|_| ())
                 }
-            };
-            if let Err(e) = done {
-                log::warn!("state file: cannot restore {change:?}: {e}");
+            }
+        }
+        for (pool, name) in removals {
+            if let Err(e) = self.remove(pool, name, false, Origin::Api) {
+                log::warn!("state file: cannot restore the removal of {pool}/{name}: {e}");
+            }
+        }
+        for change in changes {
+            if let Change::Add { pool, backend } = change {
+                if let Err(e) = self.add(pool, &backend.backend(), true) {
+                    log::warn!(
+                        "state file: cannot restore {pool}/{} at {}: {e}",
+                        backend.name,
+                        backend.addr
+                    );
+                }
             }
         }
     }

@@ -368,3 +368,52 @@ async fn backends_added_and_removed_through_the_api_are_still_so_after_a_restart
         assert_ne!(get(&client, &new.url("/"), None).await.backend(), "iis1");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_put_at_the_addresses_of_removed_ones_come_back_after_a_restart() {
+    let [b1, b2, b3] = TestBackend::start_each(["iis1", "iis2", "iis3"]).await;
+    let place = Place::new();
+    let section = place.section(&[&b1, &b2, &b3], true, "");
+    let mut old = start(&section).await;
+    // `app-b` takes iis2's address; iis1 moves to iis3's. In the file's (alphabetical) order
+    // each addition comes before the removal that frees its address.
+    assert_eq!(remove(&old, "iis2", "").await.0, 200);
+    let app_b = format!("{{\"name\": \"app-b\", \"addr\": \"{}\"}}", b2.addr);
+    assert_eq!(add(&old, "web", &app_b).await.0, 201);
+    assert_eq!(remove(&old, "iis3", "").await.0, 200);
+    assert_eq!(remove(&old, "iis1", "").await.0, 200);
+    let moved = format!("{{\"name\": \"iis1\", \"addr\": \"{}\"}}", b3.addr);
+    assert_eq!(add(&old, "web", &moved).await.0, 201);
+    assert_eq!(listed(&old).await, ["iis1", "app-b"]);
+    let written = eventually(Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(place.state_file()).unwrap_or_default();
+        let b3 = b3.addr.to_string();
+        async move { text.contains("app-b") && text.contains(&b3) && text.contains("removed") }
+    })
+    .await;
+    assert!(written, "{:?}", std::fs::read_to_string(place.state_file()));
+
+    let status = old.terminate(Duration::from_secs(10)).await;
+    assert!(status.is_some(), "SIGTERM stops the proxy:\n{}", old.log());
+    let listen = old.release_sockets().into_iter().next().unwrap();
+    let new = Proxy::start_on(&section, listen).await;
+    common::admin::wait_for_admin(&new).await;
+    assert_eq!(listed(&new).await, ["iis1", "app-b"], "{}", new.log());
+    let client = client();
+    let hits = b1.hits();
+    let mut reached = HashSet::new();
+    for _ in 0..8 {
+        reached.insert(
+            get(&client, &new.url("/"), None)
+                .await
+                .backend()
+                .to_string(),
+        );
+    }
+    // (The demo servers answer with their own names: iis2's and iis3's addresses serve.)
+    assert_eq!(
+        reached,
+        HashSet::from(["iis2".to_string(), "iis3".to_string()])
+    );
+    assert_eq!(b1.hits(), hits, "nothing reaches the old address of iis1");
+}
