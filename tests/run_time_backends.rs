@@ -285,6 +285,16 @@ async fn bad_requests_to_change_backends_are_refused_with_a_reason_and_change_no
             "backend.name: duplicate",
         ),
         (
+            format!("{{\"name\": \"a/b\", {fresh}}}"),
+            400,
+            "backend.name",
+        ),
+        (
+            format!("{{\"name\": \"caf\u{00e9}\", {fresh}}}"),
+            400,
+            "backend.name",
+        ),
+        (
             format!("{{\"name\": \"x\", \"addr\": \"{}\"}}", b1.addr),
             400,
             "backend.addr: duplicate",

@@ -28,6 +28,9 @@ impl AdminApp {
             Ok(b) => b,
             Err(e) => return Reply::error(StatusCode::BAD_REQUEST, e.to_string()),
         };
+        if let Err(reason) = addressable_name(&backend.name) {
+            return Reply::error(StatusCode::BAD_REQUEST, format!("backend.name: {reason}"));
+        }
         let new = NewBackend {
             name: backend.name,
             addr: backend.addr,
@@ -168,6 +171,20 @@ fn membership_refusal(e: &MembershipError) -> Reply {
     Reply::error(status, message)
 }
 
+/// Can a backend added through the API be named `name`? Visible ASCII without `/`, `?`, `#`
+/// and `%`: the API's paths name it afterwards (their segments are taken as they come, not
+/// percent-decoded), a served-by header carries it and the log shows it. (Configured names may
+/// be anything the YAML holds.)
+fn addressable_name(name: &str) -> Result<(), String> {
+    let bad = |c: char| !c.is_ascii_graphic() || matches!(c, '/' | '?' | '#' | '%');
+    match name.chars().find(|c| bad(*c)) {
+        Some(c) => Err(format!(
+            "{name:?}: visible ASCII without '/', '?', '#' or '%' (found {c:?}), so that the API can name it"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// `close_upgraded` of a DELETE's query: absent or `false` → no, `true` → yes; else 400.
 fn close_upgraded_of(query: &str) -> Result<bool, Reply> {
     let mut close = false;
@@ -184,4 +201,21 @@ fn close_upgraded_of(query: &str) -> Result<bool, Reply> {
         }
     }
     Ok(close)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::addressable_name;
+
+    #[test]
+    fn an_api_backend_name_is_visible_ascii_the_paths_can_hold() {
+        for good in ["iis4", "10.0.0.5:8080", "[::1]:80", "app_b-2.eu"] {
+            assert!(addressable_name(good).is_ok(), "{good}");
+        }
+        for bad in ["a/b", "a?b", "a#b", "a%2Fb", "a b", "café", "a\nb", ""] {
+            if !bad.is_empty() {
+                assert!(addressable_name(bad).is_err(), "{bad:?}");
+            }
+        }
+    }
 }

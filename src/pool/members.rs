@@ -184,13 +184,27 @@ pub(super) fn with_added(
         slot.mark_added();
     }
     let mut list = slots.to_vec();
-    let changed = match slots.iter().position(|s| s.name.to_lowercase() == lower) {
-        Some(index) => {
+    // The place of a removed backend of exactly that name (its cookies and records name it);
+    // else, for a discovered address, the place of a removed discovered one, so that a pool
+    // whose DNS answers churn through addresses does not grow without bound (the records that
+    // named the old address now reach the new one, as a rebalance would have sent them on).
+    let returning = slots.iter().position(|s| s.name == backend.name);
+    let recycled = || {
+        (backend.origin == Origin::Discovery)
+            .then(|| {
+                slots
+                    .iter()
+                    .position(|s| s.is_removed() && s.origin == Origin::Discovery)
+            })
+            .flatten()
+    };
+    let changed = match returning
+        .map(|i| (i, true))
+        .or_else(|| recycled().map(|i| (i, false)))
+    {
+        Some((index, returned)) => {
             list[index] = slot;
-            Changed {
-                index,
-                returned: true,
-            }
+            Changed { index, returned }
         }
         None if slots.len() >= MAX_SLOTS => return Err(ChangeError::Full),
         None => {
@@ -275,7 +289,7 @@ mod tests {
         );
         list[0].set_removed(true);
         assert_eq!(present_index(&list, "a"), None);
-        let (list, changed) = with_added(&list, &t, &new("A", 4), false).unwrap();
+        let (list, changed) = with_added(&list, &t, &new("a", 4), false).unwrap();
         assert_eq!(
             changed,
             Changed {
@@ -283,6 +297,11 @@ mod tests {
                 returned: true
             }
         );
+        // Another case is another name (cookies and records compare names exactly).
+        list[0].set_removed(true);
+        let (moved, changed) = with_added(&list, &t, &new("A", 5), false).unwrap();
+        assert_eq!((changed.index, moved.len()), (2, 3));
+        list[0].set_removed(false);
         assert_eq!(list.len(), 2);
         assert_eq!(list[0].addr.port(), 4);
         assert!(list[0].is_usable());
@@ -299,6 +318,33 @@ mod tests {
         // A removed backend's address is free again.
         list[0].set_removed(true);
         assert!(with_added(&list, &t, &new("b", 2), false).is_ok());
+    }
+
+    #[test]
+    fn a_new_discovered_address_takes_the_place_of_a_removed_discovered_one() {
+        let t = template();
+        let found = |name: &str, port: u16| NewBackend {
+            origin: Origin::Discovery,
+            ..new(name, port)
+        };
+        let list = vec![
+            Arc::new(t.slot(&new("a", 2))),
+            Arc::new(t.slot(&found("d1", 3))),
+        ];
+        list[1].set_removed(true);
+        // Not for a backend the API adds, nor over a removed configured or API backend.
+        let (api, changed) = with_added(&list, &t, &new("b", 4), false).unwrap();
+        assert_eq!((changed.index, api.len()), (2, 3));
+        list[0].set_removed(true);
+        let (list, changed) = with_added(&list, &t, &found("d2", 4), false).unwrap();
+        assert_eq!(
+            changed,
+            Changed {
+                index: 1,
+                returned: false
+            }
+        );
+        assert_eq!((list.len(), list[1].name.as_str()), (2, "d2"));
     }
 
     #[test]
