@@ -96,12 +96,29 @@ impl CookieTable {
         // how much of a guessed value was right.
         let mut found = None;
         for (index, known) in self.values.iter().enumerate() {
-            if bool::from(known.ct_eq(&decoded)) {
+            if same_bytes(known, &decoded) {
                 found = Some(index);
             }
         }
         found
     }
+}
+
+/// Whether `a` and `b` are equal, in time that does not depend on where they differ: the
+/// differences of every 8-byte word are folded together and only the fold is tested (in
+/// constant time, by `subtle`). Four word compares for a 32-byte value, where `subtle`'s
+/// byte-wise `ct_eq` makes 32 guarded ones (about 300 instructions per backend per request).
+pub fn same_bytes<const N: usize>(a: &[u8; N], b: &[u8; N]) -> bool {
+    let (a_words, a_rest) = a.as_chunks::<8>();
+    let (b_words, b_rest) = b.as_chunks::<8>();
+    let mut difference = 0u64;
+    for (x, y) in a_words.iter().zip(b_words) {
+        difference |= u64::from_ne_bytes(*x) ^ u64::from_ne_bytes(*y);
+    }
+    for (x, y) in a_rest.iter().zip(b_rest) {
+        difference |= u64::from(x ^ y);
+    }
+    bool::from(difference.ct_eq(&0))
 }
 
 /// Iterate over the values of every cookie called `name` in a `Cookie` header value, in order.
@@ -249,6 +266,21 @@ mod tests {
         CookieFormat::Keyed {
             secret: secret.as_bytes().to_vec(),
         }
+    }
+
+    #[test]
+    fn same_bytes_finds_a_difference_in_any_byte_whole_words_or_not() {
+        let value = [7u8; 32];
+        assert!(same_bytes(&value, &value));
+        for at in 0..32 {
+            let mut other = value;
+            other[at] ^= 0x80;
+            assert!(!same_bytes(&value, &other), "byte {at}");
+        }
+        let short = *b"twelve bytes";
+        assert!(same_bytes(&short, b"twelve bytes"));
+        assert!(!same_bytes(&short, b"twelve byteZ"));
+        assert!(!same_bytes(&short, b"Twelve bytes"));
     }
 
     #[test]

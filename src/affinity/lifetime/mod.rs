@@ -21,9 +21,9 @@ mod issue;
 
 pub use issue::DatedIssue;
 
+use super::cookie::same_bytes;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use subtle::ConstantTimeEq;
 
 /// Bytes of a backend's id in a dated value.
 pub const ID_LEN: usize = 16;
@@ -150,7 +150,7 @@ impl DatedCodec {
 
     /// Whether the value's tag is the one its id and dates have (constant time).
     pub fn verify(&self, value: &DatedValue) -> bool {
-        bool::from(self.tag(&value.id, value.dates).ct_eq(&value.tag))
+        same_bytes(&self.tag(&value.id, value.dates), &value.tag)
     }
 
     /// The value (lowercase ASCII) for backend `id` with `dates`.
@@ -209,7 +209,7 @@ impl DatedIds {
         let verified = self.codec.verify(&value);
         let mut found = None;
         for (index, known) in self.ids.iter().enumerate() {
-            if bool::from(known.ct_eq(&value.id)) {
+            if same_bytes(known, &value.id) {
                 found = Some(index);
             }
         }
