@@ -153,6 +153,27 @@ async fn a_request_with_a_body_and_the_next_request_in_one_segment_are_both_answ
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_longer_than_the_first_read_after_an_idle_period_is_answered_with_the_request_behind_it(
+) {
+    // The wait between requests reads up to 4 KiB and keeps it for Pingora; a longer head
+    // (here 12 KB of one header, a body, then the next request, all in one write) must reach
+    // the backend whole, with the request behind it in order.
+    let backend = TestBackend::start("iis1").await;
+    let proxy = Proxy::start(&one_pool(&[&backend], "")).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    exchange(&mut stream, &[(get("first"), "first")]).await;
+    for round in 0..3 {
+        tokio::time::sleep(IDLE).await;
+        let padding = "p".repeat(12_000 + round * 1_000);
+        let post = format!(
+            "POST /header/X-Order/long HTTP/1.1\r\nHost: t\r\nX-Padding: {padding}\r\nContent-Length: 5\r\n\r\nhello"
+        );
+        let got = exchange(&mut stream, &[(post, "long"), (get("behind"), "behind")]).await;
+        assert!(has_header(&got[0], "x-echo-body-length", "5"), "{}", got[0]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_tls_idle_connections_answer_a_pipelined_pair_and_a_body_with_a_request_behind_it() {
     let backend = TestBackend::start("iis1").await;
     let port = Port::new();

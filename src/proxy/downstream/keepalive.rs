@@ -4,8 +4,9 @@
 //! for the client inside it: about 23 KB held by every idle kept-alive connection).
 //!
 //! Between two requests this loop waits for the client's next bytes holding only the stream (a
-//! zero-length read through [`ClientStream`], under its keep-alive deadline), and lets Pingora
-//! build the next request's state when they arrive. It may wait on the socket only when Pingora
+//! zero-capacity read of [`ClientStream`], under its keep-alive deadline: the stream reads the
+//! bytes when they come and keeps them for Pingora's first read, so waiting costs no system
+//! call of its own), and lets Pingora build the next request's state when they arrive. It may wait on the socket only when Pingora
 //! holds none of the client's bytes: a request pipelined behind the last one, already read and
 //! kept in the persistent settings, would otherwise wait for bytes that never come. Pingora has
 //! no way to ask, so the loop counts: [`Accounting`] compares the bytes [`ClientStream`] read

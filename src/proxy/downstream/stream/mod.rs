@@ -20,6 +20,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
 mod delegate;
+mod held;
+
+use held::Held;
 
 /// [`ClientStream::request_size`] when no size was reported.
 const NO_SIZE: u64 = u64::MAX;
@@ -55,6 +58,8 @@ pub struct ClientStream {
     /// A head being written without its `Server` line: the edited bytes, how many went out,
     /// and the caller's length.
     edit: Option<(Vec<u8>, usize, usize)>,
+    /// Bytes read while the keep-alive loop waited, not yet read by Pingora.
+    held: Held,
 }
 
 impl ClientStream {
@@ -79,6 +84,7 @@ impl ClientStream {
             ended: false,
             h2c,
             edit: None,
+            held: Held::default(),
         }
     }
 
@@ -295,6 +301,24 @@ impl AsyncRead for ClientStream {
         if let Poll::Ready(Err(e)) = this.poll_pending_flush(cx) {
             return Poll::Ready(Err(e));
         }
+        if buf.remaining() == 0 {
+            return this.poll_wait_for_bytes(cx);
+        }
+        if this.held.serve(buf) {
+            return Poll::Ready(Ok(()));
+        }
+        this.poll_read_client(cx, buf)
+    }
+}
+
+impl ClientStream {
+    /// Read from the client: counted, moving the phase on, under the read deadline.
+    fn poll_read_client(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self;
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
@@ -393,8 +417,8 @@ impl Shutdown for ClientStream {
 
 #[async_trait::async_trait]
 impl Peek for ClientStream {
-    /// Pingora peeks for the h2c preface before reading anything: bounded by the first
-    /// request's deadline (an error closes the connection).
+    /// Pingora peeks for the h2c preface before reading anything (so before anything is
+    /// [`held`]): bounded by the first request's deadline (an error closes the connection).
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
         let Some(deadline) = self.phase.read_deadline() else {
             return self.inner.try_peek(buf).await;
