@@ -5,16 +5,17 @@
 //!
 //! Between two requests this loop waits for the client's next bytes holding only the stream (a
 //! zero-capacity read of [`ClientStream`], under its keep-alive deadline: the stream reads the
-//! bytes when they come and keeps them for Pingora's first read, so waiting costs no system
-//! call of its own), and lets Pingora build the next request's state when they arrive. It may wait on the socket only when Pingora
-//! holds none of the client's bytes: a request pipelined behind the last one, already read and
-//! kept in the persistent settings, would otherwise wait for bytes that never come. Pingora has
-//! no way to ask, so the loop counts: [`Accounting`] compares the bytes [`ClientStream`] read
-//! since the last wait with the sizes of the requests served since then (head and body, each
-//! reported by the request-head hook, [`request_size`]). Equal: nothing is held, wait on the
-//! socket. Otherwise, or when a size is unknown, do as Pingora does for that idle period (build
-//! the next session at once, with what it holds); the count carries on, so the next idle period
-//! after a pipelined burst or a `POST` with a request behind it waits on the socket again.
+//! bytes when they come and keeps them for Pingora's first read, so waiting costs no system call of
+//! its own), and lets Pingora build the next request's state when they arrive. It may wait on the
+//! socket only when Pingora holds none of the client's bytes: a request pipelined behind the last
+//! one, already read and kept in the persistent settings, would otherwise wait for bytes that never
+//! come. Pingora has no way to ask, so the loop counts: [`Accounting`] compares the bytes
+//! [`ClientStream`] read since the last wait with the sizes of the requests served since then (head
+//! and body, each reported by the request-head hook, [`request_size`]). Equal: nothing is held,
+//! wait on the socket. Otherwise, or when a size is unknown, do as Pingora does for that idle
+//! period (build the next session at once, with what it holds); the count carries on, so the next
+//! idle period after a pipelined burst or a `POST` with a request behind it waits on the socket
+//! again.
 //!
 //! Shutdown: [`Closing`] ends the connections waiting here when the service stops (Pingora's
 //! own `cleanup` ends those waiting in its sessions).

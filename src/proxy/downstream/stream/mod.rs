@@ -318,18 +318,17 @@ impl ClientStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self;
         let before = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                this.read += (buf.filled().len() - before) as u64;
-                if let Phase::Idle { first, .. } = this.phase {
+                self.read += (buf.filled().len() - before) as u64;
+                if let Phase::Idle { first, .. } = self.phase {
                     let read = &buf.filled()[before..];
                     if !read.is_empty() {
-                        this.phase = if first && this.h2c && phase::is_h2_preface(read) {
+                        self.phase = if first && self.h2c && phase::is_h2_preface(read) {
                             Phase::Http2
                         } else {
-                            this.phase.on_bytes(Instant::now(), &this.timeouts)
+                            self.phase.on_bytes(Instant::now(), &self.timeouts)
                         };
                     }
                 }
@@ -337,8 +336,8 @@ impl ClientStream {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
-                let ending = ready!(this.poll_deadlines(cx));
-                Poll::Ready(this.end(ending))
+                let ending = ready!(self.poll_deadlines(cx));
+                Poll::Ready(self.end(ending))
             }
         }
     }
