@@ -4,6 +4,7 @@
 //! loopback addresses, and a real client. The records change under the running proxy: an added
 //! address takes new sessions, a removed one's sessions move on with a new cookie, an address
 //! that comes back gets its old cookies, and a DNS server that stops answering changes nothing.
+//! A pool whose name does not resolve yet answers 503 until it does.
 
 mod common;
 use common::admin::Place;
@@ -127,4 +128,35 @@ async fn a_pool_follows_its_dns_name_as_the_records_change_and_keeps_serving_whe
         "{}",
         proxy.log()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_with_only_discovery_answers_503_until_its_name_resolves_and_then_serves() {
+    let backends = TestBackend::start_on_one_port(&[("app-a", Ipv4Addr::new(127, 0, 0, 2))]).await;
+    let port = backends[0].addr.port();
+    let dns = DnsServer::start("test.").await;
+    let app = dns.name("app");
+    let place = Place::new();
+    let section = format!(
+        "sticky:\n  listeners:\n    - addr: \"{{listen}}\"\n  admin: {{ addr: \"{{admin}}\", token_file: \"{}\" }}\n  pools:\n    - name: web\n      backends: []\n      discovery: {{ type: dns, name: \"{app}\", port: {port}, interval_seconds: 1, nameservers: [\"{}\"] }}\n{KEYED_AFFINITY}",
+        place.token_file().display(),
+        dns.addr,
+    );
+    // The name has no records yet: the proxy starts, and answers 503 (no backend named).
+    let proxy = Proxy::start(&section).await;
+    common::admin::wait_for_admin(&proxy).await;
+    let client = client();
+    let empty = get(&client, &proxy.url("/"), None).await;
+    assert_eq!(empty.status, 503, "{empty:?}");
+    assert!(!empty.body.contains("127.0.0.2"), "{empty:?}");
+    assert!(listed(&proxy).await.is_empty());
+
+    // Once it resolves, the address is a backend and takes sessions.
+    dns.set(&app, &[IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))])
+        .await;
+    wait_listed(&proxy, &[&backends[0].addr.to_string()]).await;
+    let served = get(&client, &proxy.url("/"), None).await;
+    assert_eq!(served.status, 200, "{served:?}");
+    assert_eq!(served.backend(), "app-a");
+    assert!(served.cookie("ARRAffinity").is_some(), "{served:?}");
 }
