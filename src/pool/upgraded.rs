@@ -7,10 +7,17 @@
 //! is closed with it (HAProxy `shutdown sessions server`). Because the duplicate is ours, the
 //! descriptor number can never be reused by another connection while it is registered; it is
 //! closed when the request ends (the registration drops).
+//!
+//! A connection is registered only once connected, a moment after its backend was chosen; a
+//! close in between would miss it. So a request takes a [`Ticket`] when it chooses the backend,
+//! and a registration whose backend was closed after that ticket is shut down at once instead.
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU64,
+    Ordering::{AcqRel, Acquire, Relaxed},
+};
 use std::sync::{Arc, Mutex, PoisonError};
 
 #[derive(Debug)]
@@ -23,8 +30,21 @@ struct Entry {
 #[derive(Debug, Default)]
 pub struct UpgradedConnections {
     next_id: AtomicU64,
-    entries: Mutex<HashMap<u64, Entry>>,
+    /// Counts the calls of [`UpgradedConnections::close_backend`] (a close's number).
+    closes: AtomicU64,
+    entries: Mutex<Entries>,
 }
+
+#[derive(Debug, Default)]
+struct Entries {
+    open: HashMap<u64, Entry>,
+    /// Each backend's latest close, by number.
+    closed_at: HashMap<usize, u64>,
+}
+
+/// Taken when an upgrade's backend is chosen: the closes made before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket(u64);
 
 /// A registered connection; dropping it forgets the connection (and closes our duplicate).
 #[derive(Debug)]
@@ -35,25 +55,45 @@ pub struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.registry.lock().remove(&self.id);
+        self.registry.lock().open.remove(&self.id);
     }
 }
 
 impl UpgradedConnections {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// What a request takes when it chooses an upgrade's backend, for [`Self::register_socket`].
+    pub fn ticket(&self) -> Ticket {
+        Ticket(self.closes.load(Acquire))
+    }
+
     /// Remember the upgraded connection to `backend` on socket `fd` (a live descriptor of the
-    /// caller's); `None` if it cannot be duplicated.
-    pub fn register_socket(self: &Arc<Self>, backend: usize, fd: RawFd) -> Option<Registration> {
+    /// caller's), chosen when `ticket` was taken; `None` if it cannot be duplicated, or if the
+    /// backend's connections were closed since the ticket: then this one is shut down too.
+    pub fn register_socket(
+        self: &Arc<Self>,
+        backend: usize,
+        fd: RawFd,
+        ticket: Ticket,
+    ) -> Option<Registration> {
         // SAFETY: `fd` is the caller's open socket for the duration of this call; we only
         // duplicate it.
         let socket = unsafe { BorrowedFd::borrow_raw(fd) }
             .try_clone_to_owned()
             .ok()?;
+        let mut entries = self.lock();
+        if entries
+            .closed_at
+            .get(&backend)
+            .is_some_and(|&at| at > ticket.0)
+        {
+            shut_down(&socket);
+            return None;
+        }
         let id = self.next_id.fetch_add(1, Relaxed);
-        self.lock().insert(id, Entry { backend, socket });
+        entries.open.insert(id, Entry { backend, socket });
         Some(Registration {
             registry: self.clone(),
             id,
@@ -63,7 +103,7 @@ impl UpgradedConnections {
     /// Upgraded connections per backend index (`backends` long).
     pub fn count_by_backend(&self, backends: usize) -> Vec<usize> {
         let mut counts = vec![0; backends];
-        for entry in self.lock().values() {
+        for entry in self.lock().open.values() {
             if let Some(c) = counts.get_mut(entry.backend) {
                 *c += 1;
             }
@@ -71,25 +111,34 @@ impl UpgradedConnections {
         counts
     }
 
-    /// Shut down every upgraded connection to `backend`; returns how many were closed.
+    /// Shut down every upgraded connection to `backend`, and those chosen before this call and
+    /// registered after it; returns how many were closed now.
     pub fn close_backend(&self, backend: usize) -> usize {
         let mut entries = self.lock();
+        let number = self.closes.fetch_add(1, AcqRel) + 1;
+        entries.closed_at.insert(backend, number);
         let ids: Vec<u64> = entries
+            .open
             .iter()
             .filter(|(_, e)| e.backend == backend)
             .map(|(id, _)| *id)
             .collect();
         let mut closed = 0;
         for id in ids {
-            if let Some(entry) = entries.remove(&id) {
-                // SAFETY: `shutdown` takes a descriptor we own and has no memory effects.
-                if unsafe { libc::shutdown(entry.socket.as_raw_fd(), libc::SHUT_RDWR) } == 0 {
+            if let Some(entry) = entries.open.remove(&id) {
+                if shut_down(&entry.socket) {
                     closed += 1;
                 }
             }
         }
         closed
     }
+}
+
+/// `shutdown(2)` both directions of a socket of ours; whether it worked.
+fn shut_down(socket: &OwnedFd) -> bool {
+    // SAFETY: `shutdown` takes a descriptor we own and has no memory effects.
+    unsafe { libc::shutdown(socket.as_raw_fd(), libc::SHUT_RDWR) == 0 }
 }
 
 #[cfg(test)]
@@ -106,8 +155,12 @@ mod tests {
         let b = std::net::TcpStream::connect(addr).unwrap();
         let (mut b_server, _) = listener.accept().unwrap();
         let registry = Arc::new(UpgradedConnections::default());
-        let reg_a = registry.register_socket(0, a.as_raw_fd()).unwrap();
-        let _reg_b = registry.register_socket(1, b.as_raw_fd()).unwrap();
+        let reg_a = registry
+            .register_socket(0, a.as_raw_fd(), registry.ticket())
+            .unwrap();
+        let _reg_b = registry
+            .register_socket(1, b.as_raw_fd(), registry.ticket())
+            .unwrap();
         assert_eq!(registry.count_by_backend(2), [1, 1]);
 
         assert_eq!(registry.close_backend(0), 1);
@@ -128,7 +181,9 @@ mod tests {
         let s = std::net::TcpStream::connect(addr).unwrap();
         let (mut server, _) = listener.accept().unwrap();
         let registry = Arc::new(UpgradedConnections::default());
-        let _reg = registry.register_socket(0, s.as_raw_fd()).unwrap();
+        let _reg = registry
+            .register_socket(0, s.as_raw_fd(), registry.ticket())
+            .unwrap();
         // The caller closes its descriptor (its number may now be reused by anyone): our
         // duplicate keeps the same connection.
         drop(s);
@@ -142,10 +197,42 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let s = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let registry = Arc::new(UpgradedConnections::default());
-        let reg = registry.register_socket(3, s.as_raw_fd()).unwrap();
+        let reg = registry
+            .register_socket(3, s.as_raw_fd(), registry.ticket())
+            .unwrap();
         assert_eq!(registry.count_by_backend(4), [0, 0, 0, 1]);
         drop(reg);
         assert_eq!(registry.count_by_backend(4), [0, 0, 0, 0]);
         assert_eq!(registry.close_backend(3), 0);
+    }
+
+    #[test]
+    fn a_connection_chosen_before_its_backend_was_closed_is_shut_down_when_it_registers() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let registry = Arc::new(UpgradedConnections::default());
+        let chosen_before = registry.ticket();
+        let other_backend = registry.ticket();
+        assert_eq!(registry.close_backend(0), 0, "nothing registered yet");
+        let chosen_after = registry.ticket();
+
+        let late = std::net::TcpStream::connect(addr).unwrap();
+        let (mut late_server, _) = listener.accept().unwrap();
+        assert!(registry
+            .register_socket(0, late.as_raw_fd(), chosen_before)
+            .is_none());
+        let mut buf = [0u8; 1];
+        assert_eq!(late_server.read(&mut buf).unwrap(), 0, "shut down at once");
+
+        // Chosen after the close, or for another backend: registered as usual.
+        let fresh = std::net::TcpStream::connect(addr).unwrap();
+        let _fresh = registry
+            .register_socket(0, fresh.as_raw_fd(), chosen_after)
+            .unwrap();
+        let other = std::net::TcpStream::connect(addr).unwrap();
+        let _other = registry
+            .register_socket(1, other.as_raw_fd(), other_backend)
+            .unwrap();
+        assert_eq!(registry.count_by_backend(2), [1, 1]);
     }
 }

@@ -36,6 +36,9 @@ pub(crate) async fn peer(
     }
     // A retry: the previous attempt no longer counts as in flight.
     ctx.attempt.in_flight = None;
+    // An upgrade's ticket, taken before its backend is chosen: a close of that backend's
+    // upgraded connections from now on also closes this one (`pool::upgraded`).
+    ctx.attempt.upgrade_ticket = gate.then(|| route.pool.upgraded.ticket());
     // One list of the pool's backends for the decision and the attempt (backends added or
     // removed meanwhile count from the next request on).
     let slots = route.pool.slots();

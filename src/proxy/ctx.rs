@@ -83,6 +83,8 @@ pub struct Attempt {
     pub held_body: bool,
     /// An upgrade request's gate: see [`crate::pool::upgrade_gate`].
     pub upgrade_gate: Option<std::sync::Arc<crate::pool::upgrade_gate::Gate>>,
+    /// Taken before an upgrade's backend was chosen: see [`crate::pool::upgraded::Ticket`].
+    pub upgrade_ticket: Option<crate::pool::upgraded::Ticket>,
     /// This request's upgraded upstream connection, while it is registered for closing.
     pub upgraded: Option<crate::pool::upgraded::Registration>,
 }

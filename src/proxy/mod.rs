@@ -177,8 +177,12 @@ impl ProxyHttp for StickyProxy {
         #[cfg(unix)]
         if let Some(gate) = &ctx.attempt.upgrade_gate {
             let fd = upgrade::connected(gate, fd);
-            if let (Some(route), Some(backend)) = (self.route(ctx), ctx.attempt.backend) {
-                ctx.attempt.upgraded = route.pool.upgraded.register_socket(backend, fd);
+            if let (Some(route), Some(backend), Some(ticket)) = (
+                self.route(ctx),
+                ctx.attempt.backend,
+                ctx.attempt.upgrade_ticket,
+            ) {
+                ctx.attempt.upgraded = route.pool.upgraded.register_socket(backend, fd, ticket);
             }
         }
         Ok(())
