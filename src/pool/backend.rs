@@ -39,9 +39,19 @@ impl BackendStateCode for BackendState {
 /// Seconds in the pinned-request window.
 const WINDOW_SECONDS: u64 = 60;
 
+/// The next [`BackendSlot::id`].
+static NEXT_SLOT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A slot's [`BackendSlot::id`] on the balancer's [`pingora_load_balancing::Backend`]s (their
+/// `ext`), so that the health checker's callbacks reach the slot they were checking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotId(pub u64);
+
 /// One configured backend and its live state.
 #[derive(Debug)]
 pub struct BackendSlot {
+    /// Unique in the process: tells this slot from one put later at the same address.
+    pub id: u64,
     pub name: String,
     pub addr: SocketAddr,
     pub weight: u32,
@@ -86,6 +96,7 @@ impl BackendSlot {
         host_when_missing: http::HeaderValue,
     ) -> Self {
         BackendSlot {
+            id: NEXT_SLOT_ID.fetch_add(1, Relaxed),
             name,
             addr,
             weight,

@@ -2,6 +2,7 @@
 //! is mirrored into our [`BackendSlot`]s (the request path then reads one atomic) and logged
 //! with the backend's name.
 
+use super::backend::SlotId;
 use super::members::SharedSlots;
 use super::BackendSlot;
 use crate::config::BackendState;
@@ -25,13 +26,19 @@ pub fn mirrored(
 }
 
 /// The present (not removed) backend at `target`'s address.
+/// The present slot a health check's `target` stands for: the one whose id it carries (a check
+/// still running for a backend removed meanwhile finds none, even if another backend is at that
+/// address now), or, for a target without one, the present slot at its address.
 fn slot_of(slots: &SharedSlots, target: &Backend) -> Option<Arc<BackendSlot>> {
-    let addr = target.addr.as_inet()?;
-    slots
-        .load()
-        .iter()
-        .find(|s| &s.addr == addr && !s.is_removed())
-        .cloned()
+    let slots = slots.load();
+    let mut present = slots.iter().filter(|s| !s.is_removed());
+    match target.ext.get::<SlotId>() {
+        Some(&SlotId(id)) => present.find(|s| s.id == id).cloned(),
+        None => {
+            let addr = target.addr.as_inet()?;
+            present.find(|s| &s.addr == addr).cloned()
+        }
+    }
 }
 
 fn build_check(
@@ -126,5 +133,45 @@ impl HealthCheck for MirroredHealthCheck {
 
     fn health_threshold(&self, success: bool) -> usize {
         self.inner.health_threshold(success)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::members::{crate_backends, with_added, NewBackend, Origin, SlotTemplate};
+    use super::*;
+    use crate::config::BackendState;
+    use std::net::SocketAddr;
+
+    fn new(name: &str) -> NewBackend {
+        NewBackend {
+            name: name.into(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 9)),
+            weight: 1,
+            state: BackendState::Active,
+            origin: Origin::Api,
+        }
+    }
+
+    #[test]
+    fn a_check_of_a_removed_backend_reaches_no_slot_even_with_another_at_its_address() {
+        let yaml = "sticky:\n  listeners: [{ addr: \"127.0.0.1:1\" }]\n  pools:\n    - name: p\n      backends: [{ name: a, addr: \"127.0.0.1:2\" }]\n";
+        let config = crate::config::load_str(yaml).unwrap();
+        let template = SlotTemplate::new(&config.pools[0], None);
+        let first = vec![Arc::new(template.slot(&new("old")))];
+        // What the health checker holds for the first backend at 127.0.0.1:9.
+        let checked = crate_backends(&first).into_iter().next().unwrap();
+        first[0].set_removed(true);
+        let (list, _) = with_added(&first, &template, &new("new"), false).unwrap();
+        let slots: SharedSlots = Arc::new(arc_swap::ArcSwap::from_pointee(list));
+        assert!(slot_of(&slots, &checked).is_none(), "a stale check");
+        // The checker's target for the new backend reaches it; one without an id, by address.
+        let current = crate_backends(&slots.load()).into_iter().next().unwrap();
+        assert_eq!(slot_of(&slots, &current).unwrap().name, "new");
+        let plain = Backend {
+            ext: http::Extensions::new(),
+            ..current
+        };
+        assert_eq!(slot_of(&slots, &plain).unwrap().name, "new");
     }
 }
