@@ -39,24 +39,16 @@ impl BackendStateCode for BackendState {
 /// Seconds in the pinned-request window.
 const WINDOW_SECONDS: u64 = 60;
 
-/// The next [`BackendSlot::id`].
-static NEXT_SLOT_ID: AtomicU64 = AtomicU64::new(1);
-
-/// A slot's [`BackendSlot::id`] on the balancer's [`pingora_load_balancing::Backend`]s (their
-/// `ext`), so that the health checker's callbacks reach the slot they were checking.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SlotId(pub u64);
-
 /// One configured backend and its live state.
 #[derive(Debug)]
 pub struct BackendSlot {
-    /// Unique in the process: tells this slot from one put later at the same address.
-    pub id: u64,
     pub name: String,
     pub addr: SocketAddr,
     pub weight: u32,
     /// Mirrored from the health checker; `true` until a check says otherwise.
     pub healthy: AtomicBool,
+    /// A health check of this slot has begun (see [`BackendSlot::health_flip_applies`]).
+    health_checked: AtomicBool,
     state: AtomicU8,
     /// Requests currently being served.
     pub in_flight: AtomicUsize,
@@ -96,11 +88,11 @@ impl BackendSlot {
         host_when_missing: http::HeaderValue,
     ) -> Self {
         BackendSlot {
-            id: NEXT_SLOT_ID.fetch_add(1, Relaxed),
             name,
             addr,
             weight,
             healthy: AtomicBool::new(true),
+            health_checked: AtomicBool::new(false),
             state: AtomicU8::new(state.to_u8()),
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
@@ -151,6 +143,19 @@ impl BackendSlot {
 
     /// Set the health (from the health checker); back to taking new sessions, its slow start
     /// begins.
+    /// A health check of this slot begins.
+    pub fn health_check_begins(&self) {
+        self.health_checked.store(true, Relaxed);
+    }
+
+    /// Whether a health flip reported for this slot's address is about this slot: not before
+    /// any check of it began. A check still running for a backend removed meanwhile reports for
+    /// its address, where another backend may be now: that backend has not been checked yet
+    /// (the checker's passes do not overlap), so the flip is not its own.
+    pub fn health_flip_applies(&self) -> bool {
+        self.health_checked.load(Relaxed)
+    }
+
     pub fn set_healthy(&self, healthy: bool) {
         let before = self.takes_new_sessions();
         self.healthy.store(healthy, Relaxed);

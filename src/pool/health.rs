@@ -2,7 +2,6 @@
 //! is mirrored into our [`BackendSlot`]s (the request path then reads one atomic) and logged
 //! with the backend's name.
 
-use super::backend::SlotId;
 use super::members::SharedSlots;
 use super::BackendSlot;
 use crate::config::BackendState;
@@ -26,19 +25,13 @@ pub fn mirrored(
 }
 
 /// The present (not removed) backend at `target`'s address.
-/// The present slot a health check's `target` stands for: the one whose id it carries (a check
-/// still running for a backend removed meanwhile finds none, even if another backend is at that
-/// address now), or, for a target without one, the present slot at its address.
 fn slot_of(slots: &SharedSlots, target: &Backend) -> Option<Arc<BackendSlot>> {
-    let slots = slots.load();
-    let mut present = slots.iter().filter(|s| !s.is_removed());
-    match target.ext.get::<SlotId>() {
-        Some(&SlotId(id)) => present.find(|s| s.id == id).cloned(),
-        None => {
-            let addr = target.addr.as_inet()?;
-            present.find(|s| &s.addr == addr).cloned()
-        }
-    }
+    let addr = target.addr.as_inet()?;
+    slots
+        .load()
+        .iter()
+        .find(|s| &s.addr == addr && !s.is_removed())
+        .cloned()
 }
 
 fn build_check(
@@ -99,10 +92,17 @@ struct MirroredHealthCheck {
 #[async_trait]
 impl HealthCheck for MirroredHealthCheck {
     async fn check(&self, target: &Backend) -> pingora_core::Result<()> {
+        let slot = slot_of(&self.slots, target);
+        if let Some(slot) = &slot {
+            slot.health_check_begins();
+        }
         // A disabled backend is not checked: it may be down for maintenance on purpose. It keeps
         // the health it had, and is checked again once re-enabled.
-        if slot_of(&self.slots, target).is_some_and(|s| s.state() == BackendState::Disabled) {
-            return if slot_of(&self.slots, target).is_some_and(|s| s.is_healthy()) {
+        if slot
+            .as_ref()
+            .is_some_and(|s| s.state() == BackendState::Disabled)
+        {
+            return if slot.as_ref().is_some_and(|s| s.is_healthy()) {
                 Ok(())
             } else {
                 pingora_core::Error::e_explain(
@@ -115,7 +115,7 @@ impl HealthCheck for MirroredHealthCheck {
     }
 
     async fn health_status_change(&self, target: &Backend, healthy: bool) {
-        if let Some(slot) = slot_of(&self.slots, target) {
+        if let Some(slot) = slot_of(&self.slots, target).filter(|s| s.health_flip_applies()) {
             slot.set_healthy(healthy);
             log::warn!(
                 "backend {} is now {}",
@@ -140,8 +140,20 @@ impl HealthCheck for MirroredHealthCheck {
 mod tests {
     use super::super::members::{crate_backends, with_added, NewBackend, Origin, SlotTemplate};
     use super::*;
-    use crate::config::BackendState;
     use std::net::SocketAddr;
+
+    /// A check that always fails (what it answers does not matter here).
+    struct Failing;
+
+    #[async_trait]
+    impl HealthCheck for Failing {
+        async fn check(&self, _target: &Backend) -> pingora_core::Result<()> {
+            pingora_core::Error::e_explain(pingora_core::ErrorType::ConnectRefused, "test")
+        }
+        fn health_threshold(&self, _success: bool) -> usize {
+            1
+        }
+    }
 
     fn new(name: &str) -> NewBackend {
         NewBackend {
@@ -153,25 +165,40 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_check_of_a_removed_backend_reaches_no_slot_even_with_another_at_its_address() {
+    #[tokio::test]
+    async fn a_flip_of_a_check_begun_before_its_backend_was_replaced_leaves_the_new_one_alone() {
         let yaml = "sticky:\n  listeners: [{ addr: \"127.0.0.1:1\" }]\n  pools:\n    - name: p\n      backends: [{ name: a, addr: \"127.0.0.1:2\" }]\n";
         let config = crate::config::load_str(yaml).unwrap();
         let template = SlotTemplate::new(&config.pools[0], None);
         let first = vec![Arc::new(template.slot(&new("old")))];
-        // What the health checker holds for the first backend at 127.0.0.1:9.
-        let checked = crate_backends(&first).into_iter().next().unwrap();
+        let slots: SharedSlots = Arc::new(arc_swap::ArcSwap::from_pointee(first.clone()));
+        let mirror = MirroredHealthCheck {
+            inner: Box::new(Failing),
+            slots: slots.clone(),
+        };
+        let target = crate_backends(&first).into_iter().next().unwrap();
+
+        // A pass checks the old backend at 127.0.0.1:9 ...
+        assert!(mirror.check(&target).await.is_err());
+        // ... which is removed, and another put at its address, before the pass reports.
         first[0].set_removed(true);
         let (list, _) = with_added(&first, &template, &new("new"), false).unwrap();
-        let slots: SharedSlots = Arc::new(arc_swap::ArcSwap::from_pointee(list));
-        assert!(slot_of(&slots, &checked).is_none(), "a stale check");
-        // The checker's target for the new backend reaches it; one without an id, by address.
-        let current = crate_backends(&slots.load()).into_iter().next().unwrap();
-        assert_eq!(slot_of(&slots, &current).unwrap().name, "new");
-        let plain = Backend {
-            ext: http::Extensions::new(),
-            ..current
-        };
-        assert_eq!(slot_of(&slots, &plain).unwrap().name, "new");
+        slots.store(Arc::new(list));
+        mirror.health_status_change(&target, false).await;
+        let now = slots
+            .load()
+            .iter()
+            .find(|s| s.name == "new")
+            .unwrap()
+            .clone();
+        assert!(
+            now.is_healthy(),
+            "the old backend's flip is not the new one's"
+        );
+
+        // The next pass checks the new one: its own flips apply.
+        assert!(mirror.check(&target).await.is_err());
+        mirror.health_status_change(&target, false).await;
+        assert!(!now.is_healthy());
     }
 }

@@ -228,14 +228,10 @@ pub(super) fn crate_backends(slots: &[Arc<BackendSlot>]) -> BTreeSet<Backend> {
     slots
         .iter()
         .filter(|s| !s.is_removed())
-        .map(|s| {
-            let mut ext = http::Extensions::new();
-            ext.insert(super::backend::SlotId(s.id));
-            Backend {
-                addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(s.addr),
-                weight: s.weight as usize,
-                ext,
-            }
+        .map(|s| Backend {
+            addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(s.addr),
+            weight: s.weight as usize,
+            ext: http::Extensions::new(),
         })
         .collect()
 }
