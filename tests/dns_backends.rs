@@ -40,6 +40,19 @@ async fn wait_listed(proxy: &Proxy, want: &[&str]) {
     );
 }
 
+/// The proxy with an admin listener and pool `web`, whose only backends are the addresses of
+/// DNS name `app` (port `port`) as `dns` answers, asked every second.
+async fn start(place: &Place, dns: &DnsServer, app: &str, port: u16) -> Proxy {
+    let section = format!(
+        "sticky:\n  listeners:\n    - addr: \"{{listen}}\"\n  admin: {{ addr: \"{{admin}}\", token_file: \"{}\" }}\n  pools:\n    - name: web\n      backends: []\n      discovery: {{ type: dns, name: \"{app}\", port: {port}, interval_seconds: 1, nameservers: [\"{}\"] }}\n{KEYED_AFFINITY}",
+        place.token_file().display(),
+        dns.addr,
+    );
+    let proxy = Proxy::start(&section).await;
+    common::admin::wait_for_admin(&proxy).await;
+    proxy
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_follows_its_dns_name_as_the_records_change_and_keeps_serving_when_dns_fails() {
     let ip = |last: u8| Ipv4Addr::new(127, 0, 0, last);
@@ -53,13 +66,7 @@ async fn a_pool_follows_its_dns_name_as_the_records_change_and_keeps_serving_whe
     let app = dns.name("app");
     dns.set(&app, &[IpAddr::V4(ip(2))]).await;
     let place = Place::new();
-    let section = format!(
-        "sticky:\n  listeners:\n    - addr: \"{{listen}}\"\n  admin: {{ addr: \"{{admin}}\", token_file: \"{}\" }}\n  pools:\n    - name: web\n      backends: []\n      discovery: {{ type: dns, name: \"{app}\", port: {port}, interval_seconds: 1, nameservers: [\"{}\"] }}\n{KEYED_AFFINITY}",
-        place.token_file().display(),
-        dns.addr,
-    );
-    let proxy = Proxy::start(&section).await;
-    common::admin::wait_for_admin(&proxy).await;
+    let proxy = start(&place, &dns, &app, port).await;
     wait_listed(&proxy, &[&a]).await;
     let client = client();
     let first = get(&client, &proxy.url("/"), None).await;
@@ -137,14 +144,8 @@ async fn a_pool_with_only_discovery_answers_503_until_its_name_resolves_and_then
     let dns = DnsServer::start("test.").await;
     let app = dns.name("app");
     let place = Place::new();
-    let section = format!(
-        "sticky:\n  listeners:\n    - addr: \"{{listen}}\"\n  admin: {{ addr: \"{{admin}}\", token_file: \"{}\" }}\n  pools:\n    - name: web\n      backends: []\n      discovery: {{ type: dns, name: \"{app}\", port: {port}, interval_seconds: 1, nameservers: [\"{}\"] }}\n{KEYED_AFFINITY}",
-        place.token_file().display(),
-        dns.addr,
-    );
     // The name has no records yet: the proxy starts, and answers 503 (no backend named).
-    let proxy = Proxy::start(&section).await;
-    common::admin::wait_for_admin(&proxy).await;
+    let proxy = start(&place, &dns, &app, port).await;
     let client = client();
     let empty = get(&client, &proxy.url("/"), None).await;
     assert_eq!(empty.status, 503, "{empty:?}");
