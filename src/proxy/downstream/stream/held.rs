@@ -4,8 +4,8 @@
 //! The loop waits with a zero-capacity read (it holds no buffer while the client is quiet).
 //! When bytes arrive, the stream reads them at once into a buffer on the stack and keeps what
 //! came, so Pingora's first read of the next head is served from memory: one `recvfrom` per
-//! request head, as in Pingora's own loop, where a zero-length read and then Pingora's read
-//! would make two.
+//! request head, as with Pingora's own loop (a zero-length read to wait, then Pingora's read,
+//! would make two).
 
 use super::ClientStream;
 use std::io;
